@@ -1,0 +1,1 @@
+"""llama-images: build, test and ship llama.cpp server images from one declarative matrix."""

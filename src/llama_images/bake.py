@@ -1,0 +1,140 @@
+"""Targets -> a `docker buildx bake` file (JSON). Pure: everything it needs comes in as arguments."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .matrix import SOURCE_RELEASE_TARBALL, Matrix
+from .releases import Release, checksum_args
+from .targets import BaseTarget, ImageTarget, Target
+
+BASE_CONTEXT = "base-image"
+DERIVATIVE_CONTEXT = "derivatives/llama-cpp"
+PROJECT_URL = "https://github.com/llama-images/llama-images"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What varies between renders of the same targets."""
+
+    revision: str  # git commit the images are built from
+    created: str  # RFC 3339 build time
+    source: str = PROJECT_URL
+    push: bool = False
+    # Release tag -> looked-up release; gives the tarball checksums for the CUDA builds.
+    releases: Mapping[str, Release] = field(default_factory=dict)
+
+
+def bake_name(target_id: str) -> str:
+    """Bake target names allow [a-zA-Z0-9_-] only; ids use '/' and '.', so map those to '_'."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", target_id)
+
+
+def render(matrix: Matrix, targets: Sequence[Target], options: RenderOptions) -> dict[str, Any]:
+    """The bake file for `targets` (bases must be among them: select() guarantees it)."""
+    bake_targets: dict[str, dict[str, Any]] = {}
+    groups: dict[str, list[str]] = {"default": [], "base": []}
+    for target in targets:
+        name = bake_name(target.id)
+        if isinstance(target, BaseTarget):
+            bake_targets[name] = render_base(target, options)
+            groups["base"].append(name)
+        else:
+            bake_targets[name] = render_image(matrix, target, options)
+            groups.setdefault(target.flavor.name, []).append(name)
+        groups["default"].append(name)
+    return {
+        "group": {group: {"targets": names} for group, names in groups.items() if names},
+        "target": bake_targets,
+    }
+
+
+def render_base(target: BaseTarget, options: RenderOptions) -> dict[str, Any]:
+    upstream = target.upstream
+    return {
+        "context": BASE_CONTEXT,
+        "dockerfile": "Dockerfile",
+        "args": {"UPSTREAM_IMAGE": upstream.image},
+        "platforms": list(target.platforms),
+        "tags": [target.image],
+        "labels": labels(
+            options,
+            title="llama-images base-image",
+            description=f"Runtime base (Supervisor, boot sequence) on {upstream.image}",
+            version=upstream.name,
+            base=upstream.image,
+        ),
+        **publishing(target.image, options),
+    }
+
+
+def render_image(matrix: Matrix, target: ImageTarget, options: RenderOptions) -> dict[str, Any]:
+    flavor = target.flavor
+    args = {
+        # The derivative names its base by image reference; the context below substitutes the
+        # base built in this same bake, so each base is built once for all its derivatives.
+        "BASE_IMAGE": target.base.image,
+        "LLAMA_CPP_FLAVOR": flavor_stage(target),
+        "LLAMA_CPP_VERSION": target.release,
+    }
+    if flavor.source == SOURCE_RELEASE_TARBALL:
+        cuda = target.binary_cuda or ""
+        args["CUDA_VERSION"] = cuda
+        args["LLAMA_CPP_RELEASE_URL"] = matrix.release_source.download_url
+        release = options.releases.get(target.release)
+        if release is not None:
+            args.update(checksum_args(release, cuda))
+    return {
+        "context": DERIVATIVE_CONTEXT,
+        "dockerfile": "Dockerfile",
+        "contexts": {target.base.image: f"target:{bake_name(target.base.id)}"},
+        "args": args,
+        "platforms": list(target.platforms),
+        "tags": [target.image],
+        "labels": labels(
+            options,
+            title="llama-images llama-cpp",
+            description=f"llama.cpp server {target.release} ({flavor.name}) on {target.base.upstream.image}",
+            version=target.tag,
+            base=target.base.image,
+        ),
+        **publishing(target.image, options),
+    }
+
+
+def flavor_stage(target: ImageTarget) -> str:
+    """The Dockerfile stage that installs llama.cpp for a flavor, by how it gets it."""
+    return "cuda" if target.flavor.source == SOURCE_RELEASE_TARBALL else "cpu"
+
+
+def labels(options: RenderOptions, *, title: str, description: str, version: str, base: str) -> dict[str, str]:
+    return {
+        "org.opencontainers.image.title": title,
+        "org.opencontainers.image.description": description,
+        "org.opencontainers.image.source": options.source,
+        "org.opencontainers.image.revision": options.revision,
+        "org.opencontainers.image.version": version,
+        "org.opencontainers.image.created": options.created,
+        "org.opencontainers.image.base.name": base,
+    }
+
+
+def publishing(image: str, options: RenderOptions) -> dict[str, Any]:
+    """Cache and attestations: only when pushing, where a registry holds the cache and the
+    attestations travel with the published index. Local builds use the engine's own cache."""
+    if not options.push:
+        return {}
+    cache_ref = f"{image.rsplit(':', 1)[0]}:buildcache-{image.rsplit(':', 1)[1]}"
+    return {
+        "cache-from": [f"type=registry,ref={cache_ref}"],
+        "cache-to": [f"type=registry,ref={cache_ref},mode=max"],
+        "attest": ["type=provenance,mode=max", "type=sbom"],
+    }
+
+
+def to_json(bake: Mapping[str, Any]) -> str:
+    return json.dumps(bake, indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,482 @@
+"""matrix.yaml: the one declaration of what is built. Loading it validates everything.
+
+The model is a tree of frozen dataclasses; `load_matrix` is the only way in and either returns a
+complete, valid `Matrix` or raises `MatrixError` listing every problem with `file:line key`.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from .errors import MatrixError, Problem, did_you_mean
+from .yamlnodes import NodeReader, Problems, compose, join_key, read_text
+
+DEFAULT_MATRIX = Path(__file__).resolve().parents[2] / "matrix.yaml"
+
+SOURCE_RELEASE_TARBALL = "release-tarball"
+SOURCE_DEBIAN_PACKAGE = "debian-package"
+SOURCES = (SOURCE_RELEASE_TARBALL, SOURCE_DEBIAN_PACKAGE)
+LATEST = "latest"
+TAG_FIELDS = ("release", "cuda", "flavor", "upstream")
+
+REGISTRY = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
+PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+NAME = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]|[a-z0-9]")
+_NAME_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+IMAGE_REF = re.compile(
+    rf"(?:[a-z0-9.-]+(?::[0-9]+)?/)?{_NAME_PART}(?:/{_NAME_PART})*(?::{_TAG})?(?:@sha256:[0-9a-f]{{64}})?"
+)
+DOCKER_TAG = re.compile(_TAG)
+CUDA_VERSION = re.compile(r"[0-9]{1,2}\.[0-9]{1,2}")
+PLATFORM = re.compile(r"linux/(amd64|arm64|arm/v6|arm/v7|ppc64le|s390x|386|riscv64)")
+RELEASE = re.compile(r"latest|b[0-9]+")
+BUILD = re.compile(r"b[0-9]+")
+GITHUB_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+HTTP_URL = re.compile(r"https?://[^\s{}]+")
+# The prebuilt tarballs exist for these architectures only.
+TARBALL_PLATFORMS = ("linux/amd64", "linux/arm64")
+
+
+@dataclass(frozen=True)
+class ImageNames:
+    """Where images are published: `<registry>/<namespace>/<repository>:<tag>`."""
+
+    registry: str
+    namespace: str
+    repository: str
+    base_repository: str
+
+    def reference(self, repository: str, tag: str) -> str:
+        return f"{self.registry}/{self.namespace}/{repository}:{tag}"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An image that base-image builds FROM."""
+
+    name: str
+    image: str
+    cuda: str | None
+    platforms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReleaseSource:
+    """Where the prebuilt llama.cpp CUDA release tarballs come from."""
+
+    github_repository: str
+    download_url: str
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """How llama.cpp gets into the image, on which upstreams, for which releases, tagged how."""
+
+    name: str
+    source: str
+    upstreams: tuple[str, ...]
+    releases: tuple[str, ...]
+    tag: str
+    # Upstream name -> CUDA version of the prebuilt binaries installed on it (tarball flavors).
+    binary_cuda: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Matrix:
+    file: str
+    images: ImageNames
+    release_source: ReleaseSource
+    upstreams: Mapping[str, Upstream]
+    flavors: Mapping[str, Flavor]
+    default_targets: tuple[str, ...]
+    # Key path -> line, so problems found after loading (expansion) still point into the file.
+    lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), compare=False)
+
+    def line_of(self, key: str) -> int:
+        while key and key not in self.lines:
+            key = key.rpartition(".")[0]
+        return self.lines.get(key, 1)
+
+    def problem(self, key: str, message: str, fix: str) -> Problem:
+        return Problem(self.file, self.line_of(key), key, message, fix)
+
+
+def load_matrix(path: Path | str = DEFAULT_MATRIX) -> Matrix:
+    """Read and validate a matrix file."""
+    path = Path(path)
+    display = display_name(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MatrixError(
+            [Problem(display, 1, "", f"cannot read the file: {exc.strerror}", "pass an existing matrix file")]
+        ) from None
+    return parse_matrix(text, display)
+
+
+def display_name(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def parse_matrix(text: str, file: str = "matrix.yaml") -> Matrix:
+    """Validate matrix YAML text; `file` is the name used in problems."""
+    problems = Problems(file)
+    root = compose(text, problems)
+    if root is None:
+        problems.raise_if_any()
+        raise MatrixError([Problem(file, 1, "", "the file is empty", "start from the shipped matrix.yaml")])
+    lines: dict[str, int] = {}
+    record_lines(root, "", lines)
+    top = NodeReader(root, "", problems)
+    images = read_images(top, problems)
+    release_source = read_release_source(top, problems)
+    upstreams = read_upstreams(top, problems)
+    flavors = read_flavors(top, upstreams, problems)
+    default_targets = top.text_list(
+        "default_targets",
+        expected="a target id pattern",
+        fix="list id globs such as 'cpu/*' (see `invoke matrix` for ids)",
+    )
+    if top.is_mapping:
+        top.finish()
+    problems.raise_if_any()
+    assert images and release_source and default_targets is not None  # guaranteed: no problems
+    matrix = Matrix(
+        file=file,
+        images=images,
+        release_source=release_source,
+        upstreams=MappingProxyType(upstreams),
+        flavors=MappingProxyType(flavors),
+        default_targets=default_targets,
+        lines=MappingProxyType(lines),
+    )
+    check_default_targets(matrix)
+    return matrix
+
+
+def record_lines(node: object, path: str, lines: dict[str, int]) -> None:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = join_key(path, str(key_node.value))
+            lines.setdefault(key, key_node.start_mark.line + 1)
+            record_lines(value_node, key, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            key = join_key(path, index)
+            lines.setdefault(key, item.start_mark.line + 1)
+            record_lines(item, key, lines)
+
+
+def read_images(top: NodeReader, problems: Problems) -> ImageNames | None:
+    section = top.mapping("images", "add an 'images' mapping with registry, namespace, repository, base_repository")
+    if section is None or not section.is_mapping:
+        return None
+    component_fix = "use lowercase letters, digits and single '.', '_' or '-' between them"
+    registry = section.text(
+        "registry", pattern=REGISTRY, expected="a registry host", fix="e.g. docker.io or 127.0.0.1:5000"
+    )
+    namespace = section.text("namespace", pattern=PATH_COMPONENT, expected="a namespace", fix=component_fix)
+    repository = section.text("repository", pattern=PATH_COMPONENT, expected="a repository name", fix=component_fix)
+    base_repository = section.text(
+        "base_repository", pattern=PATH_COMPONENT, expected="a repository name", fix=component_fix
+    )
+    section.finish()
+    if registry and namespace and repository and base_repository:
+        return ImageNames(registry, namespace, repository, base_repository)
+    return None
+
+
+def read_release_source(top: NodeReader, problems: Problems) -> ReleaseSource | None:
+    section = top.mapping(
+        "release_source", "add 'release_source' with github_repository and download_url of the CUDA tarballs"
+    )
+    if section is None or not section.is_mapping:
+        return None
+    repository = section.text(
+        "github_repository", pattern=GITHUB_REPOSITORY, expected="an owner/name", fix="e.g. ai-dock/llama.cpp-cuda"
+    )
+    download_url = section.text(
+        "download_url",
+        pattern=HTTP_URL,
+        expected="an http(s) URL",
+        fix="e.g. https://github.com/ai-dock/llama.cpp-cuda/releases/download",
+    )
+    section.finish()
+    if repository and download_url:
+        return ReleaseSource(repository, download_url.rstrip("/"))
+    return None
+
+
+def read_upstreams(top: NodeReader, problems: Problems) -> dict[str, Upstream]:
+    section = top.mapping("upstreams", "add 'upstreams': the images base-image builds FROM")
+    upstreams: dict[str, Upstream] = {}
+    if section is None or not section.is_mapping:
+        return upstreams
+    if not section.keys():
+        problems.add(section.node, "upstreams", "no upstream is declared", "declare at least one upstream image")
+    for name in section.keys():
+        key = join_key("upstreams", name)
+        if not NAME.fullmatch(name):
+            problems.add(
+                section.key_node(name),
+                key,
+                f"'{name}' is not a usable upstream name (it goes into target ids and tags)",
+                "use lowercase letters, digits, '.' and '-', e.g. cuda-12.9",
+            )
+        entry = section.mapping(name, "")
+        if entry is None or not entry.is_mapping:
+            continue
+        image = entry.text(
+            "image",
+            pattern=IMAGE_REF,
+            expected="an image reference with a tag",
+            fix="e.g. nvidia/cuda:12.9.1-runtime-ubuntu24.04",
+        )
+        if image is not None and not has_tag_or_digest(image):
+            problems.add(
+                entry.child("image") or entry.node,
+                join_key(key, "image"),
+                f"'{image}' has no tag",
+                "pin a tag or digest (e.g. debian:forky-slim): an untagged upstream changes under you",
+            )
+            image = None
+        cuda_node = entry.child("cuda")
+        cuda: str | None = None
+        if cuda_node is not None and cuda_node.tag != "tag:yaml.org,2002:null":
+            cuda = read_text(
+                cuda_node,
+                join_key(key, "cuda"),
+                problems,
+                pattern=CUDA_VERSION,
+                expected="a CUDA version like 12.9",
+                fix="write MAJOR.MINOR, e.g. \"12.9\", or leave 'cuda' out for a CPU upstream",
+            )
+        platforms = entry.text_list(
+            "platforms", pattern=PLATFORM, expected="a linux platform", fix="e.g. linux/amd64, linux/arm64"
+        )
+        entry.finish()
+        if image and platforms and (cuda_node is None or cuda is not None or cuda_node.tag.endswith("null")):
+            upstreams[name] = Upstream(name, image, cuda, platforms)
+    return upstreams
+
+
+def has_tag_or_digest(image: str) -> bool:
+    last = image.rsplit("/", 1)[-1]
+    return ":" in last or "@" in last
+
+
+def read_flavors(top: NodeReader, upstreams: Mapping[str, Upstream], problems: Problems) -> dict[str, Flavor]:
+    section = top.mapping("flavors", "add 'flavors': how llama.cpp is installed (cuda, cpu)")
+    flavors: dict[str, Flavor] = {}
+    if section is None or not section.is_mapping:
+        return flavors
+    if not section.keys():
+        problems.add(section.node, "flavors", "no flavor is declared", "declare at least one flavor")
+    for name in section.keys():
+        key = join_key("flavors", name)
+        if not NAME.fullmatch(name):
+            problems.add(
+                section.key_node(name), key, f"'{name}' is not a usable flavor name", "use lowercase letters and '-'"
+            )
+        entry = section.mapping(name, "")
+        if entry is None or not entry.is_mapping:
+            continue
+        flavor = read_flavor(name, key, entry, upstreams, problems)
+        entry.finish()
+        if flavor is not None:
+            flavors[name] = flavor
+    return flavors
+
+
+def read_flavor(
+    name: str, key: str, entry: NodeReader, upstreams: Mapping[str, Upstream], problems: Problems
+) -> Flavor | None:
+    source = entry.text("source", expected="a source", fix=f"one of: {', '.join(SOURCES)}")
+    if source is not None and source not in SOURCES:
+        problems.add(
+            entry.child("source") or entry.node,
+            join_key(key, "source"),
+            f"unknown source '{source}'",
+            f"use one of: {', '.join(SOURCES)}{did_you_mean(source, SOURCES)}",
+        )
+        source = None
+    names = entry.text_list("upstreams", expected="an upstream name", fix="list keys of the 'upstreams' section")
+    for index, upstream_name in enumerate(names or ()):
+        item = entry.child("upstreams")
+        node = item.value[index] if item is not None and hasattr(item, "value") else entry.node
+        if upstream_name not in upstreams:
+            problems.add(
+                node,
+                join_key(join_key(key, "upstreams"), index),
+                f"upstream '{upstream_name}' is not declared",
+                f"declare it under 'upstreams' or use one of: {', '.join(upstreams)}"
+                + did_you_mean(upstream_name, upstreams),
+            )
+            names = None
+    releases = entry.text_list(
+        "releases", pattern=RELEASE, expected="a release tag", fix="write tags like b9159, or 'latest'"
+    )
+    tag = entry.text("tag", expected="a tag template", fix="e.g. '{release}-cuda-{cuda}'")
+    binary_cuda: dict[str, str] = {}
+    if source == SOURCE_DEBIAN_PACKAGE:
+        check_debian_flavor(key, entry, releases, problems)
+    elif source == SOURCE_RELEASE_TARBALL:
+        binary_cuda = read_binary_cuda(key, entry, names, upstreams, problems) or {}
+    if names and tag is not None:
+        for upstream_name in names:
+            check_tag_template(key, entry, tag, upstreams[upstream_name], problems)
+    if names and source == SOURCE_RELEASE_TARBALL:
+        for upstream_name in names:
+            for platform in upstreams[upstream_name].platforms:
+                if platform not in TARBALL_PLATFORMS:
+                    problems.add(
+                        entry.child("upstreams") or entry.node,
+                        join_key(key, "upstreams"),
+                        f"upstream '{upstream_name}' lists {platform}, for which no prebuilt tarball exists",
+                        f"give that upstream only {' and '.join(TARBALL_PLATFORMS)}",
+                    )
+    if source and names and releases and tag is not None and (source != SOURCE_RELEASE_TARBALL or binary_cuda):
+        return Flavor(name, source, names, releases, tag, MappingProxyType(binary_cuda))
+    return None
+
+
+def check_debian_flavor(key: str, entry: NodeReader, releases: tuple[str, ...] | None, problems: Problems) -> None:
+    releases_node = entry.child("releases")
+    for index, release in enumerate(releases or ()):
+        if release == LATEST:
+            node = releases_node.value[index] if releases_node is not None else entry.node
+            problems.add(
+                node,
+                join_key(join_key(key, "releases"), index),
+                "'latest' cannot be resolved for a debian-package flavor",
+                "name the llama.cpp build the Debian package carries, e.g. b11669 (`llama-server --version`)",
+            )
+    if entry.child("binary_cuda") is not None:
+        problems.add(
+            entry.key_node("binary_cuda"),
+            join_key(key, "binary_cuda"),
+            "binary_cuda applies to release-tarball flavors only",
+            "remove it: Debian's package decides its own build",
+        )
+
+
+def read_binary_cuda(
+    key: str,
+    entry: NodeReader,
+    names: tuple[str, ...] | None,
+    upstreams: Mapping[str, Upstream],
+    problems: Problems,
+) -> dict[str, str] | None:
+    mapping = entry.mapping(
+        "binary_cuda", "map each upstream of this flavor to the CUDA version of its prebuilt binaries"
+    )
+    if mapping is None or not mapping.is_mapping:
+        return None
+    result: dict[str, str] = {}
+    for upstream_name in mapping.entries:
+        version = mapping.text(
+            upstream_name,
+            pattern=CUDA_VERSION,
+            expected="a CUDA version like 12.8",
+            fix='write MAJOR.MINOR, e.g. "12.8"',
+        )
+        if names is not None and upstream_name not in names:
+            problems.add(
+                mapping.key_node(upstream_name),
+                join_key(join_key(key, "binary_cuda"), upstream_name),
+                f"'{upstream_name}' is not an upstream of this flavor",
+                f"use one of: {', '.join(names)}{did_you_mean(upstream_name, names)}",
+            )
+            continue
+        if version is not None:
+            result[upstream_name] = version
+    for upstream_name in names or ():
+        upstream = upstreams.get(upstream_name)
+        if upstream is not None and upstream.cuda is None:
+            problems.add(
+                entry.child("upstreams") or entry.node,
+                join_key(key, "upstreams"),
+                f"upstream '{upstream_name}' has no CUDA version, but this flavor installs CUDA binaries",
+                "give the upstream a 'cuda' version or move it to a CPU flavor",
+            )
+        elif upstream_name not in mapping.entries:
+            problems.add(
+                mapping.node,
+                join_key(key, "binary_cuda"),
+                f"no binary CUDA version for upstream '{upstream_name}'",
+                f'add `{upstream_name}: "MAJOR.MINOR"` (the CUDA version of the tarball to install)',
+            )
+    return result if len(result) == len(names or ()) else None
+
+
+def check_tag_template(key: str, entry: NodeReader, template: str, upstream: Upstream, problems: Problems) -> None:
+    node = entry.child("tag") or entry.node
+    path = join_key(key, "tag")
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        problems.add(node, path, f"'{template}' is not a valid template: {exc}", "write fields as {release}")
+        return
+    for name in fields:
+        if name not in TAG_FIELDS:
+            problems.add(
+                node,
+                path,
+                f"unknown field '{{{name}}}' in tag template",
+                f"use only {', '.join('{' + f + '}' for f in TAG_FIELDS)}{did_you_mean(name, TAG_FIELDS)}",
+            )
+            return
+    if "release" not in fields:
+        problems.add(node, path, "the tag template lacks {release}", "add {release}: each release needs its own tag")
+        return
+    if "cuda" in fields and upstream.cuda is None:
+        problems.add(
+            node,
+            path,
+            f"the tag uses {{cuda}} but upstream '{upstream.name}' has no CUDA version",
+            "drop {cuda} from this flavor's tag",
+        )
+        return
+    sample = render_tag(template, release="b1", cuda=upstream.cuda or "", flavor="f", upstream=upstream.name)
+    if not DOCKER_TAG.fullmatch(sample):
+        problems.add(
+            node,
+            path,
+            f"'{template}' does not make a valid Docker tag (e.g. '{sample}')",
+            "use letters, digits, '_', '.' and '-' around the fields, at most 128 characters",
+        )
+
+
+def render_tag(template: str, *, release: str, cuda: str, flavor: str, upstream: str) -> str:
+    return template.format(release=release, cuda=cuda, flavor=flavor, upstream=upstream)
+
+
+def check_default_targets(matrix: Matrix) -> None:
+    # Imported here: targets builds on this module.
+    from .targets import expand, unmatched_patterns
+
+    targets = expand(matrix)
+    missing = unmatched_patterns(targets, matrix.default_targets)
+    if missing:
+        ids = [t.id for t in targets]
+        raise MatrixError(
+            [
+                matrix.problem(
+                    join_key("default_targets", matrix.default_targets.index(pattern)),
+                    f"'{pattern}' matches no target",
+                    f"use an id glob from `invoke matrix`{did_you_mean(pattern, ids)}",
+                )
+                for pattern in missing
+            ]
+        )

@@ -1,0 +1,73 @@
+"""The pipeline behind the tasks, as small steps: load -> override -> expand -> select -> resolve.
+
+Each step is a plain function of the one before; tasks.py only parses options and prints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .bake import RenderOptions, bake_name, render
+from .engine import REPO_ROOT
+from .matrix import DEFAULT_MATRIX, Matrix, load_matrix
+from .releases import Fetcher, Release, fetch_release, resolve_latest
+from .targets import ImageTarget, Overrides, Target, apply_overrides, expand, select
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a task was asked for."""
+
+    matrix_file: Path = DEFAULT_MATRIX
+    filters: tuple[str, ...] = ()  # empty: the matrix's default_targets
+    overrides: Overrides = field(default_factory=Overrides)
+    push: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    matrix: Matrix
+    targets: tuple[Target, ...]
+    releases: dict[str, Release]
+
+    @property
+    def bake_names(self) -> dict[str, str]:
+        return {bake_name(t.id): t.id for t in self.targets}
+
+
+def make_plan(request: Request, fetch: Fetcher = fetch_release) -> Plan:
+    matrix = apply_overrides(load_matrix(request.matrix_file), request.overrides)
+    targets = expand(matrix, request.overrides.platforms)
+    selected = select(targets, request.filters or matrix.default_targets)
+    resolved, releases = resolve_latest(matrix, selected, fetch)
+    return Plan(matrix, resolved, releases)
+
+
+def render_plan(plan: Plan, request: Request) -> dict[str, Any]:
+    options = RenderOptions(revision=git_revision(), created=now(), push=request.push, releases=plan.releases)
+    return render(plan.matrix, plan.targets, options)
+
+
+def git_revision(repo: Path = REPO_ROOT) -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=False, capture_output=True, text=True)
+    revision = result.stdout.strip() if result.returncode == 0 else "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, check=False, capture_output=True, text=True)
+    return f"{revision}-dirty" if result.returncode == 0 and dirty.stdout.strip() else revision
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def table(targets: Sequence[Target]) -> list[tuple[str, str, str, str]]:
+    """Rows of `invoke matrix`: id, image, built FROM, platforms."""
+    rows = []
+    for target in targets:
+        source = target.base.image if isinstance(target, ImageTarget) else target.upstream.image
+        rows.append((target.id, target.image, source, ",".join(target.platforms)))
+    return rows

@@ -1,0 +1,230 @@
+"""Reading YAML while keeping line numbers, so every problem can point at `file:line key`.
+
+PyYAML's composer gives nodes with source marks; a `NodeReader` walks a mapping node, reads
+typed values from it and records a `Problem` (instead of raising) for each thing that is wrong,
+so a user sees every mistake of a file at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+from .errors import MatrixError, Problem, did_you_mean
+
+STR_TAG = "tag:yaml.org,2002:str"
+NULL_TAG = "tag:yaml.org,2002:null"
+# Versions such as 12.9 may be written unquoted; YAML then resolves them to numbers, but the
+# node keeps the text as written ("13.10" stays "13.10"), which is what a version means.
+TEXT_LIKE_TAGS = frozenset({STR_TAG, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+
+
+@dataclass
+class Problems:
+    """Problems found in one file, collected while reading it."""
+
+    file: str
+    found: list[Problem] = field(default_factory=list)
+
+    def add(self, node: yaml.Node, key: str, message: str, fix: str) -> None:
+        self.found.append(Problem(self.file, node.start_mark.line + 1, key, message, fix))
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            raise MatrixError(sorted(self.found, key=lambda p: p.line))
+
+
+def compose(text: str, problems: Problems) -> yaml.Node | None:
+    """Parse YAML text into a node tree; a syntax error becomes a problem with its line."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problems.found.append(
+            Problem(
+                problems.file,
+                line,
+                "",
+                f"not valid YAML: {exc.problem or exc}",
+                "check indentation, quoting and ':' after each key near that line",
+            )
+        )
+        return None
+
+
+def kind_of(node: yaml.Node) -> str:
+    """How a node reads to a person: 'a mapping', 'a list', 'a number', ..."""
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return {
+        STR_TAG: "a string",
+        NULL_TAG: "nothing (null)",
+        "tag:yaml.org,2002:int": "a number",
+        "tag:yaml.org,2002:float": "a number",
+        "tag:yaml.org,2002:bool": "a boolean",
+    }.get(str(node.tag), "a scalar")
+
+
+def join_key(parent: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else key
+
+
+class NodeReader:
+    """Typed access to one YAML mapping; unknown keys are reported by `finish()`."""
+
+    def __init__(self, node: yaml.Node, path: str, problems: Problems) -> None:
+        self.node = node
+        self.path = path
+        self.problems = problems
+        self.entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        self.used: set[str] = set()
+        if not isinstance(node, yaml.MappingNode):
+            problems.add(
+                node, path, f"expected a mapping of keys, found {kind_of(node)}", "write 'key: value' lines here"
+            )
+            return
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in self.entries:
+                problems.add(
+                    key_node, join_key(path, key), "key given twice", "remove one of them: YAML keeps only the last"
+                )
+            self.entries[key] = (key_node, value_node)
+
+    @property
+    def is_mapping(self) -> bool:
+        return isinstance(self.node, yaml.MappingNode)
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def key_node(self, key: str) -> yaml.Node:
+        return self.entries[key][0]
+
+    def child(self, key: str) -> yaml.Node | None:
+        """The value node of `key`, marking it as known; None (and a problem) when missing."""
+        self.used.add(key)
+        if key not in self.entries:
+            return None
+        return self.entries[key][1]
+
+    def require(self, key: str, fix: str) -> yaml.Node | None:
+        node = self.child(key)
+        if node is None and self.is_mapping:
+            self.problems.add(self.node, join_key(self.path, key), "required key is missing", fix)
+        return node
+
+    def text(
+        self,
+        key: str,
+        *,
+        pattern: re.Pattern[str] | None = None,
+        expected: str = "",
+        fix: str = "",
+        required: bool = True,
+        default: str | None = None,
+    ) -> str | None:
+        node = self.require(key, fix) if required else self.child(key)
+        if node is None:
+            return default
+        return read_text(node, join_key(self.path, key), self.problems, pattern=pattern, expected=expected, fix=fix)
+
+    def text_list(
+        self,
+        key: str,
+        *,
+        pattern: re.Pattern[str] | None = None,
+        expected: str = "",
+        fix: str = "",
+        required: bool = True,
+        default: tuple[str, ...] = (),
+    ) -> tuple[str, ...] | None:
+        node = self.require(key, fix) if required else self.child(key)
+        if node is None:
+            return default
+        return read_text_list(
+            node, join_key(self.path, key), self.problems, pattern=pattern, expected=expected, fix=fix
+        )
+
+    def mapping(self, key: str, fix: str, *, required: bool = True) -> NodeReader | None:
+        node = self.require(key, fix) if required else self.child(key)
+        if node is None:
+            return None
+        return NodeReader(node, join_key(self.path, key), self.problems)
+
+    def finish(self, allowed_hint: str = "") -> None:
+        """Report keys that nothing read: typos, with the closest known key as a suggestion."""
+        for key, (key_node, _) in self.entries.items():
+            if key in self.used:
+                continue
+            known = sorted(self.used)
+            hint = did_you_mean(key, known)
+            fix = f"remove it or rename it{hint}; known keys here: {', '.join(known)}"
+            if allowed_hint:
+                fix = f"{allowed_hint}{hint}"
+            self.problems.add(key_node, join_key(self.path, key), f"unknown key '{key}'", fix)
+
+
+def read_text(
+    node: yaml.Node,
+    path: str,
+    problems: Problems,
+    *,
+    pattern: re.Pattern[str] | None = None,
+    expected: str = "",
+    fix: str = "",
+) -> str | None:
+    """A scalar as the text written in the file, checked against `pattern`."""
+    if not isinstance(node, yaml.ScalarNode) or node.tag not in TEXT_LIKE_TAGS:
+        problems.add(node, path, f"expected {expected or 'a string'}, found {kind_of(node)}", fix or "write a string")
+        return None
+    value = str(node.value)
+    if pattern is not None and not pattern.fullmatch(value):
+        problems.add(node, path, f"'{value}' is not {expected}", fix)
+        return None
+    return value
+
+
+def read_text_list(
+    node: yaml.Node,
+    path: str,
+    problems: Problems,
+    *,
+    pattern: re.Pattern[str] | None = None,
+    expected: str = "",
+    fix: str = "",
+) -> tuple[str, ...] | None:
+    """A non-empty list of distinct strings; a single string is not silently promoted."""
+    if not isinstance(node, yaml.SequenceNode):
+        problems.add(
+            node, path, f"expected a list, found {kind_of(node)}", f"write a YAML list, e.g. [{fix_example(fix)}]"
+        )
+        return None
+    if not node.value:
+        problems.add(node, path, "the list is empty", fix or "list at least one entry")
+        return None
+    values: list[str] = []
+    ok = True
+    for index, item in enumerate(node.value):
+        value = read_text(item, join_key(path, index), problems, pattern=pattern, expected=expected, fix=fix)
+        if value is None:
+            ok = False
+            continue
+        if value in values:
+            problems.add(item, join_key(path, index), f"'{value}' is listed twice", "remove the repeated entry")
+            ok = False
+            continue
+        values.append(value)
+    return tuple(values) if ok else None
+
+
+def fix_example(fix: str) -> str:
+    match = re.search(r"e\.g\. (\S+)", fix)
+    return match.group(1).strip("'\",;") if match else "..."

@@ -1,0 +1,90 @@
+"""invoke tasks: a thin shell over the llama_images package. `invoke --list` shows them."""
+
+from __future__ import annotations
+
+from invoke import Context, task
+
+from llama_images import cli
+
+SELECTION_HELP = {
+    "matrix": "matrix file (default: matrix.yaml); `--matrix` alone means the shipped one",
+    "filter": "target id glob, e.g. 'cpu/*' or 'cuda/cuda-12.9/*'; repeat or comma-separate (default: default_targets)",
+    "platform": "comma-separated platforms to narrow to, e.g. linux/amd64",
+    "release": "build this llama.cpp release (or 'latest') instead of the matrix's, for release-tarball flavors",
+    "cuda-version": "CUDA version of the prebuilt llama.cpp binaries, e.g. 12.8",
+    "repository": "repository name instead of the matrix's (e.g. llama-cpp)",
+    "tag": "custom tag replacing the release part of each tag, e.g. my-build -> my-build-cuda-12.9",
+    "registry": "registry host instead of the matrix's, e.g. 127.0.0.1:5000",
+    "namespace": "namespace instead of the matrix's, e.g. your Docker Hub user",
+}
+
+
+def request(
+    matrix: str | bool | None,
+    filter: list[str] | None,
+    platform: str,
+    release: str | None,
+    cuda_version: str | None,
+    repository: str | None,
+    tag: str | None,
+    registry: str | None,
+    namespace: str | None,
+    push: bool = False,
+) -> cli.Request:
+    return cli.make_request(
+        matrix=matrix, filters=filter or (), platform=platform, release=release, cuda_version=cuda_version,
+        repository=repository, tag=tag, registry=registry, namespace=namespace, push=push,
+    )  # fmt: skip
+
+
+@task
+def engine(c: Context) -> None:
+    """Install and start a Docker engine with buildx, a loopback registry and arm64 emulation (root, Debian).
+
+    Leaves whatever already works alone: a host with an engine is not touched.
+    """
+    cli.provision_engine()
+
+
+@task(optional=["matrix"], iterable=["filter"], help=SELECTION_HELP)
+def matrix(
+    c: Context, matrix=None, filter=None, platform="", release=None, cuda_version=None,
+    repository=None, tag=None, registry=None, namespace=None,
+):  # type: ignore[no-untyped-def]  # fmt: skip
+    """List the targets of the matrix: id, image tag, what it builds FROM, platforms."""
+    if not filter:
+        filter = ["*"]
+    cli.show_matrix(request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace))
+
+
+@task(
+    optional=["matrix"],
+    iterable=["filter"],
+    help={**SELECTION_HELP, "output": "write the bake file here instead of stdout", "print": "print it (default)",
+          "check": "also have `docker buildx bake --print` accept it (needs an engine)", "push": "render for --push"},
+)  # fmt: skip
+def bake(
+    c: Context, matrix=None, filter=None, platform="", release=None, cuda_version=None,
+    repository=None, tag=None, registry=None, namespace=None, output=None, print=True, check=False, push=False,
+):  # type: ignore[no-untyped-def]  # fmt: skip
+    """Render the docker buildx bake file (JSON) for the selected targets."""
+    cli.write_bake(
+        request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push),
+        output,
+        check,
+    )
+
+
+@task(
+    pre=[engine],
+    optional=["matrix"],
+    iterable=["filter"],
+    help={**SELECTION_HELP, "push": "push to the registry (with cache and attestations)",
+          "load": "load into the local engine (the default when not pushing)"},
+)  # fmt: skip
+def build(
+    c: Context, matrix=None, filter=None, platform="", release=None, cuda_version=None,
+    repository=None, tag=None, registry=None, namespace=None, push=False, load=False,
+):  # type: ignore[no-untyped-def]  # fmt: skip
+    """Build the matrix (default targets, or --filter) with one `docker buildx bake`; sets up the engine first."""
+    cli.build(request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push), load)
