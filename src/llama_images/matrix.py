@@ -140,7 +140,8 @@ def parse_matrix(text: str, file: str = "matrix.yaml") -> Matrix:
     images = read_images(top, problems)
     release_source = read_release_source(top, problems)
     upstreams = read_upstreams(top, problems)
-    flavors = read_flavors(top, upstreams, problems)
+    declared = set(top.mapping_keys("upstreams"))
+    flavors = read_flavors(top, upstreams, declared, problems)
     default_targets = top.text_list(
         "default_targets",
         expected="a target id pattern",
@@ -276,7 +277,9 @@ def has_tag_or_digest(image: str) -> bool:
     return ":" in last or "@" in last
 
 
-def read_flavors(top: NodeReader, upstreams: Mapping[str, Upstream], problems: Problems) -> dict[str, Flavor]:
+def read_flavors(
+    top: NodeReader, upstreams: Mapping[str, Upstream], declared: set[str], problems: Problems
+) -> dict[str, Flavor]:
     section = top.mapping("flavors", "add 'flavors': how llama.cpp is installed (cuda, cpu)")
     flavors: dict[str, Flavor] = {}
     if section is None or not section.is_mapping:
@@ -292,7 +295,7 @@ def read_flavors(top: NodeReader, upstreams: Mapping[str, Upstream], problems: P
         entry = section.mapping(name, "")
         if entry is None or not entry.is_mapping:
             continue
-        flavor = read_flavor(name, key, entry, upstreams, problems)
+        flavor = read_flavor(name, key, entry, upstreams, declared, problems)
         entry.finish()
         if flavor is not None:
             flavors[name] = flavor
@@ -300,7 +303,12 @@ def read_flavors(top: NodeReader, upstreams: Mapping[str, Upstream], problems: P
 
 
 def read_flavor(
-    name: str, key: str, entry: NodeReader, upstreams: Mapping[str, Upstream], problems: Problems
+    name: str,
+    key: str,
+    entry: NodeReader,
+    upstreams: Mapping[str, Upstream],
+    declared: set[str],
+    problems: Problems,
 ) -> Flavor | None:
     source = entry.text("source", expected="a source", fix=f"one of: {', '.join(SOURCES)}")
     if source is not None and source not in SOURCES:
@@ -315,15 +323,17 @@ def read_flavor(
     for index, upstream_name in enumerate(names or ()):
         item = entry.child("upstreams")
         node = item.value[index] if item is not None and hasattr(item, "value") else entry.node
-        if upstream_name not in upstreams:
+        if upstream_name not in declared:
             problems.add(
                 node,
                 join_key(join_key(key, "upstreams"), index),
                 f"upstream '{upstream_name}' is not declared",
-                f"declare it under 'upstreams' or use one of: {', '.join(upstreams)}"
-                + did_you_mean(upstream_name, upstreams),
+                f"declare it under 'upstreams' or use one of: {', '.join(sorted(declared))}"
+                + did_you_mean(upstream_name, declared),
             )
             names = None
+    if names and not all(n in upstreams for n in names):
+        names = None  # an upstream of it is invalid: reported there, no follow-on problems here
     releases = entry.text_list(
         "releases", pattern=RELEASE, expected="a release tag", fix="write tags like b9159, or 'latest'"
     )
@@ -412,7 +422,7 @@ def read_binary_cuda(
             )
         elif upstream_name not in mapping.entries:
             problems.add(
-                mapping.node,
+                mapping.anchor,
                 join_key(key, "binary_cuda"),
                 f"no binary CUDA version for upstream '{upstream_name}'",
                 f'add `{upstream_name}: "MAJOR.MINOR"` (the CUDA version of the tarball to install)',

@@ -43,12 +43,15 @@ def compose(text: str, problems: Problems) -> yaml.Node | None:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
+        context = ""
+        if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+            context = f" ({exc.context} at line {exc.context_mark.line + 1})"
         problems.found.append(
             Problem(
                 problems.file,
                 line,
                 "",
-                f"not valid YAML: {exc.problem or exc}",
+                f"not valid YAML: {exc.problem or exc}{context}",
                 "check indentation, quoting and ':' after each key near that line",
             )
         )
@@ -79,8 +82,10 @@ def join_key(parent: str, key: str | int) -> str:
 class NodeReader:
     """Typed access to one YAML mapping; unknown keys are reported by `finish()`."""
 
-    def __init__(self, node: yaml.Node, path: str, problems: Problems) -> None:
+    def __init__(self, node: yaml.Node, path: str, problems: Problems, anchor: yaml.Node | None = None) -> None:
         self.node = node
+        # Where "missing key" points: the line of this mapping's own key, not its first entry.
+        self.anchor = anchor or node
         self.path = path
         self.problems = problems
         self.entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
@@ -105,6 +110,13 @@ class NodeReader:
     def keys(self) -> list[str]:
         return list(self.entries)
 
+    def mapping_keys(self, key: str) -> list[str]:
+        """Keys of a nested mapping, without reading (or validating) it."""
+        node = self.entries.get(key, (None, None))[1]
+        if isinstance(node, yaml.MappingNode):
+            return [str(k.value) for k, _ in node.value]
+        return []
+
     def key_node(self, key: str) -> yaml.Node:
         return self.entries[key][0]
 
@@ -118,7 +130,7 @@ class NodeReader:
     def require(self, key: str, fix: str) -> yaml.Node | None:
         node = self.child(key)
         if node is None and self.is_mapping:
-            self.problems.add(self.node, join_key(self.path, key), "required key is missing", fix)
+            self.problems.add(self.anchor, join_key(self.path, key), "required key is missing", fix)
         return node
 
     def text(
@@ -157,7 +169,7 @@ class NodeReader:
         node = self.require(key, fix) if required else self.child(key)
         if node is None:
             return None
-        return NodeReader(node, join_key(self.path, key), self.problems)
+        return NodeReader(node, join_key(self.path, key), self.problems, self.entries[key][0])
 
     def finish(self, allowed_hint: str = "") -> None:
         """Report keys that nothing read: typos, with the closest known key as a suggestion."""
@@ -203,9 +215,8 @@ def read_text_list(
 ) -> tuple[str, ...] | None:
     """A non-empty list of distinct strings; a single string is not silently promoted."""
     if not isinstance(node, yaml.SequenceNode):
-        problems.add(
-            node, path, f"expected a list, found {kind_of(node)}", f"write a YAML list, e.g. [{fix_example(fix)}]"
-        )
+        example = node.value if isinstance(node, yaml.ScalarNode) and node.value else "..."
+        problems.add(node, path, f"expected a list, found {kind_of(node)}", f"write a YAML list, e.g. [{example}]")
         return None
     if not node.value:
         problems.add(node, path, "the list is empty", fix or "list at least one entry")
@@ -223,8 +234,3 @@ def read_text_list(
             continue
         values.append(value)
     return tuple(values) if ok else None
-
-
-def fix_example(fix: str) -> str:
-    match = re.search(r"e\.g\. (\S+)", fix)
-    return match.group(1).strip("'\",;") if match else "..."

@@ -167,9 +167,7 @@ def write_tiny_llama_gguf(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Write a tiny random llama GGUF for tests."
-    )
+    parser = argparse.ArgumentParser(description="Write a tiny random llama GGUF for tests.")
     parser.add_argument("out", type=pathlib.Path, help="where to write the .gguf file")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     args = parser.parse_args(argv)

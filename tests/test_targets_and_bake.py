@@ -1,0 +1,162 @@
+"""Matrix -> targets -> selection -> bake file, as plain functions (no Docker)."""
+
+from __future__ import annotations
+
+import pytest
+
+from llama_images.bake import RenderOptions, bake_name, render
+from llama_images.errors import MatrixError, NothingSelectedError, UsageError
+from llama_images.matrix import parse_matrix
+from llama_images.releases import Asset, Release
+from llama_images.targets import ImageTarget, Overrides, apply_overrides, expand, select
+
+from .matrices import VALID
+
+OPTIONS = RenderOptions(revision="abc123", created="2026-11-25T12:00:00Z", source="https://example.org/repo")
+
+
+def ids(targets: object) -> list[str]:
+    return [t.id for t in targets]  # type: ignore[attr-defined]
+
+
+def test_expansion_gives_stable_readable_ids_and_published_tags() -> None:
+    targets = expand(parse_matrix(VALID))
+    assert ids(targets) == [
+        "base/cuda-12.9",
+        "base/cuda-13.1",
+        "base/debian-forky",
+        "cuda/cuda-12.9/b9159",
+        "cuda/cuda-12.9/b9000",
+        "cuda/cuda-13.1/b9159",
+        "cuda/cuda-13.1/b9000",
+        "cpu/debian-forky/b11669",
+    ]
+    images = {t.id: t.image for t in targets}
+    assert images["cuda/cuda-12.9/b9159"] == "docker.io/example/llama-cpp:b9159-cuda-12.9"
+    assert images["cpu/debian-forky/b11669"] == "docker.io/example/llama-cpp:b11669-cpu"
+    assert images["base/debian-forky"] == "docker.io/example/base-image:debian-forky"
+
+
+def test_selection_by_glob_brings_the_base_along() -> None:
+    targets = expand(parse_matrix(VALID))
+    assert ids(select(targets, ["cpu/*"])) == ["base/debian-forky", "cpu/debian-forky/b11669"]
+    assert ids(select(targets, ["*/b9000"])) == [
+        "base/cuda-12.9",
+        "base/cuda-13.1",
+        "cuda/cuda-12.9/b9000",
+        "cuda/cuda-13.1/b9000",
+    ]
+
+
+def test_a_filter_that_selects_nothing_is_an_error_with_a_suggestion() -> None:
+    targets = expand(parse_matrix(VALID))
+    with pytest.raises(NothingSelectedError) as caught:
+        select(targets, ["cpu/*", "cuda/cuda-12.9/b915"])
+    assert "--filter 'cuda/cuda-12.9/b915' matches no target (did you mean 'cuda/cuda-12.9/b9159'?)" in str(
+        caught.value
+    )
+    assert caught.value.exit_code == 3
+
+
+def test_platform_override_narrows_and_drops_targets_that_cannot_build() -> None:
+    targets = expand(parse_matrix(VALID), ["linux/arm64"])
+    assert "cuda/cuda-13.1/b9159" not in ids(targets)  # amd64-only upstream
+    assert all(t.platforms == ("linux/arm64",) for t in targets)
+
+
+def test_overrides_release_cuda_repository_and_custom_tag() -> None:
+    overrides = Overrides(release="b9999", binary_cuda="12.6", repository="my-llama", custom_tag="nightly",
+                          registry="127.0.0.1:5000", namespace="me")  # fmt: skip
+    matrix = apply_overrides(parse_matrix(VALID), overrides)
+    targets = {t.id: t for t in expand(matrix) if isinstance(t, ImageTarget)}
+    cuda = targets["cuda/cuda-12.9/b9999"]
+    assert cuda.image == "127.0.0.1:5000/me/my-llama:nightly-cuda-12.9"
+    assert cuda.binary_cuda == "12.6"
+    # A Debian flavor keeps the build its package carries; only the tag is customised.
+    assert targets["cpu/debian-forky/b11669"].image == "127.0.0.1:5000/me/my-llama:nightly-cpu"
+
+
+def test_custom_tag_on_several_releases_is_a_clash_not_an_overwrite() -> None:
+    matrix = apply_overrides(parse_matrix(VALID), Overrides(custom_tag="mine"))
+    with pytest.raises(MatrixError, match="would both be tagged docker.io/example/llama-cpp:mine-cuda-12.9"):
+        expand(matrix)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (Overrides(platforms=("amd64",)), "--platform: 'amd64'"),
+        (Overrides(release="9159"), "--release: '9159'"),
+        (Overrides(binary_cuda="12"), "--cuda-version: '12'"),
+        (Overrides(custom_tag="my tag"), "--tag: 'my tag'"),
+        (Overrides(repository="My/Repo"), "--repository: 'My/Repo'"),
+    ],
+)
+def test_bad_override_values_are_usage_errors(overrides: Overrides, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        apply_overrides(parse_matrix(VALID), overrides)
+
+
+def test_bake_chains_each_derivative_onto_its_base_built_once() -> None:
+    matrix = parse_matrix(VALID)
+    targets = select(expand(matrix), ["cuda/cuda-12.9/*", "cpu/*"])
+    bake = render(matrix, targets, OPTIONS)
+    assert bake["group"]["default"]["targets"] == [bake_name(t.id) for t in targets]
+    assert bake["group"]["base"]["targets"] == ["base_cuda-12_9", "base_debian-forky"]
+    assert bake["group"]["cuda"]["targets"] == ["cuda_cuda-12_9_b9159", "cuda_cuda-12_9_b9000"]
+    assert bake["group"]["cpu"]["targets"] == ["cpu_debian-forky_b11669"]
+    cpu = bake["target"]["cpu_debian-forky_b11669"]
+    assert cpu["context"] == "derivatives/llama-cpp"
+    assert cpu["contexts"] == {"docker.io/example/base-image:debian-forky": "target:base_debian-forky"}
+    assert cpu["args"] == {
+        "BASE_IMAGE": "docker.io/example/base-image:debian-forky",
+        "LLAMA_CPP_FLAVOR": "cpu",
+        "LLAMA_CPP_VERSION": "b11669",
+    }
+    assert cpu["tags"] == ["docker.io/example/llama-cpp:b11669-cpu"]
+    assert cpu["platforms"] == ["linux/amd64", "linux/arm64"]
+    base = bake["target"]["base_debian-forky"]
+    assert base["context"] == "base-image"
+    assert base["args"] == {"UPSTREAM_IMAGE": "debian:forky-slim"}
+    cuda = bake["target"]["cuda_cuda-12_9_b9159"]
+    assert cuda["args"]["CUDA_VERSION"] == "12.8"
+    assert cuda["args"]["LLAMA_CPP_FLAVOR"] == "cuda"
+    assert cuda["args"]["LLAMA_CPP_RELEASE_URL"] == "https://github.com/ai-dock/llama.cpp-cuda/releases/download"
+
+
+def test_bake_labels_follow_oci_annotations() -> None:
+    matrix = parse_matrix(VALID)
+    bake = render(matrix, select(expand(matrix), ["cpu/*"]), OPTIONS)
+    labels = bake["target"]["cpu_debian-forky_b11669"]["labels"]
+    assert labels["org.opencontainers.image.source"] == "https://example.org/repo"
+    assert labels["org.opencontainers.image.revision"] == "abc123"
+    assert labels["org.opencontainers.image.version"] == "b11669-cpu"
+    assert labels["org.opencontainers.image.created"] == "2026-11-25T12:00:00Z"
+
+
+def test_cache_and_attestations_only_when_pushing() -> None:
+    matrix = parse_matrix(VALID)
+    targets = select(expand(matrix), ["cpu/*"])
+    local = render(matrix, targets, OPTIONS)["target"]["cpu_debian-forky_b11669"]
+    assert not {"cache-from", "cache-to", "attest"} & set(local)
+    pushed = render(matrix, targets, RenderOptions("abc", "now", push=True))["target"]["cpu_debian-forky_b11669"]
+    assert pushed["cache-from"] == ["type=registry,ref=docker.io/example/llama-cpp:buildcache-b11669-cpu"]
+    assert pushed["cache-to"] == ["type=registry,ref=docker.io/example/llama-cpp:buildcache-b11669-cpu,mode=max"]
+    assert pushed["attest"] == ["type=provenance,mode=max", "type=sbom"]
+
+
+def test_release_checksums_become_build_args() -> None:
+    matrix = parse_matrix(VALID)
+    targets = select(expand(matrix), ["cuda/cuda-12.9/b9159"])
+    release = Release(
+        "b9159",
+        (
+            Asset("llama.cpp-b9159-cuda-12.8-amd64.tar.gz", "https://x/a", "a" * 64),
+            Asset("llama.cpp-b9159-cuda-12.8-arm64.tar.gz", "https://x/b", "b" * 64),
+            Asset("llama.cpp-b9159-cuda-13.0-amd64.tar.gz", "https://x/c", "c" * 64),
+        ),
+    )
+    options = RenderOptions("abc", "now", releases={"b9159": release})
+    args = render(matrix, targets, options)["target"]["cuda_cuda-12_9_b9159"]["args"]
+    assert args["LLAMA_CPP_SHA256_AMD64"] == "a" * 64
+    assert args["LLAMA_CPP_SHA256_ARM64"] == "b" * 64
