@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from invoke import Context, task
+from invoke.context import Context
+from invoke.tasks import task
 
 from llama_images import cli
 
@@ -48,9 +49,17 @@ def engine(c: Context) -> None:
 
 @task(optional=["matrix"], iterable=["filter"], help=SELECTION_HELP)
 def matrix(
-    c: Context, matrix=None, filter=None, platform="", release=None, cuda_version=None,
-    repository=None, tag=None, registry=None, namespace=None,
-):  # type: ignore[no-untyped-def]  # fmt: skip
+    c: Context,
+    matrix: str | bool | None = None,
+    filter: list[str] | None = None,
+    platform: str = "",
+    release: str | None = None,
+    cuda_version: str | None = None,
+    repository: str | None = None,
+    tag: str | None = None,
+    registry: str | None = None,
+    namespace: str | None = None,
+) -> None:
     """List the targets of the matrix: id, image tag, what it builds FROM, platforms."""
     if not filter:
         filter = ["*"]
@@ -60,13 +69,24 @@ def matrix(
 @task(
     optional=["matrix"],
     iterable=["filter"],
-    help={**SELECTION_HELP, "output": "write the bake file here instead of stdout", "print": "print it (default)",
+    help={**SELECTION_HELP, "output": "write the bake file here instead of stdout",
           "check": "also have `docker buildx bake --print` accept it (needs an engine)", "push": "render for --push"},
 )  # fmt: skip
 def bake(
-    c: Context, matrix=None, filter=None, platform="", release=None, cuda_version=None,
-    repository=None, tag=None, registry=None, namespace=None, output=None, print=True, check=False, push=False,
-):  # type: ignore[no-untyped-def]  # fmt: skip
+    c: Context,
+    matrix: str | bool | None = None,
+    filter: list[str] | None = None,
+    platform: str = "",
+    release: str | None = None,
+    cuda_version: str | None = None,
+    repository: str | None = None,
+    tag: str | None = None,
+    registry: str | None = None,
+    namespace: str | None = None,
+    output: str | None = None,
+    check: bool = False,
+    push: bool = False,
+) -> None:
     """Render the docker buildx bake file (JSON) for the selected targets."""
     cli.write_bake(
         request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push),
@@ -80,11 +100,25 @@ def bake(
     optional=["matrix"],
     iterable=["filter"],
     help={**SELECTION_HELP, "push": "push to the registry (with cache and attestations)",
-          "load": "load into the local engine (the default when not pushing)"},
+          "load": "load into the local engine (the default when not pushing)",
+          "skip-existing": "leave out images whose tag the registry already has (scheduled builds)"},
 )  # fmt: skip
 def build(
-    c: Context, matrix=None, filter=None, platform="", release=None, cuda_version=None,
-    repository=None, tag=None, registry=None, namespace=None, push=False, load=False,
-):  # type: ignore[no-untyped-def]  # fmt: skip
+    c: Context,
+    matrix: str | bool | None = None,
+    filter: list[str] | None = None,
+    platform: str = "",
+    release: str | None = None,
+    cuda_version: str | None = None,
+    repository: str | None = None,
+    tag: str | None = None,
+    registry: str | None = None,
+    namespace: str | None = None,
+    push: bool = False,
+    load: bool = False,
+    skip_existing: bool = False,
+) -> None:
     """Build the matrix (default targets, or --filter) with one `docker buildx bake`; sets up the engine first."""
-    cli.build(request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push), load)
+    cli.build(
+        request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push), load
+    )

@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -29,7 +30,7 @@ LATEST_PAYLOAD = {
 
 
 class FakeGitHub(BaseHTTPRequestHandler):
-    requests: list[str] = []
+    requests: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         FakeGitHub.requests.append(self.path)
@@ -74,7 +75,7 @@ def test_latest_becomes_the_newest_release_tag_with_checksums(github_api: str) -
 
 def test_nothing_is_fetched_unless_a_selected_target_asks_for_latest(github_api: str) -> None:
     matrix = parse_matrix(broken("[b9159, b9000]", "[latest, b9000]"))
-    resolved, releases = resolve_latest(matrix, select(expand(matrix), ["cpu/*"]))
+    _, releases = resolve_latest(matrix, select(expand(matrix), ["cpu/*"]))
     assert releases == {}
     assert FakeGitHub.requests == []
 

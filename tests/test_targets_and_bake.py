@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from llama_images.bake import RenderOptions, bake_name, render
@@ -78,7 +80,7 @@ def test_overrides_release_cuda_repository_and_custom_tag() -> None:
 
 def test_custom_tag_on_several_releases_is_a_clash_not_an_overwrite() -> None:
     matrix = apply_overrides(parse_matrix(VALID), Overrides(custom_tag="mine"))
-    with pytest.raises(MatrixError, match="would both be tagged docker.io/example/llama-cpp:mine-cuda-12.9"):
+    with pytest.raises(MatrixError, match=re.escape("would both be tagged docker.io/example/llama-cpp:mine-cuda-12.9")):
         expand(matrix)
 
 

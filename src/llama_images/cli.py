@@ -6,17 +6,18 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from . import buildx, engine, upstream_images
+from . import buildx, engine, registry, upstream_images
 from .bake import to_json
 from .errors import LlamaImagesError, UsageError
 from .matrix import DEFAULT_MATRIX
 from .plan import Plan, Request, make_plan, render_plan, table
 
 __all__ = ["Request", "build", "make_request", "provision_engine", "show_matrix", "write_bake"]
-from .targets import Overrides, upstreams_of
+from .targets import BaseTarget, Overrides, upstreams_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -87,10 +88,20 @@ def provision_engine() -> None:
 
 
 @reports_errors
-def build(request: Request, load: bool) -> None:
+def build(request: Request, load: bool, skip_existing: bool = False) -> None:
     if request.push and load:
         raise UsageError("--push and --load exclude each other: push publishes, load keeps images in this engine")
     plan = make_plan(request)
+    if skip_existing:
+        engine.require_engine()
+        remaining = registry.unpublished(plan.targets)
+        skipped = [t.image for t in plan.targets if t not in remaining and not isinstance(t, BaseTarget)]
+        if skipped:
+            print("already published, skipped: " + ", ".join(skipped))
+        if not remaining:
+            print("every selected tag is already published; nothing to build")
+            return
+        plan = replace(plan, targets=remaining)
     announce(plan, request)
     engine.require_engine()
     upstream_images.ensure_upstreams(upstreams_of(plan.targets))

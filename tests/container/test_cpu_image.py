@@ -1,0 +1,184 @@
+"""The CPU image end to end: built by the README's main command, then booted and asked to serve.
+
+These build real images on the engine (`invoke engine`); the first build takes minutes, later
+ones come from the build cache.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.support.tiny_gguf import write_tiny_llama_gguf
+
+pytestmark = pytest.mark.container
+
+CPU_IMAGE = "docker.io/llamaimages/llama-cpp:b11669-cpu"
+
+
+def invoke(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def main_build() -> subprocess.CompletedProcess[str]:
+    """The README's quick-start command, run as a user would."""
+    return invoke("build", "--matrix")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    api = docker.from_env()
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def run_container(client: Any) -> Iterator[Callable[..., Any]]:
+    started: list[Any] = []
+
+    def run(**kwargs: Any) -> Any:
+        container = client.containers.run(CPU_IMAGE, detach=True, **kwargs)
+        started.append(container)
+        return container
+
+    yield run
+    for container in started:
+        container.remove(force=True)
+
+
+def exec_text(container: Any, *command: str) -> tuple[int, str]:
+    code, output = container.exec_run(list(command))
+    return code, output.decode(errors="replace")
+
+
+def wait_for(check: Callable[[], bool], seconds: float, what: str, container: Any) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    logs = container.logs().decode(errors="replace")[-3000:]
+    pytest.fail(f"{what} within {seconds} s; container log:\n{logs}")
+
+
+def test_main_command_builds_the_cpu_image_for_both_platforms(
+    main_build: subprocess.CompletedProcess[str], client: Any
+) -> None:
+    assert main_build.returncode == 0, main_build.stdout[-4000:] + main_build.stderr[-4000:]
+    assert "cpu/debian-forky/b11669" in main_build.stdout
+    image = client.images.get(CPU_IMAGE)
+    labels = image.attrs["Config"]["Labels"]
+    assert labels["org.opencontainers.image.version"] == "b11669-cpu"
+    assert len(labels["org.opencontainers.image.revision"]) >= 7
+    for platform, machine in (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")):
+        output = client.containers.run(CPU_IMAGE, ["uname", "-m"], platform=platform, entrypoint=[], remove=True)
+        assert output.decode().strip() == machine
+
+
+def test_the_image_carries_the_llama_cpp_build_its_tag_names(main_build: Any, client: Any) -> None:
+    output = client.containers.run(CPU_IMAGE, ["llama-server", "--version"], entrypoint=[], remove=True, stderr=True)
+    assert "build 11669" in output.decode()
+
+
+def test_llama_server_serves_a_local_model_from_one_env_var(
+    main_build: Any, run_container: Callable[..., Any], tmp_path: Path
+) -> None:
+    model = write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    container = run_container(
+        environment={"LLAMA_MODEL": "/models/tiny.gguf"},
+        volumes={str(tmp_path): {"bind": "/models", "mode": "ro"}},
+    )
+    wait_for(
+        lambda: exec_text(container, "curl", "-fsS", "http://127.0.0.1:18000/health") == (0, '{"status":"ok"}'),
+        60,
+        "llama-server did not report healthy",
+        container,
+    )
+    request = json.dumps({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4})
+    code, body = exec_text(
+        container,
+        "curl", "-fsS", "-H", "Content-Type: application/json", "-d", request,
+        "http://127.0.0.1:18000/v1/chat/completions",
+    )  # fmt: skip
+    assert code == 0, body
+    answer = json.loads(body)
+    assert answer["choices"][0]["message"]["role"] == "assistant"
+    code, models = exec_text(container, "curl", "-fsS", "http://127.0.0.1:18000/v1/models")
+    assert code == 0 and model.name in models
+    code, status = exec_text(container, "supervisorctl", "status", "llama")
+    assert "RUNNING" in status, status
+
+
+def test_llama_server_is_not_reachable_from_outside_the_container(
+    main_build: Any, run_container: Callable[..., Any], tmp_path: Path
+) -> None:
+    write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    container = run_container(
+        environment={"LLAMA_MODEL": "/models/tiny.gguf"},
+        volumes={str(tmp_path): {"bind": "/models", "mode": "ro"}},
+    )
+    wait_for(
+        lambda: exec_text(container, "curl", "-fsS", "http://127.0.0.1:18000/health")[0] == 0,
+        60,
+        "llama-server did not start",
+        container,
+    )
+    container.reload()
+    address = container.attrs["NetworkSettings"]["IPAddress"]
+    code, _ = exec_text(container, "curl", "-sS", "--max-time", "3", f"http://{address}:18000/health")
+    assert code != 0, "the internal port answers on the container's network address"
+
+
+def test_without_a_model_llama_stays_stopped_and_the_container_runs(
+    main_build: Any, run_container: Callable[..., Any]
+) -> None:
+    container = run_container()
+
+    def settled() -> bool:
+        return any(state in exec_text(container, "supervisorctl", "status", "llama")[1] for state in ("EXITED", "STOPPED"))
+
+    wait_for(settled, 30, "llama did not settle as stopped", container)
+    time.sleep(2)
+    container.reload()
+    assert container.status == "running"
+    assert "LLAMA_MODEL" in container.logs().decode(errors="replace")
+    assert "FATAL" not in exec_text(container, "supervisorctl", "status", "llama")[1]
+
+
+def test_a_failing_target_fails_the_build_and_names_it(main_build: Any, tmp_path: Path) -> None:
+    # The Debian package carries build 11669; asking for another build must fail, not mislabel.
+    matrix = (REPO_ROOT / "matrix.yaml").read_text(encoding="utf-8").replace("releases: [b11669]", "releases: [b11000]")
+    path = tmp_path / "wrong-build.yaml"
+    path.write_text(matrix, encoding="utf-8")
+    result = invoke("build", "--matrix", str(path), "--platform", "linux/amd64", "--namespace", "failing")
+    assert result.returncode == 4, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "build failed for cpu/debian-forky/b11000" in result.stderr
+    assert "llama-server is not build b11000" in result.stdout
+
+
+def test_buildx_accepts_the_rendered_bake_file_for_the_whole_matrix() -> None:
+    for extra in ((), ("--push",)):
+        result = invoke("bake", "--filter", "*", "--check", *extra, timeout=120)
+        assert result.returncode == 0, result.stderr
+        bake = json.loads(result.stdout)
+        assert set(bake["group"]["default"]["targets"]) == {
+            "base_cuda-12_9", "base_cuda-13_1", "base_debian-forky",
+            "cuda_cuda-12_9_b9159", "cuda_cuda-13_1_b9159", "cpu_debian-forky_b11669",
+        }  # fmt: skip
