@@ -109,9 +109,9 @@ def test_bake_chains_each_derivative_onto_its_base_built_once() -> None:
     assert bake["group"]["cpu"]["targets"] == ["cpu_debian-forky_b11669"]
     cpu = bake["target"]["cpu_debian-forky_b11669"]
     assert cpu["context"] == "derivatives/llama-cpp"
-    assert cpu["contexts"] == {"docker.io/example/base-image:debian-forky": "target:base_debian-forky"}
+    assert cpu["contexts"] == {"example/base-image:debian-forky": "target:base_debian-forky"}
     assert cpu["args"] == {
-        "BASE_IMAGE": "docker.io/example/base-image:debian-forky",
+        "BASE_IMAGE": "example/base-image:debian-forky",
         "LLAMA_CPP_FLAVOR": "cpu",
         "LLAMA_CPP_VERSION": "b11669",
     }

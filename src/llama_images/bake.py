@@ -77,7 +77,7 @@ def render_image(matrix: Matrix, target: ImageTarget, options: RenderOptions) ->
     args = {
         # The derivative names its base by image reference; the context below substitutes the
         # base built in this same bake, so each base is built once for all its derivatives.
-        "BASE_IMAGE": target.base.image,
+        "BASE_IMAGE": familiar(target.base.image),
         "LLAMA_CPP_FLAVOR": flavor_stage(target),
         "LLAMA_CPP_VERSION": target.release,
     }
@@ -91,7 +91,7 @@ def render_image(matrix: Matrix, target: ImageTarget, options: RenderOptions) ->
     return {
         "context": DERIVATIVE_CONTEXT,
         "dockerfile": "Dockerfile",
-        "contexts": {target.base.image: f"target:{bake_name(target.base.id)}"},
+        "contexts": {familiar(target.base.image): f"target:{bake_name(target.base.id)}"},
         "args": args,
         "platforms": list(target.platforms),
         "tags": [target.image],
@@ -104,6 +104,12 @@ def render_image(matrix: Matrix, target: ImageTarget, options: RenderOptions) ->
         ),
         **publishing(target.image, options),
     }
+
+
+def familiar(image: str) -> str:
+    """Docker Hub references without `docker.io/`: BuildKit matches a named context against the
+    FROM reference as written, and only the familiar form matches."""
+    return image.removeprefix("docker.io/")
 
 
 def flavor_stage(target: ImageTarget) -> str:
