@@ -25,6 +25,16 @@ buildx_ready() { docker buildx version >/dev/null 2>&1; }
 registry_ready() { curl -fsS --max-time 2 "http://${REGISTRY_ADDR}/v2/" >/dev/null 2>&1; }
 arm64_ready() { [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; }
 
+# wait_until CHECK SECONDS WHAT LOG: poll CHECK once a second until it succeeds.
+wait_until() {
+    local check=$1 seconds=$2 what=$3 logfile=$4 waited=0
+    until "$check"; do
+        sleep 1
+        waited=$((waited + 1))
+        [ "$waited" -lt "$seconds" ] || die "$what did not answer within $seconds s; see $logfile"
+    done
+}
+
 require_root() {
     [ "$(id -u)" -eq 0 ] || die "$1 needs root (run as root, or start a Docker engine yourself)"
 }
@@ -94,12 +104,7 @@ start_engine() {
     fi
     log "starting dockerd (log: $LOG_DIR/dockerd.log)"
     PATH="$PREFIX/bin:$PATH" nohup dockerd >"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
-    local waited=0
-    until engine_ready; do
-        sleep 1
-        waited=$((waited + 1))
-        [ "$waited" -lt 60 ] || die "dockerd did not answer within 60 s; see $LOG_DIR/dockerd.log"
-    done
+    wait_until engine_ready 60 "dockerd" "$LOG_DIR/dockerd.log"
 }
 
 start_registry() {
@@ -118,12 +123,7 @@ http:
 YAML
     log "starting the loopback registry at $REGISTRY_ADDR"
     nohup docker-registry serve "$STATE_DIR/registry.yml" >"$LOG_DIR/registry.log" 2>&1 </dev/null &
-    local waited=0
-    until registry_ready; do
-        sleep 1
-        waited=$((waited + 1))
-        [ "$waited" -lt 30 ] || die "the registry did not answer within 30 s; see $LOG_DIR/registry.log"
-    done
+    wait_until registry_ready 30 "the registry" "$LOG_DIR/registry.log"
 }
 
 enable_arm64_emulation() {
@@ -138,6 +138,11 @@ enable_arm64_emulation() {
 main() {
     if engine_ready && buildx_ready && registry_ready && arm64_ready; then
         log "engine, buildx, registry and arm64 emulation already work; nothing to do"
+        return 0
+    fi
+    if engine_ready && buildx_ready && [ "$(id -u)" -ne 0 ]; then
+        # Someone else's engine: leave it be. The registry and emulation need root to add.
+        log "using the running engine; the loopback registry or arm64 emulation is missing (needs root)"
         return 0
     fi
     require_root "setting up the engine"
