@@ -31,9 +31,10 @@ def request(
     registry: str | None,
     namespace: str | None,
     push: bool = False,
+    sbom: bool = True,
 ) -> cli.Request:
     return cli.make_request(
-        matrix=matrix, filters=filter or (), platform=platform, release=release, cuda_version=cuda_version,
+        sbom=sbom, matrix=matrix, filters=filter or (), platform=platform, release=release, cuda_version=cuda_version,
         repository=repository, tag=tag, registry=registry, namespace=namespace, push=push,
     )  # fmt: skip
 
@@ -101,7 +102,8 @@ def bake(
     iterable=["filter"],
     help={**SELECTION_HELP, "push": "push to the registry (with cache and attestations)",
           "load": "load into the local engine (the default when not pushing)",
-          "skip-existing": "leave out images whose tag the registry already has (scheduled builds)"},
+          "skip-existing": "leave out images whose tag the registry already has (scheduled builds)",
+          "sbom": "with --push: attach an SBOM (--no-sbom where BuildKit's scanner image can't be pulled)"},
 )  # fmt: skip
 def build(
     c: Context,
@@ -117,8 +119,11 @@ def build(
     push: bool = False,
     load: bool = False,
     skip_existing: bool = False,
+    sbom: bool = True,
 ) -> None:
     """Build the matrix (default targets, or --filter) with one `docker buildx bake`; sets up the engine first."""
     cli.build(
-        request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push), load
+        request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push, sbom),
+        load,
+        skip_existing,
     )

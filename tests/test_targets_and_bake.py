@@ -145,6 +145,8 @@ def test_cache_and_attestations_only_when_pushing() -> None:
     assert pushed["cache-from"] == ["type=registry,ref=docker.io/example/llama-cpp:buildcache-b11669-cpu"]
     assert pushed["cache-to"] == ["type=registry,ref=docker.io/example/llama-cpp:buildcache-b11669-cpu,mode=max"]
     assert pushed["attest"] == ["type=provenance,mode=max", "type=sbom"]
+    no_sbom = render(matrix, targets, RenderOptions("abc", "now", push=True, sbom=False))
+    assert no_sbom["target"]["cpu_debian-forky_b11669"]["attest"] == ["type=provenance,mode=max"]
 
 
 def test_release_checksums_become_build_args() -> None:

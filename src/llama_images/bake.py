@@ -25,6 +25,8 @@ class RenderOptions:
     created: str  # RFC 3339 build time
     source: str = PROJECT_URL
     push: bool = False
+    # An SBOM needs BuildKit's scanner image from Docker Hub; air-gapped registries opt out.
+    sbom: bool = True
     # Release tag -> looked-up release; gives the tarball checksums for the CUDA builds.
     releases: Mapping[str, Release] = field(default_factory=dict)
 
@@ -138,7 +140,7 @@ def publishing(image: str, options: RenderOptions) -> dict[str, Any]:
     return {
         "cache-from": [f"type=registry,ref={cache_ref}"],
         "cache-to": [f"type=registry,ref={cache_ref},mode=max"],
-        "attest": ["type=provenance,mode=max", "type=sbom"],
+        "attest": ["type=provenance,mode=max", *(["type=sbom"] if options.sbom else [])],
     }
 
 

@@ -51,13 +51,14 @@ def make_request(
     registry: str | None = None,
     namespace: str | None = None,
     push: bool = False,
+    sbom: bool = True,
 ) -> Request:
     matrix_file = Path(matrix) if isinstance(matrix, str) and matrix else DEFAULT_MATRIX
     patterns = tuple(p for f in filters for p in f.split(",") if p)
     platforms = tuple(p for p in platform.split(",") if p)
     overrides = Overrides(platforms, release or None, cuda_version or None, repository or None, tag or None,
                           registry or None, namespace or None)  # fmt: skip
-    return Request(matrix_file, patterns, overrides, push)
+    return Request(matrix_file, patterns, overrides, push, sbom)
 
 
 @reports_errors

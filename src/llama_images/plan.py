@@ -27,6 +27,7 @@ class Request:
     filters: tuple[str, ...] = ()  # empty: the matrix's default_targets
     overrides: Overrides = field(default_factory=Overrides)
     push: bool = False
+    sbom: bool = True
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ def make_plan(request: Request, fetch: Fetcher = fetch_release) -> Plan:
 
 
 def render_plan(plan: Plan, request: Request) -> dict[str, Any]:
-    options = RenderOptions(revision=git_revision(), created=now(), push=request.push, releases=plan.releases)
+    options = RenderOptions(
+        revision=git_revision(), created=now(), push=request.push, sbom=request.sbom, releases=plan.releases
+    )
     return render(plan.matrix, plan.targets, options)
 
 

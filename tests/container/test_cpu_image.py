@@ -188,3 +188,23 @@ def test_buildx_accepts_the_rendered_bake_file_for_the_whole_matrix() -> None:
             "base_cuda-12_9", "base_cuda-13_1", "base_debian-forky",
             "cuda_cuda-12_9_b9159", "cuda_cuda-13_1_b9159", "cpu_debian-forky_b11669",
         }  # fmt: skip
+
+
+def test_push_publishes_to_a_registry_and_skip_existing_builds_nothing_twice(main_build: Any) -> None:
+    # The loopback registry of `invoke engine`; no SBOM: its scanner image lives on Docker Hub.
+    publish = ("--filter", "cpu/*", "--platform", "linux/amd64", "--push", "--no-sbom",
+               "--registry", "127.0.0.1:5000", "--namespace", f"test{time.time_ns()}")  # fmt: skip
+    first = invoke("build", *publish, "--skip-existing")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    image = f"127.0.0.1:5000/{publish[-1]}/llama-cpp:b11669-cpu"
+    inspected = subprocess.run(
+        ["docker", "buildx", "imagetools", "inspect", "--raw", image], capture_output=True, text=True, check=False
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    manifests = json.loads(inspected.stdout)["manifests"]
+    kinds = {m.get("annotations", {}).get("vnd.docker.reference.type", "image") for m in manifests}
+    assert kinds == {"image", "attestation-manifest"}  # provenance travels with the image
+    second = invoke("build", *publish, "--skip-existing")
+    assert second.returncode == 0, second.stderr
+    assert f"already published, skipped: {image}" in second.stdout
+    assert "nothing to build" in second.stdout
