@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from llama_images.bake import RenderOptions, bake_name, render
 from llama_images.errors import MatrixError, NothingSelectedError, UsageError
 from llama_images.matrix import parse_matrix
+from llama_images.plan import Request, make_plan
 from llama_images.releases import Asset, Release
 from llama_images.targets import ImageTarget, Overrides, apply_overrides, expand, select
 
@@ -164,3 +167,16 @@ def test_release_checksums_become_build_args() -> None:
     args = render(matrix, targets, options)["target"]["cuda_cuda-12_9_b9159"]["args"]
     assert args["LLAMA_CPP_SHA256_AMD64"] == "a" * 64
     assert args["LLAMA_CPP_SHA256_ARM64"] == "b" * 64
+
+
+def test_a_mistyped_flavor_filter_suggests_the_flavor_glob() -> None:
+    with pytest.raises(NothingSelectedError, match=re.escape("(did you mean 'cpu/*'?)")):
+        select(expand(parse_matrix(VALID)), ["cpux"])
+
+
+def test_release_override_without_a_cuda_target_selected_is_refused(write_matrix: Callable[[str], Path]) -> None:
+    path = write_matrix(VALID)
+    with pytest.raises(UsageError, match="--release applies to release-tarball flavors"):
+        make_plan(Request(path, ("cpu/*",), Overrides(release="b9999")))
+    plan = make_plan(Request(path, ("cuda/*", "cpu/*"), Overrides(release="b9999")))
+    assert {t.id for t in plan.targets} >= {"cuda/cuda-12.9/b9999", "cpu/debian-forky/b11669"}

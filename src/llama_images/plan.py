@@ -14,7 +14,8 @@ from typing import Any
 
 from .bake import RenderOptions, bake_name, render
 from .engine import REPO_ROOT
-from .matrix import DEFAULT_MATRIX, Matrix, load_matrix
+from .errors import UsageError
+from .matrix import DEFAULT_MATRIX, SOURCE_RELEASE_TARBALL, Matrix, load_matrix
 from .releases import Fetcher, Release, fetch_release, resolve_latest
 from .targets import ImageTarget, Overrides, Target, apply_overrides, expand, select
 
@@ -45,8 +46,21 @@ def make_plan(request: Request, fetch: Fetcher = fetch_release) -> Plan:
     matrix = apply_overrides(load_matrix(request.matrix_file), request.overrides)
     targets = expand(matrix, request.overrides.platforms)
     selected = select(targets, request.filters or matrix.default_targets)
+    check_overrides_apply(request.overrides, selected)
     resolved, releases = resolve_latest(matrix, selected, fetch)
     return Plan(matrix, resolved, releases)
+
+
+def check_overrides_apply(overrides: Overrides, selected: Sequence[Target]) -> None:
+    """--release and --cuda-version change release-tarball targets only; asked for with none
+    selected they would silently do nothing."""
+    tarball_selected = any(isinstance(t, ImageTarget) and t.flavor.source == SOURCE_RELEASE_TARBALL for t in selected)
+    for option, value in (("--release", overrides.release), ("--cuda-version", overrides.binary_cuda)):
+        if value is not None and not tarball_selected:
+            raise UsageError(
+                f"{option} applies to release-tarball flavors (prebuilt CUDA binaries), and none is selected; "
+                "a debian-package flavor builds what its package carries"
+            )
 
 
 def render_plan(plan: Plan, request: Request) -> dict[str, Any]:

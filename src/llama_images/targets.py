@@ -205,7 +205,9 @@ def select(targets: Sequence[Target], patterns: Sequence[str]) -> tuple[Target, 
     missing = unmatched_patterns(targets, patterns)
     if missing:
         ids = [t.id for t in targets]
-        lines = [f"--filter '{p}' matches no target{did_you_mean(p, ids)}" for p in missing]
+        # Suggest whole-flavor globs too: 'cpux' is closer to 'cpu/*' than to any full id.
+        candidates = [*ids, *dict.fromkeys(i.split("/")[0] + "/*" for i in ids)]
+        lines = [f"--filter '{p}' matches no target{did_you_mean(p, candidates)}" for p in missing]
         lines.append("targets: " + ", ".join(ids))
         raise NothingSelectedError("\n".join(lines))
     chosen = {t.id for t in targets if any(fnmatch.fnmatchcase(t.id, p) for p in patterns)}

@@ -78,6 +78,11 @@ def wait_for(check: Callable[[], bool], seconds: float, what: str, container: An
     pytest.fail(f"{what} within {seconds} s; container log:\n{logs}")
 
 
+def supervisor_is_up(container: Any) -> bool:
+    # 0: all programs running; 3: some stopped (llama without a model). Both mean it answers.
+    return exec_text(container, "supervisorctl", "status")[0] in (0, 3)
+
+
 def test_main_command_builds_the_cpu_image_for_both_platforms(
     main_build: subprocess.CompletedProcess[str], client: Any
 ) -> None:
@@ -208,3 +213,27 @@ def test_push_publishes_to_a_registry_and_skip_existing_builds_nothing_twice(mai
     assert second.returncode == 0, second.stderr
     assert f"already published, skipped: {image}" in second.stdout
     assert "nothing to build" in second.stdout
+
+
+def test_first_boot_installs_apt_packages_once(main_build: Any, run_container: Callable[..., Any]) -> None:
+    container = run_container(environment={"APT_PACKAGES": "jq"})
+    # supervisord answers only once every boot step has finished.
+    wait_for(lambda: supervisor_is_up(container), 180, "boot did not finish", container)
+    assert exec_text(container, "jq", "--version")[0] == 0
+    container.restart()
+    wait_for(
+        lambda: "already done on an earlier boot" in container.logs().decode(errors="replace"),
+        60,
+        "the restarted container did not skip the packages step",
+        container,
+    )
+
+
+def test_a_failing_boot_step_stops_the_container_and_names_the_step(
+    main_build: Any, run_container: Callable[..., Any]
+) -> None:
+    container = run_container(environment={"APT_PACKAGES": "no-such-package-llama-images"})
+    result = container.wait(timeout=180)
+    assert result["StatusCode"] != 0
+    logs = container.logs().decode(errors="replace")
+    assert "[boot] FAILED: /etc/boot.d/10-packages.sh" in logs
