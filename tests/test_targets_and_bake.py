@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from llama_images.bake import RenderOptions, bake_name, render
 from llama_images.errors import MatrixError, NothingSelectedError, UsageError
 from llama_images.matrix import parse_matrix
-from llama_images.plan import Request, make_plan
+from llama_images.plan import Request, make_plan, source_url
 from llama_images.releases import Asset, Release
 from llama_images.targets import ImageTarget, Overrides, apply_overrides, expand, select
 
@@ -180,3 +181,22 @@ def test_release_override_without_a_cuda_target_selected_is_refused(write_matrix
         make_plan(Request(path, ("cpu/*",), Overrides(release="b9999")))
     plan = make_plan(Request(path, ("cuda/*", "cpu/*"), Overrides(release="b9999")))
     assert {t.id for t in plan.targets} >= {"cuda/cuda-12.9/b9999", "cpu/debian-forky/b11669"}
+
+
+@pytest.mark.parametrize(
+    ("remote", "expected"),
+    [
+        ("git@github.com:someone/llama-images.git", "https://github.com/someone/llama-images"),
+        ("https://github.com/someone/llama-images.git", "https://github.com/someone/llama-images"),
+        ("/srv/git/llama-images", None),
+    ],
+)
+def test_source_label_comes_from_the_origin_remote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: str, expected: str | None
+) -> None:
+    monkeypatch.delenv("GITHUB_REPOSITORY", raising=False)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "remote", "add", "origin", remote], check=True)
+    assert source_url(tmp_path) == expected
+    monkeypatch.setenv("GITHUB_REPOSITORY", "org/fork")
+    assert source_url(tmp_path) == "https://github.com/org/fork"

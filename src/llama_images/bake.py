@@ -14,7 +14,6 @@ from .targets import BaseTarget, ImageTarget, Target
 
 BASE_CONTEXT = "base-image"
 DERIVATIVE_CONTEXT = "derivatives/llama-cpp"
-PROJECT_URL = "https://github.com/llama-images/llama-images"
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,7 @@ class RenderOptions:
 
     revision: str  # git commit the images are built from
     created: str  # RFC 3339 build time
-    source: str = PROJECT_URL
+    source: str | None = None  # repository URL; the label is left out when unknown
     push: bool = False
     # An SBOM needs BuildKit's scanner image from Docker Hub; air-gapped registries opt out.
     sbom: bool = True
@@ -120,15 +119,17 @@ def flavor_stage(target: ImageTarget) -> str:
 
 
 def labels(options: RenderOptions, *, title: str, description: str, version: str, base: str) -> dict[str, str]:
-    return {
+    found = {
         "org.opencontainers.image.title": title,
         "org.opencontainers.image.description": description,
-        "org.opencontainers.image.source": options.source,
         "org.opencontainers.image.revision": options.revision,
         "org.opencontainers.image.version": version,
         "org.opencontainers.image.created": options.created,
         "org.opencontainers.image.base.name": base,
     }
+    if options.source:
+        found["org.opencontainers.image.source"] = options.source
+    return found
 
 
 def publishing(image: str, options: RenderOptions) -> dict[str, Any]:

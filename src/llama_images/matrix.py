@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+import yaml
+
 from .errors import MatrixError, Problem, did_you_mean
-from .yamlnodes import NodeReader, Problems, compose, join_key, read_text
+from .yamlnodes import NULL_TAG, NodeReader, Problems, compose, join_key, read_text
 
 DEFAULT_MATRIX = Path(__file__).resolve().parents[2] / "matrix.yaml"
 
@@ -164,9 +166,7 @@ def parse_matrix(text: str, file: str = "matrix.yaml") -> Matrix:
     return matrix
 
 
-def record_lines(node: object, path: str, lines: dict[str, int]) -> None:
-    import yaml
-
+def record_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = join_key(path, str(key_node.value))
@@ -254,7 +254,8 @@ def read_upstreams(top: NodeReader, problems: Problems) -> dict[str, Upstream]:
             image = None
         cuda_node = entry.child("cuda")
         cuda: str | None = None
-        if cuda_node is not None and cuda_node.tag != "tag:yaml.org,2002:null":
+        cuda_ok = True  # absent or null: a CPU upstream
+        if cuda_node is not None and cuda_node.tag != NULL_TAG:
             cuda = read_text(
                 cuda_node,
                 join_key(key, "cuda"),
@@ -263,11 +264,12 @@ def read_upstreams(top: NodeReader, problems: Problems) -> dict[str, Upstream]:
                 expected="a CUDA version like 12.9",
                 fix="write MAJOR.MINOR, e.g. \"12.9\", or leave 'cuda' out for a CPU upstream",
             )
+            cuda_ok = cuda is not None
         platforms = entry.text_list(
             "platforms", pattern=PLATFORM, expected="a linux platform", fix="e.g. linux/amd64, linux/arm64"
         )
         entry.finish()
-        if image and platforms and (cuda_node is None or cuda is not None or cuda_node.tag.endswith("null")):
+        if image and platforms and cuda_ok:
             upstreams[name] = Upstream(name, image, cuda, platforms)
     return upstreams
 

@@ -6,6 +6,8 @@ Each step is a plain function of the one before; tasks.py only parses options an
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,7 +67,12 @@ def check_overrides_apply(overrides: Overrides, selected: Sequence[Target]) -> N
 
 def render_plan(plan: Plan, request: Request) -> dict[str, Any]:
     options = RenderOptions(
-        revision=git_revision(), created=now(), push=request.push, sbom=request.sbom, releases=plan.releases
+        revision=git_revision(),
+        created=now(),
+        source=source_url(),
+        push=request.push,
+        sbom=request.sbom,
+        releases=plan.releases,
     )
     return render(plan.matrix, plan.targets, options)
 
@@ -75,6 +82,23 @@ def git_revision(repo: Path = REPO_ROOT) -> str:
     revision = result.stdout.strip() if result.returncode == 0 else "unknown"
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, check=False, capture_output=True, text=True)
     return f"{revision}-dirty" if result.returncode == 0 and dirty.stdout.strip() else revision
+
+
+def source_url(repo: Path = REPO_ROOT) -> str | None:
+    """The repository's web address: GitHub Actions names it; elsewhere the `origin` remote."""
+    if os.environ.get("GITHUB_REPOSITORY"):
+        server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
+        return f"{server}/{os.environ['GITHUB_REPOSITORY']}"
+    result = subprocess.run(
+        ["git", "remote", "get-url", "origin"], cwd=repo, check=False, capture_output=True, text=True
+    )
+    remote = result.stdout.strip()
+    if result.returncode != 0 or not remote:
+        return None
+    scp_like = re.fullmatch(r"git@([^:]+):(.+?)(?:\.git)?", remote)
+    if scp_like:
+        return f"https://{scp_like.group(1)}/{scp_like.group(2)}"
+    return remote.removesuffix(".git") if remote.startswith("https://") else None
 
 
 def now() -> str:
