@@ -70,7 +70,8 @@ def matrix(
 @task(
     optional=["matrix"],
     iterable=["filter"],
-    help={**SELECTION_HELP, "output": "write the bake file here instead of stdout",
+    help={**SELECTION_HELP, "output": "write the bake file here instead of printing it",
+          "print": "print it to stdout (the default; with --output, print as well)",
           "check": "also have `docker buildx bake --print` accept it (needs an engine)", "push": "render for --push"},
 )  # fmt: skip
 def bake(
@@ -85,14 +86,16 @@ def bake(
     registry: str | None = None,
     namespace: str | None = None,
     output: str | None = None,
+    print: bool = False,
     check: bool = False,
     push: bool = False,
 ) -> None:
-    """Render the docker buildx bake file (JSON) for the selected targets."""
+    """Render the docker buildx bake file (JSON) for the selected targets: print it, or --output FILE."""
     cli.write_bake(
         request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push),
         output,
         check,
+        print_too=print,
     )
 
 

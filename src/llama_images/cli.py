@@ -71,7 +71,7 @@ def show_matrix(request: Request) -> None:
 
 
 @reports_errors
-def write_bake(request: Request, output: str | None, check: bool) -> None:
+def write_bake(request: Request, output: str | None, check: bool, print_too: bool = False) -> None:
     bake = render_plan(make_plan(request), request)
     if check:
         engine.require_engine()
@@ -79,7 +79,7 @@ def write_bake(request: Request, output: str | None, check: bool) -> None:
     if output:
         Path(output).write_text(to_json(bake), encoding="utf-8")
         print(f"wrote {output}", file=sys.stderr)
-    else:
+    if print_too or not output:
         sys.stdout.write(to_json(bake))
 
 

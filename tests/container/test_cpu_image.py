@@ -186,13 +186,24 @@ def test_a_failing_target_fails_the_build_and_names_it(main_build: Any, tmp_path
 
 def test_buildx_accepts_the_rendered_bake_file_for_the_whole_matrix() -> None:
     for extra in ((), ("--push",)):
-        result = invoke("bake", "--filter", "*", "--check", *extra, timeout=120)
-        assert result.returncode == 0, result.stderr
-        bake = json.loads(result.stdout)
+        rendered = invoke("bake", "--print", "--filter", "*", *extra, timeout=120)
+        assert rendered.returncode == 0, rendered.stderr
+        printed = subprocess.run(
+            ["docker", "buildx", "bake", "--file", "-", "--print"],
+            input=rendered.stdout, cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert printed.returncode == 0, printed.stderr
+        bake = json.loads(printed.stdout)
         assert set(bake["group"]["default"]["targets"]) == {
             "base_cuda-12_9", "base_cuda-13_1", "base_debian-forky",
             "cuda_cuda-12_9_b9159", "cuda_cuda-13_1_b9159", "cpu_debian-forky_b11669",
         }  # fmt: skip
+        cuda = bake["target"]["cuda_cuda-12_9_b9159"]
+        assert cuda["contexts"] == {"llamaimages/base-image:cuda-12.9": "target:base_cuda-12_9"}
+        assert cuda["args"]["CUDA_VERSION"] == "12.8"
+        assert ("cache-to" in cuda) == ("--push" in extra)
+        checked = invoke("bake", "--check", "--filter", "cuda/*", *extra, timeout=120)
+        assert checked.returncode == 0, checked.stderr
 
 
 def test_push_publishes_to_a_registry_and_skip_existing_builds_nothing_twice(main_build: Any) -> None:
