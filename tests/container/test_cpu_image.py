@@ -8,45 +8,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.container.conftest import invoke
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.container
 
 CPU_IMAGE = "docker.io/llamaimages/llama-cpp:b11669-cpu"
-
-
-def invoke(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-@pytest.fixture(scope="module")
-def main_build() -> subprocess.CompletedProcess[str]:
-    """The README's quick-start command, run as a user would."""
-    return invoke("build", "--matrix")
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    api = docker.from_env()
-    yield api
-    api.close()
 
 
 @pytest.fixture
