@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
@@ -36,3 +37,18 @@ def client() -> Iterator[Any]:
     api = docker.from_env()
     yield api
     api.close()
+
+
+def exec_text(container: Any, *command: str) -> tuple[int, str]:
+    code, output = container.exec_run(list(command))
+    return code, output.decode(errors="replace")
+
+
+def wait_for(check: Callable[[], bool], seconds: float, what: str, container: Any) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    logs = container.logs().decode(errors="replace")[-3000:]
+    pytest.fail(f"{what} within {seconds} s; container log:\n{logs}")

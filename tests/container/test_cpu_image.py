@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.container.conftest import invoke
+from tests.container.conftest import exec_text, invoke, wait_for
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.container
@@ -36,21 +36,6 @@ def run_container(client: Any) -> Iterator[Callable[..., Any]]:
     yield run
     for container in started:
         container.remove(force=True)
-
-
-def exec_text(container: Any, *command: str) -> tuple[int, str]:
-    code, output = container.exec_run(list(command))
-    return code, output.decode(errors="replace")
-
-
-def wait_for(check: Callable[[], bool], seconds: float, what: str, container: Any) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    logs = container.logs().decode(errors="replace")[-3000:]
-    pytest.fail(f"{what} within {seconds} s; container log:\n{logs}")
 
 
 def supervisor_is_up(container: Any) -> bool:
