@@ -15,9 +15,9 @@ from .bake import to_json
 from .errors import LlamaImagesError, UsageError
 from .matrix import DEFAULT_MATRIX
 from .plan import Plan, Request, make_plan, render_plan, table
+from .targets import BaseTarget, Overrides, upstreams_of
 
 __all__ = ["Request", "build", "make_request", "provision_engine", "show_matrix", "write_bake"]
-from .targets import BaseTarget, Overrides, upstreams_of
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import EngineError
 from .matrix import Upstream
+from .registry import tag_exists
 
 DEBIAN_IMAGE = re.compile(r"(?:docker\.io/)?(?:library/)?debian:(?P<suite>[a-z]+)(?:-slim)?")
 CREATED_LABEL = "io.llama-images.local-upstream.platforms"
@@ -78,38 +79,32 @@ def debian_suite(image: str) -> str | None:
     return match.group("suite") if match else None
 
 
-def ensure_upstreams(upstreams: Mapping[str, Upstream], log: Callable[[str], None] = print) -> None:
-    """Make every upstream available to FROM: present, pulled, or (Debian) created locally."""
-    for upstream in missing_upstreams(upstreams):
-        if try_pull(upstream):
-            log(f"upstream {upstream.image}: pulled")
+def ensure_upstreams(
+    upstreams: Mapping[str, Upstream],
+    log: Callable[[str], None] = print,
+    published: Callable[[str], bool] = tag_exists,
+    inspect: Inspector = inspect_local,
+) -> None:
+    """Make every upstream available to FROM: in the engine, in its registry, or (Debian) made here.
+
+    A registry that has the image is enough: BuildKit pulls what it needs, for the platforms
+    it builds, so nothing is downloaded here.
+    """
+    for upstream in missing_upstreams(upstreams, inspect):
+        if published(upstream.image):
             continue
         suite = debian_suite(upstream.image)
         if suite is None:
             raise EngineError(
-                f"upstream {upstream.image} ({upstream.name}) is not in the engine and cannot be pulled; "
-                "only Debian upstreams can be created offline. Build these targets on a host that reaches "
-                "the registry, or narrow --filter to the CPU targets"
+                f"upstream {upstream.image} ({upstream.name}) is neither in the engine nor reachable in its "
+                "registry, and only Debian upstreams can be created here. Build these targets on a host that "
+                "reaches the registry, or narrow --filter to the CPU targets"
             )
         log(
-            f"upstream {upstream.image}: not pullable; creating it from Debian '{suite}' "
+            f"upstream {upstream.image}: registry unreachable; creating it from Debian '{suite}' "
             f"for {', '.join(upstream.platforms)}"
         )
         create_debian_image(upstream.image, suite, upstream.platforms, log)
-
-
-def try_pull(upstream: Upstream) -> bool:
-    """A real pull, for every platform: a user with a registry gets the real upstream."""
-    for platform in upstream.platforms:
-        result = subprocess.run(
-            ["docker", "pull", "--quiet", "--platform", platform, upstream.image],
-            check=False,
-            capture_output=True,
-            timeout=300,
-        )
-        if result.returncode != 0:
-            return False
-    return True
 
 
 def host_mirror(sources: Path = Path("/etc/apt/sources.list.d/debian.sources")) -> str:
