@@ -95,6 +95,19 @@ install_buildx_plugin() {
     buildx_ready || die "docker buildx does not run from $PREFIX/bin/docker-buildx"
 }
 
+# A daemon killed without cleanup (a session's processes end that way before CI) leaves its pid
+# file; once that pid is gone, a zombie, or reused, dockerd would refuse to start.
+remove_stale_pidfile() {
+    local file=$1 pid state
+    [ -f "$file" ] || return 0
+    pid=$(cat "$file")
+    state=$(ps -o stat= -p "$pid" 2>/dev/null || true)
+    if [ -z "$state" ] || [[ $state == Z* ]] || ! grep -qE '^(dockerd|containerd)$' "/proc/$pid/comm" 2>/dev/null; then
+        log "removing stale $file (pid $pid is not a running daemon)"
+        rm -f "$file"
+    fi
+}
+
 start_engine() {
     mkdir -p /etc/docker "$LOG_DIR"
     if [ ! -f /etc/docker/daemon.json ]; then
@@ -102,6 +115,8 @@ start_engine() {
         # attestations and --load of image indexes.
         printf '{"features": {"containerd-snapshotter": true}}\n' >/etc/docker/daemon.json
     fi
+    remove_stale_pidfile /var/run/docker.pid
+    remove_stale_pidfile /var/run/docker/containerd/containerd.pid
     log "starting dockerd (log: $LOG_DIR/dockerd.log)"
     PATH="$PREFIX/bin:$PATH" nohup dockerd >"$LOG_DIR/dockerd.log" 2>&1 </dev/null &
     wait_until engine_ready 60 "dockerd" "$LOG_DIR/dockerd.log"
