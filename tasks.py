@@ -61,7 +61,7 @@ def matrix(
     registry: str | None = None,
     namespace: str | None = None,
 ) -> None:
-    """List the targets of the matrix: id, image tag, what it builds FROM, platforms."""
+    """List the targets of the matrix: id, image tag, upstream image, platforms."""
     if not filter:
         filter = ["*"]
     cli.show_matrix(request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace))

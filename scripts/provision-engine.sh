@@ -150,14 +150,23 @@ enable_arm64_emulation() {
     arm64_ready || die "qemu-aarch64 is not registered in binfmt_misc"
 }
 
+# Our own engine: its dockerd runs from PREFIX. Any other engine belongs to the host's owner.
+engine_is_ours() {
+    local pid
+    pid=$(pgrep -x dockerd | head -n 1) || return 1
+    [[ $(readlink -f "/proc/$pid/exe" 2>/dev/null) == "$(readlink -f "$PREFIX")"/* ]]
+}
+
 main() {
-    if engine_ready && buildx_ready && registry_ready && arm64_ready; then
-        log "engine, buildx, registry and arm64 emulation already work; nothing to do"
+    if engine_ready && buildx_ready && ! engine_is_ours; then
+        local missing=()
+        registry_ready || missing+=("no registry at $REGISTRY_ADDR")
+        arm64_ready || missing+=("no arm64 emulation")
+        log "a Docker engine with buildx already runs here; leaving this host as it is${missing[*]:+ (${missing[*]})}"
         return 0
     fi
-    if engine_ready && buildx_ready && [ "$(id -u)" -ne 0 ]; then
-        # Someone else's engine: leave it be. The registry and emulation need root to add.
-        log "using the running engine; the loopback registry or arm64 emulation is missing (needs root)"
+    if engine_ready && buildx_ready && registry_ready && arm64_ready; then
+        log "engine, buildx, registry and arm64 emulation already work; nothing to do"
         return 0
     fi
     require_root "setting up the engine"

@@ -64,7 +64,7 @@ def make_request(
 @reports_errors
 def show_matrix(request: Request) -> None:
     plan = make_plan(request)
-    rows = [("ID", "IMAGE", "FROM", "PLATFORMS"), *table(plan.targets)]
+    rows = [("ID", "IMAGE", "UPSTREAM", "PLATFORMS"), *table(plan.targets)]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)).rstrip())
@@ -114,8 +114,8 @@ def build(request: Request, load: bool, skip_existing: bool = False) -> None:
 def announce(plan: Plan, request: Request) -> None:
     where = "push to the registry" if request.push else "load into the local engine"
     print(f"building {len(plan.targets)} target(s) from {plan.matrix.file} ({where}):")
-    for target_id, image, source, platforms in table(plan.targets):
-        print(f"  {target_id:<28} {image}  FROM {source}  [{platforms}]")
+    for target_id, image, upstream, platforms in table(plan.targets):
+        print(f"  {target_id:<28} {image}  on {upstream}  [{platforms}]")
     if plan.releases:
         print("releases looked up: " + json.dumps({tag: len(r.assets) for tag, r in plan.releases.items()}))
     sys.stdout.flush()

@@ -106,9 +106,9 @@ def now() -> str:
 
 
 def table(targets: Sequence[Target]) -> list[tuple[str, str, str, str]]:
-    """Rows of `invoke matrix`: id, image, built FROM, platforms."""
+    """Rows of `invoke matrix`: id, image, the upstream it stands on, platforms."""
     rows = []
     for target in targets:
-        source = target.base.image if isinstance(target, ImageTarget) else target.upstream.image
-        rows.append((target.id, target.image, source, ",".join(target.platforms)))
+        upstream = target.base.upstream if isinstance(target, ImageTarget) else target.upstream
+        rows.append((target.id, target.image, upstream.image, ",".join(target.platforms)))
     return rows

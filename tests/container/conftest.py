@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
 import pytest
 
+from llama_images.engine import LOCAL_REGISTRY
 from tests.conftest import REPO_ROOT
 
 
@@ -30,6 +33,20 @@ def invoke(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
 def main_build() -> subprocess.CompletedProcess[str]:
     """The README's quick-start command, run once per test session."""
     return invoke("build", "--matrix")
+
+
+@pytest.fixture(scope="session")
+def local_registry() -> str:
+    """The loopback registry `invoke engine` starts with its engine; required under CI."""
+    try:
+        with urllib.request.urlopen(f"http://{LOCAL_REGISTRY}/v2/", timeout=3):
+            pass
+    except OSError as exc:
+        message = f"no registry at {LOCAL_REGISTRY} ({exc}); `invoke engine` starts one with its own engine"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return LOCAL_REGISTRY
 
 
 @pytest.fixture(scope="session")
