@@ -32,6 +32,10 @@ done
 
 if [[ -f ${model} ]]; then
     model_args=(-m "${model}")
+elif [[ ${model} == /* || ${model} == ./* || ${model} == *.gguf ]]; then
+    # Looks like a file, not an "org/repo" name: say so instead of a confusing -hf error.
+    echo "[llama] LLAMA_MODEL=${model}: no such file in the container (mount it, or name a Hugging Face repo org/repo[:quant])" >&2
+    exit 2
 else
     model_args=(-hf "${model}")
 fi
