@@ -71,22 +71,31 @@ class Overrides:
     namespace: str | None = None
 
 
-def apply_overrides(matrix: Matrix, overrides: Overrides) -> Matrix:
-    """A matrix with the overrides applied; each value is checked like the file's own."""
+# Option, Overrides field, what a valid value looks like, what to write instead.
+OVERRIDE_CHECKS = (
+    ("--release", "release", RELEASE, "a release tag; use e.g. b11669 or latest"),
+    ("--cuda-version", "binary_cuda", CUDA_VERSION, "a CUDA version; use e.g. 12.8"),
+    ("--repository", "repository", PATH_COMPONENT, "a repository name; use e.g. llama-cpp"),
+    ("--tag", "custom_tag", DOCKER_TAG, "a valid Docker tag; use letters, digits, '.', '_', '-'"),
+    ("--registry", "registry", REGISTRY, "a registry host; use e.g. docker.io"),
+    ("--namespace", "namespace", PATH_COMPONENT, "a namespace; use e.g. your Docker Hub user"),
+)
+
+
+def check_override_values(overrides: Overrides) -> None:
+    """Each value is checked like the file's own, and named by its option."""
     for platform in overrides.platforms:
         if not PLATFORM.fullmatch(platform):
             raise UsageError(f"--platform: '{platform}' is not a platform; use e.g. linux/amd64,linux/arm64")
-    if overrides.release is not None and not RELEASE.fullmatch(overrides.release):
-        raise UsageError(f"--release: '{overrides.release}' is not a release tag; use e.g. b9159 or latest")
-    if overrides.binary_cuda is not None and not CUDA_VERSION.fullmatch(overrides.binary_cuda):
-        raise UsageError(f"--cuda-version: '{overrides.binary_cuda}' is not a CUDA version; use e.g. 12.8")
-    if overrides.repository is not None and not PATH_COMPONENT.fullmatch(overrides.repository):
-        raise UsageError(f"--repository: '{overrides.repository}' is not a repository name; use e.g. llama-cpp")
-    if overrides.custom_tag is not None and not DOCKER_TAG.fullmatch(overrides.custom_tag):
-        raise UsageError(
-            f"--tag: '{overrides.custom_tag}' is not a valid Docker tag; use letters, digits, '.', '_', '-'"
-        )
+    for option, name, pattern, expected in OVERRIDE_CHECKS:
+        value = getattr(overrides, name)
+        if value is not None and not pattern.fullmatch(value):
+            raise UsageError(f"{option}: '{value}' is not {expected}")
 
+
+def apply_overrides(matrix: Matrix, overrides: Overrides) -> Matrix:
+    """A matrix with the command line's overrides applied."""
+    check_override_values(overrides)
     flavors = dict(matrix.flavors)
     for name, flavor in matrix.flavors.items():
         if flavor.source == SOURCE_RELEASE_TARBALL:
@@ -99,10 +108,6 @@ def apply_overrides(matrix: Matrix, overrides: Overrides) -> Matrix:
             # The custom tag stands in for the release part of the tag: my-build-cuda-12.9.
             flavor = replace(flavor, tag=flavor.tag.replace("{release}", overrides.custom_tag))
         flavors[name] = flavor
-    if overrides.registry is not None and not REGISTRY.fullmatch(overrides.registry):
-        raise UsageError(f"--registry: '{overrides.registry}' is not a registry host; use e.g. docker.io")
-    if overrides.namespace is not None and not PATH_COMPONENT.fullmatch(overrides.namespace):
-        raise UsageError(f"--namespace: '{overrides.namespace}' is not a namespace; use e.g. your Docker Hub user")
     images = replace(
         matrix.images,
         repository=overrides.repository or matrix.images.repository,
