@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
 from llama_images.errors import ReleaseLookupError
 from llama_images.matrix import parse_matrix
+from llama_images.plan import Request, make_plan, render_plan
 from llama_images.releases import fetch_release, resolve_latest
 from llama_images.targets import expand, select
 
-from .matrices import broken
+from .matrices import VALID, broken
 
 LATEST_PAYLOAD = {
     "tag_name": "b9300",
@@ -29,13 +32,32 @@ LATEST_PAYLOAD = {
 }
 
 
+B9000_ASSETS = (("12.8", "amd64"), ("12.8", "arm64"), ("13.0", "amd64"))
+
+
+def release_payload(tag: str, assets: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    return {
+        "tag_name": tag,
+        "assets": [
+            {
+                "name": f"llama.cpp-{tag}-cuda-{cuda}-{arch}.tar.gz",
+                "browser_download_url": f"https://github.com/ai-dock/llama.cpp-cuda/releases/download/{tag}/x",
+                "digest": "sha256:" + hashlib.sha256(f"{tag}{cuda}{arch}".encode()).hexdigest(),
+            }
+            for cuda, arch in assets
+        ],
+    }
+
+
 class FakeGitHub(BaseHTTPRequestHandler):
     requests: ClassVar[list[str]] = []
+    releases: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def do_GET(self) -> None:
         FakeGitHub.requests.append(self.path)
-        if self.path == "/repos/ai-dock/llama.cpp-cuda/releases/latest":
-            body = json.dumps(LATEST_PAYLOAD).encode()
+        payload = FakeGitHub.releases.get(self.path.removeprefix("/repos/ai-dock/llama.cpp-cuda/releases/"))
+        if payload is not None:
+            body = json.dumps(payload).encode()
             self.send_response(200)
         else:
             body = b'{"message": "Not Found"}'
@@ -57,6 +79,7 @@ def github_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     url = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("GITHUB_API_URL", url)
     FakeGitHub.requests = []
+    FakeGitHub.releases = {"latest": LATEST_PAYLOAD, "tags/b9000": release_payload("b9000", B9000_ASSETS)}
     yield url
     server.shutdown()
     server.server_close()
@@ -86,3 +109,25 @@ def test_unknown_release_and_unreachable_api_are_clear_errors(github_api: str, m
     monkeypatch.setenv("GITHUB_API_URL", "http://127.0.0.1:9")
     with pytest.raises(ReleaseLookupError, match="pass an explicit --release"):
         fetch_release("ai-dock/llama.cpp-cuda")
+
+
+def test_publishing_looks_up_pinned_releases_for_their_checksums(
+    github_api: str, write_matrix: Callable[[str], Path]
+) -> None:
+    plan = make_plan(Request(write_matrix(VALID), ("cuda/*/b9000",), push=True, look_up_releases=True))
+    assert set(plan.releases) == {"b9000"}
+    args = render_plan(plan, Request(push=True))["target"]["cuda_cuda-12_9_b9000"]["args"]
+    assert args["LLAMA_CPP_SHA256_ARM64"] == hashlib.sha256(b"b900012.8arm64").hexdigest()
+    # A local build does not ask the API for pinned releases.
+    FakeGitHub.requests = []
+    assert make_plan(Request(write_matrix(VALID), ("cuda/*/b9000",))).releases == {}
+    assert FakeGitHub.requests == []
+
+
+def test_a_missing_tarball_stops_the_run_before_building(github_api: str, write_matrix: Callable[[str], Path]) -> None:
+    FakeGitHub.releases["tags/b9000"] = release_payload("b9000", (("12.8", "amd64"), ("13.0", "amd64")))
+    with pytest.raises(ReleaseLookupError) as caught:
+        make_plan(Request(write_matrix(VALID), ("cuda/*/b9000",), push=True, look_up_releases=True))
+    assert str(caught.value).endswith(
+        "cuda/cuda-12.9/b9000: release b9000 has no asset llama.cpp-b9000-cuda-12.8-arm64.tar.gz"
+    )

@@ -92,6 +92,8 @@ def provision_engine() -> None:
 def build(request: Request, load: bool, skip_existing: bool = False) -> None:
     if request.push and load:
         raise UsageError("--push and --load exclude each other: push publishes, load keeps images in this engine")
+    if request.push:
+        request = replace(request, look_up_releases=True)
     plan = make_plan(request)
     if skip_existing:
         engine.require_engine()

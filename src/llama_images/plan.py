@@ -16,9 +16,9 @@ from typing import Any
 
 from .bake import RenderOptions, bake_name, render
 from .engine import REPO_ROOT
-from .errors import UsageError
+from .errors import ReleaseLookupError, UsageError
 from .matrix import DEFAULT_MATRIX, SOURCE_RELEASE_TARBALL, Matrix, load_matrix
-from .releases import Fetcher, Release, fetch_release, resolve_latest
+from .releases import Fetcher, Release, fetch_release, look_up_pinned, missing_assets, resolve_latest
 from .targets import ImageTarget, Overrides, Target, apply_overrides, expand, select
 
 
@@ -31,6 +31,8 @@ class Request:
     overrides: Overrides = field(default_factory=Overrides)
     push: bool = False
     sbom: bool = True
+    # Look pinned releases up too (checksums, assets present); `build --push` does.
+    look_up_releases: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ def make_plan(request: Request, fetch: Fetcher = fetch_release) -> Plan:
     selected = select(targets, request.filters or matrix.default_targets)
     check_overrides_apply(request.overrides, selected)
     resolved, releases = resolve_latest(matrix, selected, fetch)
+    if request.look_up_releases:
+        # Publishing: every tarball's checksum goes into the build, and every asset must exist.
+        releases = look_up_pinned(matrix, resolved, releases, fetch)
+    missing = missing_assets(resolved, releases)
+    if missing:
+        raise ReleaseLookupError("the release lacks tarballs these targets need:\n  " + "\n  ".join(missing))
     return Plan(matrix, resolved, releases)
 
 

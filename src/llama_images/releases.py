@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import ReleaseLookupError
-from .matrix import LATEST, Matrix, render_tag
+from .matrix import LATEST, SOURCE_RELEASE_TARBALL, Matrix, render_tag
 from .targets import ImageTarget, Target
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -119,3 +119,36 @@ def resolve_latest(
             )
         resolved.setdefault(target.image, target)
     return tuple(resolved.values()), {latest.tag: latest}
+
+
+def tarball_targets(targets: Sequence[Target]) -> list[ImageTarget]:
+    return [t for t in targets if isinstance(t, ImageTarget) and t.flavor.source == SOURCE_RELEASE_TARBALL]
+
+
+def look_up_pinned(
+    matrix: Matrix, targets: Sequence[Target], found: Mapping[str, Release], fetch: Fetcher = fetch_release
+) -> dict[str, Release]:
+    """Fetch the pinned releases of the tarball targets too (those not looked up already)."""
+    releases = dict(found)
+    for target in tarball_targets(targets):
+        if target.release not in releases:
+            releases[target.release] = fetch(matrix.release_source.github_repository, target.release)
+    return releases
+
+
+def missing_assets(targets: Sequence[Target], releases: Mapping[str, Release]) -> list[str]:
+    """Tarballs a build would download that its looked-up release does not have.
+
+    Checked before building, so a renamed or missing asset stops the run instead of one
+    platform's build halfway through a push.
+    """
+    missing = []
+    for target in tarball_targets(targets):
+        release = releases.get(target.release)
+        if release is None:
+            continue
+        for platform in target.platforms:
+            name = ASSET_NAME.format(release=release.tag, cuda=target.binary_cuda, arch=platform.removeprefix("linux/"))
+            if release.asset(name) is None:
+                missing.append(f"{target.id}: release {release.tag} has no asset {name}")
+    return missing
