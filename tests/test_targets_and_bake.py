@@ -179,6 +179,7 @@ def test_release_override_without_a_cuda_target_selected_is_refused(write_matrix
     path = write_matrix(VALID)
     with pytest.raises(UsageError, match="--release applies to release-tarball flavors"):
         make_plan(Request(path, ("cpu/*",), Overrides(release="b9999")))
+    assert make_plan(Request(path, ("cpu/*",), Overrides(release="latest"))).releases == {}
     plan = make_plan(Request(path, ("cuda/*", "cpu/*"), Overrides(release="b9999")))
     assert {t.id for t in plan.targets} >= {"cuda/cuda-12.9/b9999", "cpu/debian-forky/b11669"}
 

@@ -17,7 +17,7 @@ from typing import Any
 from .bake import RenderOptions, bake_name, render
 from .engine import REPO_ROOT
 from .errors import ReleaseLookupError, UsageError
-from .matrix import DEFAULT_MATRIX, SOURCE_RELEASE_TARBALL, Matrix, load_matrix
+from .matrix import DEFAULT_MATRIX, LATEST, SOURCE_RELEASE_TARBALL, Matrix, load_matrix
 from .releases import Fetcher, Release, fetch_release, look_up_pinned, missing_assets, resolve_latest
 from .targets import ImageTarget, Overrides, Target, apply_overrides, expand, select
 
@@ -63,9 +63,11 @@ def make_plan(request: Request, fetch: Fetcher = fetch_release) -> Plan:
 
 def check_overrides_apply(overrides: Overrides, selected: Sequence[Target]) -> None:
     """--release and --cuda-version change release-tarball targets only; asked for with none
-    selected they would silently do nothing."""
+    selected they would silently do nothing. `--release latest` is the exception: "the newest
+    wherever a release is chosen", as the publishing workflow passes for any selection."""
     tarball_selected = any(isinstance(t, ImageTarget) and t.flavor.source == SOURCE_RELEASE_TARBALL for t in selected)
-    for option, value in (("--release", overrides.release), ("--cuda-version", overrides.binary_cuda)):
+    release = None if overrides.release == LATEST else overrides.release
+    for option, value in (("--release", release), ("--cuda-version", overrides.binary_cuda)):
         if value is not None and not tarball_selected:
             raise UsageError(
                 f"{option} applies to release-tarball flavors (prebuilt CUDA binaries), and none is selected; "
