@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from llama_images.bake import RenderOptions, bake_name, render
+from llama_images.buildx import failed_targets
 from llama_images.errors import MatrixError, NothingSelectedError, UsageError
 from llama_images.matrix import parse_matrix
 from llama_images.plan import Request, make_plan, source_url
@@ -201,3 +202,13 @@ def test_source_label_comes_from_the_origin_remote(
     assert source_url(tmp_path) == expected
     monkeypatch.setenv("GITHUB_REPOSITORY", "org/fork")
     assert source_url(tmp_path) == "https://github.com/org/fork"
+
+
+def test_failed_targets_are_read_from_buildx_error_lines() -> None:
+    names = {"base_debian-forky": "base/debian-forky", "cpu_debian-forky_b1": "cpu/debian-forky/b1"}
+    output = [
+        '#12 ERROR: process "/bin/bash -o pipefail -c ..." did not complete successfully: exit code: 1\n',
+        "ERROR: target cpu_debian-forky_b1: failed to solve: process did not complete successfully\n",
+        "ERROR: target cpu_debian-forky_b1 [linux/arm64]: failed to solve: exit code: 1\n",
+    ]
+    assert failed_targets(output, names) == ["cpu/debian-forky/b1"]

@@ -1,4 +1,4 @@
-"""Running `docker buildx bake` on a rendered bake file (I/O edge)."""
+"""Running `docker buildx bake` on a rendered bake file (I/O edge). The file goes in on stdin."""
 
 from __future__ import annotations
 
@@ -6,20 +6,18 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .engine import REPO_ROOT
 from .errors import BuildError
 
-T = TypeVar("T")
+# buildx names a failing target as "target <name>: failed to solve" (or "... [platform]:").
 FAILED_TARGET = re.compile(r"target ([A-Za-z0-9_-]+)(?:\s*\[[^\]]*\])?:? ")
 
 
-def bake_command(bake_file: Path, *, load: bool, push: bool, print_only: bool = False) -> list[str]:
-    command = ["docker", "buildx", "bake", "--file", str(bake_file)]
+def bake_command(*, load: bool, push: bool, print_only: bool = False) -> list[str]:
+    command = ["docker", "buildx", "bake", "--file", "-"]
     if print_only:
         return [*command, "--print"]
     command += ["--progress", "plain"]
@@ -30,33 +28,20 @@ def bake_command(bake_file: Path, *, load: bool, push: bool, print_only: bool = 
     return command
 
 
-def with_bake_file(bake: Mapping[str, Any], run: Callable[[Path], T]) -> T:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="bake-", delete=False) as handle:
-        json.dump(bake, handle)
-        path = Path(handle.name)
-    try:
-        return run(path)
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def print_bake(bake: Mapping[str, Any]) -> dict[str, Any]:
     """What buildx itself makes of the file (`bake --print`): proof that it accepts it."""
-
-    def run(path: Path) -> dict[str, Any]:
-        result = subprocess.run(
-            bake_command(path, load=False, push=False, print_only=True),
-            check=False,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise BuildError(f"docker buildx bake --print rejected the bake file:\n{result.stderr.strip()}")
-        printed: dict[str, Any] = json.loads(result.stdout)
-        return printed
-
-    return with_bake_file(bake, run)
+    result = subprocess.run(
+        bake_command(load=False, push=False, print_only=True),
+        input=json.dumps(bake),
+        check=False,
+        cwd=REPO_ROOT,  # context paths in the file are relative to the repository
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise BuildError(f"docker buildx bake --print rejected the bake file:\n{result.stderr.strip()}")
+    printed: dict[str, Any] = json.loads(result.stdout)
+    return printed
 
 
 def run_bake(bake: Mapping[str, Any], *, load: bool, push: bool, names: Mapping[str, str]) -> None:
@@ -64,28 +49,33 @@ def run_bake(bake: Mapping[str, Any], *, load: bool, push: bool, names: Mapping[
 
     `names` maps bake target names to target ids, so a failure names what the user selected.
     """
-
-    def run(path: Path) -> None:
-        command = bake_command(path, load=load, push=push)
-        print("+ " + " ".join(command), flush=True)
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-        assert process.stdout is not None
-        error_lines: list[str] = []
-        for line in process.stdout:
-            sys.stdout.write(line)
-            if "ERROR" in line or "failed to solve" in line:
-                error_lines.append(line)
-        if process.wait() != 0:
-            failed = failed_targets(error_lines, names)
-            which = ", ".join(failed) if failed else "one of: " + ", ".join(names.values())
-            raise BuildError(f"build failed for {which} (docker buildx bake exit {process.returncode})")
-
-    with_bake_file(bake, run)
+    command = bake_command(load=load, push=push)
+    print("+ " + " ".join(command), flush=True)
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(json.dumps(bake))
+    process.stdin.close()
+    error_lines: list[str] = []
+    for line in process.stdout:
+        sys.stdout.write(line)
+        if "ERROR" in line or "failed to solve" in line:
+            error_lines.append(line)
+    if process.wait() != 0:
+        failed = failed_targets(error_lines, names)
+        which = ", ".join(failed) if failed else "one of: " + ", ".join(names.values())
+        raise BuildError(f"build failed for {which} (docker buildx bake exit {process.returncode})")
 
 
 def failed_targets(output: Sequence[str], names: Mapping[str, str]) -> list[str]:
+    """Target ids named in buildx's error lines, in order, once each."""
     found: list[str] = []
     for line in output:
         for name in FAILED_TARGET.findall(line):
