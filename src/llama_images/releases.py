@@ -83,9 +83,12 @@ def fetch_release(repository: str, tag: str = LATEST) -> Release:
         raise ReleaseLookupError(f"{url} answered {exc.code}: no such release of {repository}?") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ReleaseLookupError(
-            f"cannot reach {url} ({reason}); pass an explicit --release bNNNN or set GITHUB_API_URL"
-        ) from None
+        hint = (
+            "pass an explicit --release bNNNN"
+            if tag == LATEST
+            else "publishing verifies each release's tarballs and checksums there"
+        )
+        raise ReleaseLookupError(f"cannot reach {url} ({reason}); {hint}, or set GITHUB_API_URL") from None
     except json.JSONDecodeError:
         raise ReleaseLookupError(f"{url} did not answer JSON") from None
     return parse_release(payload)
