@@ -20,25 +20,6 @@ SELECTION_HELP = {
 }
 
 
-def request(
-    matrix: str | bool | None,
-    filter: list[str] | None,
-    platform: str,
-    release: str | None,
-    cuda_version: str | None,
-    repository: str | None,
-    tag: str | None,
-    registry: str | None,
-    namespace: str | None,
-    push: bool = False,
-    sbom: bool = True,
-) -> cli.Request:
-    return cli.make_request(
-        sbom=sbom, matrix=matrix, filters=filter or (), platform=platform, release=release, cuda_version=cuda_version,
-        repository=repository, tag=tag, registry=registry, namespace=namespace, push=push,
-    )  # fmt: skip
-
-
 @task
 def engine(c: Context) -> None:
     """Install and start a Docker engine with buildx, a loopback registry and arm64 emulation (root, Debian).
@@ -64,7 +45,9 @@ def matrix(
     """List the targets of the matrix: id, image tag, upstream image, platforms."""
     if not filter:
         filter = ["*"]
-    cli.show_matrix(request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace))
+    cli.show_matrix(
+        cli.make_request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace)
+    )
 
 
 @task(
@@ -92,7 +75,7 @@ def bake(
 ) -> None:
     """Render the docker buildx bake file (JSON) for the selected targets: print it, or --output FILE."""
     cli.write_bake(
-        request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push),
+        cli.make_request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push),
         output,
         check,
         print_too=print,
@@ -126,7 +109,9 @@ def build(
 ) -> None:
     """Build the matrix (default targets, or --filter) with one `docker buildx bake`; sets up the engine first."""
     cli.build(
-        request(matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push, sbom),
+        cli.make_request(
+            matrix, filter, platform, release, cuda_version, repository, tag, registry, namespace, push, sbom
+        ),
         load,
         skip_existing,
     )

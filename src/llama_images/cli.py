@@ -40,9 +40,8 @@ def reports_errors(function: Callable[P, R]) -> Callable[P, R]:
 
 
 def make_request(
-    *,
     matrix: str | bool | None = None,
-    filters: Iterable[str] = (),
+    filters: Iterable[str] | None = None,
     platform: str = "",
     release: str | None = None,
     cuda_version: str | None = None,
@@ -54,7 +53,8 @@ def make_request(
     sbom: bool = True,
 ) -> Request:
     matrix_file = Path(matrix) if isinstance(matrix, str) and matrix else DEFAULT_MATRIX
-    patterns = tuple(p for f in filters for p in f.split(",") if p)
+    """A Request from task options as invoke passes them (comma lists, empty strings for unset)."""
+    patterns = tuple(p for f in filters or () for p in f.split(",") if p)
     platforms = tuple(p for p in platform.split(",") if p)
     overrides = Overrides(platforms, release or None, cuda_version or None, repository or None, tag or None,
                           registry or None, namespace or None)  # fmt: skip
