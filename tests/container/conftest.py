@@ -16,6 +16,20 @@ import pytest
 from llama_images.engine import LOCAL_REGISTRY
 from tests.conftest import REPO_ROOT
 
+# Several checkouts may share one engine (e.g. worktrees): each can build and test its images
+# under a namespace of its own, so one checkout's build never replaces another's image.
+TEST_NAMESPACE = os.environ.get("LLAMA_IMAGES_TEST_NAMESPACE", "")
+NAMESPACE = TEST_NAMESPACE or "llamaimages"
+
+
+def image_ref(repository: str, tag: str) -> str:
+    """The reference `invoke build` gives an image in this test run's namespace."""
+    return f"docker.io/{NAMESPACE}/{repository}:{tag}"
+
+
+def namespace_args() -> tuple[str, ...]:
+    return ("--namespace", TEST_NAMESPACE) if TEST_NAMESPACE else ()
+
 
 def invoke(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
     """An invoke task run as a user runs it: a separate process, in the repository."""
@@ -32,7 +46,7 @@ def invoke(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="session")
 def main_build() -> subprocess.CompletedProcess[str]:
     """The README's quick-start command, run once per test session."""
-    return invoke("build", "--matrix")
+    return invoke("build", "--matrix", *namespace_args())
 
 
 @pytest.fixture(scope="session")

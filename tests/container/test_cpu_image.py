@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.container.conftest import exec_text, invoke, wait_for
+from tests.container.conftest import exec_text, image_ref, invoke, wait_for
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.container
 
-CPU_IMAGE = "docker.io/llamaimages/llama-cpp:b11669-cpu"
+CPU_IMAGE = image_ref("llama-cpp", "b11669-cpu")
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ from typing import Any
 import docker
 import pytest
 
-from tests.container.conftest import exec_text, invoke, wait_for
+from tests.container.conftest import exec_text, image_ref, invoke, namespace_args, wait_for
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = [pytest.mark.container, pytest.mark.gpu]
 
 TARGET = "cuda/cuda-12.9/*"
-IMAGE = "docker.io/llamaimages/llama-cpp:b11669-cuda-12.9"
+IMAGE = image_ref("llama-cpp", "b11669-cuda-12.9")
 
 
 def gpu_unavailable() -> str | None:
@@ -47,7 +47,7 @@ def cuda_image() -> str:
     if reason is not None:
         pytest.skip(reason)
     arch = {"x86_64": "amd64", "aarch64": "arm64"}[platform.machine()]
-    result = invoke("build", "--filter", TARGET, "--platform", f"linux/{arch}")
+    result = invoke("build", "--filter", TARGET, "--platform", f"linux/{arch}", *namespace_args())
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return IMAGE
 
