@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_images.options import Selection
+from llama_images.plan import Request
+from llama_images.releases import Release
+from llama_images.targets import Overrides
+
 VALID = """\
 images:
   registry: docker.io
@@ -46,3 +55,12 @@ def broken(old: str, new: str) -> str:
     """VALID with one exact piece of text replaced (it must be there)."""
     assert old in VALID, old
     return VALID.replace(old, new, 1)
+
+
+def request_for(path: Path, filters: Sequence[str] = (), overrides: Overrides | None = None, **kwargs: Any) -> Request:
+    """A checked task request for a matrix file, as the tasks make one."""
+    return Request(path.parent, Selection(path, tuple(filters), overrides or Overrides()), **kwargs)
+
+
+def no_fetch(repository: str, tag: str) -> Release:
+    raise AssertionError(f"looked up {repository} {tag}, but this plan needs no release lookup")

@@ -12,12 +12,13 @@ import pytest
 from llama_images.bake import RenderOptions, bake_name, render
 from llama_images.buildx import failed_targets
 from llama_images.errors import MatrixError, NothingSelectedError, UsageError
+from llama_images.gitinfo import source_url
 from llama_images.matrix import parse_matrix
-from llama_images.plan import Request, make_plan, source_url
+from llama_images.plan import make_plan
 from llama_images.releases import Asset, Release
 from llama_images.targets import ImageTarget, Overrides, apply_overrides, expand, select
 
-from .matrices import VALID
+from .matrices import VALID, no_fetch, request_for
 
 OPTIONS = RenderOptions(revision="abc123", created="2026-11-25T12:00:00Z", source="https://example.org/repo")
 
@@ -179,9 +180,9 @@ def test_a_mistyped_flavor_filter_suggests_the_flavor_glob() -> None:
 def test_release_override_without_a_cuda_target_selected_is_refused(write_matrix: Callable[[str], Path]) -> None:
     path = write_matrix(VALID)
     with pytest.raises(UsageError, match="--release applies to release-tarball flavors"):
-        make_plan(Request(path, ("cpu/*",), Overrides(release="b9999")))
-    assert make_plan(Request(path, ("cpu/*",), Overrides(release="latest"))).releases == {}
-    plan = make_plan(Request(path, ("cuda/*", "cpu/*"), Overrides(release="b9999")))
+        make_plan(request_for(path, ("cpu/*",), Overrides(release="b9999")), no_fetch)
+    assert make_plan(request_for(path, ("cpu/*",), Overrides(release="latest")), no_fetch).releases == {}
+    plan = make_plan(request_for(path, ("cuda/*", "cpu/*"), Overrides(release="b9999")), no_fetch)
     assert {t.id for t in plan.targets} >= {"cuda/cuda-12.9/b9999", "cpu/debian-forky/b11669"}
 
 

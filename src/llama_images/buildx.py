@@ -1,4 +1,5 @@
-"""Running `docker buildx bake` on a rendered bake file (I/O edge). The file goes in on stdin."""
+"""Running `docker buildx bake` on a rendered bake file (I/O edge). The file goes in on stdin;
+context paths in it are relative to the project root, where buildx runs."""
 
 from __future__ import annotations
 
@@ -6,21 +7,28 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from .engine import REPO_ROOT
 from .errors import BuildError
 
 # buildx names a failing target as "target <name>: failed to solve" (or "... [platform]:").
 FAILED_TARGET = re.compile(r"target ([A-Za-z0-9_-]+)(?:\s*\[[^\]]*\])?:? ")
 
 
-def bake_command(*, load: bool, push: bool, print_only: bool = False) -> list[str]:
+def bake_command(
+    *, load: bool, push: bool, print_only: bool = False, builder: str | None = None, metadata: Path | None = None
+) -> list[str]:
     command = ["docker", "buildx", "bake", "--file", "-"]
+    if builder:
+        command += ["--builder", builder]
     if print_only:
         return [*command, "--print"]
     command += ["--progress", "plain"]
+    if metadata is not None:
+        command += ["--metadata-file", str(metadata)]
     if push:
         command.append("--push")
     elif load:
@@ -28,13 +36,13 @@ def bake_command(*, load: bool, push: bool, print_only: bool = False) -> list[st
     return command
 
 
-def print_bake(bake: Mapping[str, Any]) -> dict[str, Any]:
+def print_bake(bake: Mapping[str, Any], root: Path, builder: str | None = None) -> dict[str, Any]:
     """What buildx itself makes of the file (`bake --print`): proof that it accepts it."""
     result = subprocess.run(
-        bake_command(load=False, push=False, print_only=True),
+        bake_command(load=False, push=False, print_only=True, builder=builder),
         input=json.dumps(bake),
         check=False,
-        cwd=REPO_ROOT,  # context paths in the file are relative to the repository
+        cwd=root,
         capture_output=True,
         text=True,
     )
@@ -44,34 +52,51 @@ def print_bake(bake: Mapping[str, Any]) -> dict[str, Any]:
     return printed
 
 
-def run_bake(bake: Mapping[str, Any], *, load: bool, push: bool, names: Mapping[str, str]) -> None:
-    """Build every target of the bake file, streaming buildx's progress.
+def run_bake(
+    bake: Mapping[str, Any],
+    root: Path,
+    *,
+    load: bool,
+    push: bool,
+    names: Mapping[str, str],
+    builder: str | None = None,
+) -> dict[str, Any]:
+    """Build every target of the bake file in `root`, streaming buildx's progress; returns
+    buildx's metadata (bake name -> containerimage.digest, ...).
 
     `names` maps bake target names to target ids, so a failure names what the user selected.
+    Outputs written in the file itself (push by digest) need neither `load` nor `push`.
     """
-    command = bake_command(load=load, push=push)
-    print("+ " + " ".join(command), flush=True)
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    process.stdin.write(json.dumps(bake))
-    process.stdin.close()
-    error_lines: list[str] = []
-    for line in process.stdout:
-        sys.stdout.write(line)
-        if "ERROR" in line or "failed to solve" in line:
-            error_lines.append(line)
-    if process.wait() != 0:
-        failed = failed_targets(error_lines, names)
-        which = ", ".join(failed) if failed else "one of: " + ", ".join(names.values())
-        raise BuildError(f"build failed for {which} (docker buildx bake exit {process.returncode})")
+    with tempfile.TemporaryDirectory(prefix="llama-images-bake-") as work:
+        metadata = Path(work) / "metadata.json"
+        command = bake_command(load=load, push=push, builder=builder, metadata=metadata)
+        print("+ " + " ".join(command), flush=True)
+        process = subprocess.Popen(
+            command,
+            cwd=root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(json.dumps(bake))
+        process.stdin.close()
+        error_lines: list[str] = []
+        for line in process.stdout:
+            sys.stdout.write(line)
+            if "ERROR" in line or "failed to solve" in line:
+                error_lines.append(line)
+        if process.wait() != 0:
+            failed = failed_targets(error_lines, names)
+            which = ", ".join(failed) if failed else "one of: " + ", ".join(names.values())
+            raise BuildError(f"build failed for {which} (docker buildx bake exit {process.returncode})")
+        try:
+            found: dict[str, Any] = json.loads(metadata.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            found = {}
+        return found
 
 
 def failed_targets(output: Sequence[str], names: Mapping[str, str]) -> list[str]:

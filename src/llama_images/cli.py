@@ -1,123 +1,477 @@
-"""Bodies of the invoke tasks: parse nothing, print results, turn errors into exit codes."""
+"""Bodies of the invoke tasks: check every option first, then act; print results; turn errors
+into exit codes (one message, no traceback).
+
+Each body takes the project root (the checkout the task runs in, from tasks.py's own location)
+and the option values as invoke passes them. In GitHub Actions (GITHUB_ACTIONS=true) the
+publishing tasks also write step outputs and a step summary.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any
 
-from . import buildx, engine, registry, upstream_images
-from .bake import to_json
-from .errors import LlamaImagesError, UsageError
-from .matrix import DEFAULT_MATRIX
-from .plan import Plan, Request, make_plan, render_plan, table
-from .targets import BaseTarget, Overrides, upstreams_of
+from . import buildx, engine, github, gitinfo, registry, upstream_images, web
+from .bake import bake_name, to_json
+from .errors import BuildError, LlamaImagesError, RegistryError, UsageError
+from .options import SELECTION_NAMES, parse_job, parse_selection, selection_values, text_value
+from .plan import Plan, Request, make_plan, render_plan, select_targets, skip_published, table
+from .publishing import (
+    DigestRecord,
+    Job,
+    digest_records,
+    parse_record,
+    plan_merges,
+    record_file_name,
+    strategy_matrix,
+)
+from .releases import Release
+from .report import (
+    FAILURE,
+    Published,
+    Report,
+    Skipped,
+    compact_json,
+    output_lines,
+    plain_text,
+    report_from_json,
+    slack_payload,
+    status_of,
+    summary_markdown,
+)
+from .targets import ImageTarget, Target, upstreams_of
+from .workflow import workflow_run
 
-__all__ = ["Request", "build", "make_request", "provision_engine", "show_matrix", "write_bake"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
+SLACK_VARIABLE = "SLACK_WEBHOOK_URL"
+Body = Callable[[Path, Mapping[str, Any]], None]
 
 
 class TaskFailed(SystemExit):
     """Raised to leave with the error's exit code after printing it (no traceback)."""
 
 
-def reports_errors(function: Callable[P, R]) -> Callable[P, R]:
+def reports_errors(function: Body) -> Body:
     @functools.wraps(function)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(root: Path, values: Mapping[str, Any]) -> None:
         try:
-            return function(*args, **kwargs)
+            function(root, values)
         except LlamaImagesError as exc:
+            sys.stdout.flush()
             print(f"error: {exc}", file=sys.stderr)
             raise TaskFailed(exc.exit_code) from None
 
     return wrapper
 
 
-def make_request(
-    matrix: str | bool | None = None,
-    filters: Iterable[str] | None = None,
-    platform: str = "",
-    release: str | None = None,
-    cuda_version: str | None = None,
-    repository: str | None = None,
-    tag: str | None = None,
-    registry: str | None = None,
-    namespace: str | None = None,
-    push: bool = False,
-    sbom: bool = True,
-) -> Request:
-    matrix_file = Path(matrix) if isinstance(matrix, str) and matrix else DEFAULT_MATRIX
-    """A Request from task options as invoke passes them (comma lists, empty strings for unset)."""
-    patterns = tuple(p for f in filters or () for p in f.split(",") if p)
-    platforms = tuple(p for p in platform.split(",") if p)
-    overrides = Overrides(platforms, release or None, cuda_version or None, repository or None, tag or None,
-                          registry or None, namespace or None)  # fmt: skip
-    return Request(matrix_file, patterns, overrides, push, sbom)
+# ---- options -> request -------------------------------------------------------------------
+
+
+def make_request(root: Path, values: Mapping[str, Any], selection: Mapping[str, Any] | None = None) -> Request:
+    """A checked Request from the selection, publishing and skipping options."""
+    chosen = parse_selection(root, selection if selection is not None else selection_values(values))
+    return Request(
+        root=root,
+        selection=chosen,
+        push=bool(values.get("push", False)),
+        by_digest=bool(values.get("by_digest", False)),
+        sbom=bool(values.get("sbom", True)),
+        skip_existing=bool(values.get("skip_existing", False)),
+        skip_unavailable=bool(values.get("skip_unavailable", False)),
+    )
+
+
+def in_github_actions() -> bool:
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+def write_actions(outputs: Mapping[str, str], summary: str | None = None) -> None:
+    """Step outputs and summary, in GitHub Actions only."""
+    if not in_github_actions():
+        return
+    output_file = os.environ.get("GITHUB_OUTPUT")
+    if output_file and outputs:
+        with Path(output_file).open("a", encoding="utf-8") as handle:
+            handle.write(output_lines(outputs))
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file and summary:
+        with Path(summary_file).open("a", encoding="utf-8") as handle:
+            handle.write(summary)
+
+
+def writable_file(option: str, path: str | None) -> Path | None:
+    """Checked before anything runs: an --output whose folder is missing fails first."""
+    if path is None:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; name a file")
+    if not target.parent.is_dir():
+        raise UsageError(f"{option} {path}: folder {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise UsageError(f"{option} {path}: folder {target.parent} is not writable")
+    return target
+
+
+def write_file(option: str, path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write it ({exc.strerror})") from None
+
+
+def render(plan: Plan, request: Request) -> dict[str, Any]:
+    root = request.root
+    return render_plan(plan, request, gitinfo.git_revision(root), gitinfo.now(), gitinfo.source_url(root))
+
+
+# ---- tasks ---------------------------------------------------------------------------------
 
 
 @reports_errors
-def show_matrix(request: Request) -> None:
-    plan = make_plan(request)
-    rows = [("ID", "IMAGE", "UPSTREAM", "PLATFORMS"), *table(plan.targets)]
+def provision_engine(root: Path, values: Mapping[str, Any]) -> None:
+    engine.provision(root)
+
+
+@reports_errors
+def show_matrix(root: Path, values: Mapping[str, Any]) -> None:
+    chosen = selection_values(values)
+    chosen.setdefault("filter", ["*"])
+    _, targets = select_targets(parse_selection(root, chosen))
+    rows = [("ID", "IMAGE", "UPSTREAM", "PLATFORMS"), *table(targets)]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)).rstrip())
 
 
 @reports_errors
-def write_bake(request: Request, output: str | None, check: bool, print_too: bool = False) -> None:
-    bake = render_plan(make_plan(request), request)
-    if check:
-        engine.require_engine()
-        buildx.print_bake(bake)
-    if output:
-        Path(output).write_text(to_json(bake), encoding="utf-8")
+def write_bake(root: Path, values: Mapping[str, Any]) -> None:
+    request = make_request(root, values)
+    output = writable_file("--output", text_value(values, "output"))
+    builder = text_value(values, "builder")
+    plan = make_plan(request, github.fetch_release)
+    bake = render(plan, request)
+    if values.get("check"):
+        if builder:
+            engine.require_builder(builder)
+        else:
+            engine.require_engine()
+        buildx.print_bake(bake, root, builder)
+    if output is not None:
+        write_file("--output", output, to_json(bake))
         print(f"wrote {output}", file=sys.stderr)
-    if print_too or not output:
+    if values.get("print") or output is None:
         sys.stdout.write(to_json(bake))
 
 
 @reports_errors
-def provision_engine() -> None:
-    engine.provision()
+def show_release(root: Path, values: Mapping[str, Any]) -> None:
+    """The release a build would use, what it carries, and which selected targets it can build."""
+    chosen = selection_values(values)
+    chosen.setdefault("filter", ["*"])
+    chosen.setdefault("release", "latest")
+    request = make_request(root, {"push": True, "skip_unavailable": True}, chosen)
+    plan = make_plan(request, github.fetch_release)
+    print(f"release source: {plan.matrix.release_source.github_repository}")
+    for tag, release in plan.releases.items():
+        print(f"release {tag}: {release.carries()}")
+    for image in plan.images:
+        print(f"  buildable: {image.id} -> {image.image} [{', '.join(image.platforms)}]")
+    for skip in plan.skipped:
+        print(f"  skipped:   {skip.target} [{', '.join(skip.platforms)}]: {skip.reason}")
+    newest = next(iter(plan.releases.values()), None)
+    outputs = {"release": newest.tag if newest else "", "carries": newest.carries() if newest else ""}
+    write_actions(outputs, release_summary(plan.releases))
+
+
+def release_summary(releases: Mapping[str, Release]) -> str:
+    lines = ["## llama.cpp-cuda release", ""]
+    lines += [f"- `{tag}`: {release.carries()}" for tag, release in releases.items()]
+    return "\n".join(lines) + "\n"
 
 
 @reports_errors
-def build(request: Request, load: bool, skip_existing: bool = False) -> None:
-    if request.push and load:
-        raise UsageError("--push and --load exclude each other: push publishes, load keeps images in this engine")
-    if request.push:
-        request = replace(request, look_up_releases=True)
-    plan = make_plan(request)
-    if skip_existing:
+def build(root: Path, values: Mapping[str, Any]) -> None:
+    job_text = text_value(values, "job")
+    selection = None
+    if job_text is not None:
+        given = sorted(name for name in SELECTION_NAMES if values.get(name) not in (None, [], ()))
+        if given:
+            raise UsageError(f"--job selects its own target; leave out --{given[0].replace('_', '-')}")
+        selection = parse_job(job_text)["selection"]
+    request = make_request(root, values, selection)
+    builder = text_value(values, "builder")
+    digests_dir = text_value(values, "digests")
+    if digests_dir is not None and not request.by_digest:
+        raise UsageError("--digests names where --by-digest records what it pushed; it needs --by-digest")
+    report_file = writable_file("--report", text_value(values, "report"))
+    if report_file is not None and not request.push:
+        raise UsageError("--report describes what was published; it needs --push")
+    plan = make_plan(request, github.fetch_release)
+    # Options, matrix and releases are checked: from here on things change.
+    if builder:
+        engine.require_builder(builder)
+    else:
+        engine.provision(root)
         engine.require_engine()
-        remaining = registry.unpublished(plan.targets)
-        skipped = [t.image for t in plan.targets if t not in remaining and not isinstance(t, BaseTarget)]
-        if skipped:
-            print("already published, skipped: " + ", ".join(skipped))
-        if not remaining:
-            print("every selected tag is already published; nothing to build")
+    with registry.logged_in(plan.matrix.images.registry) if request.push else nullcontext():
+        if request.skip_existing:
+            plan = skip_published(plan, registry.tag_exists)
+        for skip in plan.skipped:
+            print(f"skipped {skip.target} [{', '.join(skip.platforms)}]: {skip.reason}")
+        if not plan.images and any(isinstance(t, ImageTarget) for t in select_targets(request.selection)[1]):
+            print("nothing to build: every selected target is published or skipped")
+            finish_publishing(request, plan, {}, report_file)
             return
-        plan = replace(plan, targets=remaining)
-    announce(plan, request)
-    engine.require_engine()
-    upstream_images.ensure_upstreams(upstreams_of(plan.targets))
-    bake = render_plan(plan, request)
-    buildx.run_bake(bake, load=not request.push, push=request.push, names=plan.bake_names)
+        announce(plan, request)
+        if not builder:
+            upstream_images.ensure_upstreams(upstreams_of(plan.targets))
+        bake = render(plan, request)
+        metadata = buildx.run_bake(
+            bake, root, load=not request.push, push=request.push and not request.by_digest,
+            names=plan.bake_names, builder=builder,
+        )  # fmt: skip
     print(f"built {len(plan.targets)} target(s): " + ", ".join(t.image for t in plan.targets))
+    if request.by_digest:
+        save_digests(plan, metadata, Path(digests_dir or "digests"))
+    finish_publishing(request, plan, metadata, report_file)
+
+
+def save_digests(plan: Plan, metadata: Mapping[str, Any], folder: Path) -> None:
+    """One record per target and platform: what `invoke merge` turns into tags."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {t.id: t.image for t in plan.targets}
+    for target in plan.targets:
+        if len(target.platforms) != 1:
+            raise UsageError(f"--by-digest builds one platform per job; {target.id} has {len(target.platforms)}")
+    try:
+        records: list[DigestRecord] = []
+        for target in plan.targets:
+            records += digest_records(metadata, {bake_name(target.id): target.id}, images, target.platforms[0])
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+    for record in records:
+        (folder / record_file_name(record)).write_text(json.dumps(record.as_json()) + "\n", encoding="utf-8")
+        print(f"pushed {record.reference} for {record.image} [{record.platform}]")
+
+
+def finish_publishing(request: Request, plan: Plan, metadata: Mapping[str, Any], report_file: Path | None) -> None:
+    """After a tagged push: the report (file, summary, outputs)."""
+    if not request.push or request.by_digest:
+        return
+    published = []
+    for target in plan.targets:
+        digest = (metadata.get(bake_name(target.id)) or {}).get("containerimage.digest", "")
+        published.append(Published(target.image, str(digest), target.platforms))
+    skipped = tuple(Skipped(s.target, s.image, s.platforms, s.reason) for s in plan.skipped)
+    report = Report(status_of(published, []), tuple(published), skipped, run_url=gitinfo.run_url())
+    emit_report(report, report_file, "Build llama.cpp images")
+
+
+def emit_report(report: Report, report_file: Path | None, title: str) -> None:
+    if report_file is not None:
+        write_file("--report", report_file, json.dumps(report.as_json(), indent=2) + "\n")
+    sys.stdout.write(plain_text(report))
+    write_actions(
+        {
+            "status": report.status,
+            "published": compact_json([p.image for p in report.published]),
+            "skipped": compact_json([s.target for s in report.skipped]),
+        },
+        summary_markdown(report, title),
+    )
 
 
 def announce(plan: Plan, request: Request) -> None:
     where = "push to the registry" if request.push else "load into the local engine"
+    if request.by_digest:
+        where = "push by digest"
     print(f"building {len(plan.targets)} target(s) from {plan.matrix.file} ({where}):")
     for target_id, image, upstream, platforms in table(plan.targets):
         print(f"  {target_id:<28} {image}  on {upstream}  [{platforms}]")
     if plan.releases:
-        print("releases looked up: " + json.dumps({tag: len(r.assets) for tag, r in plan.releases.items()}))
+        print("releases looked up: " + ", ".join(f"{tag} ({r.carries()})" for tag, r in plan.releases.items()))
     sys.stdout.flush()
+
+
+@reports_errors
+def plan_jobs(root: Path, values: Mapping[str, Any]) -> None:
+    """The native-runner fan-out: which (target, platform) jobs a publishing run has."""
+    skip_existing = bool(values.get("skip_existing"))
+    skip_unavailable = bool(values.get("skip_unavailable"))
+    output = writable_file("--output", text_value(values, "output"))
+    chosen = selection_values(values)
+    if values.get("workflow"):
+        if chosen:
+            raise UsageError("--workflow reads the selection from the workflow's inputs; give no selection options")
+        run = workflow_run(os.environ)
+        if not run.publish:
+            notice = "missing secrets " + ", ".join(run.missing_secrets) + ": publishing is skipped"
+            print(f"::notice title=Publishing skipped::{notice}" if in_github_actions() else notice)
+            write_actions({"publish": "false", "matrix": compact_json({"include": []}), "plan": "{}"},
+                          f"## Publishing skipped\n\n{notice}. Add them under Settings > Secrets and variables > "
+                          "Actions (see README, Building with GitHub Actions).\n")  # fmt: skip
+            return
+        chosen, skip_existing, skip_unavailable = run.values, run.skip_existing, run.skip_unavailable
+    request = make_request(
+        root, {"push": True, "skip_existing": skip_existing, "skip_unavailable": skip_unavailable}, chosen
+    )
+    plan = make_plan(request, github.fetch_release)
+    if skip_existing:
+        with registry.logged_in(plan.matrix.images.registry):
+            plan = skip_published(plan, registry.tag_exists)
+    base_values = request.selection.as_values(root)
+    jobs = [
+        Job(target.id, target.image, platform, job_selection(base_values, target, platform))
+        for target in plan.images
+        for platform in target.platforms
+    ]
+    expected: dict[str, list[str]] = {}
+    for target in plan.targets:
+        expected.setdefault(target.image, []).extend(
+            p for p in target.platforms if p not in expected.get(target.image, [])
+        )
+    skipped = [
+        {"target": s.target, "image": s.image, "platforms": list(s.platforms), "reason": s.reason} for s in plan.skipped
+    ]
+    document = {
+        "jobs": [job.as_json() for job in jobs],
+        "images": expected,
+        "skipped": skipped,
+        "releases": {tag: r.carries() for tag, r in plan.releases.items()},
+    }
+    for skip in plan.skipped:
+        print(f"skipped {skip.target} [{', '.join(skip.platforms)}]: {skip.reason}", file=sys.stderr)
+    text = json.dumps(document, indent=2) + "\n"
+    if output is not None:
+        write_file("--output", output, text)
+    else:
+        sys.stdout.write(text)
+    skipped_report = tuple(Skipped(s.target, s.image, s.platforms, s.reason) for s in plan.skipped)
+    summary = summary_markdown(Report("planned", (), skipped_report), "Publishing plan")
+    summary += "".join(f"- job `{job.name}`: `{job.image}` on {job.platform}\n" for job in jobs)
+    write_actions(
+        {"publish": "true" if jobs else "false", "matrix": compact_json(strategy_matrix(jobs)),
+         "plan": compact_json(document)},
+        summary,
+    )  # fmt: skip
+
+
+def job_selection(base: Mapping[str, Any], target: Target, platform: str) -> dict[str, Any]:
+    """The selection that builds exactly this target on this platform, with a resolved release
+    ('latest' becomes the tag it resolved to, so every job builds the same release)."""
+    values = dict(base)
+    values["platform"] = platform
+    target_id = target.id
+    if isinstance(target, ImageTarget) and target_id.rsplit("/", 1)[1] != target.release:
+        values["release"] = target.release
+        target_id = target_id.rsplit("/", 1)[0] + "/" + target.release
+    values["filter"] = [target_id]
+    return values
+
+
+@reports_errors
+def merge(root: Path, values: Mapping[str, Any]) -> None:
+    """Create each multi-platform tag from the digests the by-digest jobs recorded."""
+    folder = Path(text_value(values, "digests") or "digests")
+    plan_text = text_value(values, "plan")
+    builder = text_value(values, "builder")
+    report_file = writable_file("--report", text_value(values, "report"))
+    expected: dict[str, list[str]] | None = None
+    skipped: tuple[Skipped, ...] = ()
+    if plan_text is not None:
+        try:
+            document = json.loads(plan_text)
+            expected = {str(k): [str(p) for p in v] for k, v in document["images"].items()}
+            skipped = report_from_json({"skipped": document.get("skipped", [])}).skipped
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise UsageError("--plan is not a plan that `invoke plan` wrote") from None
+    records = read_records(folder)
+    if not records and not expected:
+        raise UsageError(f"no digest records in {folder}/ and no --plan: nothing to merge")
+    merges, incomplete = plan_merges(records, expected)
+    failed = [f"{i.image}: no digest for {', '.join(i.missing)} (that job failed or did not run)" for i in incomplete]
+    published: list[Published] = []
+    registries = sorted({m.image.split("/", 1)[0] for m in merges})
+    try:
+        with_logins(registries, lambda: create_tags(merges, builder, published, failed))
+    except RegistryError as exc:
+        failed.append(str(exc))
+    report = Report(status_of(published, failed), tuple(published), skipped, tuple(failed), gitinfo.run_url())
+    emit_report(report, report_file, "Build llama.cpp images")
+    if incomplete:
+        raise BuildError(f"{len(incomplete)} image(s) not published: a platform's job failed (see above)")
+    if failed:
+        raise RegistryError(f"{len(failed)} tag(s) not created (see above)")
+
+
+def with_logins(registries: list[str], action: Callable[[], None]) -> None:
+    if not registries:
+        action()
+        return
+    with registry.logged_in(registries[0]):
+        with_logins(registries[1:], action)
+
+
+def create_tags(merges: list[Any], builder: str | None, published: list[Published], failed: list[str]) -> None:
+    for item in merges:
+        try:
+            digest = registry.create_tag(item.image, [r.reference for r in item.sources], builder)
+            platforms = registry.index_platforms(registry.inspect_raw(item.image))
+        except RegistryError as exc:
+            failed.append(str(exc))
+            continue
+        if sorted(platforms) != sorted(item.platforms):
+            failed.append(f"{item.image}: the created index lists {platforms}, expected {list(item.platforms)}")
+            continue
+        print(f"tagged {item.image} {digest} [{', '.join(item.platforms)}]")
+        published.append(Published(item.image, digest, item.platforms))
+
+
+def read_records(folder: Path) -> list[DigestRecord]:
+    if not folder.is_dir():
+        return []
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            records.append(parse_record(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"{path}: not a digest record ({exc})") from None
+    return records
+
+
+@reports_errors
+def notify(root: Path, values: Mapping[str, Any]) -> None:
+    """Post a run's report to Slack. Never fails the run: a failing webhook is a warning."""
+    report_path = text_value(values, "report")
+    title = text_value(values, "title") or "Build llama.cpp images"
+    webhook = os.environ.get(SLACK_VARIABLE, "").strip()
+    report = load_report(Path(report_path) if report_path else None)
+    if not webhook:
+        print(f"{SLACK_VARIABLE} is not set: no Slack notification")
+        return
+    try:
+        web.request_json("POST", webhook, body=slack_payload(report, title), expect_json=False, attempts=3)
+    except web.RequestFailed as exc:
+        # The URL is the secret: name the variable, never the address.
+        warning = f"the Slack notification failed ({exc.failure.reason}); the run's result stands"
+        print(f"::warning::{warning}" if in_github_actions() else f"warning: {warning}", file=sys.stderr)
+        return
+    print(f"posted the run's result ({report.status}) to Slack")
+
+
+def load_report(path: Path | None) -> Report:
+    """The report a task wrote; without one the run failed before publishing anything."""
+    if path is not None and path.is_file():
+        try:
+            return report_from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    failed = ("the run failed before it published anything; see its log",)
+    return replace(Report(FAILURE, failed=failed), run_url=gitinfo.run_url())

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .errors import EngineError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROVISION_SCRIPT = REPO_ROOT / "scripts" / "provision-engine.sh"
+# Relative to the project root (the checkout the task runs in).
+PROVISION_SCRIPT = Path("scripts") / "provision-engine.sh"
 LOCAL_REGISTRY = os.environ.get("LLAMA_IMAGES_REGISTRY", "127.0.0.1:5000")
 
 
@@ -27,16 +27,27 @@ def engine_problem() -> str | None:
     return None
 
 
-def provision() -> None:
+def provision(root: Path) -> None:
     """Install and start engine, buildx, loopback registry and arm64 emulation where missing.
 
     The script leaves whatever already works alone, so this is cheap on a ready host.
     """
-    result = subprocess.run(["bash", str(PROVISION_SCRIPT)], check=False)
+    script = root / PROVISION_SCRIPT
+    if not script.is_file():
+        raise EngineError(f"{script} is missing: run the task in a llama-images checkout")
+    result = subprocess.run(["bash", str(script)], check=False)
     if result.returncode != 0:
-        raise EngineError(
-            f"{PROVISION_SCRIPT.relative_to(REPO_ROOT)} failed (exit {result.returncode}); see its output above"
-        )
+        raise EngineError(f"{PROVISION_SCRIPT} failed (exit {result.returncode}); see its output above")
+
+
+def require_builder(name: str) -> None:
+    """A named buildx builder (remote BuildKit, kubernetes, docker-container) must exist and start."""
+    result = subprocess.run(
+        ["docker", "buildx", "inspect", "--bootstrap", name], check=False, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        detail = result.stderr.strip().splitlines()[-1:] or ["no answer"]
+        raise EngineError(f"buildx builder '{name}' is not usable ({detail[0]}); see `docker buildx ls`")
 
 
 def require_engine() -> None:

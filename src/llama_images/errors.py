@@ -66,9 +66,28 @@ class EngineError(LlamaImagesError):
 
 
 class ReleaseLookupError(LlamaImagesError):
-    """The releases API could not tell which release to build."""
+    """The releases API could not tell which release to build, or a release lacks a tarball."""
 
     exit_code = 6
+
+
+class RegistryError(LlamaImagesError):
+    """Login refused, a tag's state unknown, or a multi-platform tag not created."""
+
+    exit_code = 7
+
+
+# Every exit code a task ends with (the README's table is checked against this).
+EXIT_CODES = {
+    0: "success",
+    1: "unexpected error (a bug: please report it with the output)",
+    MatrixError.exit_code: "bad matrix file or option",
+    NothingSelectedError.exit_code: "a --filter pattern selects nothing",
+    BuildError.exit_code: "a build failed (the message names the target)",
+    EngineError.exit_code: "no usable engine, builder or upstream image",
+    ReleaseLookupError.exit_code: "release lookup failed, or a release lacks a needed tarball",
+    RegistryError.exit_code: "registry login, lookup or tagging failed",
+}
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

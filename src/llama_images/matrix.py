@@ -6,120 +6,109 @@ complete, valid `Matrix` or raises `MatrixError` listing every problem with `fil
 
 from __future__ import annotations
 
-import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 import yaml
 
 from .errors import MatrixError, Problem, did_you_mean
+from .model import (
+    CUDA_VERSION,
+    DOCKER_TAG,
+    GITHUB_REPOSITORY,
+    HTTP_URL,
+    IMAGE_REF,
+    LATEST,
+    NAME,
+    PATH_COMPONENT,
+    PLATFORM,
+    REGISTRY,
+    RELEASE,
+    SOURCE_DEBIAN_PACKAGE,
+    SOURCE_RELEASE_TARBALL,
+    SOURCES,
+    TAG_FIELDS,
+    TARBALL_PLATFORMS,
+    Flavor,
+    ImageNames,
+    Matrix,
+    ReleaseSource,
+    Upstream,
+    render_tag,
+)
+from .targets import expand, unmatched_patterns
 from .yamlnodes import NULL_TAG, NodeReader, Problems, compose, join_key, read_text
 
-DEFAULT_MATRIX = Path(__file__).resolve().parents[2] / "matrix.yaml"
+# The matrix a checkout ships, relative to the project root (the checkout the task runs in).
+MATRIX_FILE = "matrix.yaml"
+# A matrix is a few kilobytes; anything far larger is not one.
+MAX_MATRIX_BYTES = 1_000_000
 
-SOURCE_RELEASE_TARBALL = "release-tarball"
-SOURCE_DEBIAN_PACKAGE = "debian-package"
-SOURCES = (SOURCE_RELEASE_TARBALL, SOURCE_DEBIAN_PACKAGE)
-LATEST = "latest"
-TAG_FIELDS = ("release", "cuda", "flavor", "upstream")
-
-REGISTRY = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
-PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-NAME = re.compile(r"[a-z0-9][a-z0-9.-]*[a-z0-9]|[a-z0-9]")
-_NAME_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-IMAGE_REF = re.compile(
-    rf"(?:[a-z0-9.-]+(?::[0-9]+)?/)?{_NAME_PART}(?:/{_NAME_PART})*(?::{_TAG})?(?:@sha256:[0-9a-f]{{64}})?"
-)
-DOCKER_TAG = re.compile(_TAG)
-CUDA_VERSION = re.compile(r"[0-9]{1,2}\.[0-9]{1,2}")
-PLATFORM = re.compile(r"linux/(amd64|arm64|arm/v6|arm/v7|ppc64le|s390x|386|riscv64)")
-RELEASE = re.compile(r"latest|b[0-9]+")
-BUILD = re.compile(r"b[0-9]+")
-GITHUB_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
-HTTP_URL = re.compile(r"https?://[^\s{}]+")
-# The prebuilt tarballs exist for these architectures only.
-TARBALL_PLATFORMS = ("linux/amd64", "linux/arm64")
-
-
-@dataclass(frozen=True)
-class ImageNames:
-    """Where images are published: `<registry>/<namespace>/<repository>:<tag>`."""
-
-    registry: str
-    namespace: str
-    repository: str
-    base_repository: str
-
-    def reference(self, repository: str, tag: str) -> str:
-        return f"{self.registry}/{self.namespace}/{repository}:{tag}"
+__all__ = [
+    "CUDA_VERSION",
+    "DOCKER_TAG",
+    "GITHUB_REPOSITORY",
+    "HTTP_URL",
+    "IMAGE_REF",
+    "LATEST",
+    "MATRIX_FILE",
+    "NAME",
+    "PATH_COMPONENT",
+    "PLATFORM",
+    "REGISTRY",
+    "RELEASE",
+    "SOURCES",
+    "SOURCE_DEBIAN_PACKAGE",
+    "SOURCE_RELEASE_TARBALL",
+    "TAG_FIELDS",
+    "TARBALL_PLATFORMS",
+    "Flavor",
+    "ImageNames",
+    "Matrix",
+    "ReleaseSource",
+    "Upstream",
+    "load_matrix",
+    "parse_matrix",
+    "render_tag",
+]
 
 
-@dataclass(frozen=True)
-class Upstream:
-    """An image that base-image builds FROM."""
-
-    name: str
-    image: str
-    cuda: str | None
-    platforms: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ReleaseSource:
-    """Where the prebuilt llama.cpp CUDA release tarballs come from."""
-
-    github_repository: str
-    download_url: str
-
-
-@dataclass(frozen=True)
-class Flavor:
-    """How llama.cpp gets into the image, on which upstreams, for which releases, tagged how."""
-
-    name: str
-    source: str
-    upstreams: tuple[str, ...]
-    releases: tuple[str, ...]
-    tag: str
-    # Upstream name -> CUDA version of the prebuilt binaries installed on it (tarball flavors).
-    binary_cuda: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True)
-class Matrix:
-    file: str
-    images: ImageNames
-    release_source: ReleaseSource
-    upstreams: Mapping[str, Upstream]
-    flavors: Mapping[str, Flavor]
-    default_targets: tuple[str, ...]
-    # Key path -> line, so problems found after loading (expansion) still point into the file.
-    lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), compare=False)
-
-    def line_of(self, key: str) -> int:
-        while key and key not in self.lines:
-            key = key.rpartition(".")[0]
-        return self.lines.get(key, 1)
-
-    def problem(self, key: str, message: str, fix: str) -> Problem:
-        return Problem(self.file, self.line_of(key), key, message, fix)
-
-
-def load_matrix(path: Path | str = DEFAULT_MATRIX) -> Matrix:
-    """Read and validate a matrix file."""
+def load_matrix(path: Path | str) -> Matrix:
+    """Read and validate a matrix file. Any bytes give a Matrix or a MatrixError, never a crash."""
     path = Path(path)
     display = display_name(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise MatrixError(
             [Problem(display, 1, "", f"cannot read the file: {exc.strerror}", "pass an existing matrix file")]
         ) from None
-    return parse_matrix(text, display)
+    if len(data) > MAX_MATRIX_BYTES:
+        raise MatrixError(
+            [Problem(display, 1, "", f"the file has {len(data)} bytes; a matrix is a few kilobytes",
+                     "pass the matrix file, not another file")]
+        )  # fmt: skip
+    return parse_matrix(decode(data, display), display)
+
+
+def decode(data: bytes, display: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise MatrixError(
+            [
+                Problem(
+                    display,
+                    line,
+                    "",
+                    f"byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8 text",
+                    "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+                )
+            ]
+        ) from None
 
 
 def display_name(path: Path) -> str:
@@ -470,14 +459,7 @@ def check_tag_template(key: str, entry: NodeReader, template: str, upstream: Ups
         )
 
 
-def render_tag(template: str, *, release: str, cuda: str, flavor: str, upstream: str) -> str:
-    return template.format(release=release, cuda=cuda, flavor=flavor, upstream=upstream)
-
-
 def check_default_targets(matrix: Matrix) -> None:
-    # Imported here: targets builds on this module.
-    from .targets import expand, unmatched_patterns
-
     targets = expand(matrix)
     missing = unmatched_patterns(targets, matrix.default_targets)
     if missing:

@@ -1,38 +1,45 @@
-"""The pipeline behind the tasks, as small steps: load -> override -> expand -> select -> resolve.
-
-Each step is a plain function of the one before; tasks.py only parses options and prints.
+"""The pipeline behind the tasks, as small steps: load -> override -> expand -> select -> resolve
+releases -> drop what can't or needn't be built. Pure: the release lookup and the registry's
+"is this tag published?" come in as functions, so every decision is tested without a network.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import re
-import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .bake import RenderOptions, bake_name, render
-from .engine import REPO_ROOT
 from .errors import ReleaseLookupError, UsageError
-from .matrix import DEFAULT_MATRIX, LATEST, SOURCE_RELEASE_TARBALL, Matrix, load_matrix
-from .releases import Fetcher, Release, fetch_release, look_up_pinned, missing_assets, resolve_latest
-from .targets import ImageTarget, Overrides, Target, apply_overrides, expand, select
+from .matrix import LATEST, SOURCE_RELEASE_TARBALL, Matrix, load_matrix
+from .options import Selection
+from .publishing import by_digest
+from .releases import Fetcher, Release, look_up_pinned, resolve_latest, unavailable_platforms
+from .targets import BaseTarget, ImageTarget, Target, apply_overrides, expand, select
 
 
 @dataclass(frozen=True)
 class Request:
-    """What a task was asked for."""
+    """What a task was asked for, checked."""
 
-    matrix_file: Path = DEFAULT_MATRIX
-    filters: tuple[str, ...] = ()  # empty: the matrix's default_targets
-    overrides: Overrides = field(default_factory=Overrides)
+    root: Path  # the checkout the task runs in: Dockerfiles, git revision
+    selection: Selection
     push: bool = False
+    by_digest: bool = False
     sbom: bool = True
-    # Look pinned releases up too (checksums, assets present); `build --push` does.
-    look_up_releases: bool = False
+    skip_existing: bool = False
+    skip_unavailable: bool = False
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A target (or some of its platforms) left out of a run, and why."""
+
+    target: str
+    image: str
+    platforms: tuple[str, ...]
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -40,31 +47,62 @@ class Plan:
     matrix: Matrix
     targets: tuple[Target, ...]
     releases: dict[str, Release]
+    skipped: tuple[Skip, ...] = field(default=())
 
     @property
     def bake_names(self) -> dict[str, str]:
         return {bake_name(t.id): t.id for t in self.targets}
 
+    @property
+    def images(self) -> tuple[ImageTarget, ...]:
+        return tuple(t for t in self.targets if isinstance(t, ImageTarget))
 
-def make_plan(request: Request, fetch: Fetcher = fetch_release) -> Plan:
-    matrix = apply_overrides(load_matrix(request.matrix_file), request.overrides)
-    targets = expand(matrix, request.overrides.platforms)
-    selected = select(targets, request.filters or matrix.default_targets)
-    check_overrides_apply(request.overrides, selected)
+
+def check_request(request: Request) -> None:
+    if request.by_digest and not request.push:
+        raise UsageError("--by-digest pushes each platform by digest; it needs --push")
+    if not request.push and not request.sbom:
+        raise UsageError("--no-sbom applies to --push (local builds attach no attestations)")
+    if (request.skip_existing or request.skip_unavailable) and not request.push:
+        which = "--skip-existing" if request.skip_existing else "--skip-unavailable"
+        raise UsageError(f"{which} decides what a publishing run leaves out; it needs --push")
+
+
+def select_targets(selection: Selection) -> tuple[Matrix, tuple[Target, ...]]:
+    """The matrix (with overrides) and the selected targets, bases included."""
+    matrix = apply_overrides(load_matrix(selection.matrix_file), selection.overrides)
+    targets = expand(matrix, selection.overrides.platforms)
+    selected = select(targets, selection.filters or matrix.default_targets)
+    check_overrides_apply(selection, selected)
+    return matrix, selected
+
+
+def make_plan(request: Request, fetch: Fetcher) -> Plan:
+    """What a run builds. Publishing (`--push`, for `bake` and `build` alike) looks every release up:
+    each tarball's checksum goes into the build and a missing tarball stops the run, or with
+    skip_unavailable is left out and reported."""
+    check_request(request)
+    matrix, selected = select_targets(request.selection)
     resolved, releases = resolve_latest(matrix, selected, fetch)
-    if request.look_up_releases:
-        # Publishing: every tarball's checksum goes into the build, and every asset must exist.
+    if request.push:
         releases = look_up_pinned(matrix, resolved, releases, fetch)
-    missing = missing_assets(resolved, releases)
-    if missing:
-        raise ReleaseLookupError("the release lacks tarballs these targets need:\n  " + "\n  ".join(missing))
-    return Plan(matrix, resolved, releases)
+    targets, skipped = drop_unavailable(resolved, releases, request.skip_unavailable)
+    had_images = any(isinstance(t, ImageTarget) for t in selected)
+    return Plan(matrix, with_needed_bases(targets, had_images), releases, tuple(skipped))
 
 
-def check_overrides_apply(overrides: Overrides, selected: Sequence[Target]) -> None:
+def skip_published(plan: Plan, published: Callable[[str], bool]) -> Plan:
+    """The plan without the image targets whose tag the registry has (`--skip-existing`)."""
+    targets, already = drop_published(plan.targets, published)
+    had_images = bool(plan.images)
+    return replace(plan, targets=with_needed_bases(targets, had_images), skipped=(*plan.skipped, *already))
+
+
+def check_overrides_apply(selection: Selection, selected: Sequence[Target]) -> None:
     """--release and --cuda-version change release-tarball targets only; asked for with none
     selected they would silently do nothing. `--release latest` is the exception: "the newest
     wherever a release is chosen", as the publishing workflow passes for any selection."""
+    overrides = selection.overrides
     tarball_selected = any(isinstance(t, ImageTarget) and t.flavor.source == SOURCE_RELEASE_TARBALL for t in selected)
     release = None if overrides.release == LATEST else overrides.release
     for option, value in (("--release", release), ("--cuda-version", overrides.binary_cuda)):
@@ -75,44 +113,89 @@ def check_overrides_apply(overrides: Overrides, selected: Sequence[Target]) -> N
             )
 
 
-def render_plan(plan: Plan, request: Request) -> dict[str, Any]:
+def drop_unavailable(
+    targets: Sequence[Target], releases: dict[str, Release], skip: bool
+) -> tuple[tuple[Target, ...], list[Skip]]:
+    """Narrow each tarball target to the platforms its release has a tarball for.
+
+    Without `skip` any missing tarball is an error naming every missing asset; with it the
+    platforms (or whole targets) are left out and reported.
+    """
+    kept: list[Target] = []
+    skipped: list[Skip] = []
+    errors: list[str] = []
+    for target in targets:
+        if not isinstance(target, ImageTarget) or target.release not in releases:
+            kept.append(target)
+            continue
+        missing = unavailable_platforms(target, releases[target.release])
+        if not missing:
+            kept.append(target)
+            continue
+        for platform, reason in missing.items():
+            errors.append(f"{target.id} ({platform}): {reason}")
+        reasons = sorted(set(missing.values()))
+        skipped.append(Skip(target.id, target.image, tuple(missing), "; ".join(reasons)))
+        remaining = tuple(p for p in target.platforms if p not in missing)
+        if remaining:
+            kept.append(replace(target, platforms=remaining))
+    if errors and not skip:
+        raise ReleaseLookupError(
+            "the release lacks tarballs these targets need (a scheduled run passes --skip-unavailable to "
+            "publish the rest):\n  " + "\n  ".join(errors)
+        )
+    return tuple(kept), skipped
+
+
+def drop_published(
+    targets: Sequence[Target], published: Callable[[str], bool]
+) -> tuple[tuple[Target, ...], list[Skip]]:
+    """Leave out image targets whose tag the registry already has; a failed week is retried next
+    week, and an old release is not rebuilt."""
+    kept: list[Target] = []
+    skipped: list[Skip] = []
+    for target in targets:
+        if isinstance(target, ImageTarget) and published(target.image):
+            skipped.append(Skip(target.id, target.image, target.platforms, "already published"))
+        else:
+            kept.append(target)
+    return tuple(kept), skipped
+
+
+def with_needed_bases(targets: Sequence[Target], had_images: bool) -> tuple[Target, ...]:
+    """Bases are built with what needs them, for the platforms needed, never alone (unless only
+    bases were selected)."""
+    images = [t for t in targets if isinstance(t, ImageTarget)]
+    if not images:
+        return () if had_images else tuple(targets)
+    needed: dict[str, list[str]] = {}
+    for image in images:
+        needed.setdefault(image.base.id, [])
+        for platform in image.platforms:
+            if platform not in needed[image.base.id]:
+                needed[image.base.id].append(platform)
+    result: list[Target] = []
+    for target in targets:
+        if isinstance(target, BaseTarget):
+            if target.id in needed:
+                wanted = tuple(p for p in target.platforms if p in needed[target.id])
+                result.append(replace(target, platforms=wanted))
+        else:
+            result.append(target)
+    return tuple(result)
+
+
+def render_plan(plan: Plan, request: Request, revision: str, created: str, source: str | None) -> dict[str, Any]:
     options = RenderOptions(
-        revision=git_revision(),
-        created=now(),
-        source=source_url(),
+        revision=revision,
+        created=created,
+        source=source,
         push=request.push,
         sbom=request.sbom,
         releases=plan.releases,
     )
-    return render(plan.matrix, plan.targets, options)
-
-
-def git_revision(repo: Path = REPO_ROOT) -> str:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=False, capture_output=True, text=True)
-    revision = result.stdout.strip() if result.returncode == 0 else "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, check=False, capture_output=True, text=True)
-    return f"{revision}-dirty" if result.returncode == 0 and dirty.stdout.strip() else revision
-
-
-def source_url(repo: Path = REPO_ROOT) -> str | None:
-    """The repository's web address: GitHub Actions names it; elsewhere the `origin` remote."""
-    if os.environ.get("GITHUB_REPOSITORY"):
-        server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
-        return f"{server}/{os.environ['GITHUB_REPOSITORY']}"
-    result = subprocess.run(
-        ["git", "remote", "get-url", "origin"], cwd=repo, check=False, capture_output=True, text=True
-    )
-    remote = result.stdout.strip()
-    if result.returncode != 0 or not remote:
-        return None
-    scp_like = re.fullmatch(r"git@([^:]+):(.+?)(?:\.git)?", remote)
-    if scp_like:
-        return f"https://{scp_like.group(1)}/{scp_like.group(2)}"
-    return remote.removesuffix(".git") if remote.startswith("https://") else None
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    bake = render(plan.matrix, plan.targets, options)
+    return by_digest(bake) if request.by_digest else bake
 
 
 def table(targets: Sequence[Target]) -> list[tuple[str, str, str, str]]:

@@ -1,25 +1,128 @@
-"""Asking a registry whether a tag is already published (I/O edge)."""
+"""Registries (I/O edge): logging in with credentials from the environment, asking whether a tag
+is published, and creating multi-platform tags from pushed digests.
+
+Credentials: `REGISTRY_USERNAME` and `REGISTRY_PASSWORD`. The password goes to `docker login` on
+stdin only, never into arguments, output or error messages.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
-from .targets import BaseTarget, ImageTarget, Target
+from .errors import RegistryError
+
+USERNAME_VARIABLE = "REGISTRY_USERNAME"
+PASSWORD_VARIABLE = "REGISTRY_PASSWORD"
+NOT_FOUND_HINTS = ("not found", "manifest unknown", "name unknown", "no such manifest")
+
+
+def credentials() -> tuple[str, str] | None:
+    username = os.environ.get(USERNAME_VARIABLE, "")
+    password = os.environ.get(PASSWORD_VARIABLE, "")
+    if bool(username) != bool(password):
+        missing = PASSWORD_VARIABLE if username else USERNAME_VARIABLE
+        raise RegistryError(f"{missing} is not set; set both {USERNAME_VARIABLE} and {PASSWORD_VARIABLE}, or neither")
+    return (username, password) if username else None
+
+
+def redact(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+@contextmanager
+def logged_in(registry: str) -> Iterator[None]:
+    """Log in to `registry` for the duration (when credentials are set), and out afterwards.
+
+    A wrong password fails here, before anything is built.
+    """
+    found = credentials()
+    if found is None:
+        yield
+        return
+    username, password = found
+    result = subprocess.run(
+        ["docker", "login", "--username", username, "--password-stdin", registry],
+        input=password,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        detail = redact((result.stderr or result.stdout).strip(), password).splitlines()[-1:] or ["no answer"]
+        raise RegistryError(f"login to {registry} as {username} failed: {detail[0]}; check {PASSWORD_VARIABLE}")
+    print(f"logged in to {registry} as {username}", flush=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["docker", "logout", registry], check=False, capture_output=True, timeout=60)
 
 
 def tag_exists(image: str) -> bool:
+    """True when the registry has the tag; False when it says it has not. Other failures (no
+    answer, refused credentials) are errors: guessing either way could rebuild or skip wrongly."""
     result = subprocess.run(
-        ["docker", "buildx", "imagetools", "inspect", image], check=False, capture_output=True, timeout=120
+        ["docker", "buildx", "imagetools", "inspect", image], check=False, capture_output=True, text=True, timeout=120
     )
-    return result.returncode == 0
+    if result.returncode == 0:
+        return True
+    message = result.stderr.lower()
+    if any(hint in message for hint in NOT_FOUND_HINTS):
+        return False
+    detail = result.stderr.strip().splitlines()[-1:] or ["no answer"]
+    raise RegistryError(f"cannot tell whether {image} is published: {detail[0]}")
 
 
-def unpublished(targets: Sequence[Target], exists: Callable[[str], bool] = tag_exists) -> tuple[Target, ...]:
-    """The image targets whose tag the registry lacks, with the bases they need.
+def inspect_raw(image: str) -> dict[str, Any]:
+    result = subprocess.run(
+        ["docker", "buildx", "imagetools", "inspect", "--raw", image],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise RegistryError(f"cannot inspect {image}: {result.stderr.strip()[-500:]}")
+    manifest: dict[str, Any] = json.loads(result.stdout)
+    return manifest
 
-    Bases are always rebuilt with what needs them (they are cheap from cache) and never alone.
+
+def index_platforms(index: dict[str, Any]) -> list[str]:
+    """Platforms of the images in an index, attestation manifests left out."""
+    found = []
+    for entry in index.get("manifests", []):
+        if entry.get("annotations", {}).get("vnd.docker.reference.type") == "attestation-manifest":
+            continue
+        platform = entry.get("platform", {})
+        found.append(f"{platform.get('os')}/{platform.get('architecture')}")
+    return found
+
+
+def create_tag(image: str, sources: Sequence[str], builder: str | None = None) -> str:
+    """Create (or replace) the multi-platform tag `image` from pushed digests; returns its digest.
+
+    The sources are indexes (image + attestation manifest each); imagetools merges them, so the
+    attestations travel with the new index.
     """
-    images = [t for t in targets if isinstance(t, ImageTarget) and not exists(t.image)]
-    needed_bases = {t.base.id for t in images}
-    return tuple(t for t in targets if (isinstance(t, BaseTarget) and t.id in needed_bases) or t in images)
+    command = ["docker", "buildx", "imagetools", "create"]
+    if builder:
+        command += ["--builder", builder]
+    command += ["--tag", image, *sources]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RegistryError(f"could not create {image}: {result.stderr.strip()[-1000:]}")
+    digest = subprocess.run(
+        ["docker", "buildx", "imagetools", "inspect", "--format", "{{json .Manifest}}", image],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if digest.returncode != 0:
+        raise RegistryError(f"created {image} but cannot read it back: {digest.stderr.strip()[-500:]}")
+    return str(json.loads(digest.stdout)["digest"])

@@ -1,15 +1,17 @@
-"""Releases of the prebuilt llama.cpp CUDA tarballs, from the GitHub releases API.
+"""Releases of the prebuilt llama.cpp CUDA tarballs: what a release carries and which is newest.
 
-Parsing is pure (`parse_release`); `fetch_release` is the HTTP edge. The API base URL comes from
-`GITHUB_API_URL` (set by GitHub Actions; tests point it at a loopback server).
+Pure: parsing the GitHub API's JSON and every decision made from it. `github.py` is the HTTP edge
+that fetches it.
+
+What ai-dock/llama.cpp-cuda publishes: current releases carry CUDA 12.8 tarballs, one per
+architecture (`llama.cpp-<tag>-cuda-12.8-amd64.tar.gz`, `...-arm64.tar.gz`); older releases
+carried several CUDA versions and no architecture suffix. The Dockerfile installs the
+per-architecture form; an older release is reported as lacking it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import urllib.error
-import urllib.request
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,7 +23,11 @@ from .targets import ImageTarget, Target
 DEFAULT_API_URL = "https://api.github.com"
 # The name of a release asset; derivatives/llama-cpp/Dockerfile downloads the same name.
 ASSET_NAME = "llama.cpp-{release}-cuda-{cuda}-{arch}.tar.gz"
+TARBALL = re.compile(
+    r"llama\.cpp-(?P<release>[A-Za-z0-9_.-]+?)-cuda-(?P<cuda>[0-9]+\.[0-9]+)(?:-(?P<arch>amd64|arm64))?\.tar\.gz"
+)
 ARCHES = ("amd64", "arm64")
+BUILD_NUMBER = re.compile(r"b([0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -32,26 +38,96 @@ class Asset:
 
 
 @dataclass(frozen=True)
+class Tarball:
+    """One prebuilt tarball of a release: its CUDA version and architecture (None: older releases
+    named no architecture)."""
+
+    cuda: str
+    arch: str | None
+    asset: Asset
+
+
+@dataclass(frozen=True)
 class Release:
     tag: str
     assets: tuple[Asset, ...]
+    draft: bool = False
+    prerelease: bool = False
+    published_at: str = ""  # ISO 8601, as the API writes it (sorts as text)
 
     def asset(self, name: str) -> Asset | None:
         return next((a for a in self.assets if a.name == name), None)
 
+    @property
+    def tarballs(self) -> tuple[Tarball, ...]:
+        found = []
+        for asset in self.assets:
+            match = TARBALL.fullmatch(asset.name)
+            if match and match.group("release") == self.tag:
+                found.append(Tarball(match.group("cuda"), match.group("arch"), asset))
+        return tuple(found)
 
-def parse_release(payload: Mapping[str, Any]) -> Release:
+    def carries(self) -> str:
+        """What the release holds, for people: "CUDA 12.8: amd64, arm64"."""
+        by_cuda: dict[str, list[str]] = {}
+        for tarball in self.tarballs:
+            by_cuda.setdefault(tarball.cuda, []).append(tarball.arch or "no architecture (older format)")
+        if not by_cuda:
+            return "no llama.cpp CUDA tarballs"
+        parts = [f"CUDA {cuda}: {', '.join(arches)}" for cuda, arches in sorted(by_cuda.items(), key=version_key)]
+        return "; ".join(parts)
+
+
+def version_key(item: tuple[str, Any]) -> tuple[int, ...]:
+    return tuple(int(part) for part in item[0].split("."))
+
+
+def build_number(tag: str) -> int:
+    """b9159 -> 9159; tags of another form sort before every build."""
+    match = BUILD_NUMBER.fullmatch(tag)
+    return int(match.group(1)) if match else -1
+
+
+def parse_release(payload: Any) -> Release:
     """A release from the API's JSON; an asset's `digest` ("sha256:...") gives its checksum."""
     try:
-        tag = str(payload["tag_name"])
+        if not isinstance(payload, Mapping):
+            raise TypeError("a release object")
+        tag = payload["tag_name"]
+        if not isinstance(tag, str):
+            raise TypeError("tag_name as text")
         assets = []
-        for item in payload.get("assets", []):
+        for item in payload.get("assets") or []:
             digest = item.get("digest") or ""
-            sha256 = digest.removeprefix("sha256:") if digest.startswith("sha256:") else None
+            sha256 = (
+                digest.removeprefix("sha256:") if isinstance(digest, str) and digest.startswith("sha256:") else None
+            )
             assets.append(Asset(str(item["name"]), str(item["browser_download_url"]), sha256))
+        return Release(
+            tag,
+            tuple(assets),
+            draft=bool(payload.get("draft", False)),
+            prerelease=bool(payload.get("prerelease", False)),
+            published_at=str(payload.get("published_at") or ""),
+        )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ReleaseLookupError(f"the releases API answered without {exc}; is the API URL right?") from None
-    return Release(tag, tuple(assets))
+
+
+def parse_release_list(payload: Any) -> list[Release]:
+    if not isinstance(payload, list):
+        raise ReleaseLookupError("the releases API answered something other than a list of releases")
+    return [parse_release(item) for item in payload]
+
+
+def newest(releases: Sequence[Release], repository: str) -> Release:
+    """The newest published release: drafts and prereleases skipped. The source publishes many
+    releases with one creation time, so the list order says nothing: order by the tag's build
+    number, then by publish time."""
+    published = [r for r in releases if not r.draft and not r.prerelease]
+    if not published:
+        raise ReleaseLookupError(f"{repository} has no published release (drafts and prereleases are skipped)")
+    return max(published, key=lambda r: (build_number(r.tag), r.published_at))
 
 
 def checksum_args(release: Release, cuda: str) -> dict[str, str]:
@@ -64,38 +140,12 @@ def checksum_args(release: Release, cuda: str) -> dict[str, str]:
     return args
 
 
+# (repository, tag or "latest") -> the release.
 Fetcher = Callable[[str, str], Release]
 
 
-def fetch_release(repository: str, tag: str = LATEST) -> Release:
-    """GET /repos/<repository>/releases/latest (or /tags/<tag>)."""
-    api = os.environ.get("GITHUB_API_URL", DEFAULT_API_URL).rstrip("/")
-    path = "releases/latest" if tag == LATEST else f"releases/tags/{tag}"
-    url = f"{api}/repos/{repository}/{path}"
-    request = urllib.request.Request(url, headers={"Accept": "application/vnd.github+json"})
-    token = os.environ.get("GITHUB_TOKEN")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            payload = json.load(response)
-    except urllib.error.HTTPError as exc:
-        raise ReleaseLookupError(f"{url} answered {exc.code}: no such release of {repository}?") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        hint = (
-            "pass an explicit --release bNNNN"
-            if tag == LATEST
-            else "publishing verifies each release's tarballs and checksums there"
-        )
-        raise ReleaseLookupError(f"cannot reach {url} ({reason}); {hint}, or set GITHUB_API_URL") from None
-    except json.JSONDecodeError:
-        raise ReleaseLookupError(f"{url} did not answer JSON") from None
-    return parse_release(payload)
-
-
 def resolve_latest(
-    matrix: Matrix, targets: Sequence[Target], fetch: Fetcher = fetch_release
+    matrix: Matrix, targets: Sequence[Target], fetch: Fetcher
 ) -> tuple[tuple[Target, ...], dict[str, Release]]:
     """Give targets of release 'latest' the newest release's tag; ids stay as they are.
 
@@ -129,7 +179,7 @@ def tarball_targets(targets: Sequence[Target]) -> list[ImageTarget]:
 
 
 def look_up_pinned(
-    matrix: Matrix, targets: Sequence[Target], found: Mapping[str, Release], fetch: Fetcher = fetch_release
+    matrix: Matrix, targets: Sequence[Target], found: Mapping[str, Release], fetch: Fetcher
 ) -> dict[str, Release]:
     """Fetch the pinned releases of the tarball targets too (those not looked up already)."""
     releases = dict(found)
@@ -139,19 +189,21 @@ def look_up_pinned(
     return releases
 
 
-def missing_assets(targets: Sequence[Target], releases: Mapping[str, Release]) -> list[str]:
-    """Tarballs a build would download that its looked-up release does not have.
-
-    Checked before building, so a renamed or missing asset stops the run instead of one
-    platform's build halfway through a push.
-    """
-    missing = []
-    for target in tarball_targets(targets):
-        release = releases.get(target.release)
-        if release is None:
+def unavailable_platforms(target: ImageTarget, release: Release) -> dict[str, str]:
+    """Platform -> why the release cannot give this target that platform (empty: all there)."""
+    if target.flavor.source != SOURCE_RELEASE_TARBALL:
+        return {}
+    missing = {}
+    for platform in target.platforms:
+        arch = platform.removeprefix("linux/")
+        name = ASSET_NAME.format(release=release.tag, cuda=target.binary_cuda, arch=arch)
+        if release.asset(name) is not None:
             continue
-        for platform in target.platforms:
-            name = ASSET_NAME.format(release=release.tag, cuda=target.binary_cuda, arch=platform.removeprefix("linux/"))
-            if release.asset(name) is None:
-                missing.append(f"{target.id}: release {release.tag} has no asset {name}")
+        old_format = [t for t in release.tarballs if t.cuda == target.binary_cuda and t.arch is None]
+        if old_format:
+            missing[platform] = (
+                f"release {release.tag} has {old_format[0].asset.name} (older format, no architecture), not {name}"
+            )
+        else:
+            missing[platform] = f"release {release.tag} has no asset {name} (it carries {release.carries()})"
     return missing

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from .errors import MatrixError, NothingSelectedError, UsageError, did_you_mean
-from .matrix import (
+from .model import (
     CUDA_VERSION,
     DOCKER_TAG,
     PATH_COMPONENT,

@@ -31,31 +31,99 @@ class Problems:
     def add(self, node: yaml.Node, key: str, message: str, fix: str) -> None:
         self.found.append(Problem(self.file, node.start_mark.line + 1, key, message, fix))
 
+    def at_line(self, line: int, message: str, fix: str) -> None:
+        self.found.append(Problem(self.file, line, "", message, fix))
+
     def raise_if_any(self) -> None:
         if self.found:
             raise MatrixError(sorted(self.found, key=lambda p: p.line))
 
 
+# A matrix is a few dozen nodes; aliases may repeat a list, never blow the tree up (an "alias
+# bomb" of 500 bytes expands to billions of nodes when walked).
+MAX_EXPANDED_NODES = 20_000
+
+
 def compose(text: str, problems: Problems) -> yaml.Node | None:
-    """Parse YAML text into a node tree; a syntax error becomes a problem with its line."""
+    """Parse YAML text into a node tree; anything wrong becomes a problem with its line."""
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         context = ""
         if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
             context = f" ({exc.context} at line {exc.context_mark.line + 1})"
-        problems.found.append(
-            Problem(
-                problems.file,
-                line,
-                "",
-                f"not valid YAML: {exc.problem or exc}{context}",
-                "check indentation, quoting and ':' after each key near that line",
-            )
+        problems.at_line(
+            line,
+            f"not valid YAML: {exc.problem or exc}{context}",
+            "check indentation, quoting and ':' after each key near that line",
         )
         return None
+    except yaml.reader.ReaderError as exc:
+        # Control characters and the like: PyYAML reports a character offset, not a mark.
+        line = text.count("\n", 0, exc.position) + 1
+        problems.at_line(
+            line,
+            f"character U+{exc.character:04X} at offset {exc.position} is not allowed in YAML",
+            "remove control characters; a matrix file is plain UTF-8 text",
+        )
+        return None
+    except yaml.YAMLError as exc:
+        problems.at_line(1, f"not valid YAML: {exc}", "check the file's syntax")
+        return None
+    except RecursionError:
+        problems.at_line(1, "the YAML is nested too deeply to read", "a matrix is a few levels deep: check the file")
+        return None
+    if root is not None and not expansion_is_bounded(root, problems):
+        return None
+    return root
+
+
+def expansion_is_bounded(root: yaml.Node, problems: Problems) -> bool:
+    """False (with a problem) when aliases make the tree cyclic or larger than MAX_EXPANDED_NODES.
+
+    Sizes are counted once per distinct node, so the check itself stays linear in the file.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int | None:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            problems.add(node, "", "an alias refers to the collection that contains it", "remove the recursive alias")
+            return None
+        open_nodes.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        total = 1
+        for child in children:
+            child_size = size(child)
+            if child_size is None:
+                return None
+            total += child_size
+            if total > MAX_EXPANDED_NODES:
+                problems.add(
+                    node,
+                    "",
+                    f"aliases expand this file to more than {MAX_EXPANDED_NODES} values",
+                    "write the values out, or use fewer nested aliases",
+                )
+                return None
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        return size(root) is not None
+    except RecursionError:
+        problems.at_line(1, "the YAML is nested too deeply to read", "a matrix is a few levels deep: check the file")
+        return False
 
 
 def kind_of(node: yaml.Node) -> str:

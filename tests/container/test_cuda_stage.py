@@ -23,10 +23,12 @@ from typing import Any
 import pytest
 
 from llama_images.bake import RenderOptions, bake_name, render
-from llama_images.plan import Request, make_plan
+from llama_images.plan import make_plan
 from llama_images.releases import ASSET_NAME, Asset, Release
 from llama_images.targets import Overrides
 from tests.conftest import REPO_ROOT
+from tests.container.conftest import NAMESPACE
+from tests.matrices import no_fetch, request_for
 
 pytestmark = pytest.mark.container
 
@@ -73,11 +75,13 @@ def rendered_args(tmp_path: Path, download_url: str, sha256: str) -> dict[str, s
     matrix = (REPO_ROOT / "matrix.yaml").read_text(encoding="utf-8")
     matrix = matrix.replace("https://github.com/ai-dock/llama.cpp-cuda/releases/download", download_url)
     matrix = matrix.replace("    image: debian:forky-slim\n", '    image: debian:forky-slim\n    cuda: "12.9"\n')
-    matrix = matrix.replace("upstreams: [cuda-12.9, cuda-13.1]", "upstreams: [debian-forky]")
-    matrix = matrix.replace('      cuda-12.9: "12.8"\n      cuda-13.1: "13.0"', '      debian-forky: "12.8"')
+    matrix = matrix.replace("upstreams: [cuda-12.9]", "upstreams: [debian-forky]")
+    matrix = matrix.replace('      cuda-12.9: "12.8"\n', '      debian-forky: "12.8"\n')
     path = tmp_path / "matrix.yaml"
     path.write_text(matrix, encoding="utf-8")
-    plan = make_plan(Request(path, ("cuda/*",), Overrides(platforms=("linux/amd64",))))
+    plan = make_plan(
+        request_for(path, ("cuda/*",), Overrides(platforms=("linux/amd64",), namespace=NAMESPACE)), no_fetch
+    )
     name = ASSET_NAME.format(release=RELEASE, cuda=BINARY_CUDA, arch="amd64")
     release = Release(RELEASE, (Asset(name, f"{download_url}/{RELEASE}/{name}", sha256),))
     options = RenderOptions("test", "2026-01-01T00:00:00Z", releases={RELEASE: release})

@@ -1,0 +1,156 @@
+"""Publishing on native runners, as pure functions: the GitHub Actions strategy matrix (one job per
+target and platform), the bake file variant that pushes by digest, the digest records the jobs
+leave, and which multi-platform tags the merge creates from them.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .bake import bake_name
+
+# GitHub-hosted runners of each architecture: every platform builds natively, no emulation.
+RUNNERS = {"linux/amd64": "ubuntu-24.04", "linux/arm64": "ubuntu-24.04-arm"}
+
+
+def arch(platform: str) -> str:
+    return platform.removeprefix("linux/").replace("/", "")
+
+
+def by_digest(bake: Mapping[str, Any]) -> dict[str, Any]:
+    """The publishing bake file, changed to push each target untagged (by digest).
+
+    Tags are created later by `invoke merge`, once every platform's job has pushed. A job builds
+    one platform, so each platform keeps a registry cache of its own.
+    """
+    result = copy.deepcopy(dict(bake))
+    for target in result["target"].values():
+        tags = target.pop("tags")
+        name = tags[0].rsplit(":", 1)[0]
+        target["output"] = [f"type=image,name={name},push-by-digest=true,name-canonical=true,push=true"]
+        suffix = "-".join(arch(p) for p in target["platforms"])
+        for key in ("cache-from", "cache-to"):
+            if key in target:
+                target[key] = [re.sub(r"(ref=[^,]+)", rf"\1-{suffix}", entry, count=1) for entry in target[key]]
+    return result
+
+
+@dataclass(frozen=True)
+class DigestRecord:
+    """What a by-digest job pushed: `image` is the tag it is meant to get."""
+
+    target: str
+    image: str
+    platform: str
+    digest: str
+
+    @property
+    def repository(self) -> str:
+        return self.image.rsplit(":", 1)[0]
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+    def as_json(self) -> dict[str, str]:
+        return {"target": self.target, "image": self.image, "platform": self.platform, "digest": self.digest}
+
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def digest_records(
+    metadata: Mapping[str, Any], names: Mapping[str, str], images: Mapping[str, str], platform: str
+) -> list[DigestRecord]:
+    """Records from buildx's --metadata-file: bake name -> {"containerimage.digest": ...}."""
+    records = []
+    for name, target_id in names.items():
+        digest = (metadata.get(name) or {}).get("containerimage.digest", "")
+        if not DIGEST.fullmatch(str(digest)):
+            raise ValueError(f"buildx reported no digest for {target_id}")
+        records.append(DigestRecord(target_id, images[target_id], platform, str(digest)))
+    return records
+
+
+def parse_record(data: Any) -> DigestRecord:
+    if not isinstance(data, Mapping):
+        raise ValueError("not a digest record")
+    record = DigestRecord(str(data["target"]), str(data["image"]), str(data["platform"]), str(data["digest"]))
+    if not DIGEST.fullmatch(record.digest):
+        raise ValueError(f"'{record.digest}' is not a sha256 digest")
+    return record
+
+
+def record_file_name(record: DigestRecord) -> str:
+    return f"{bake_name(record.target)}-{arch(record.platform)}.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One native-runner job: one target on one platform, with the selection that builds it."""
+
+    target: str
+    image: str
+    platform: str
+    selection: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{bake_name(self.target)}-{arch(self.platform)}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "runner": RUNNERS.get(self.platform, RUNNERS["linux/amd64"]),
+            "target": self.target,
+            "image": self.image,
+            "platform": self.platform,
+            "selection": dict(self.selection),
+        }
+
+
+def strategy_matrix(jobs: Sequence[Job]) -> dict[str, Any]:
+    """`strategy.matrix` for GitHub Actions: `include` lists one entry per job."""
+    return {"include": [job.as_json() for job in jobs]}
+
+
+@dataclass(frozen=True)
+class Merge:
+    """A tag to create from the digests of its platforms."""
+
+    image: str
+    sources: tuple[DigestRecord, ...]
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(r.platform for r in self.sources)
+
+
+@dataclass(frozen=True)
+class Incomplete:
+    image: str
+    missing: tuple[str, ...]
+
+
+def plan_merges(
+    records: Iterable[DigestRecord], expected: Mapping[str, Sequence[str]] | None = None
+) -> tuple[list[Merge], list[Incomplete]]:
+    """Group records by the tag they are for. With `expected` (image -> platforms the plan built),
+    a tag with a missing platform is not created: a failed job never yields a partial image."""
+    grouped: dict[str, dict[str, DigestRecord]] = {}
+    for record in records:
+        grouped.setdefault(record.image, {})[record.platform] = record
+    merges, incomplete = [], []
+    for image in sorted(set(grouped) | set(expected or {})):
+        have = grouped.get(image, {})
+        wanted = list((expected or {}).get(image, sorted(have)))
+        missing = tuple(p for p in wanted if p not in have)
+        if missing:
+            incomplete.append(Incomplete(image, missing))
+            continue
+        merges.append(Merge(image, tuple(have[p] for p in wanted)))
+    return merges, incomplete

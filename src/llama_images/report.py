@@ -1,0 +1,170 @@
+"""What a publishing run did, for people: plain text, a GitHub Actions step summary, step outputs,
+and the Slack message. Pure: the tasks write and post what these functions return.
+
+Nothing secret ever enters a report: it holds image references, digests, platforms, reasons
+(which name release assets) and the run's link.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+SUCCESS, FAILURE, NOTHING = "success", "failure", "nothing to publish"
+
+# Slack: a section's text holds at most 3000 characters and a message at most 50 blocks.
+SLACK_SECTION_LIMIT = 3000
+SLACK_BLOCK_LIMIT = 50
+SLACK_TEXT_LIMIT = 3000
+
+
+@dataclass(frozen=True)
+class Published:
+    image: str
+    digest: str
+    platforms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    target: str
+    image: str
+    platforms: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Report:
+    status: str
+    published: tuple[Published, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    failed: tuple[str, ...] = ()  # one line each: what failed and why
+    run_url: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "published": [
+                {"image": p.image, "digest": p.digest, "platforms": list(p.platforms)} for p in self.published
+            ],
+            "skipped": [
+                {"target": s.target, "image": s.image, "platforms": list(s.platforms), "reason": s.reason}
+                for s in self.skipped
+            ],
+            "failed": list(self.failed),
+            "run_url": self.run_url,
+        }
+
+
+def report_from_json(data: Mapping[str, Any]) -> Report:
+    return Report(
+        status=str(data.get("status", FAILURE)),
+        published=tuple(
+            Published(str(p["image"]), str(p["digest"]), tuple(p.get("platforms", ())))
+            for p in data.get("published", ())
+        ),
+        skipped=tuple(
+            Skipped(str(s["target"]), str(s["image"]), tuple(s.get("platforms", ())), str(s["reason"]))
+            for s in data.get("skipped", ())
+        ),
+        failed=tuple(str(f) for f in data.get("failed", ())),
+        run_url=data.get("run_url"),
+    )
+
+
+def status_of(published: Sequence[Published], failed: Sequence[str]) -> str:
+    if failed:
+        return FAILURE
+    return SUCCESS if published else NOTHING
+
+
+def plain_text(report: Report) -> str:
+    lines = [f"status: {report.status}"]
+    lines += [f"published {p.image} {p.digest} [{', '.join(p.platforms)}]" for p in report.published]
+    lines += [f"skipped {s.target} [{', '.join(s.platforms)}]: {s.reason}" for s in report.skipped]
+    lines += [f"failed: {f}" for f in report.failed]
+    if report.run_url:
+        lines.append(f"run: {report.run_url}")
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(report: Report, title: str) -> str:
+    """A GitHub Actions step summary."""
+    out = [f"## {title}: {report.status}", ""]
+    if report.published:
+        out += ["| Published | Digest | Platforms |", "|---|---|---|"]
+        out += [f"| `{p.image}` | `{p.digest}` | {', '.join(p.platforms)} |" for p in report.published]
+        out.append("")
+    if report.skipped:
+        out += ["| Skipped target | Platforms | Why |", "|---|---|---|"]
+        out += [f"| `{s.target}` | {', '.join(s.platforms)} | {escape_cell(s.reason)} |" for s in report.skipped]
+        out.append("")
+    if report.failed:
+        out += ["**Failed**", ""]
+        out += [f"- {escape_cell(f)}" for f in report.failed]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def escape_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def output_lines(outputs: Mapping[str, str]) -> str:
+    """`$GITHUB_OUTPUT` lines; every value uses a random heredoc delimiter, so a value can never
+    end the block early or set another output."""
+    lines = []
+    for name, value in outputs.items():
+        delimiter = f"EOF_{secrets.token_hex(16)}"
+        lines += [f"{name}<<{delimiter}", value, delimiter]
+    return "\n".join(lines) + "\n"
+
+
+def compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def slack_payload(report: Report, title: str) -> dict[str, Any]:
+    """An incoming-webhook message within Slack's limits: long lists are cut with a count."""
+    icon = {SUCCESS: ":white_check_mark:", FAILURE: ":x:"}.get(report.status, ":information_source:")
+    heading = f"{icon} {title}: {report.status}"
+    lines: list[str] = []
+    lines += [f"published `{p.image}` `{p.digest}` ({', '.join(p.platforms)})" for p in report.published]
+    lines += [f"skipped `{s.target}` ({', '.join(s.platforms)}): {s.reason}" for s in report.skipped]
+    lines += [f"failed: {f}" for f in report.failed]
+    if report.run_url:
+        lines.append(f"<{report.run_url}|the run's log>")
+    sections = pack(lines, SLACK_SECTION_LIMIT, SLACK_BLOCK_LIMIT - 1)
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": heading}}]
+    blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": text}} for text in sections]
+    fallback = heading + "\n" + "\n".join(lines)
+    if len(fallback) > SLACK_TEXT_LIMIT:
+        fallback = fallback[: SLACK_TEXT_LIMIT - 1] + "…"
+    return {"text": fallback, "blocks": blocks}
+
+
+def pack(lines: Sequence[str], limit: int, max_sections: int) -> list[str]:
+    """Lines joined into sections of at most `limit` characters, at most `max_sections` of them;
+    what does not fit is replaced by a line saying how much was left out."""
+    sections: list[str] = []
+    current = ""
+    for index, raw in enumerate(lines):
+        line = raw if len(raw) <= limit else raw[: limit - 1] + "…"
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) <= limit:
+            current = candidate
+            continue
+        sections.append(current)
+        current = line
+        if len(sections) == max_sections - 1:
+            left = len(lines) - index
+            note = f"… and {left} more line(s): see the run's summary"
+            sections.append(note)
+            return sections
+    if current:
+        sections.append(current)
+    return sections
