@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from .conftest import REPO_ROOT
 
@@ -56,3 +60,134 @@ def test_bad_option_values_exit_2_without_traceback() -> None:
         assert result.returncode in (2, 3), result.stderr
         assert message in result.stderr
         assert "Traceback" not in result.stderr
+
+
+# ---- what a new user met (issue 7), kept as tests -------------------------------------------
+
+
+def test_empty_overrides_are_errors_not_fallbacks() -> None:
+    for task in ("matrix", "bake", "build", "plan", "release"):
+        result = invoke(task, "--namespace", "")
+        assert result.returncode == 2, (task, result.stdout, result.stderr)
+        assert "--namespace is empty; leave the option out" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert invoke("bake", "--filter", "").returncode == 2
+    assert "--platform is empty" in invoke("bake", "--platform", "").stderr
+
+
+def test_bake_output_into_a_missing_folder_is_a_clear_error() -> None:
+    result = invoke("bake", "--output", "/nonexistent/x.json")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --output /nonexistent/x.json: folder /nonexistent does not exist"
+
+
+def test_every_selecting_task_takes_the_same_selection_options() -> None:
+    from llama_images.options import SELECTION
+    from llama_images.tasks import TASKS
+
+    for spec in TASKS:
+        names = {o.name for o in spec.options}
+        if names & {o.name for o in SELECTION}:
+            assert {o.name for o in SELECTION} <= names, spec.name
+    help_text = invoke("build", "--help").stdout
+    assert "--load" not in help_text  # loading is what a build without --push does
+    for option in SELECTION:
+        assert option.flag in help_text
+
+
+def test_build_checks_its_options_before_touching_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llama_images import cli, engine
+
+    def no_engine(*args: object) -> None:
+        raise AssertionError("the engine was provisioned before the options were checked")
+
+    monkeypatch.setattr(engine, "provision", no_engine)
+    monkeypatch.setattr(engine, "require_builder", no_engine)
+    for values in ({"namespace": ""}, {"platform": "amd64"}, {"filter": ["gpu/*"]}, {"by_digest": True},
+                   {"skip_existing": True}, {"builder": "farm", "report": "/nonexistent/r.json", "push": True}):  # fmt: skip
+        with pytest.raises(cli.TaskFailed) as caught:
+            cli.build(REPO_ROOT, values)
+        assert caught.value.code in (2, 3), values
+
+
+def test_bake_push_renders_what_build_push_builds(tmp_path: Path) -> None:
+    """Both publish with each release's checksums: `bake --push` shows the file `build --push` runs."""
+    from .support.loopback import CURRENT, Answer, Loopback, release, serve, sha256_of, tag_path
+
+    with serve(Loopback()) as api:
+        api.route(tag_path("b11669"), Answer(body=release("b11669", CURRENT)))
+        env = {"GITHUB_API_URL": api.url}
+        pushed = invoke_env(env, "bake", "--push", "--filter", "cuda/*")
+        assert pushed.returncode == 0, pushed.stderr
+        args = json.loads(pushed.stdout)["target"]["cuda_cuda-12_9_b11669"]["args"]
+        assert args["LLAMA_CPP_SHA256_ARM64"] == sha256_of("b11669", "12.8", "arm64")
+        by_digest = json.loads(invoke_env(env, "bake", "--push", "--by-digest", "--filter", "cuda/*").stdout)
+        target = by_digest["target"]["cuda_cuda-12_9_b11669"]
+        assert "tags" not in target
+        assert target["output"] == [
+            "type=image,name=docker.io/llamaimages/llama-cpp,push-by-digest=true,name-canonical=true,push=true"
+        ]
+
+
+def invoke_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+
+
+WORKFLOW_SECRETS = {"DOCKERHUB_NAMESPACE": "someone", "REGISTRY_USERNAME": "someone", "REGISTRY_PASSWORD": "pw"}
+
+
+def test_plan_skips_publishing_with_a_notice_when_secrets_are_missing(tmp_path: Path) -> None:
+    outputs, summary = tmp_path / "out", tmp_path / "summary.md"
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary),
+           "GITHUB_EVENT_NAME": "schedule", "DOCKERHUB_NAMESPACE": "", "REGISTRY_USERNAME": "",
+           "REGISTRY_PASSWORD": ""}  # fmt: skip
+    result = invoke_env(env, "plan", "--workflow")
+    assert result.returncode == 0, result.stderr
+    assert "::notice title=Publishing skipped::missing secrets DOCKERHUB_USERNAME, DOCKERHUB_TOKEN" in result.stdout
+    lines = outputs.read_text().splitlines()
+    assert lines[lines.index(next(line for line in lines if line.startswith("publish<<"))) + 1] == "false"
+    assert "Publishing skipped" in summary.read_text()
+
+
+def test_a_manual_workflow_run_plans_one_native_job_per_target_and_platform(tmp_path: Path) -> None:
+    from llama_images.options import parse_selection
+    from llama_images.plan import select_targets
+
+    from .support.loopback import CURRENT, RELEASES_PATH, Answer, Loopback, release, serve
+
+    with serve(Loopback()) as api:
+        api.route(RELEASES_PATH, Answer(body=[release("b9300", CURRENT)]))
+        env = {"GITHUB_API_URL": api.url, "GITHUB_ACTIONS": "", "GITHUB_EVENT_NAME": "workflow_dispatch",
+               "TARGETS": "cuda/*", "MULTI_ARCH": "true", "LLAMA_CPP_VERSION": "", "CUDA_VERSION": "",
+               "DOCKERHUB_REPO": "", "CUSTOM_IMAGE_TAG": "", **WORKFLOW_SECRETS}  # fmt: skip
+        result = invoke_env(env, "plan", "--workflow")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert [(j["target"], j["platform"], j["runner"]) for j in plan["jobs"]] == [
+        ("cuda/cuda-12.9/latest", "linux/amd64", "ubuntu-24.04"),
+        ("cuda/cuda-12.9/latest", "linux/arm64", "ubuntu-24.04-arm"),
+    ]
+    assert plan["images"]["docker.io/someone/llama-cpp:b9300-cuda-12.9"] == ["linux/amd64", "linux/arm64"]
+    assert plan["images"]["docker.io/someone/base-image:cuda-12.9"] == ["linux/amd64", "linux/arm64"]
+    # Each job's selection builds exactly its target and platform, at the resolved release.
+    _, targets = select_targets(parse_selection(REPO_ROOT, plan["jobs"][1]["selection"]))
+    assert [(t.id, t.platforms) for t in targets] == [
+        ("base/cuda-12.9", ("linux/arm64",)),
+        ("cuda/cuda-12.9/b9300", ("linux/arm64",)),
+    ]
+    assert targets[1].image == "docker.io/someone/llama-cpp:b9300-cuda-12.9"
+
+
+def test_a_tag_missing_a_planned_platform_is_not_created() -> None:
+    from llama_images.publishing import DigestRecord, plan_merges
+
+    amd64 = DigestRecord("cpu/x/b1", "r/ns/llama-cpp:b1-cpu", "linux/amd64", "sha256:" + "1" * 64)
+    arm64 = DigestRecord("cpu/x/b1", "r/ns/llama-cpp:b1-cpu", "linux/arm64", "sha256:" + "2" * 64)
+    merges, incomplete = plan_merges([amd64, arm64], {"r/ns/llama-cpp:b1-cpu": ["linux/amd64", "linux/arm64"]})
+    assert [m.platforms for m in merges] == [("linux/amd64", "linux/arm64")]
+    assert merges[0].sources[1].reference == "r/ns/llama-cpp@sha256:" + "2" * 64
+    merges, incomplete = plan_merges([amd64], {"r/ns/llama-cpp:b1-cpu": ["linux/amd64", "linux/arm64"]})
+    assert merges == [] and incomplete[0].missing == ("linux/arm64",)

@@ -183,7 +183,7 @@ def test_push_publishes_to_a_registry_and_skip_existing_builds_nothing_twice(
     assert kinds == {"image", "attestation-manifest"}  # provenance travels with the image
     second = invoke("build", *publish, "--skip-existing")
     assert second.returncode == 0, second.stderr
-    assert f"already published, skipped: {image}" in second.stdout
+    assert "skipped cpu/debian-forky/b11669 [linux/amd64]: already published" in second.stdout
     assert "nothing to build" in second.stdout
 
 

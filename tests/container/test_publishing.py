@@ -1,0 +1,159 @@
+"""Publishing to a registry that requires login, and the native-runner fan-out, against a loopback
+registry with htpasswd that this module starts (Debian's docker-registry on a free port).
+
+The images come from the build cache the `main_build` fixture filled: each job pushes the CPU
+image for one platform by digest, and `invoke merge` creates the multi-platform tag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.container.conftest import NAMESPACE
+
+pytestmark = pytest.mark.container
+
+USER = "publisher"
+PASSWORD = "correct-horse-battery-staple"
+
+
+@dataclass(frozen=True)
+class AuthRegistry:
+    address: str
+    docker_config: Path  # logins made by the tests go here, not into the user's own config
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthRegistry]:
+    work = tmp_path_factory.mktemp("auth-registry")
+    (work / "htpasswd").write_bytes(USER.encode() + b":" + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt()) + b"\n")
+    address = f"127.0.0.1:{free_port()}"
+    (work / "config.yml").write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {work / 'data'}\n"
+        f"http:\n  addr: {address}\n"
+        f"auth:\n  htpasswd:\n    realm: llama-images-test\n    path: {work / 'htpasswd'}\n",
+        encoding="utf-8",
+    )
+    log = (work / "registry.log").open("wb")
+    server = subprocess.Popen(["docker-registry", "serve", str(work / "config.yml")], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{address}/v2/", timeout=2)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                pytest.fail(f"the htpasswd registry did not start:\n{(work / 'registry.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        docker_config = work / "docker-config"
+        docker_config.mkdir()
+        yield AuthRegistry(address, docker_config)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+
+
+def invoke_as(registry: AuthRegistry, password: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DOCKER_CONFIG": str(registry.docker_config), "REGISTRY_USERNAME": USER,
+           "REGISTRY_PASSWORD": password, "GITHUB_ACTIONS": ""}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=1800,
+    )  # fmt: skip
+
+
+def selection(registry: AuthRegistry, namespace: str) -> tuple[str, ...]:
+    return ("--filter", "cpu/*", "--registry", registry.address, "--namespace", namespace)
+
+
+def test_a_wrong_password_fails_before_anything_is_built(main_build: Any, auth_registry: AuthRegistry) -> None:
+    result = invoke_as(auth_registry, "wrong-password", "build", *selection(auth_registry, NAMESPACE),
+                       "--platform", "linux/amd64", "--push", "--no-sbom")  # fmt: skip
+    assert result.returncode == 7, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"login to {auth_registry.address} as {USER} failed" in result.stderr
+    assert "building" not in result.stdout
+    assert "wrong-password" not in result.stdout + result.stderr
+
+
+def test_an_unknown_builder_fails_before_building(main_build: Any) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "build", "--builder", "no-such-builder", "--platform", "linux/amd64"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 5
+    assert "buildx builder 'no-such-builder' is not usable" in result.stderr
+
+
+def test_native_jobs_push_by_digest_and_merge_into_one_index_with_attestations(
+    main_build: Any, auth_registry: AuthRegistry, tmp_path: Path
+) -> None:
+    assert main_build.returncode == 0, main_build.stdout[-3000:]
+    namespace = f"{NAMESPACE}-fanout{time.time_ns()}"
+    chosen = selection(auth_registry, namespace)
+    planned = invoke_as(auth_registry, PASSWORD, "plan", *chosen, "--skip-existing")
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert [(job["target"], job["platform"]) for job in plan["jobs"]] == [
+        ("cpu/debian-forky/b11669", "linux/amd64"),
+        ("cpu/debian-forky/b11669", "linux/arm64"),
+    ]
+    digests = tmp_path / "digests"
+    for job in plan["jobs"]:
+        # What each runner's job does; --builder picks buildx's builder by name (here the engine's own).
+        built = invoke_as(auth_registry, PASSWORD, "build", "--job", json.dumps(job), "--push", "--by-digest",
+                          "--no-sbom", "--digests", str(digests), "--builder", "default")  # fmt: skip
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+        assert PASSWORD not in built.stdout + built.stderr
+    assert len(list(digests.glob("*.json"))) == 4  # base and image, two platforms each
+    report = tmp_path / "report.json"
+    merged = invoke_as(auth_registry, PASSWORD, "merge", "--digests", str(digests), "--plan", planned.stdout,
+                       "--report", str(report))  # fmt: skip
+    assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-3000:]
+    image = f"{auth_registry.address}/{namespace}/llama-cpp:b11669-cpu"
+    published = {p["image"]: p for p in json.loads(report.read_text())["published"]}
+    assert published[image]["platforms"] == ["linux/amd64", "linux/arm64"]
+    inspected = subprocess.run(
+        ["docker", "buildx", "imagetools", "inspect", "--raw", image],
+        env={**os.environ, "DOCKER_CONFIG": str(auth_registry.docker_config)},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert inspected.returncode == 0, inspected.stderr
+    manifests = json.loads(inspected.stdout)["manifests"]
+    platforms = sorted(f"{m['platform']['os']}/{m['platform']['architecture']}" for m in manifests
+                       if m.get("annotations", {}).get("vnd.docker.reference.type") != "attestation-manifest")  # fmt: skip
+    attestations = [m for m in manifests if m.get("annotations", {}).get("vnd.docker.reference.type")]
+    assert platforms == ["linux/amd64", "linux/arm64"]
+    assert len(attestations) == 2  # each platform's provenance travels with the index
+    # "Should we build?": the tags exist now, so next week's scheduled plan has no job.
+    again = invoke_as(auth_registry, PASSWORD, "plan", *chosen, "--skip-existing")
+    assert again.returncode == 0, again.stderr
+    replanned = json.loads(again.stdout)
+    assert replanned["jobs"] == []
+    assert replanned["skipped"][0]["reason"] == "already published"
