@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,8 +104,15 @@ def test_build_checks_its_options_before_touching_the_engine(monkeypatch: pytest
 
     monkeypatch.setattr(engine, "provision", no_engine)
     monkeypatch.setattr(engine, "require_builder", no_engine)
-    for values in ({"namespace": ""}, {"platform": "amd64"}, {"filter": ["gpu/*"]}, {"by_digest": True},
-                   {"skip_existing": True}, {"builder": "farm", "report": "/nonexistent/r.json", "push": True}):  # fmt: skip
+    bad_options: list[dict[str, Any]] = [
+        {"namespace": ""},
+        {"platform": "amd64"},
+        {"filter": ["gpu/*"]},
+        {"by_digest": True},
+        {"skip_existing": True},
+        {"builder": "farm", "report": "/nonexistent/r.json", "push": True},
+    ]
+    for values in bad_options:
         with pytest.raises(cli.TaskFailed) as caught:
             cli.build(REPO_ROOT, values)
         assert caught.value.code in (2, 3), values

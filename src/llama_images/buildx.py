@@ -36,6 +36,17 @@ def bake_command(
     return command
 
 
+def driver(builder: str | None) -> str:
+    """The buildx driver of a builder (`docker`, `docker-container`, `remote`, `kubernetes`)."""
+    command = ["docker", "buildx", "inspect", *([builder] if builder else [])]
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Driver":
+            return value.strip()
+    return "unknown"
+
+
 def print_bake(bake: Mapping[str, Any], root: Path, builder: str | None = None) -> dict[str, Any]:
     """What buildx itself makes of the file (`bake --print`): proof that it accepts it."""
     result = subprocess.run(

@@ -126,9 +126,10 @@ def write_file(option: str, path: Path, text: str) -> None:
         raise UsageError(f"{option} {path}: cannot write it ({exc.strerror})") from None
 
 
-def render(plan: Plan, request: Request) -> dict[str, Any]:
+def render(plan: Plan, request: Request, staging_tags: bool = False) -> dict[str, Any]:
     root = request.root
-    return render_plan(plan, request, gitinfo.git_revision(root), gitinfo.now(), gitinfo.source_url(root))
+    revision, source = gitinfo.git_revision(root), gitinfo.source_url(root)
+    return render_plan(plan, request, revision, gitinfo.now(), source, staging_tags)
 
 
 # ---- tasks ---------------------------------------------------------------------------------
@@ -232,7 +233,8 @@ def build(root: Path, values: Mapping[str, Any]) -> None:
         announce(plan, request)
         if not builder:
             upstream_images.ensure_upstreams(upstreams_of(plan.targets))
-        bake = render(plan, request)
+        staging_tags = request.by_digest and buildx.driver(builder) == "docker"
+        bake = render(plan, request, staging_tags)
         metadata = buildx.run_bake(
             bake, root, load=not request.push, push=request.push and not request.by_digest,
             names=plan.bake_names, builder=builder,

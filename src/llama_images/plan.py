@@ -185,7 +185,9 @@ def with_needed_bases(targets: Sequence[Target], had_images: bool) -> tuple[Targ
     return tuple(result)
 
 
-def render_plan(plan: Plan, request: Request, revision: str, created: str, source: str | None) -> dict[str, Any]:
+def render_plan(
+    plan: Plan, request: Request, revision: str, created: str, source: str | None, staging_tags: bool = False
+) -> dict[str, Any]:
     options = RenderOptions(
         revision=revision,
         created=created,
@@ -195,7 +197,7 @@ def render_plan(plan: Plan, request: Request, revision: str, created: str, sourc
         releases=plan.releases,
     )
     bake = render(plan.matrix, plan.targets, options)
-    return by_digest(bake) if request.by_digest else bake
+    return by_digest(bake, staging_tags) if request.by_digest else bake
 
 
 def table(targets: Sequence[Target]) -> list[tuple[str, str, str, str]]:

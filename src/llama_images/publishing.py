@@ -21,18 +21,23 @@ def arch(platform: str) -> str:
     return platform.removeprefix("linux/").replace("/", "")
 
 
-def by_digest(bake: Mapping[str, Any]) -> dict[str, Any]:
+def by_digest(bake: Mapping[str, Any], staging_tags: bool = False) -> dict[str, Any]:
     """The publishing bake file, changed to push each target untagged (by digest).
 
     Tags are created later by `invoke merge`, once every platform's job has pushed. A job builds
-    one platform, so each platform keeps a registry cache of its own.
+    one platform, so each platform keeps a registry cache of its own. BuildKit's `docker` driver
+    (a plain Docker engine) cannot push untagged: with `staging_tags` each push carries a tag of
+    its own, `<tag>-<arch>-job`, and the merge still reads only the digests.
     """
     result = copy.deepcopy(dict(bake))
     for target in result["target"].values():
         tags = target.pop("tags")
         name = tags[0].rsplit(":", 1)[0]
-        target["output"] = [f"type=image,name={name},push-by-digest=true,name-canonical=true,push=true"]
         suffix = "-".join(arch(p) for p in target["platforms"])
+        if staging_tags:
+            target["output"] = [f"type=image,name={tags[0]}-{suffix}-job,push=true"]
+        else:
+            target["output"] = [f"type=image,name={name},push-by-digest=true,name-canonical=true,push=true"]
         for key in ("cache-from", "cache-to"):
             if key in target:
                 target[key] = [re.sub(r"(ref=[^,]+)", rf"\1-{suffix}", entry, count=1) for entry in target[key]]

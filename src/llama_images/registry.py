@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -56,7 +57,7 @@ def logged_in(registry: str) -> Iterator[None]:
     if result.returncode != 0:
         detail = redact((result.stderr or result.stdout).strip(), password).splitlines()[-1:] or ["no answer"]
         raise RegistryError(f"login to {registry} as {username} failed: {detail[0]}; check {PASSWORD_VARIABLE}")
-    print(f"logged in to {registry} as {username}", flush=True)
+    print(f"logged in to {registry} as {username}", file=sys.stderr, flush=True)
     try:
         yield
     finally:

@@ -139,16 +139,19 @@ def test_native_jobs_push_by_digest_and_merge_into_one_index_with_attestations(
     image = f"{auth_registry.address}/{namespace}/llama-cpp:b11669-cpu"
     published = {p["image"]: p for p in json.loads(report.read_text())["published"]}
     assert published[image]["platforms"] == ["linux/amd64", "linux/arm64"]
+    # The tasks log out when they are done; look at the result with a login of the test's own.
+    env = {**os.environ, "DOCKER_CONFIG": str(auth_registry.docker_config)}
+    login = ["docker", "login", "--username", USER, "--password-stdin", auth_registry.address]
+    subprocess.run(login, input=PASSWORD, env=env, capture_output=True, text=True, check=True)
     inspected = subprocess.run(
-        ["docker", "buildx", "imagetools", "inspect", "--raw", image],
-        env={**os.environ, "DOCKER_CONFIG": str(auth_registry.docker_config)},
-        capture_output=True, text=True, check=False,
+        ["docker", "buildx", "imagetools", "inspect", "--raw", image], env=env, capture_output=True, text=True,
+        check=False,
     )  # fmt: skip
     assert inspected.returncode == 0, inspected.stderr
     manifests = json.loads(inspected.stdout)["manifests"]
-    platforms = sorted(f"{m['platform']['os']}/{m['platform']['architecture']}" for m in manifests
-                       if m.get("annotations", {}).get("vnd.docker.reference.type") != "attestation-manifest")  # fmt: skip
     attestations = [m for m in manifests if m.get("annotations", {}).get("vnd.docker.reference.type")]
+    images = [m for m in manifests if m not in attestations]
+    platforms = sorted(f"{m['platform']['os']}/{m['platform']['architecture']}" for m in images)
     assert platforms == ["linux/amd64", "linux/arm64"]
     assert len(attestations) == 2  # each platform's provenance travels with the index
     # "Should we build?": the tags exist now, so next week's scheduled plan has no job.
