@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import exec_text, image_ref, invoke, wait_for
+from tests.support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.container
@@ -144,7 +145,16 @@ def test_a_failing_target_fails_the_build_and_names_it(main_build: Any, tmp_path
     assert "llama-server is not build b11000" in result.stdout
 
 
-def test_buildx_accepts_the_rendered_bake_file_for_the_whole_matrix() -> None:
+def test_buildx_accepts_the_rendered_bake_file_for_the_whole_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    # --push looks the release up (checksums), as `build --push` does: a loopback API answers.
+    api = Loopback()
+    api.route(tag_path("b11669"), Answer(body=release("b11669", CURRENT)))
+    with serve(api):
+        monkeypatch.setenv("GITHUB_API_URL", api.url)
+        check_rendered_bake_files()
+
+
+def check_rendered_bake_files() -> None:
     for extra in ((), ("--push",)):
         rendered = invoke("bake", "--print", "--filter", "*", *extra, timeout=120)
         assert rendered.returncode == 0, rendered.stderr
