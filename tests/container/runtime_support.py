@@ -104,7 +104,7 @@ def stream_lines(container: Any, port: int, path: str, headers: Mapping[str, str
         response = connection.getresponse()
         assert response.status == 200, response.read()
         while True:
-            line = response.fp.readline()
+            line = response.readline()
             if not line:
                 return
             yield time.monotonic(), line

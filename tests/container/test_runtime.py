@@ -396,7 +396,7 @@ def test_https_with_a_certificate_generated_at_first_boot(run_container: Callabl
         ["curl", "-ksS", "-D", "-", "-o", "/dev/null", f"https://127.0.0.1:{port}/api/health?token={TOKEN}"],
         capture_output=True, text=True, check=False,
     ).stdout  # fmt: skip
-    assert re.search(r"Set-Cookie: llama_images_auth=\w+; Path=/; HttpOnly; SameSite=Lax; Secure", cookie), cookie
+    assert re.search(r"set-cookie: llama_images_auth=\w+; Path=/; HttpOnly; SameSite=Lax; Secure", cookie, re.I), cookie
 
 
 def test_a_failing_boot_step_is_logged_and_boot_goes_on(run_container: Callable[..., Any], tmp_path: Path) -> None:

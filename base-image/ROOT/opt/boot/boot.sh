@@ -67,7 +67,11 @@ fi
 if (($#)); then
     exec "$@"
 fi
-# supervisord.conf names the user Supervisor runs as (no privilege drop, no warning).
-LLAMA_IMAGES_USER="$(id -u)"
-export LLAMA_IMAGES_USER
-exec supervisord -n -c /etc/supervisor/supervisord.conf
+config=/etc/supervisor/supervisord.conf
+if ((EUID != 0)); then
+    # supervisord.conf says user=root (no warning about running as root); another uid, which
+    # may have no passwd entry, runs a copy without that line.
+    sed '/^user=root$/d' "${config}" >/run/llama-images/supervisord.conf
+    config=/run/llama-images/supervisord.conf
+fi
+exec supervisord -n -c "${config}"

@@ -237,6 +237,8 @@ def server(service: Service, auth: Auth, tls: Tls | None, status_dir: Path) -> d
         "routes": routes,
         "errors": {"routes": unavailable_routes(service, status_dir)},
         "automatic_https": {"disable": True},
+        # TCP only: no HTTP/3 listener on UDP ports nobody published.
+        "protocols": ["h1", "h2"],
     }
     if tls is not None:
         found["tls_connection_policies"] = [{"certificate_selection": {"any_tag": [TLS_TAG]}}]
