@@ -67,6 +67,11 @@ fi
 if (($#)); then
     exec "$@"
 fi
+# Where each existing log ends now: program "logs" copies only what this boot adds.
+for log in "${LLAMA_IMAGES_LOG_DIR}"/supervisor/*.log "${LLAMA_IMAGES_LOG_DIR}/provisioning.log"; do
+    [[ -f ${log} ]] && printf '%s\t%s\n' "$(stat -c %s "${log}")" "${log}"
+done >/run/llama-images/boot/log-offsets
+
 config=/etc/supervisor/supervisord.conf
 if ((EUID != 0)); then
     # supervisord.conf says user=root (no warning about running as root); another uid, which

@@ -19,11 +19,29 @@ def followed_files(directory: Path) -> list[Path]:
     return [*sorted((directory / "supervisor").glob("*.log")), directory / "provisioning.log"]
 
 
-def follow(paths: Iterable[Path] | None = None, out: TextIO = sys.stdout, poll: float = 0.3) -> None:
-    """Print each new line of every file, prefixed with its name. Files present at start are
-    read from their end (their old lines were shown by an earlier boot); new files from the start."""
+def boot_offsets(path: Path = Path("/run/llama-images/boot/log-offsets")) -> dict[Path, int]:
+    """Sizes of the log files when boot started Supervisor (written by boot.sh)."""
+    found = {}
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            size, _, name = line.partition("\t")
+            if size.isdigit() and name:
+                found[Path(name)] = int(size)
+    except OSError:
+        pass
+    return found
+
+
+def follow(
+    paths: Iterable[Path] | None = None,
+    out: TextIO = sys.stdout,
+    poll: float = 0.3,
+    start: dict[Path, int] | None = None,
+) -> None:
+    """Print each new line of every file, prefixed with its name, from where it stood when
+    this boot began (`start`; earlier lines were shown by an earlier boot), forever."""
+    starts = boot_offsets() if start is None else start
     offsets: dict[Path, tuple[int, int]] = {}  # path -> (inode, offset)
-    first = True
     while True:
         current = list(paths) if paths is not None else followed_files(log_dir())
         for path in current:
@@ -31,7 +49,7 @@ def follow(paths: Iterable[Path] | None = None, out: TextIO = sys.stdout, poll: 
                 stat = path.stat()
             except OSError:
                 continue
-            inode, offset = offsets.get(path, (stat.st_ino, stat.st_size if first else 0))
+            inode, offset = offsets.get(path, (stat.st_ino, starts.get(path, 0)))
             if inode != stat.st_ino or stat.st_size < offset:
                 inode, offset = stat.st_ino, 0  # rotated or truncated
             if stat.st_size > offset:
@@ -46,7 +64,6 @@ def follow(paths: Iterable[Path] | None = None, out: TextIO = sys.stdout, poll: 
                     out.flush()
                     offset += complete
             offsets[path] = (inode, offset)
-        first = False
         time.sleep(poll)
 
 
