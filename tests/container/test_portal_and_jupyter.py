@@ -128,6 +128,7 @@ def test_the_portal_api_restarts_a_service_and_refuses_to_stop_itself(portal_con
 
 
 def test_a_jupyter_kernel_runs_code_over_its_websocket_through_the_proxy(portal_container: Any) -> None:
+    wait_answering(portal_container, 8080, "/api")  # an earlier test may have restarted it
     assert request(portal_container, 8080, "/api/kernels", method="POST", body=b"{}").status == 401
     created = request(
         portal_container, 8080, "/api/kernels", method="POST", body=json.dumps({"name": "python3"}).encode(),
@@ -179,6 +180,7 @@ def test_a_jupyter_kernel_runs_code_over_its_websocket_through_the_proxy(portal_
 
 
 def test_jupyter_is_rooted_at_workspace(portal_container: Any) -> None:
+    wait_answering(portal_container, 8080, "/api")
     portal_container.exec_run(["touch", "/workspace/visible-in-jupyter.txt"])
     listing = request(portal_container, 8080, "/api/contents/", headers=bearer()).json()
     assert "visible-in-jupyter.txt" in {item["name"] for item in listing["content"]}
