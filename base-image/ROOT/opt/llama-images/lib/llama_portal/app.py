@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_runtime import logs, supervisor
+from llama_runtime.proxy import parse_ports
 from llama_runtime.services import STATUS_DIR, Service, load_services
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -59,6 +60,14 @@ def health(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+def portal_is_protected(portal: Service | None) -> bool:
+    """The page may carry the token in its links only where the portal itself needs it."""
+    if os.environ.get("ENABLE_AUTH", "true").strip().lower() in {"false", "0", "no", "off"}:
+        return False
+    excluded, _ = parse_ports(os.environ.get("AUTH_EXCLUDE", ""))
+    return portal is not None and portal.external_port not in excluded
+
+
 def list_services(request: Request) -> Response:
     loaded = load_services(environ=os.environ)
     states = programs()
@@ -68,7 +77,7 @@ def list_services(request: Request) -> Response:
         {
             "services": rows,
             "proxy": {"state": proxy["statename"] if proxy else "UNKNOWN"},
-            "token": read_line(TOKEN_FILE),
+            "token": read_line(TOKEN_FILE) if portal_is_protected(loaded.by_name().get("portal")) else None,
             "problems": list(loaded.problems),
             "supervisor": bool(states),
         }
