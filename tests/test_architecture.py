@@ -13,7 +13,9 @@ CORE = {"errors", "model", "yamlnodes", "matrix", "targets", "bake", "releases",
         "report", "workflow"}  # fmt: skip
 # Modules that talk to processes, the network or the engine.
 IO_MODULES = {"subprocess", "socket", "urllib", "http", "requests", "docker", "invoke", "shutil", "tempfile"}
-IO_PACKAGE_MODULES = {"engine", "buildx", "registry", "upstream_images", "github", "web", "gitinfo", "cli", "tasks"}
+IO_PACKAGE_MODULES = {
+    "engine", "buildx", "registry", "upstream_images", "github", "web", "gitinfo", "pipcert", "cli", "tasks"
+}  # fmt: skip
 
 
 def imports() -> dict[str, set[str]]:

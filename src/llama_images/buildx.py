@@ -19,13 +19,21 @@ FAILED_TARGET = re.compile(r"target ([A-Za-z0-9_-]+)(?:\s*\[[^\]]*\])?:? ")
 
 
 def bake_command(
-    *, load: bool, push: bool, print_only: bool = False, builder: str | None = None, metadata: Path | None = None
+    *,
+    load: bool,
+    push: bool,
+    print_only: bool = False,
+    builder: str | None = None,
+    metadata: Path | None = None,
+    reads: Sequence[str] = (),
 ) -> list[str]:
     command = ["docker", "buildx", "bake", "--file", "-"]
     if builder:
         command += ["--builder", builder]
     if print_only:
         return [*command, "--print"]
+    # Files the bake file names as secret sources: buildx asks for the read to be allowed.
+    command += [f"--allow=fs.read={path}" for path in reads]
     command += ["--progress", "plain"]
     if metadata is not None:
         command += ["--metadata-file", str(metadata)]
@@ -80,7 +88,7 @@ def run_bake(
     """
     with tempfile.TemporaryDirectory(prefix="llama-images-bake-") as work:
         metadata = Path(work) / "metadata.json"
-        command = bake_command(load=load, push=push, builder=builder, metadata=metadata)
+        command = bake_command(load=load, push=push, builder=builder, metadata=metadata, reads=secret_files(bake))
         print("+ " + " ".join(command), flush=True)
         process = subprocess.Popen(
             command,
@@ -108,6 +116,17 @@ def run_bake(
         except (OSError, json.JSONDecodeError):
             found = {}
         return found
+
+
+def secret_files(bake: Mapping[str, Any]) -> list[str]:
+    """The `src=` files of every target's secrets, once each."""
+    found: list[str] = []
+    for target in bake.get("target", {}).values():
+        for secret in target.get("secret", []):
+            fields = dict(part.split("=", 1) for part in secret.split(",") if "=" in part)
+            if "src" in fields and fields["src"] not in found:
+                found.append(fields["src"])
+    return found
 
 
 def failed_targets(output: Sequence[str], names: Mapping[str, str]) -> list[str]:

@@ -22,6 +22,7 @@ from . import buildx, engine, github, gitinfo, registry, upstream_images, web
 from .bake import bake_name, to_json
 from .errors import BuildError, LlamaImagesError, RegistryError, UsageError
 from .options import SELECTION_NAMES, parse_job, parse_selection, selection_values, text_value
+from .pipcert import pip_cert
 from .plan import Plan, Request, make_plan, render_plan, select_targets, skip_published, table
 from .publishing import (
     DigestRecord,
@@ -129,7 +130,7 @@ def write_file(option: str, path: Path, text: str) -> None:
 def render(plan: Plan, request: Request, staging_tags: bool = False) -> dict[str, Any]:
     root = request.root
     revision, source = gitinfo.git_revision(root), gitinfo.source_url(root)
-    return render_plan(plan, request, revision, gitinfo.now(), source, staging_tags)
+    return render_plan(plan, request, revision, gitinfo.now(), source, staging_tags, pip_cert())
 
 
 # ---- tasks ---------------------------------------------------------------------------------

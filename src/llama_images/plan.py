@@ -186,7 +186,13 @@ def with_needed_bases(targets: Sequence[Target], had_images: bool) -> tuple[Targ
 
 
 def render_plan(
-    plan: Plan, request: Request, revision: str, created: str, source: str | None, staging_tags: bool = False
+    plan: Plan,
+    request: Request,
+    revision: str,
+    created: str,
+    source: str | None,
+    staging_tags: bool = False,
+    pip_cert: str | None = None,
 ) -> dict[str, Any]:
     options = RenderOptions(
         revision=revision,
@@ -195,6 +201,7 @@ def render_plan(
         push=request.push,
         sbom=request.sbom,
         releases=plan.releases,
+        pip_cert=pip_cert,
     )
     bake = render(plan.matrix, plan.targets, options)
     return by_digest(bake, staging_tags) if request.by_digest else bake

@@ -31,7 +31,9 @@ def by_digest(bake: Mapping[str, Any], staging_tags: bool = False) -> dict[str, 
     """
     result = copy.deepcopy(dict(bake))
     for target in result["target"].values():
-        tags = target.pop("tags")
+        tags = target.pop("tags", None)
+        if not tags:
+            continue  # a stage built only as another target's context: nothing to push
         name = tags[0].rsplit(":", 1)[0]
         suffix = "-".join(arch(p) for p in target["platforms"])
         if staging_tags:
