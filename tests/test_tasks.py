@@ -135,6 +135,8 @@ def test_bake_push_renders_what_build_push_builds(tmp_path: Path) -> None:
         assert target["output"] == [
             "type=image,name=docker.io/llamaimages/llama-cpp,push-by-digest=true,name-canonical=true,push=true"
         ]
+        # The base's packages stage is only the derivative's build context: never pushed.
+        assert "output" not in by_digest["target"]["base-packages_cuda-12_9"]
 
 
 def invoke_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
