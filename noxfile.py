@@ -13,7 +13,7 @@ nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).parent
 IMAGE_DIRS = ("base-image", "derivatives")
-PYTHON_PATHS = ("src", "tests", "tasks.py", "noxfile.py")
+PYTHON_PATHS = ("src", "tests", "tasks.py", "noxfile.py", "derivatives/llama-cpp/ROOT/opt/llama-images/lib")
 
 
 def dockerfiles() -> list[str]:

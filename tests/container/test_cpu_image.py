@@ -210,16 +210,3 @@ def test_a_failing_boot_step_stops_the_container_and_names_the_step(
     assert result["StatusCode"] != 0
     logs = container.logs().decode(errors="replace")
     assert "[boot] FAILED: /etc/boot.d/10-packages.sh" in logs
-
-
-def test_a_model_path_that_does_not_exist_is_reported_not_retried_forever(
-    main_build: Any, run_container: Callable[..., Any]
-) -> None:
-    container = run_container(environment={"LLAMA_MODEL": "/models/missing.gguf"})
-    wait_for(
-        lambda: "FATAL" in exec_text(container, "supervisorctl", "status", "llama")[1],
-        60,
-        "supervisor did not give up on llama",
-        container,
-    )
-    assert "LLAMA_MODEL=/models/missing.gguf: no such file in the container" in container.logs().decode()

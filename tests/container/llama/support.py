@@ -76,6 +76,9 @@ class Llama:
     def wait_state(self, state: str, seconds: float) -> None:
         self.wait(lambda: self.state() == state, seconds, f"program llama not {state}")
 
+    def wait_status(self, line: str, seconds: float = 30) -> None:
+        self.wait(lambda: self.status_line() == line, seconds, f"status line not {line!r}")
+
     def starts(self) -> int:
         """How many times the launcher started llama-server."""
         return self.log().count("[llama] starting llama-server")
