@@ -3,7 +3,7 @@
 The test machines cannot reach huggingface.co, so container tests point llama-server at this
 server with `HF_ENDPOINT` (or `MODEL_ENDPOINT`) and let the real `-hf` code path run against it.
 It answers what the bundled llama-server (Debian's build 11669) was observed to request, in
-this order (see tests/container/test_llama_models.py, which records and checks it):
+this order (tests/container/llama/test_models.py records and checks it):
 
 1. `GET  /api/models/<org>/<repo>/refs`: the branches, `main` with its `targetCommit`;
 2. `GET  /api/models/<org>/<repo>/tree/<commit>?recursive=true`: the files, GGUFs with `lfs`;
@@ -48,6 +48,7 @@ class RecordedRequest:
     path: str
     authorization: str | None
     user_agent: str | None
+    range: str | None = None
 
 
 @dataclass
@@ -101,8 +102,9 @@ class FakeHub:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "the hub is not running"
-        return f"http://{self.host}:{self._server.server_address[1]}"
+        """Where the hub answers; after stop() the same address refuses connections."""
+        assert self.port, "the hub has not been started"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> FakeHub:
         hub = self
@@ -157,8 +159,11 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     def _answer(self, head: bool) -> None:
         hub = self.fake_hub
+        headers = self.headers
         hub.record(
-            RecordedRequest(self.command, self.path, self.headers.get("Authorization"), self.headers.get("User-Agent"))
+            RecordedRequest(
+                self.command, self.path, headers.get("Authorization"), headers.get("User-Agent"), headers.get("Range")
+            )
         )
         if hub.fault is Fault.STALL:
             hub._release.wait(600)

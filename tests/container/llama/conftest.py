@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import docker
 import pytest
 
 from tests.container.llama.support import CPU_IMAGE, Llama, Models, bridge_gateway, make_models
@@ -35,7 +37,8 @@ def start_llama(client: Any) -> Iterator[Callable[..., Llama]]:
 
     yield start
     for container in started:
-        container.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
 
 
 @pytest.fixture(scope="session")

@@ -91,6 +91,13 @@ class Llama:
         return int(output) if code == 0 and output.strip().isdigit() else None
 
 
+def run_image(client: Any, env: Mapping[str, str], volumes: Mapping[str, str] | None = None, rw: bool = False) -> Llama:
+    """Start a container of the CPU image (for fixtures that start several at once)."""
+    mode = "rw" if rw else "ro"
+    binds = {host: {"bind": path, "mode": mode} for host, path in (volumes or {}).items()}
+    return Llama(client.containers.run(CPU_IMAGE, detach=True, environment=dict(env), volumes=binds))
+
+
 @dataclass(frozen=True)
 class Models:
     """Test models in one host directory, mounted at /models."""
