@@ -13,7 +13,14 @@ nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).parent
 IMAGE_DIRS = ("base-image", "derivatives")
-PYTHON_PATHS = ("src", "tests", "tasks.py", "noxfile.py", "derivatives/llama-cpp/ROOT/opt/llama-images/lib")
+# The runtime's own Python (stdlib; the portal adds its pinned environment) ships in the image overlay.
+RUNTIME_PYTHON = "base-image/ROOT/opt/llama-images/lib"
+# The llama-cpp image's launcher (stdlib) ships in its overlay.
+LLAMA_PYTHON = "derivatives/llama-cpp/ROOT/opt/llama-images/lib"
+PYTHON_PATHS = ("src", "tests", "tasks.py", "noxfile.py", RUNTIME_PYTHON, LLAMA_PYTHON)
+# Hash-pinned requirements of the image's Python environments (base-image/python/*.in -> *.txt).
+LOCKED_ENVIRONMENTS = ("build-tools", "caddy", "portal", "jupyter")
+UV = "uv==0.13.9"
 
 
 def dockerfiles() -> list[str]:
@@ -45,7 +52,9 @@ def lint(session: nox.Session) -> None:
     session.run("shellcheck", "--external-sources", *shell_scripts())
     session.run("ruff", "check", *PYTHON_PATHS)
     session.run("ruff", "format", "--check", *PYTHON_PATHS)
-    session.run("mypy", *PYTHON_PATHS)
+    session.run("mypy", "src", "tests", "tasks.py", "noxfile.py")
+    session.run("mypy", RUNTIME_PYTHON)
+    session.run("mypy", LLAMA_PYTHON)
     session.run("actionlint", "-shellcheck=", *sorted(str(p) for p in (ROOT / ".github/workflows").glob("*.yml")))
 
 
@@ -58,3 +67,16 @@ def test(session: nox.Session) -> None:
     if engine_problem() is not None and os.geteuid() == 0:
         session.run("invoke", "engine")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Re-resolve the image's Python environments (base-image/python/*.in) into hash-pinned
+    *.txt files for every platform and Python >= 3.12 the upstreams carry."""
+    session.install(UV)
+    for name in LOCKED_ENVIRONMENTS:
+        source = ROOT / "base-image" / "python" / f"{name}.in"
+        session.run(
+            "uv", "pip", "compile", "--quiet", "--universal", "--python-version", "3.12", "--generate-hashes",
+            "--custom-compile-command", "nox -s lock", str(source), "-o", str(source.with_suffix(".txt")),
+        )  # fmt: skip

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from llama_images.bake import RenderOptions, bake_name, render
-from llama_images.buildx import failed_targets
+from llama_images.buildx import bake_command, failed_targets, secret_files
 from llama_images.errors import MatrixError, NothingSelectedError, UsageError
 from llama_images.matrix import parse_matrix
+from llama_images.pipcert import pip_cert
 from llama_images.plan import Request, make_plan, source_url
 from llama_images.releases import Asset, Release
 from llama_images.targets import ImageTarget, Overrides, apply_overrides, expand, select
@@ -114,7 +115,11 @@ def test_bake_chains_each_derivative_onto_its_base_built_once() -> None:
     assert bake["group"]["cpu"]["targets"] == ["cpu_debian-forky_b11669"]
     cpu = bake["target"]["cpu_debian-forky_b11669"]
     assert cpu["context"] == "derivatives/llama-cpp"
-    assert cpu["contexts"] == {"example/base-image:debian-forky": "target:base_debian-forky"}
+    # The derivative stands on the base's heavy layers; both overlays come last (kilobyte updates).
+    assert cpu["contexts"] == {
+        "example/base-image:debian-forky": "target:base-packages_debian-forky",
+        "base-overlay": "base-image/ROOT",
+    }
     assert cpu["args"] == {
         "BASE_IMAGE": "example/base-image:debian-forky",
         "LLAMA_CPP_FLAVOR": "cpu",
@@ -124,7 +129,11 @@ def test_bake_chains_each_derivative_onto_its_base_built_once() -> None:
     assert cpu["platforms"] == ["linux/amd64", "linux/arm64"]
     base = bake["target"]["base_debian-forky"]
     assert base["context"] == "base-image"
+    assert base["target"] == "base"
     assert base["args"] == {"UPSTREAM_IMAGE": "debian:forky-slim"}
+    packages = bake["target"]["base-packages_debian-forky"]
+    assert (packages["target"], packages["args"], "tags" in packages) == ("packages", base["args"], False)
+    assert "base-packages_debian-forky" not in bake["group"]["default"]["targets"]
     cuda = bake["target"]["cuda_cuda-12_9_b9159"]
     assert cuda["args"]["CUDA_VERSION"] == "12.8"
     assert cuda["args"]["LLAMA_CPP_FLAVOR"] == "cuda"
@@ -212,3 +221,29 @@ def test_failed_targets_are_read_from_buildx_error_lines() -> None:
         "ERROR: target cpu_debian-forky_b1 [linux/arm64]: failed to solve: exit code: 1\n",
     ]
     assert failed_targets(output, names) == ["cpu/debian-forky/b1"]
+
+
+def test_the_pip_certificate_is_an_optional_build_secret_of_the_base_stages(tmp_path: Path) -> None:
+    matrix = parse_matrix(VALID)
+    targets = select(expand(matrix), ["cpu/*"])
+    assert all("secret" not in t for t in render(matrix, targets, OPTIONS)["target"].values())
+    cert = tmp_path / "ca.pem"
+    with_cert = render(matrix, targets, RenderOptions("abc", "now", pip_cert=str(cert)))
+    secrets = {name: t.get("secret") for name, t in with_cert["target"].items()}
+    assert secrets == {
+        "base_debian-forky": [f"id=pipcert,src={cert}"],
+        "base-packages_debian-forky": [f"id=pipcert,src={cert}"],
+        "cpu_debian-forky_b11669": None,
+    }
+    assert secret_files(with_cert) == [str(cert)]
+    assert f"--allow=fs.read={cert}" in bake_command(load=True, push=False, reads=secret_files(with_cert))
+
+
+def test_the_pip_certificate_comes_from_pip_cert_or_pips_configuration(tmp_path: Path) -> None:
+    cert = tmp_path / "ca.pem"
+    cert.write_text("certificate")
+    assert pip_cert({"PIP_CERT": str(cert)}, tmp_path) == str(cert)
+    assert pip_cert({"PIP_CERT": str(tmp_path / "missing.pem")}, tmp_path) is None
+    config = tmp_path / "pip.conf"
+    config.write_text(f"[global]\ncert = {cert}\n")
+    assert pip_cert({"PIP_CONFIG_FILE": str(config), "XDG_CONFIG_DIRS": str(tmp_path / "none")}, tmp_path) == str(cert)

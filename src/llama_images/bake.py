@@ -14,6 +14,14 @@ from .targets import BaseTarget, ImageTarget, Target
 
 BASE_CONTEXT = "base-image"
 DERIVATIVE_CONTEXT = "derivatives/llama-cpp"
+# base-image/Dockerfile stages: `packages` holds everything heavy, `base` adds ROOT/ on top.
+BASE_STAGE = "base"
+PACKAGES_STAGE = "packages"
+# The derivative's named context that receives the base overlay, copied last (kilobyte updates).
+BASE_OVERLAY_CONTEXT = "base-overlay"
+BASE_OVERLAY_DIR = f"{BASE_CONTEXT}/ROOT"
+# BuildKit secret id of the optional CA bundle pip/uv use inside image builds.
+PIP_CERT_SECRET = "pipcert"
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,9 @@ class RenderOptions:
     sbom: bool = True
     # Release tag -> looked-up release; gives the tarball checksums for the CUDA builds.
     releases: Mapping[str, Release] = field(default_factory=dict)
+    # A CA bundle for PyPI over HTTPS inside builds (hosts behind an inspecting proxy); passed
+    # as an optional BuildKit secret, never baked into an image. None: pip's own certificates.
+    pip_cert: str | None = None
 
 
 def bake_name(target_id: str) -> str:
@@ -43,6 +54,8 @@ def render(matrix: Matrix, targets: Sequence[Target], options: RenderOptions) ->
         name = bake_name(target.id)
         if isinstance(target, BaseTarget):
             bake_targets[name] = render_base(target, options)
+            # Built only as the derivatives' base (a `target:` context), never loaded or pushed.
+            bake_targets[packages_name(target)] = render_base(target, options, stage=PACKAGES_STAGE)
             groups["base"].append(name)
         else:
             bake_targets[name] = render_image(matrix, target, options)
@@ -54,18 +67,32 @@ def render(matrix: Matrix, targets: Sequence[Target], options: RenderOptions) ->
     }
 
 
-def render_base(target: BaseTarget, options: RenderOptions) -> dict[str, Any]:
+def packages_name(target: BaseTarget) -> str:
+    """Bake name of a base's heavy `packages` stage: base/debian-forky -> base-packages_debian-forky."""
+    return bake_name(target.id).replace("base_", "base-packages_", 1)
+
+
+def render_base(target: BaseTarget, options: RenderOptions, stage: str = BASE_STAGE) -> dict[str, Any]:
+    """The base image (stage `base`), or its `packages` stage that derivatives build FROM."""
     upstream = target.upstream
-    return {
+    found: dict[str, Any] = {
         "context": BASE_CONTEXT,
         "dockerfile": "Dockerfile",
+        "target": stage,
         "args": {"UPSTREAM_IMAGE": upstream.image},
         "platforms": list(target.platforms),
+    }
+    if options.pip_cert:
+        found["secret"] = [f"id={PIP_CERT_SECRET},src={options.pip_cert}"]
+    if stage != BASE_STAGE:
+        return found
+    return {
+        **found,
         "tags": [target.image],
         "labels": labels(
             options,
             title="llama-images base-image",
-            description=f"Runtime base (Supervisor, boot sequence) on {upstream.image}",
+            description=f"Runtime base (Supervisor, proxy, portal, Jupyter, boot sequence) on {upstream.image}",
             version=upstream.name,
             base=upstream.image,
         ),
@@ -77,7 +104,7 @@ def render_image(matrix: Matrix, target: ImageTarget, options: RenderOptions) ->
     flavor = target.flavor
     args = {
         # The derivative names its base by image reference; the context below substitutes the
-        # base built in this same bake, so each base is built once for all its derivatives.
+        # base's packages stage built in this same bake, once for all its derivatives.
         "BASE_IMAGE": familiar(target.base.image),
         "LLAMA_CPP_FLAVOR": flavor_stage(target),
         "LLAMA_CPP_VERSION": target.release,
@@ -92,7 +119,11 @@ def render_image(matrix: Matrix, target: ImageTarget, options: RenderOptions) ->
     return {
         "context": DERIVATIVE_CONTEXT,
         "dockerfile": "Dockerfile",
-        "contexts": {familiar(target.base.image): f"target:{bake_name(target.base.id)}"},
+        # BASE_IMAGE resolves to the base's heavy layers; its overlay is copied in last.
+        "contexts": {
+            familiar(target.base.image): f"target:{packages_name(target.base)}",
+            BASE_OVERLAY_CONTEXT: BASE_OVERLAY_DIR,
+        },
         "args": args,
         "platforms": list(target.platforms),
         "tags": [target.image],

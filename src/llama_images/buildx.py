@@ -16,10 +16,12 @@ from .errors import BuildError
 FAILED_TARGET = re.compile(r"target ([A-Za-z0-9_-]+)(?:\s*\[[^\]]*\])?:? ")
 
 
-def bake_command(*, load: bool, push: bool, print_only: bool = False) -> list[str]:
+def bake_command(*, load: bool, push: bool, print_only: bool = False, reads: Sequence[str] = ()) -> list[str]:
     command = ["docker", "buildx", "bake", "--file", "-"]
     if print_only:
         return [*command, "--print"]
+    # Files the bake file names as secret sources: buildx asks for the read to be allowed.
+    command += [f"--allow=fs.read={path}" for path in reads]
     command += ["--progress", "plain"]
     if push:
         command.append("--push")
@@ -49,7 +51,7 @@ def run_bake(bake: Mapping[str, Any], *, load: bool, push: bool, names: Mapping[
 
     `names` maps bake target names to target ids, so a failure names what the user selected.
     """
-    command = bake_command(load=load, push=push)
+    command = bake_command(load=load, push=push, reads=secret_files(bake))
     print("+ " + " ".join(command), flush=True)
     process = subprocess.Popen(
         command,
@@ -72,6 +74,17 @@ def run_bake(bake: Mapping[str, Any], *, load: bool, push: bool, names: Mapping[
         failed = failed_targets(error_lines, names)
         which = ", ".join(failed) if failed else "one of: " + ", ".join(names.values())
         raise BuildError(f"build failed for {which} (docker buildx bake exit {process.returncode})")
+
+
+def secret_files(bake: Mapping[str, Any]) -> list[str]:
+    """The `src=` files of every target's secrets, once each."""
+    found: list[str] = []
+    for target in bake.get("target", {}).values():
+        for secret in target.get("secret", []):
+            fields = dict(part.split("=", 1) for part in secret.split(",") if "=" in part)
+            if "src" in fields and fields["src"] not in found:
+                found.append(fields["src"])
+    return found
 
 
 def failed_targets(output: Sequence[str], names: Mapping[str, str]) -> list[str]:

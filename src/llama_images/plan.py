@@ -18,6 +18,7 @@ from .bake import RenderOptions, bake_name, render
 from .engine import REPO_ROOT
 from .errors import ReleaseLookupError, UsageError
 from .matrix import DEFAULT_MATRIX, LATEST, SOURCE_RELEASE_TARBALL, Matrix, load_matrix
+from .pipcert import pip_cert
 from .releases import Fetcher, Release, fetch_release, look_up_pinned, missing_assets, resolve_latest
 from .targets import ImageTarget, Overrides, Target, apply_overrides, expand, select
 
@@ -83,6 +84,7 @@ def render_plan(plan: Plan, request: Request) -> dict[str, Any]:
         push=request.push,
         sbom=request.sbom,
         releases=plan.releases,
+        pip_cert=pip_cert(),
     )
     return render(plan.matrix, plan.targets, options)
 

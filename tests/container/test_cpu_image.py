@@ -159,7 +159,10 @@ def test_buildx_accepts_the_rendered_bake_file_for_the_whole_matrix() -> None:
             "cuda_cuda-12_9_b11669", "cuda_cuda-13_1_b11669", "cpu_debian-forky_b11669",
         }  # fmt: skip
         cuda = bake["target"]["cuda_cuda-12_9_b11669"]
-        assert cuda["contexts"] == {"llamaimages/base-image:cuda-12.9": "target:base_cuda-12_9"}
+        assert cuda["contexts"] == {
+            "llamaimages/base-image:cuda-12.9": "target:base-packages_cuda-12_9",
+            "base-overlay": "base-image/ROOT",
+        }
         assert cuda["args"]["CUDA_VERSION"] == "12.8"
         assert ("cache-to" in cuda) == ("--push" in extra)
         checked = invoke("bake", "--check", "--filter", "cuda/*", *extra, timeout=120)
@@ -186,27 +189,3 @@ def test_push_publishes_to_a_registry_and_skip_existing_builds_nothing_twice(
     assert second.returncode == 0, second.stderr
     assert f"already published, skipped: {image}" in second.stdout
     assert "nothing to build" in second.stdout
-
-
-def test_first_boot_installs_apt_packages_once(main_build: Any, run_container: Callable[..., Any]) -> None:
-    container = run_container(environment={"APT_PACKAGES": "jq"})
-    # supervisord answers only once every boot step has finished.
-    wait_for(lambda: supervisor_is_up(container), 180, "boot did not finish", container)
-    assert exec_text(container, "jq", "--version")[0] == 0
-    container.restart()
-    wait_for(
-        lambda: "already done on an earlier boot" in container.logs().decode(errors="replace"),
-        60,
-        "the restarted container did not skip the packages step",
-        container,
-    )
-
-
-def test_a_failing_boot_step_stops_the_container_and_names_the_step(
-    main_build: Any, run_container: Callable[..., Any]
-) -> None:
-    container = run_container(environment={"APT_PACKAGES": "no-such-package-llama-images"})
-    result = container.wait(timeout=180)
-    assert result["StatusCode"] != 0
-    logs = container.logs().decode(errors="replace")
-    assert "[boot] FAILED: /etc/boot.d/10-packages.sh" in logs

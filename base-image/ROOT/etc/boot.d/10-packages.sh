@@ -1,38 +1,65 @@
 #!/usr/bin/env bash
-# First boot only: install extra packages requested at run time.
+# First boot: install extra packages requested at run time.
 #   APT_PACKAGES  space-separated Debian/Ubuntu package names (apt-get)
-#   PIP_PACKAGES  space-separated pip requirement specifiers (python3 -m pip)
-# A marker under /var/lib makes container restarts skip this step.
-set -euo pipefail
+#   PIP_PACKAGES  space-separated pip requirement specifiers, installed into /venv/main (the
+#                 environment Jupyter's kernels use); pip's own PIP_* variables apply.
+# Success is recorded under /var/lib/llama-images/done, so later boots skip the step; a failure
+# is not (it is retried on the next boot). Boot goes on either way.
+set -uo pipefail
 
-marker=/var/lib/boot/10-packages.done
-if [[ -e ${marker} ]]; then
-    echo "[packages] already done on an earlier boot (${marker})"
-    exit 0
-fi
+done_dir=/var/lib/llama-images/done
+status=/run/llama-images/boot/packages
 
-# Split on whitespace (newlines included) without glob expansion.
+# Split on whitespace (newlines included) without glob expansion; nothing is evaluated.
 read -r -d '' -a apt_packages <<<"${APT_PACKAGES:-}" || true
 read -r -d '' -a pip_packages <<<"${PIP_PACKAGES:-}" || true
 
-if ((${#apt_packages[@]})); then
-    echo "[packages] apt-get install: ${apt_packages[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${apt_packages[@]}"
-    apt-get clean
-    rm -rf /var/lib/apt/lists/*
-fi
+record() {
+    mkdir -p "${done_dir}" 2>/dev/null && touch "${done_dir}/$1" 2>/dev/null ||
+        echo "[packages] cannot record success in ${done_dir} (read-only?): $1 runs again next boot"
+}
 
-if ((${#pip_packages[@]})); then
-    if python3 -m pip --version >/dev/null 2>&1; then
-        echo "[packages] pip install: ${pip_packages[*]}"
-        # The user asked for these packages in this container: allow installing next to
-        # distro-managed Python (PEP 668 would refuse otherwise).
-        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir "${pip_packages[@]}"
+failed=()
+if ((${#apt_packages[@]})); then
+    if [[ -e ${done_dir}/apt ]]; then
+        echo "[packages] APT_PACKAGES already installed on an earlier boot"
+    elif ((EUID != 0)); then
+        echo "[packages] FAILED: APT_PACKAGES needs root (this container runs as uid ${EUID}): ${apt_packages[*]}"
+        failed+=("apt: ${apt_packages[*]}")
     else
-        echo "[packages] PIP_PACKAGES is set but 'python3 -m pip' is not available; skipped: ${pip_packages[*]}" >&2
+        echo "[packages] apt-get install: ${apt_packages[*]}"
+        if apt-get update -o Acquire::Retries=3 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${apt_packages[@]}"; then
+            record apt
+        else
+            echo "[packages] FAILED: apt-get could not install: ${apt_packages[*]} (retried on the next boot)"
+            failed+=("apt: ${apt_packages[*]}")
+        fi
+        apt-get clean
+        rm -rf /var/lib/apt/lists/*
     fi
 fi
 
-mkdir -p "${marker%/*}"
-touch "${marker}"
+if ((${#pip_packages[@]})); then
+    if [[ -e ${done_dir}/pip ]]; then
+        echo "[packages] PIP_PACKAGES already installed on an earlier boot"
+    else
+        echo "[packages] pip install into /venv/main: ${pip_packages[*]}"
+        if /venv/main/bin/python -m pip install --no-cache-dir --disable-pip-version-check "${pip_packages[@]}"; then
+            record pip
+        else
+            echo "[packages] FAILED: pip could not install: ${pip_packages[*]} (retried on the next boot)"
+            failed+=("pip: ${pip_packages[*]}")
+        fi
+    fi
+fi
+
+if ((${#failed[@]})); then
+    printf 'failed: %s\n' "${failed[*]}" >"${status}"
+    exit 1
+fi
+if ((${#apt_packages[@]} + ${#pip_packages[@]})); then
+    echo "done" >"${status}"
+else
+    echo "none requested" >"${status}"
+fi

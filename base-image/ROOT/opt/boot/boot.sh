@@ -1,21 +1,82 @@
 #!/usr/bin/env bash
-# Container entrypoint (PID 1 is tini): run every /etc/boot.d/*.sh in lexical order, then hand
-# over to supervisord. Arguments, if any, replace supervisord (e.g. `docker run IMAGE bash`).
-set -euo pipefail
+# Container entrypoint (PID 1 is tini). In order:
+#   1. check that /run and /tmp are writable (one line naming what to mount if not)
+#   2. store the access token root-only and drop it from the environment services inherit
+#   3. CUDA forward compatibility decision (one line)
+#   4. every /etc/boot.d/*.sh in lexical order; a failing step is logged and boot goes on
+#   5. render the proxy config from the service declaration, then supervisord in the foreground
+# Arguments, if any, replace supervisord (e.g. `docker run IMAGE bash`).
+set -uo pipefail
+
+runtime=/opt/llama-images/bin/llama-runtime
+
+for dir in /run /tmp; do
+    if ! { mkdir -p "${dir}/.llama-images-probe" && rmdir "${dir}/.llama-images-probe"; } 2>/dev/null; then
+        echo "[boot] FATAL: ${dir} is not writable for uid $(id -u); it must be: mount a tmpfs there (docker run --tmpfs ${dir}$( (($(id -u))) && echo ":uid=$(id -u),gid=$(id -g)"))" >&2
+        exit 78
+    fi
+done
+
+# Logs: /var/log normally; under a read-only root, in /run (tmpfs).
+if [[ -w /var/log ]]; then
+    LLAMA_IMAGES_LOG_DIR=/var/log
+else
+    LLAMA_IMAGES_LOG_DIR=/run/llama-images/log
+fi
+export LLAMA_IMAGES_LOG_DIR
+mkdir -p /run/llama-images/status /run/llama-images/services.d /run/llama-images/boot "${LLAMA_IMAGES_LOG_DIR}/supervisor"
+boot_log="${LLAMA_IMAGES_LOG_DIR}/boot.log"
+steps_file=/run/llama-images/boot/steps
+: >"${steps_file}"
+
+say() {
+    printf '%s\n' "$*" | tee -a "${boot_log}"
+}
+
+say "[boot] $(date -u +%FT%TZ) boot as uid $(id -u); logs in ${LLAMA_IMAGES_LOG_DIR}"
+if [[ ${LLAMA_IMAGES_LOG_DIR} != /var/log ]]; then
+    say "[boot] /var/log is read-only: logs are kept in ${LLAMA_IMAGES_LOG_DIR} (tmpfs) for this boot"
+fi
+
+"${runtime}" setup-token 2>&1 | tee -a "${boot_log}"
+# Only the proxy (through its root-only config) and the portal (root-only file) need the token.
+unset OPEN_BUTTON_TOKEN WEB_PASSWORD
+
+if compat_dir="$("${runtime}" cuda-compat 2> >(tee -a "${boot_log}" >&2))" && [[ -n ${compat_dir} ]]; then
+    export LD_LIBRARY_PATH="${compat_dir}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
+fi
 
 shopt -s nullglob
 for step in /etc/boot.d/*.sh; do
-    echo "[boot] running ${step}"
-    # Each step runs in its own bash: its `set -e`/`exit` cannot end boot silently, and a
-    # non-zero status is reported here with the step's name.
-    bash "${step}" || {
-        rc=$?
-        echo "[boot] FAILED: ${step} exited with status ${rc}; boot stopped." >&2
-        exit "${rc}"
-    }
+    say "[boot] running ${step}"
+    started=${SECONDS}
+    # Each step runs in its own bash: its `set -e`/`exit` cannot end boot, and its status is
+    # reported here with its name.
+    bash "${step}" 2>&1 | tee -a "${boot_log}"
+    rc=${PIPESTATUS[0]}
+    printf '%s\t%s\t%s\n' "${step##*/}" "${rc}" "$((SECONDS - started))" >>"${steps_file}"
+    if ((rc != 0)); then
+        say "[boot] FAILED: ${step} exited with status ${rc}; boot goes on (see ${boot_log})"
+    fi
 done
+
+if ! "${runtime}" render-proxy 2>&1 | tee -a "${boot_log}"; then
+    say "[boot] FAILED: the proxy config could not be rendered; the proxy will not start"
+fi
 
 if (($#)); then
     exec "$@"
 fi
-exec supervisord -n -c /etc/supervisor/supervisord.conf
+# Where each existing log ends now: program "logs" copies only what this boot adds.
+for log in "${LLAMA_IMAGES_LOG_DIR}"/supervisor/*.log "${LLAMA_IMAGES_LOG_DIR}/provisioning.log"; do
+    [[ -f ${log} ]] && printf '%s\t%s\n' "$(stat -c %s "${log}")" "${log}"
+done >/run/llama-images/boot/log-offsets
+
+config=/etc/supervisor/supervisord.conf
+if ((EUID != 0)); then
+    # supervisord.conf says user=root (no warning about running as root); another uid, which
+    # may have no passwd entry, runs a copy without that line.
+    sed '/^user=root$/d' "${config}" >/run/llama-images/supervisord.conf
+    config=/run/llama-images/supervisord.conf
+fi
+exec supervisord -n -c "${config}"

@@ -1,0 +1,208 @@
+"""Commands the boot sequence, Supervisor and the HEALTHCHECK run (I/O edge of this package)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from . import health, logs, proxy, supervisor
+from .compat import compat_decision, read_driver_cuda, read_gpu_names
+from .services import load_services
+
+STATE_DIR = Path("/var/lib/llama-images")
+RUN_DIR = Path("/run/llama-images")
+SECRETS_DIR = RUN_DIR / "secrets"
+TOKEN_FILE = SECRETS_DIR / "token"
+TOKEN_VARIABLES = ("OPEN_BUTTON_TOKEN", "WEB_PASSWORD")
+FALSE = {"false", "0", "no", "off"}
+
+
+def log(tag: str, message: str) -> None:
+    print(f"[{tag}] {message}", flush=True)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Root-only file (0600) in a root-only directory, written whole."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.parent.chmod(0o700)
+    temporary = path.with_name(f".{path.name}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    temporary.replace(path)
+
+
+def setup_token() -> int:
+    """The token from OPEN_BUTTON_TOKEN or WEB_PASSWORD (either), else the one generated on an
+    earlier boot, else a new one, kept root-only. Never printed."""
+    given = [(name, os.environ[name]) for name in TOKEN_VARIABLES if os.environ.get(name)]
+    token = None
+    if given:
+        name, value = given[0]
+        if len({v for _, v in given}) > 1:
+            log("auth", f"OPEN_BUTTON_TOKEN and WEB_PASSWORD differ; using {name}")
+        problem = proxy.token_problem(value)
+        if problem is None:
+            token = value
+            log("auth", f"token from {name}")
+        else:
+            log("auth", f"ERROR: {name} {problem}; set it to printable characters. Using a generated token instead.")
+    if token is None:
+        stored = STATE_DIR / "token"
+        try:
+            token = stored.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            token = None
+        if token is not None:
+            log("auth", f"token generated on an earlier boot ({stored})")
+        else:
+            token = secrets.token_urlsafe(24)
+            try:
+                write_private(stored, token)
+                log("auth", f"generated a token, kept in {stored}")
+            except OSError as exc:
+                log("auth", f"generated a token for this boot only ({stored} not writable: {exc.strerror})")
+    write_private(TOKEN_FILE, token)
+    log("auth", f"read it with: docker exec <container> cat {TOKEN_FILE}")
+    return 0
+
+
+def read_token() -> str:
+    return TOKEN_FILE.read_text(encoding="utf-8")
+
+
+def tls_settings() -> proxy.Tls | None:
+    if os.environ.get("ENABLE_HTTPS", "").strip().lower() not in {"true", "1", "yes", "on"}:
+        return None
+    certificate, key = os.environ.get("TLS_CERT_FILE", ""), os.environ.get("TLS_KEY_FILE", "")
+    if certificate or key:
+        if Path(certificate).is_file() and Path(key).is_file():
+            log("proxy", f"HTTPS with {certificate}")
+            return proxy.Tls(Path(certificate), Path(key))
+        log(
+            "proxy",
+            "ERROR: TLS_CERT_FILE and TLS_KEY_FILE must both name readable files; using a generated certificate",
+        )
+    for directory in (STATE_DIR / "tls", RUN_DIR / "tls"):
+        generated = proxy.Tls(directory / "cert.pem", directory / "key.pem")
+        if generated.certificate.is_file() and generated.key.is_file():
+            return generated
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj",
+                 "/CN=llama-images", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                 "-keyout", str(generated.key), "-out", str(generated.certificate)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            generated.key.chmod(0o600)
+            log("proxy", f"HTTPS with a self-signed certificate generated now ({generated.certificate})")
+            return generated
+        except (OSError, subprocess.CalledProcessError) as exc:
+            log("proxy", f"could not write a certificate in {directory}: {exc}")
+    log("proxy", "ERROR: no certificate could be made; serving plain HTTP")
+    return None
+
+
+def render_proxy(output: Path) -> int:
+    loaded = load_services(environ=os.environ)
+    for problem in loaded.problems:
+        log("services", f"ERROR: {problem}")
+    auth_on = os.environ.get("ENABLE_AUTH", "true").strip().lower() not in FALSE
+    excluded, problems = proxy.parse_ports(os.environ.get("AUTH_EXCLUDE", ""))
+    for problem in problems:
+        log("proxy", f"ERROR: {problem}")
+    if not auth_on:
+        log("proxy", "WARNING: ENABLE_AUTH=false: every port is open to anyone who can reach it")
+    auth = proxy.Auth(read_token(), os.environ.get("WEB_USERNAME") or "admin", auth_on, excluded)
+    tls = tls_settings()
+    config = proxy.caddy_config(loaded.services, auth, tls)
+    write_private(output, json.dumps(config, indent=1))
+    scheme = "https" if tls else "http"
+    for service in loaded.services:
+        if not service.enabled:
+            log("proxy", f"{service.name}: disabled ({service.enabled_by}=false)")
+            continue
+        lock = "token" if auth.protects(service.external_port) else "OPEN, no auth"
+        log(
+            "proxy",
+            f"{scheme} :{service.external_port} -> {service.host}:{service.internal_port} {service.label} ({lock})",
+        )
+    return 0
+
+
+def run_healthcheck() -> int:
+    loaded = load_services(environ=os.environ)
+    try:
+        programs = supervisor.states()
+    except OSError as exc:
+        print(f"unhealthy: supervisord does not answer ({exc})")
+        return 1
+    found = health.problems(loaded.services, programs)
+    for problem in found:
+        print(f"unhealthy: {problem}")
+    if not found:
+        print("healthy")
+    return 1 if found else 0
+
+
+def print_services(field: str | None) -> int:
+    loaded = load_services(environ=os.environ)
+    if field:
+        # "jupyter.internal_port" -> that value, for shell scripts
+        name, _, key = field.partition(".")
+        service = loaded.by_name().get(name)
+        if service is None or key not in service.to_json():
+            print(f"no service field {field!r}", file=sys.stderr)
+            return 2
+        print(service.to_json()[key])
+        return 0
+    print(json.dumps({"services": [s.to_json() for s in loaded.services], "problems": list(loaded.problems)}, indent=1))
+    return 0
+
+
+def cuda_compat() -> int:
+    """One log line with the decision; prints the library directory to use (or nothing)."""
+    image_cuda = os.environ.get("CUDA_VERSION", "")
+    decision = compat_decision(
+        driver_cuda=read_driver_cuda(),
+        image_cuda=image_cuda,
+        gpu_names=read_gpu_names(),
+        compat_dir=Path("/usr/local/cuda/compat"),
+        disabled=os.environ.get("DISABLE_FORWARD_COMPAT", "").strip().lower() in {"true", "1", "yes", "on"},
+    )
+    print(f"[cuda-compat] {decision.reason}", file=sys.stderr, flush=True)
+    if decision.use:
+        print(decision.library_dir)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llama_runtime", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("setup-token", help="store the access token root-only")
+    render = commands.add_parser("render-proxy", help="write Caddy's config from the service declaration")
+    render.add_argument("--output", type=Path, default=RUN_DIR / "caddy.json")
+    commands.add_parser("healthcheck", help="exit 1 when the proxy or an essential service is down")
+    services = commands.add_parser("services", help="print the loaded service declaration as JSON")
+    services.add_argument("--field", help="print one value, e.g. llama.internal_port")
+    commands.add_parser("follow-logs", help="copy the services' log files to stdout")
+    commands.add_parser("cuda-compat", help="decide whether to use CUDA forward-compat libraries")
+    args = parser.parse_args(argv)
+    if args.command == "setup-token":
+        return setup_token()
+    if args.command == "render-proxy":
+        return render_proxy(args.output)
+    if args.command == "healthcheck":
+        return run_healthcheck()
+    if args.command == "services":
+        return print_services(args.field)
+    if args.command == "follow-logs":
+        logs.follow()
+        return 0
+    return cuda_compat()

@@ -1,0 +1,60 @@
+"""The container's HEALTHCHECK: unhealthy when the proxy is down (not RUNNING, or an external
+port not answering) or an essential service is FATAL, or RUNNING with its port down while it
+has not said (status line) that it is still starting."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .services import STATUS_DIR, Service
+
+PROXY_PROGRAM = "proxy"
+
+
+def port_answers(host: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def still_starting(service: Service, status_dir: Path) -> bool:
+    try:
+        line = (status_dir / service.name).read_text(encoding="utf-8").strip()
+    except OSError:
+        return False
+    return bool(line) and not line.startswith("failed")
+
+
+def problems(
+    services: tuple[Service, ...],
+    programs: Mapping[str, Mapping[str, Any]],
+    answers: Callable[[str, int], bool] = port_answers,
+    status_dir: Path = STATUS_DIR,
+) -> list[str]:
+    """What makes the container unhealthy; empty when healthy."""
+    found = []
+    proxy = programs.get(PROXY_PROGRAM, {}).get("statename", "missing")
+    if proxy != "RUNNING":
+        found.append(f"proxy is {proxy}")
+    else:
+        for service in services:
+            if service.enabled and not answers("127.0.0.1", service.external_port):
+                found.append(f"proxy does not answer on port {service.external_port}")
+    for service in services:
+        if not (service.essential and service.enabled and service.program):
+            continue
+        state = programs.get(service.program, {}).get("statename", "missing")
+        if state == "FATAL":
+            found.append(f"{service.name}: program {service.program} is FATAL")
+        elif (
+            state == "RUNNING"
+            and not answers(service.host, service.internal_port)
+            and not still_starting(service, status_dir)
+        ):
+            found.append(f"{service.name}: RUNNING but port {service.internal_port} does not answer")
+    return found

@@ -1,0 +1,242 @@
+"""The one declaration of the services: what the proxy, portal, health check and tests read.
+
+Shipped:  /etc/llama-images/services.d/<name>.toml   (base image and derivatives add files)
+Runtime:  /run/llama-images/services.d/<name>.toml   (boot steps; replace some keys)
+Then:     PORTAL_CONFIG  "host:external:internal:path:Label|..." (the reference image's format)
+
+Stdlib only: this runs with the image's own python3 (>= 3.11).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+SHIPPED_DIR = Path("/etc/llama-images/services.d")
+RUNTIME_DIR = Path("/run/llama-images/services.d")
+STATUS_DIR = Path("/run/llama-images/status")
+
+NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# Key -> (type, required). `name` must equal the file's stem.
+KEYS: dict[str, tuple[type, bool]] = {
+    "name": (str, True),
+    "label": (str, True),
+    "external_port": (int, True),
+    "internal_port": (int, True),
+    "path": (str, True),
+    "program": (str, False),
+    "health_path": (str, False),
+    "essential": (bool, False),
+    "enabled_by": (str, False),
+    "host": (str, False),
+}
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    label: str
+    external_port: int
+    internal_port: int
+    path: str = "/"
+    program: str | None = None  # Supervisor program; None for a link-only PORTAL_CONFIG entry
+    health_path: str | None = None
+    essential: bool = False
+    enabled_by: str | None = None  # env var that turns the service off when "false"
+    host: str = "127.0.0.1"  # where the proxy reaches it
+    enabled: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "external_port": self.external_port,
+            "internal_port": self.internal_port,
+            "path": self.path,
+            "program": self.program,
+            "health_path": self.health_path,
+            "essential": self.essential,
+            "host": self.host,
+            "enabled": self.enabled,
+        }
+
+
+@dataclass(frozen=True)
+class Loaded:
+    services: tuple[Service, ...]
+    problems: tuple[str, ...] = field(default=())
+
+    def by_name(self) -> dict[str, Service]:
+        return {s.name: s for s in self.services}
+
+    @property
+    def enabled(self) -> tuple[Service, ...]:
+        return tuple(s for s in self.services if s.enabled)
+
+
+def load_services(
+    shipped_dir: Path = SHIPPED_DIR,
+    runtime_dir: Path = RUNTIME_DIR,
+    environ: Mapping[str, str] | None = None,
+) -> Loaded:
+    """Every declared service, runtime overrides and PORTAL_CONFIG applied, sorted by external
+    port. Bad files or entries are reported in `problems` and skipped; the rest still load."""
+    env = dict(environ) if environ is not None else {}
+    problems: list[str] = []
+    services: dict[str, Service] = {}
+    for path in sorted(shipped_dir.glob("*.toml")):
+        data = read_toml(path, problems)
+        if data is None:
+            continue
+        service = service_from(path, data, problems)
+        if service is not None:
+            services[service.name] = service
+    if runtime_dir.is_dir():
+        for path in sorted(runtime_dir.glob("*.toml")):
+            if path.stem not in services:
+                problems.append(f"{path}: no service {path.stem!r} is declared in {shipped_dir}; ignored")
+                continue
+            data = read_toml(path, problems)
+            if data is not None:
+                services[path.stem] = override(path, services[path.stem], data, problems)
+    portal_config = env.get("PORTAL_CONFIG", "").strip()
+    if portal_config:
+        services = apply_portal_config(portal_config, services, problems)
+    for name, service in services.items():
+        if service.enabled_by and env.get(service.enabled_by, "").strip().lower() in {"false", "0", "no", "off"}:
+            services[name] = replace(service, enabled=False)
+    ordered = sorted(services.values(), key=lambda s: (s.external_port, s.name))
+    return Loaded(drop_port_clashes(ordered, problems), tuple(problems))
+
+
+def read_toml(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        problems.append(f"{path}: not readable TOML ({exc}); fix the file")
+        return None
+
+
+def check_values(path: Path, data: Mapping[str, Any], problems: list[str], *, partial: bool) -> dict[str, Any]:
+    """The keys of `data` that are known and of the right type; the rest are reported."""
+    good: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in KEYS:
+            problems.append(f"{path}: unknown key {key!r}; known keys: {', '.join(KEYS)}")
+            continue
+        kind = KEYS[key][0]
+        # bool is an int in Python; a port of `true` is still wrong.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            problems.append(f"{path}: {key} = {value!r} is not a {kind.__name__}")
+            continue
+        problem = value_problem(key, value)
+        if problem:
+            problems.append(f"{path}: {key} = {value!r} {problem}")
+            continue
+        good[key] = value
+    if not partial:
+        for key, (_, required) in KEYS.items():
+            if required and key not in data:
+                problems.append(f"{path}: missing key {key!r}")
+    return good
+
+
+def value_problem(key: str, value: Any) -> str | None:
+    if key.endswith("_port") and not 1 <= value <= 65535:
+        return "is not a port (1-65535)"
+    if key in {"path", "health_path"} and not str(value).startswith("/"):
+        return "must start with '/'"
+    if key == "name" and not NAME.fullmatch(value):
+        return "is not a service name (lowercase letters, digits, '-', '_')"
+    return None
+
+
+def service_from(path: Path, data: Mapping[str, Any], problems: list[str]) -> Service | None:
+    before = len(problems)
+    good = check_values(path, data, problems, partial=False)
+    if len(problems) > before:
+        problems.append(f"{path}: service skipped")
+        return None
+    if good["name"] != path.stem:
+        problems.append(f"{path}: name = {good['name']!r} must equal the file name {path.stem!r}; service skipped")
+        return None
+    return Service(**good)
+
+
+def override(path: Path, service: Service, data: Mapping[str, Any], problems: list[str]) -> Service:
+    good = check_values(path, data, problems, partial=True)
+    good.pop("name", None)
+    return replace(service, **good)
+
+
+def parse_portal_config(value: str, problems: list[str]) -> list[tuple[str, int, int, str, str]]:
+    """`host:external:internal:path:Label|...` -> entries; a malformed entry is reported and skipped."""
+    entries = []
+    for position, raw in enumerate(value.split("|"), start=1):
+        entry = raw.strip()
+        if not entry:
+            continue
+        parts = entry.split(":", 4)
+        where = f"PORTAL_CONFIG entry {position} {entry!r}"
+        if len(parts) != 5:
+            problems.append(f"{where}: expected host:external_port:internal_port:path:Label; skipped")
+            continue
+        host, external, internal, path, label = (p.strip() for p in parts)
+        ports = []
+        for what, text in (("external port", external), ("internal port", internal)):
+            if not text.isdigit() or not 1 <= int(text) <= 65535:
+                problems.append(f"{where}: {what} {text!r} is not a port (1-65535); skipped")
+                break
+            ports.append(int(text))
+        else:
+            if not host or any(c in host for c in " /?#@"):
+                problems.append(f"{where}: host {host!r} is not a host name; skipped")
+            elif not path.startswith("/"):
+                problems.append(f"{where}: path {path!r} must start with '/'; skipped")
+            elif not label:
+                problems.append(f"{where}: the label is empty; skipped")
+            else:
+                entries.append((host, ports[0], ports[1], path, label))
+    return entries
+
+
+def apply_portal_config(value: str, services: dict[str, Service], problems: list[str]) -> dict[str, Service]:
+    """Each entry replaces the declared service with the same label (else the same internal
+    port), or adds a link-only service the proxy publishes and the portal lists."""
+    result = dict(services)
+    for host, external, internal, path, label in parse_portal_config(value, problems):
+        host = "127.0.0.1" if host == "localhost" else host
+        match = next((s for s in result.values() if s.label.lower() == label.lower()), None)
+        match = match or next((s for s in result.values() if s.internal_port == internal), None)
+        if match is not None:
+            result[match.name] = replace(
+                match, host=host, external_port=external, internal_port=internal, path=path, label=label
+            )
+            continue
+        name = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:32] or f"port-{external}"
+        if not NAME.fullmatch(name) or name in result:
+            name = f"port-{external}"
+        result[name] = Service(name, label, external, internal, path, host=host)
+    return result
+
+
+def drop_port_clashes(services: list[Service], problems: list[str]) -> tuple[Service, ...]:
+    """Two services on one external port cannot both be published: the first (by port, name) wins."""
+    kept: list[Service] = []
+    used: dict[int, str] = {}
+    for service in services:
+        if service.enabled and service.external_port in used:
+            problems.append(
+                f"service {service.name!r}: external port {service.external_port} is already used by "
+                f"{used[service.external_port]!r}; {service.name!r} skipped"
+            )
+            continue
+        if service.enabled:
+            used[service.external_port] = service.name
+        kept.append(service)
+    return tuple(kept)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Supervisor program "jupyter": JupyterLab on 127.0.0.1:18080, rooted at /workspace. The proxy
+# checks the token, so Jupyter's own token and XSRF check are off (the proxy's cookie is
+# SameSite=Lax, which keeps other sites' forms from using it).
+set -euo pipefail
+
+status=/run/llama-images/status/jupyter
+if [[ ${ENABLE_JUPYTER:-true} == false ]]; then
+    echo "[jupyter] ENABLE_JUPYTER=false: not started"
+    echo "disabled (ENABLE_JUPYTER=false)" >"${status}"
+    sleep 1
+    exit 0
+fi
+rm -f "${status}"
+mkdir -p /workspace 2>/dev/null || true
+# The port follows the declaration (a runtime override may move it).
+port="$(/opt/llama-images/bin/llama-runtime services --field jupyter.internal_port)"
+export JUPYTER_RUNTIME_DIR=/run/llama-images/jupyter
+exec /venv/main/bin/jupyter-lab \
+    --no-browser \
+    --ServerApp.ip=127.0.0.1 \
+    --ServerApp.port="${port}" \
+    --ServerApp.port_retries=0 \
+    --ServerApp.root_dir=/workspace \
+    --ServerApp.allow_remote_access=True \
+    --ServerApp.allow_root=True \
+    --ServerApp.disable_check_xsrf=True \
+    --IdentityProvider.token= \
+    --PasswordIdentityProvider.hashed_password= \
+    --ServerApp.terminado_settings='{"shell_command": ["/bin/bash", "-l"]}'

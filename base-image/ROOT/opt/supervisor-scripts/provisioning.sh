@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Supervisor program "provisioning": runs PROVISIONING_SCRIPT once, in the background while the
+# services are up. PROVISIONING_SCRIPT is a path in the container or an http(s) URL (downloaded
+# with bounded retries). Success is recorded and later boots skip it; a failure is retried on
+# the next boot. Output: provisioning.log in the log directory (and `docker logs`, the portal).
+set -uo pipefail
+
+source="${PROVISIONING_SCRIPT:-}"
+marker=/var/lib/llama-images/done/provisioning
+status=/run/llama-images/boot/provisioning
+
+report() {
+    echo "$1" >"${status}"
+    echo "[provisioning] $1"
+}
+
+if [[ -z ${source} ]]; then
+    echo "not configured" >"${status}"
+    exit 0
+fi
+if [[ -e ${marker} ]]; then
+    report "done on an earlier boot (${marker})"
+    exit 0
+fi
+
+if [[ ${source} =~ ^https?:// ]]; then
+    script="$(mktemp /tmp/provisioning.XXXXXX)"
+    # The URL may carry credentials: it is not logged.
+    report "running: downloading PROVISIONING_SCRIPT"
+    if ! curl -fsSL --retry 5 --retry-delay 2 --retry-all-errors --connect-timeout 10 --max-time 600 \
+        -o "${script}" "${source}"; then
+        report "failed: PROVISIONING_SCRIPT could not be downloaded (curl exit $?); retried on the next boot"
+        exit 1
+    fi
+elif [[ -f ${source} ]]; then
+    script="${source}"
+else
+    report "failed: PROVISIONING_SCRIPT=${source} is neither an http(s) URL nor a file in the container"
+    exit 1
+fi
+
+report "running ${source##*/}"
+bash "${script}"
+rc=$?
+if ((rc != 0)); then
+    report "failed: the script exited with status ${rc}; retried on the next boot"
+    exit "${rc}"
+fi
+if mkdir -p "${marker%/*}" 2>/dev/null && touch "${marker}" 2>/dev/null; then
+    report "done"
+else
+    report "done (not recorded: ${marker%/*} is not writable, so it runs again next boot)"
+fi

@@ -1,0 +1,94 @@
+"""Kilobyte updates: editing a base script changes only the overlay layers at the top of the
+llama.cpp image; the base packages, Python environments and llama.cpp layers keep their digests.
+
+The edit happens in a copy of the checkout, built with the bake file production renders, so the
+checkout itself is never touched. Everything but the edited overlay comes from the build cache.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llama_images.buildx import secret_files
+from tests.conftest import REPO_ROOT
+from tests.container.conftest import invoke, namespace_args
+
+pytestmark = pytest.mark.container
+
+TARGET = "cpu_debian-forky_b11669"
+TAG = "llama-images-test/layers"
+
+
+def copy_checkout(destination: Path) -> Path:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for name in files:
+        source = REPO_ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def build(checkout: Path, bake: dict[str, Any], tag: str) -> None:
+    command = ["docker", "buildx", "bake", "--file", "-", "--load", "--progress", "plain",
+               *(f"--allow=fs.read={path}" for path in secret_files(bake)),
+               "--set", f"{TARGET}.platform=linux/amd64", "--set", f"{TARGET}.tags={tag}", TARGET]  # fmt: skip
+    result = subprocess.run(
+        command, input=json.dumps(bake), cwd=checkout, capture_output=True, text=True, check=False, timeout=1800
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def layers(tag: str, scratch: Path) -> list[tuple[str, int]]:
+    """(digest, size) of each layer as a registry would serve it, bottom first."""
+    archive = scratch / f"{tag.replace('/', '_').replace(':', '_')}.tar"
+    subprocess.run(["docker", "save", "--platform", "linux/amd64", "-o", str(archive), tag], check=True)
+    with tarfile.open(archive) as tar:
+
+        def blob(digest: str) -> Any:
+            handle = tar.extractfile("blobs/sha256/" + digest.split(":", 1)[1])
+            assert handle is not None
+            return json.load(handle)
+
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest = blob(index["manifests"][0]["digest"])
+        while "manifests" in manifest:  # an index: take the amd64 image
+            entry = next(m for m in manifest["manifests"] if m.get("platform", {}).get("architecture") == "amd64")
+            manifest = blob(entry["digest"])
+    return [(layer["digest"], layer["size"]) for layer in manifest["layers"]]
+
+
+def test_editing_a_base_script_changes_only_the_overlay_layers(main_build: Any, tmp_path: Path) -> None:
+    rendered = invoke("bake", "--print", *namespace_args(), timeout=120)
+    assert rendered.returncode == 0, rendered.stderr
+    bake = json.loads(rendered.stdout)
+    checkout = copy_checkout(tmp_path / "checkout")
+    try:
+        build(checkout, bake, f"{TAG}:before")
+        with (checkout / "base-image/ROOT/opt/boot/boot.sh").open("a", encoding="utf-8") as script:
+            script.write("# an edit that must not re-pull llama.cpp\n")
+        build(checkout, bake, f"{TAG}:after")
+        before, after = layers(f"{TAG}:before", tmp_path), layers(f"{TAG}:after", tmp_path)
+    finally:
+        subprocess.run(
+            ["docker", "image", "rm", "-f", f"{TAG}:before", f"{TAG}:after"], capture_output=True, check=False
+        )
+    assert len(before) == len(after)
+    changed = [
+        (index, size) for index, ((old, _), (new, size)) in enumerate(zip(before, after, strict=True)) if old != new
+    ]
+    # Only the base overlay (second from the top) changed; the derivative's overlay is the top.
+    assert [index for index, _ in changed] == [len(after) - 2], (before, after)
+    assert sum(size for _, size in changed) < 1_000_000
+    print(f"layers: {len(after)}, changed: {changed}, total image {sum(s for _, s in after)} bytes")

@@ -1,0 +1,195 @@
+"""First-boot provisioning: PIP_PACKAGES from a package index and PROVISIONING_SCRIPT from a path
+and from a URL, both served by a loopback server the test starts.
+
+The server runs in a sidecar container whose network namespace the image joins, so it is on the
+image's own 127.0.0.1: no host port, no bridge address. The sidecar also publishes the image's
+external ports (a joined container cannot publish its own).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.container.conftest import exec_text, wait_for
+from tests.container.runtime_support import (
+    CPU_IMAGE,
+    TOKEN,
+    bearer,
+    loopback_ports,
+    program_states,
+    request,
+    wait_answering,
+)
+
+pytestmark = pytest.mark.container
+
+INDEX_PORT = 8999
+
+
+def probe_wheel() -> tuple[str, bytes]:
+    """A minimal pure-Python wheel: module llama_images_probe with VALUE = 42."""
+    name = "llama_images_probe-1.0-py3-none-any.whl"
+    files = {
+        "llama_images_probe.py": b"VALUE = 42\n",
+        "llama_images_probe-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: llama-images-probe\nVersion: 1.0\n",
+        "llama_images_probe-1.0.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = ""
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += f"{path},sha256={digest},{len(data)}\n"
+    record += "llama_images_probe-1.0.dist-info/RECORD,,\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+        archive.writestr("llama_images_probe-1.0.dist-info/RECORD", record)
+    return name, buffer.getvalue()
+
+
+@pytest.fixture
+def served_files(tmp_path: Path) -> Path:
+    root = tmp_path / "srv"
+    name, data = probe_wheel()
+    (root / "simple" / "llama-images-probe").mkdir(parents=True)
+    (root / name).write_bytes(data)
+    (root / "simple" / "llama-images-probe" / "index.html").write_text(
+        f'<a href="../../{name}#sha256={hashlib.sha256(data).hexdigest()}">{name}</a>\n'
+    )
+    (root / "provision.sh").write_text("#!/usr/bin/env bash\necho 'provisioned from a URL'\ntouch /tmp/from-url\n")
+    return root
+
+
+@pytest.fixture
+def with_index(main_build: Any, client: Any, served_files: Path) -> Iterator[Callable[..., Any]]:
+    """Runs the image in the network namespace of a sidecar serving `served_files` on 127.0.0.1."""
+    started: list[Any] = []
+
+    def run(environment: dict[str, str]) -> tuple[Any, Any]:
+        sidecar = client.containers.run(
+            CPU_IMAGE,
+            ["python3", "-m", "http.server", str(INDEX_PORT), "--bind", "127.0.0.1", "--directory", "/srv"],
+            entrypoint=[],
+            detach=True,
+            volumes={str(served_files): {"bind": "/srv", "mode": "ro"}},
+            ports=loopback_ports(),
+        )
+        started.append(sidecar)
+        container = client.containers.run(
+            CPU_IMAGE, detach=True, environment=environment, network_mode=f"container:{sidecar.id}"
+        )
+        started.append(container)
+        return sidecar, container
+
+    yield run
+    for container in reversed(started):
+        container.remove(force=True)
+
+
+@pytest.fixture
+def run_container(main_build: Any, client: Any) -> Iterator[Callable[..., Any]]:
+    started: list[Any] = []
+
+    def run(**kwargs: Any) -> Any:
+        container = client.containers.run(CPU_IMAGE, detach=True, ports=loopback_ports(), **kwargs)
+        started.append(container)
+        return container
+
+    yield run
+    for container in started:
+        container.remove(force=True)
+
+
+def test_pip_packages_install_from_a_package_index_into_the_users_environment(
+    with_index: Callable[..., Any],
+) -> None:
+    sidecar, container = with_index(
+        {
+            "PIP_PACKAGES": "llama-images-probe==1.0",
+            "PIP_INDEX_URL": f"http://127.0.0.1:{INDEX_PORT}/simple",
+            "OPEN_BUTTON_TOKEN": TOKEN,
+        }
+    )
+    wait_answering(sidecar, 1111, "/api/health", seconds=180)
+    assert exec_text(container, "python", "-c", "import llama_images_probe; print(llama_images_probe.VALUE)") == (
+        0,
+        "42\n",
+    )
+    boot = request(sidecar, 1111, "/api/boot", headers=bearer()).json()
+    assert boot["packages"] == "done"
+
+
+def test_provisioning_script_from_a_url_runs_once(with_index: Callable[..., Any]) -> None:
+    sidecar, container = with_index(
+        {"PROVISIONING_SCRIPT": f"http://127.0.0.1:{INDEX_PORT}/provision.sh", "OPEN_BUTTON_TOKEN": TOKEN}
+    )
+    wait_answering(sidecar, 1111, "/api/health", seconds=120)
+
+    def done() -> bool:
+        return bool(request(sidecar, 1111, "/api/boot", headers=bearer()).json()["provisioning"] == "done")
+
+    wait_for(done, 60, "provisioning did not finish", container)
+    assert exec_text(container, "ls", "/tmp/from-url")[0] == 0
+    assert "provisioned from a URL" in exec_text(container, "cat", "/var/log/provisioning.log")[1]
+    assert "provisioned from a URL" in container.logs().decode()
+
+
+def test_provisioning_script_from_a_path_runs_in_the_background_once(
+    run_container: Callable[..., Any], tmp_path: Path
+) -> None:
+    script = tmp_path / "provision.sh"
+    script.write_text("#!/usr/bin/env bash\necho 'provisioning started'\nsleep 8\necho 'provisioning finished'\n")
+    container = run_container(
+        environment={"PROVISIONING_SCRIPT": "/provision.sh", "OPEN_BUTTON_TOKEN": TOKEN},
+        volumes={str(script): {"bind": "/provision.sh", "mode": "ro"}},
+    )
+    wait_answering(container, 1111, "/api/health")
+    # The portal answers while the script still runs.
+    assert program_states(container)["provisioning"] == "RUNNING"
+    assert request(container, 1111, "/api/boot", headers=bearer()).json()["provisioning"] == "running provision.sh"
+
+    def done() -> bool:
+        return bool(request(container, 1111, "/api/boot", headers=bearer()).json()["provisioning"] == "done")
+
+    wait_for(done, 60, "provisioning did not finish", container)
+    container.restart(timeout=10)
+    wait_answering(container, 1111, "/api/health")
+    wait_for(
+        lambda: (
+            "done on an earlier boot"
+            in (request(container, 1111, "/api/boot", headers=bearer()).json()["provisioning"] or "")
+        ),
+        30,
+        "the second boot did not skip provisioning",
+        container,
+    )
+    assert container.logs().decode().count("provisioning finished") == 1
+
+
+def test_a_failing_provisioning_script_is_shown_and_retried(run_container: Callable[..., Any], tmp_path: Path) -> None:
+    script = tmp_path / "provision.sh"
+    script.write_text("#!/usr/bin/env bash\necho 'trying'\nexit 4\n")
+    container = run_container(
+        environment={"PROVISIONING_SCRIPT": "/provision.sh", "OPEN_BUTTON_TOKEN": TOKEN},
+        volumes={str(script): {"bind": "/provision.sh", "mode": "ro"}},
+    )
+    wait_answering(container, 1111, "/api/health")
+    failed = "failed: the script exited with status 4; retried on the next boot"
+
+    def reported() -> bool:
+        return bool(request(container, 1111, "/api/boot", headers=bearer()).json()["provisioning"] == failed)
+
+    wait_for(reported, 30, "the failure was not reported", container)
+    container.restart(timeout=10)
+    wait_answering(container, 1111, "/api/health")
+    wait_for(lambda: container.logs().decode().count("trying") == 2, 30, "not retried on the next boot", container)
