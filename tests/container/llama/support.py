@@ -34,6 +34,15 @@ class Llama:
         text: str = self.container.logs().decode(errors="replace")
         return text
 
+    def llama_log(self) -> str:
+        """Program llama's own log (Supervisor's file of it; `docker logs` gets a copy a little later)."""
+        code, text = self.exec("supervisorctl", "tail", "-10000000", "llama")
+        return text if code == 0 else ""
+
+    def wait_logged(self, text: str, seconds: float = 30) -> None:
+        """Until `docker logs` shows `text` (the base runtime forwards program logs there)."""
+        self.wait(lambda: text in self.log(), seconds, f"{text!r} not in docker logs")
+
     def exec(self, *command: str) -> tuple[int, str]:
         return exec_text(self.container, *command)
 
@@ -67,7 +76,8 @@ class Llama:
                 return
             time.sleep(0.5)
         state, status = self.state(), self.status_line()
-        pytest.fail(f"{what} within {seconds} s; state {state!r}, status {status!r}; log:\n{self.log()[-4000:]}")
+        log = self.llama_log() or self.log()
+        pytest.fail(f"{what} within {seconds} s; state {state!r}, status {status!r}; log:\n{log[-4000:]}")
 
     def wait_healthy(self, seconds: float = 60, port: int = INTERNAL_PORT) -> None:
         healthy = (200, '{"status":"ok"}')
@@ -81,10 +91,10 @@ class Llama:
 
     def starts(self) -> int:
         """How many times the launcher started llama-server."""
-        return self.log().count("[llama] starting llama-server")
+        return self.llama_log().count("[llama] starting llama-server")
 
     def failed_attempts(self) -> list[str]:
-        return re.findall(r"\[llama\] attempt \d+/\d+ failed: .*", self.log())
+        return re.findall(r"^\[llama\] attempt \d+/\d+ failed: .*", self.llama_log(), re.MULTILINE)
 
     def llama_server_pid(self) -> int | None:
         code, output = self.exec("cat", "/run/llama-images/llama/llama-server.pid")

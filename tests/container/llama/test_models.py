@@ -91,6 +91,7 @@ def test_a_gated_repo_is_served_with_hf_token_which_never_reaches_the_log(
     llama = start_llama(env={"LLAMA_MODEL": REPO, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN})
     llama.wait_healthy()
     assert {r.authorization for r in hub.requests} == {f"Bearer {TOKEN}"}
+    llama.wait_logged("[llama] ready: serving")
     assert TOKEN not in llama.log() and "HF_TOKEN=***" in llama.log()
 
 
@@ -113,7 +114,7 @@ def test_download_progress_is_logged_and_shown_and_an_interrupted_download_resum
         assert llama.exec("supervisorctl", "restart", "llama")[0] == 0  # interrupt it
         llama.wait_healthy(60)
         llama.wait_status(f"serving {REPO}")
-    assert re.search(r"^\[llama\] downloading tiny-Q8_0\.gguf: \d+%$", llama.log(), re.MULTILINE)
+    assert re.search(r"^\[llama\] downloading tiny-Q8_0\.gguf: \d+%$", llama.llama_log(), re.MULTILINE)
     resumed = [r.range for r in slow.requests if r.method == "GET" and "/resolve/" in r.path]
     assert resumed[0] is None and re.fullmatch(r"bytes=[1-9]\d*-", resumed[-1] or ""), resumed
     blob = next((tmp_path / ".cache/llama/models--org--repo-GGUF/blobs").iterdir())
@@ -184,7 +185,7 @@ def test_a_failing_download_ends_fatal_after_bounded_retries(
     cause = FAILING[case].cause
     llama.wait_state("FATAL", 120)
     attempts = llama.failed_attempts()
-    assert len(attempts) == 3 and all(cause in line for line in attempts), llama.log()[-3000:]
+    assert len(attempts) == 3 and all(cause in line for line in attempts), llama.llama_log()[-3000:]
     assert llama.starts() == 3
     assert llama.status_line().startswith("failed: ") and cause in llama.status_line()
 
@@ -200,7 +201,7 @@ def test_a_models_dir_serves_each_model_by_name_one_loaded_at_a_time(
     llama = start_llama(env={"LLAMA_MODELS_DIR": "/models"}, volumes={str(tmp_path): "/models"})
     llama.wait_healthy()
     assert sorted(model_ids(llama.curl("/v1/models")[1])) == ["alpha", "beta"]
-    assert "--models-max 1 --models-dir /models" in llama.log()
+    assert "--models-max 1 --models-dir /models" in llama.llama_log()
     llama.wait_status("serving 2 models (none loaded)")
     assert chat(llama, "alpha")["model"] == "alpha"
     llama.wait_status("serving 2 models (loaded: alpha)")

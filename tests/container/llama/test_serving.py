@@ -30,7 +30,7 @@ def test_a_quoted_llama_args_value_keeps_its_space(
     llama.wait_healthy()
     status, body = llama.curl("/v1/models")
     assert status == 200 and model_ids(body) == ["my model"], body
-    assert "--alias 'my model'" in llama.log()  # the start line, quoted as a shell would
+    assert "--alias 'my model'" in llama.llama_log()  # the start line, quoted as a shell would
 
 
 def test_an_api_key_in_llama_args_is_enforced_and_never_logged(
@@ -44,10 +44,13 @@ def test_an_api_key_in_llama_args_is_enforced_and_never_logged(
     llama.wait_healthy()
     assert llama.curl("/v1/models")[0] == 401
     assert llama.curl("/v1/models", "-H", f"Authorization: Bearer {secret}")[0] == 200
+    llama.wait_logged("[llama] ready: serving")
     log = llama.log()
     assert "(environment: HF_TOKEN=***, LLAMA_API_KEY=***)" in log
     assert "api_keys: ****" in log  # llama-server's own line (-v), without the key's tail
     assert secret not in log and secret[-4:] not in log and token not in log
+    found = llama.sh(f"grep -rlsF -- {secret[-4:]} /var/log /run/llama-images; true")
+    assert found == (0, ""), found  # nor in any log file
     # Not in any process's arguments either (`ps` shows those to every user).
     code, cmdlines = llama.sh("cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
     assert code == 0 and "llama-server" in cmdlines and secret not in cmdlines
@@ -65,6 +68,7 @@ def test_llama_api_key_is_llama_servers_own_second_lock(
     assert llama.curl("/metrics", "-H", "X-Api-Key: second-lock")[0] == 200
     status, body = llama.post("/v1/chat/completions", CHAT, "-H", "Authorization: Bearer second-lock")
     assert status == 200, body
+    llama.wait_logged("[llama] ready: serving")
     assert "second-lock" not in llama.log()
 
 
@@ -77,7 +81,7 @@ def test_a_port_in_llama_args_moves_llama_server_and_is_published_to_the_proxy(
     assert llama.curl("/health")[0] == 0  # nothing on the default port
     code, override = llama.exec("cat", "/run/llama-images/services.d/llama.toml")
     assert code == 0 and "internal_port = 9000" in override
-    assert "--port 9000" in llama.log() and llama.log().count("--port") == 1
+    assert "--port 9000" in llama.llama_log() and llama.llama_log().count("--port") == 1
 
 
 def test_without_a_port_in_llama_args_there_is_no_override(
@@ -86,7 +90,7 @@ def test_without_a_port_in_llama_args_there_is_no_override(
     llama = start_llama(env={"LLAMA_MODEL": models.path("tiny.gguf")}, volumes=models.volumes)
     llama.wait_healthy()
     assert llama.exec("test", "-e", "/run/llama-images/services.d/llama.toml")[0] != 0
-    assert "--host 127.0.0.1 --port 18000 -m /models/tiny.gguf" in llama.log()
+    assert "--host 127.0.0.1 --port 18000 -m /models/tiny.gguf" in llama.llama_log()
     llama.wait_status("serving /models/tiny.gguf")
 
 
@@ -96,8 +100,8 @@ def test_an_unknown_flag_ends_fatal_at_once(main_build: Any, start_llama: Callab
     )
     llama.wait_state("FATAL", 60)
     assert llama.starts() == 1
-    assert "error: invalid argument: --bogus-flag" in llama.log()
-    assert "retrying cannot help" in llama.log()
+    assert "error: invalid argument: --bogus-flag" in llama.llama_log()
+    assert "retrying cannot help" in llama.llama_log()
     assert llama.status_line() == "failed: error: invalid argument: --bogus-flag"
 
 
@@ -106,7 +110,7 @@ def test_an_unbalanced_quote_is_one_clear_error_and_no_start(
 ) -> None:
     llama = start_llama(env={"LLAMA_MODEL": models.path("tiny.gguf"), "LLAMA_ARGS": '--alias "my model'})
     llama.wait_state("FATAL", 60)
-    errors = [line for line in llama.log().splitlines() if line.startswith("[llama] error:")]
+    errors = [line for line in llama.llama_log().splitlines() if line.startswith("[llama] error:")]
     assert errors == ['[llama] error: LLAMA_ARGS: no closing quotation: close the quote; quote a value with spaces '
                       'like --alias "my model"']  # fmt: skip
     assert llama.starts() == 0
@@ -141,7 +145,7 @@ def test_a_bad_model_ends_fatal_after_bounded_retries(case: str, bad_model_conta
     llama = bad_model_containers[case]
     _, cause = BAD_MODELS[case]
     llama.wait_state("FATAL", 90)
-    log = llama.log()
+    log = llama.llama_log()
     assert llama.status_line().startswith("failed: ") and cause in llama.status_line(), llama.status_line()
     if case == "command substitution":  # a setting that can never work: no start, no retries
         assert llama.starts() == 0 and f"[llama] error: {cause}" in log
@@ -157,7 +161,7 @@ def test_a_bad_model_ends_fatal_after_bounded_retries(case: str, bad_model_conta
 def test_production_retry_timing_is_a_doubling_delay(bad_model_containers: dict[str, Llama]) -> None:
     llama = bad_model_containers["missing"]
     llama.wait_state("FATAL", 90)
-    lines = [line for line in llama.log().splitlines() if line.startswith("[llama] retrying in")]
+    lines = [line for line in llama.llama_log().splitlines() if line.startswith("[llama] retrying in")]
     assert lines == ["[llama] retrying in 5 s", "[llama] retrying in 10 s"]
 
 
@@ -167,7 +171,7 @@ def test_without_a_model_llama_stays_stopped_and_says_why(main_build: Any, start
     assert llama.status_line() == "no model configured"
     time.sleep(3)
     assert llama.state() == "EXITED"
-    assert llama.log().count("[llama] no model configured") == 1
+    assert llama.llama_log().count("[llama] no model configured") == 1
 
 
 def test_a_killed_llama_server_comes_back_healthy(
@@ -181,7 +185,8 @@ def test_a_killed_llama_server_comes_back_healthy(
     llama.wait(lambda: llama.llama_server_pid() not in (None, first), 30, "llama-server not started again")
     llama.wait_healthy()
     llama.wait_state("RUNNING", 10)
-    assert "llama-server ended (signal 9) after serving; starting it again" in llama.log()
+    ended = "[llama] llama-server ended (signal 9) after serving; starting it again"
+    llama.wait(lambda: ended in llama.llama_log(), 10, "the end was not logged")
 
 
 def test_restarts_begin_afresh_after_fatal(
