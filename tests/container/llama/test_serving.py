@@ -204,3 +204,28 @@ def test_restarts_begin_afresh_after_fatal(
     assert code == 0, output
     llama.wait_healthy()
     llama.wait_state("RUNNING", 10)
+
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+# What nvidia-smi prints on a host with one GPU: the launcher asks it whether GPUs are visible.
+echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5e1f0000-0000-0000-0000-000000000000)"
+"""
+
+
+def test_gpus_llama_server_cannot_use_are_reported_loudly(
+    main_build: Any, start_llama: Callable[..., Llama], models: Models, tmp_path: Path
+) -> None:
+    """The CPU image on a GPU host: nvidia-smi (here a stand-in printing one GPU, as the NVIDIA
+    runtime would mount the real one) sees a GPU, the real llama-server lists no CUDA device."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(FAKE_NVIDIA_SMI, encoding="utf-8")
+    smi.chmod(0o755)
+    llama = start_llama(env={"LLAMA_MODEL": models.path("tiny.gguf")},
+                        volumes={**models.volumes, str(smi): "/usr/local/bin/nvidia-smi"})  # fmt: skip
+    llama.wait_healthy()
+    llama.wait_status("CPU fallback (GPU not used): serving /models/tiny.gguf")
+    log = llama.llama_log()
+    assert "[llama] WARNING: CPU FALLBACK. nvidia-smi sees 1 GPU(s) (GPU 0: NVIDIA H100 80GB HBM3" in log
+    assert "[llama] WARNING: llama-server --list-devices says: Available devices:; (none)" in log
+    assert log.index("CPU FALLBACK") < log.index("[llama] starting llama-server")  # before the start, once
+    assert log.count("CPU FALLBACK") == 1

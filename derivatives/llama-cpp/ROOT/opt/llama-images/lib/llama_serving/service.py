@@ -30,7 +30,6 @@ import sys
 import termios
 import threading
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -38,12 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llama_runtime.services import SHIPPED_DIR, load_services
+
 from . import output
 from .config import ConfigError, Plan, make_plan, mask, shown_command
 
 NAME = "llama"
-SHIPPED_DIR = Path("/etc/llama-images/services.d")
 OVERRIDE = Path("/run/llama-images/services.d/llama.toml")
+NO_OVERRIDES = Path("/nonexistent")  # the port before this program's own override
 STATUS = Path("/run/llama-images/status/llama")
 STATE_DIR = Path("/run/llama-images/llama")
 GAVE_UP = STATE_DIR / "gave-up"  # also named in /opt/supervisor-scripts/llama.sh
@@ -72,29 +73,26 @@ def set_status(line: str) -> None:
         write_atomically(STATUS, line.replace("\n", " ")[:300] + "\n")
 
 
-def declaration() -> tuple[int, dict[int, str]]:
-    """llama's shipped internal port, and the ports other declared services use."""
+def declaration(env: Mapping[str, str]) -> tuple[int, dict[int, str]]:
+    """llama's internal port as declared (the shipped file, then PORTAL_CONFIG: what the proxy
+    dials unless LLAMA_ARGS moves it), and the ports the other services and the proxy use. Read
+    with the base runtime's own loader, so both sides see one declaration."""
+    loaded = load_services(SHIPPED_DIR, NO_OVERRIDES, env)
     default = FALLBACK_PORT
     taken: dict[int, str] = {}
-    for path in sorted(SHIPPED_DIR.glob("*.toml")):
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError):
-            continue
-        if path.stem == NAME:
-            default = int(data.get("internal_port", default))
-            if isinstance(data.get("external_port"), int):
-                taken[data["external_port"]] = f"the proxy (external port of {path.stem})"
-            continue
-        for key in ("external_port", "internal_port"):
-            if isinstance(data.get(key), int):
-                what = "the proxy" if key == "external_port" else "service"
-                taken[data[key]] = f"{what} {path.stem!r} ({key})"
+    for service in loaded.services:
+        if service.enabled:
+            taken[service.external_port] = f"the proxy (external port of {service.name!r})"
+        if service.name == NAME:
+            default = service.internal_port
+        elif service.enabled:
+            taken.setdefault(service.internal_port, f"service {service.name!r}")
+    taken.pop(default, None)
     return default, taken
 
 
 def current_plan(env: Mapping[str, str]) -> Plan | None:
-    default_port, taken = declaration()
+    default_port, taken = declaration(env)
     return make_plan(env, default_port, taken)
 
 
@@ -107,10 +105,10 @@ def startsecs() -> float:
     return 3.0
 
 
-def publish_port(plan: Plan | None) -> None:
+def publish_port(plan: Plan | None, env: Mapping[str, str]) -> None:
     """The runtime override of the service declaration: the proxy, portal and health check
     follow the port (and address) LLAMA_ARGS gives llama-server."""
-    default_port, _ = declaration()
+    default_port, _ = declaration(env)
     lines = []
     if plan is not None and plan.listen.port != default_port:
         lines.append(f"internal_port = {plan.listen.port}")
@@ -130,14 +128,14 @@ def boot(env: Mapping[str, str]) -> int:
     try:
         plan = current_plan(env)
     except ConfigError as exc:
-        publish_port(None)
+        publish_port(None, env)
         set_status(f"failed: {exc}")
         return 0
-    publish_port(plan)
+    publish_port(plan, env)
     if plan is None:
         set_status("no model configured")
         return 0
-    if plan.listen.port != declaration()[0]:
+    if plan.listen.port != declaration(env)[0]:
         log(f"llama-server will listen on port {plan.listen.port} (LLAMA_ARGS); the proxy follows it")
     set_status("starting")
     return 0
@@ -157,7 +155,7 @@ def serve(env: Mapping[str, str]) -> int:
         set_status(f"failed: {exc}")
         return 2
     with contextlib.suppress(OSError):
-        publish_port(plan)
+        publish_port(plan, env)
     if plan is None:
         log("no model configured: set LLAMA_MODEL (or LLAMA_MODELS_DIR); llama-server not started")
         set_status("no model configured")
