@@ -89,6 +89,14 @@ class Llama:
     def wait_status(self, line: str, seconds: float = 30) -> None:
         self.wait(lambda: self.status_line() == line, seconds, f"status line not {line!r}")
 
+    def portal_row(self) -> dict[str, Any]:
+        """What the Instance Portal's API says about llama (asked on the portal's internal port)."""
+        code, body = self.exec("curl", "-fsS", "--max-time", "10", "http://127.0.0.1:11111/api/services")
+        if code != 0:
+            return {}
+        rows = [row for row in json.loads(body)["services"] if row["name"] == "llama"]
+        return rows[0] if rows else {}
+
     def starts(self) -> int:
         """How many times the launcher started llama-server."""
         return self.llama_log().count("[llama] starting llama-server")

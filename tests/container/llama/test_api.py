@@ -206,6 +206,12 @@ def test_llama_api_key_is_a_second_lock_and_metrics_pass_the_proxy(
     assert [m.id for m in openai_client(llama, default_headers=key).models.list()] == ["/models/tiny.gguf"]
 
 
+def portal_services(llama: Llama) -> list[dict[str, Any]]:
+    reply = request(llama.container, 1111, "/api/services", headers=bearer())
+    services: list[dict[str, Any]] = reply.json()["services"]
+    return services
+
+
 def unavailable(llama: Llama) -> dict[str, Any]:
     reply = proxied(llama, "/health")
     if reply.status != 503:
@@ -229,7 +235,7 @@ def test_the_proxy_says_why_llama_does_not_answer(main_build: Any, client: Any, 
         try:
             for case, env in cases.items():
                 container = client.containers.run(
-                    CPU_IMAGE, detach=True, ports=loopback_ports((8000,)),
+                    CPU_IMAGE, detach=True, ports=loopback_ports((8000, 1111)),
                     environment={**env, "OPEN_BUTTON_TOKEN": TOKEN},
                 )  # fmt: skip
                 started[case] = Llama(container)
@@ -242,6 +248,13 @@ def test_the_proxy_says_why_llama_does_not_answer(main_build: Any, client: Any, 
             )  # fmt: skip
             failed.wait_state("FATAL", 60)
             assert unavailable(failed)["status"].startswith("failed: LLAMA_MODEL=/models/missing.gguf: no such file")
+            # The portal (its API, through the proxy on 1111): state, status line and the last log lines.
+            portal = {row["name"]: row for row in portal_services(failed)}
+            assert portal["llama"]["state"] == "FATAL" and portal["llama"]["status"].startswith("failed: ")
+            log = request(failed.container, 1111, "/api/services/llama/log", headers=bearer()).json()["text"]
+            assert "[llama] giving up after 3 attempts: LLAMA_MODEL=/models/missing.gguf: no such file" in log
+            idle = {row["name"]: row for row in portal_services(none)}["llama"]
+            assert (idle["state"], idle["status"]) == ("EXITED", "no model configured")
             downloading.wait(lambda: proxied(downloading, "/health").status == 200, 60, "not served after download")
         finally:
             for llama in started.values():

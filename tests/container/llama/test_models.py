@@ -207,6 +207,7 @@ def test_a_models_dir_serves_each_model_by_name_one_loaded_at_a_time(
     llama.wait_status("serving 2 models (loaded: alpha)")
     assert chat(llama, "beta")["model"] == "beta"
     llama.wait_status("serving 2 models (loaded: beta)")  # LLAMA_MODELS_MAX=1: alpha was unloaded
+    llama.wait(lambda: llama.portal_row().get("status") == "serving 2 models (loaded: beta)", 30, "not on the portal")
     unknown = {"model": "gamma", "messages": [{"role": "user", "content": "?"}]}
     status, body = llama.post("/v1/chat/completions", unknown)
     assert status == 400 and "model 'gamma' not found" in body
