@@ -187,6 +187,14 @@ def test_a_killed_llama_server_comes_back_healthy(
     llama.wait_state("RUNNING", 10)
     ended = "[llama] llama-server ended (signal 9) after serving; starting it again"
     llama.wait(lambda: ended in llama.llama_log(), 10, "the end was not logged")
+    # The launcher itself killed: its llama-server ends with it (no orphan holding the port),
+    # Supervisor starts the program again, and it serves.
+    second = llama.llama_server_pid()
+    code, launcher = llama.exec("supervisorctl", "pid", "llama")
+    assert code == 0 and llama.sh(f"kill -9 {launcher.strip()}")[0] == 0
+    llama.wait(lambda: llama.llama_server_pid() not in (None, second), 30, "llama-server not started again")
+    assert llama.exec("test", "-e", f"/proc/{second}")[0] != 0
+    llama.wait_healthy()
 
 
 def test_restarts_begin_afresh_after_fatal(

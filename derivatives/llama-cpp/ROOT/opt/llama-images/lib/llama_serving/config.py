@@ -125,7 +125,7 @@ class Plan:
     @property
     def model_name(self) -> str:
         if self.router:
-            return "router"
+            return "models (router mode)"
         if self.sources:
             return self.sources[0].shown()
         return "the model named in LLAMA_ARGS"

@@ -315,29 +315,31 @@ class Watch:
         return self.outcome(process, served)
 
     def watch(self, process: subprocess.Popen[bytes]) -> bool:
+        """Until llama-server ends (or is ended): whether it served. Until it answers, its state
+        is checked twice a second; once it serves, only router mode's model list, now and then."""
         served = False
         cache_bytes = -1
-        last_router_poll = 0.0
-        while process.poll() is None:
-            time.sleep(0.5)
+        while True:
+            try:
+                process.wait(timeout=ROUTER_POLL_SECONDS if served else 0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
             if self.runner.stopping.is_set():
                 terminate(process)
                 break
+            if served:
+                summary = self.router_summary() if self.plan.router else None
+                if summary:
+                    self.runner.status(summary)
+                continue
             health = self.health()
             if health == 200:
-                if not served:
-                    served = True
-                    where = f"{self.plan.listen.reach_host}:{self.plan.listen.port}"
-                    log(f"ready: serving {self.plan.model_name} on {where}")
-                    self.runner.status(f"serving {self.plan.model_name}")
-                if self.plan.router and time.monotonic() - last_router_poll > ROUTER_POLL_SECONDS:
-                    last_router_poll = time.monotonic()
-                    summary = self.router_summary()
-                    if summary:
-                        self.runner.status(summary)
+                served = True
+                log(f"ready: serving {self.plan.model_name} on {self.plan.listen.reach_host}:{self.plan.listen.port}")
+                summary = self.router_summary() if self.plan.router else None
+                self.runner.status(summary or f"serving {self.plan.model_name}")
                 continue
-            if served:
-                continue  # answered before: a busy or ending server, not a stalled start
             if health == 503:
                 self.runner.status("loading model")
                 continue
@@ -347,11 +349,10 @@ class Watch:
             if download is not None and download.percent < 100:
                 self.runner.status(f"downloading {download.file} {download.percent}%")
             size = downloading_bytes(self.plan.cache)
-            if size != cache_bytes:
-                cache_bytes = size
-                with self.lock:
-                    self.activity = time.monotonic()
             with self.lock:
+                if size != cache_bytes:
+                    cache_bytes = size
+                    self.activity = time.monotonic()
                 idle = time.monotonic() - self.activity
             if idle > self.plan.retries.stall_timeout:
                 self.stalled = f"no output and no download progress for {self.plan.retries.stall_timeout:g} s"
