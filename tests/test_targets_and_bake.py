@@ -233,7 +233,7 @@ def test_the_pip_certificate_is_an_optional_build_secret_of_the_base_stages(tmp_
     assert secrets == {
         "base_debian-forky": [f"id=pipcert,src={cert}"],
         "base-packages_debian-forky": [f"id=pipcert,src={cert}"],
-        "cpu_debian-forky_b11669": None,
+        "cpu_debian-forky_b11669": [f"id=pipcert,src={cert}"],
     }
     assert secret_files(with_cert) == [str(cert)]
     assert f"--allow=fs.read={cert}" in bake_command(load=True, push=False, reads=secret_files(with_cert))

@@ -82,8 +82,7 @@ def render_base(target: BaseTarget, options: RenderOptions, stage: str = BASE_ST
         "args": {"UPSTREAM_IMAGE": upstream.image},
         "platforms": list(target.platforms),
     }
-    if options.pip_cert:
-        found["secret"] = [f"id={PIP_CERT_SECRET},src={options.pip_cert}"]
+    found.update(pip_cert_secret(options))
     if stage != BASE_STAGE:
         return found
     return {
@@ -98,6 +97,12 @@ def render_base(target: BaseTarget, options: RenderOptions, stage: str = BASE_ST
         ),
         **publishing(target.image, options),
     }
+
+
+def pip_cert_secret(options: RenderOptions) -> dict[str, list[str]]:
+    """The CA bundle secret for every target that builds the base's Python environments: the
+    base stages, and each derivative, whose build solves its linked base stage in its own session."""
+    return {"secret": [f"id={PIP_CERT_SECRET},src={options.pip_cert}"]} if options.pip_cert else {}
 
 
 def render_image(matrix: Matrix, target: ImageTarget, options: RenderOptions) -> dict[str, Any]:
@@ -117,6 +122,7 @@ def render_image(matrix: Matrix, target: ImageTarget, options: RenderOptions) ->
         if release is not None:
             args.update(checksum_args(release, cuda))
     return {
+        **pip_cert_secret(options),
         "context": DERIVATIVE_CONTEXT,
         "dockerfile": "Dockerfile",
         # BASE_IMAGE resolves to the base's heavy layers; its overlay is copied in last.

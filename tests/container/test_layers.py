@@ -1,5 +1,5 @@
-"""Kilobyte updates: editing a base script changes only the overlay layers at the top of the
-llama.cpp image; the base packages, Python environments and llama.cpp layers keep their digests.
+"""Kilobyte updates: editing a base script (or a derivative's) changes only its overlay layer at
+the top of the llama.cpp image; the base packages, Python environments and llama.cpp layers keep their digests.
 
 The edit happens in a copy of the checkout, built with the bake file production renders, so the
 checkout itself is never touched. Everything but the edited overlay comes from the build cache.
@@ -69,26 +69,33 @@ def layers(tag: str, scratch: Path) -> list[tuple[str, int]]:
     return [(layer["digest"], layer["size"]) for layer in manifest["layers"]]
 
 
-def test_editing_a_base_script_changes_only_the_overlay_layers(main_build: Any, tmp_path: Path) -> None:
+def test_editing_a_script_changes_only_its_overlay_layer(main_build: Any, tmp_path: Path) -> None:
     rendered = invoke("bake", "--print", *namespace_args(), timeout=120)
     assert rendered.returncode == 0, rendered.stderr
     bake = json.loads(rendered.stdout)
     checkout = copy_checkout(tmp_path / "checkout")
+    tags = [f"{TAG}:{name}" for name in ("before", "base-edit", "derivative-edit")]
+    edits = (None, "base-image/ROOT/opt/boot/boot.sh", "derivatives/llama-cpp/ROOT/etc/supervisor/conf.d/llama.conf")
     try:
-        build(checkout, bake, f"{TAG}:before")
-        with (checkout / "base-image/ROOT/opt/boot/boot.sh").open("a", encoding="utf-8") as script:
-            script.write("# an edit that must not re-pull llama.cpp\n")
-        build(checkout, bake, f"{TAG}:after")
-        before, after = layers(f"{TAG}:before", tmp_path), layers(f"{TAG}:after", tmp_path)
+        for tag, edited in zip(tags, edits, strict=True):
+            if edited:
+                with (checkout / edited).open("a", encoding="utf-8") as script:
+                    script.write("# an edit that must not re-pull llama.cpp\n")
+            build(checkout, bake, tag)
+        before, base_edit, derivative_edit = (layers(tag, tmp_path) for tag in tags)
     finally:
-        subprocess.run(
-            ["docker", "image", "rm", "-f", f"{TAG}:before", f"{TAG}:after"], capture_output=True, check=False
-        )
-    assert len(before) == len(after)
-    changed = [
-        (index, size) for index, ((old, _), (new, size)) in enumerate(zip(before, after, strict=True)) if old != new
-    ]
-    # Only the base overlay (second from the top) changed; the derivative's overlay is the top.
-    assert [index for index, _ in changed] == [len(after) - 2], (before, after)
-    assert sum(size for _, size in changed) < 1_000_000
-    print(f"layers: {len(after)}, changed: {changed}, total image {sum(s for _, s in after)} bytes")
+        subprocess.run(["docker", "image", "rm", "-f", *tags], capture_output=True, check=False)
+    top = len(before) - 1
+    # The base overlay is second from the top, the derivative's overlay the top layer.
+    by_base = changed_layers(before, base_edit)
+    assert [index for index, _ in by_base] == [top - 1], (before, base_edit)
+    by_derivative = changed_layers(base_edit, derivative_edit)
+    assert [index for index, _ in by_derivative] == [top], (base_edit, derivative_edit)
+    assert sum(size for _, size in by_base + by_derivative) < 1_000_000
+    print(f"layers: {len(before)}, changed by a base edit: {by_base}, by a derivative edit: {by_derivative}")
+
+
+def changed_layers(old: list[tuple[str, int]], new: list[tuple[str, int]]) -> list[tuple[int, int]]:
+    """(index, size) of each layer whose digest differs."""
+    assert len(old) == len(new)
+    return [(index, size) for index, ((a, _), (b, size)) in enumerate(zip(old, new, strict=True)) if a != b]

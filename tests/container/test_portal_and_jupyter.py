@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import websocket
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -79,8 +80,25 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 
 def state_of(driver: webdriver.Chrome, service: str) -> str:
-    cells = driver.find_elements(By.CSS_SELECTOR, f'tr[data-service="{service}"] td[data-state]')
-    return cells[0].get_attribute("data-state") or "" if cells else ""
+    """The state cell's value; the page redraws its table every 2 s, so an element can go stale."""
+    try:
+        cells = driver.find_elements(By.CSS_SELECTOR, f'tr[data-service="{service}"] td[data-state]')
+        return cells[0].get_attribute("data-state") or "" if cells else ""
+    except StaleElementReferenceException:
+        return ""
+
+
+def click(wait: WebDriverWait[webdriver.Chrome], selector: str) -> None:
+    """Click the element, retrying when a redraw replaced it between finding and clicking."""
+
+    def clicked(driver: webdriver.Chrome) -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return True
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+
+    wait.until(clicked)
 
 
 def test_the_portal_in_a_browser_lists_services_and_restarts_one(
@@ -90,22 +108,28 @@ def test_the_portal_in_a_browser_lists_services_and_restarts_one(
     browser.get(f"http://127.0.0.1:{port}/?token={TOKEN}")
     # The token left the address bar: the proxy set a cookie and redirected.
     assert browser.current_url == f"http://127.0.0.1:{port}/"
-    wait = WebDriverWait(browser, 30, poll_frequency=0.3)
+    wait = WebDriverWait(browser, 30, poll_frequency=0.3, ignored_exceptions=[StaleElementReferenceException])
     wait.until(lambda d: all(state_of(d, s) == "RUNNING" for s in ("portal", "llama", "jupyter")))
-    rows = browser.find_elements(By.CSS_SELECTOR, "#services tbody tr")
-    assert [row.get_attribute("data-service") for row in rows] == ["portal", "llama", "jupyter"]
-    link = browser.find_element(By.CSS_SELECTOR, 'tr[data-service="llama"] a').get_attribute("href")
-    assert link == f"http://127.0.0.1:8000/?token={TOKEN}"
+    # Read the table in one script call: the page may redraw between separate element reads.
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#services tbody tr')].map("
+        "r => [r.dataset.service, r.querySelector('a') && r.querySelector('a').href])"
+    )
+    assert rows == [
+        ["portal", f"http://127.0.0.1:1111/?token={TOKEN}"],
+        ["llama", f"http://127.0.0.1:8000/?token={TOKEN}"],
+        ["jupyter", f"http://127.0.0.1:8080/?token={TOKEN}"],
+    ]
     # The portal and the proxy cannot be stopped from the page.
     assert not browser.find_elements(By.CSS_SELECTOR, 'button[data-service="portal"]')
 
-    browser.find_element(By.CSS_SELECTOR, 'button[data-service="jupyter"][data-action="stop"]').click()
+    click(wait, 'button[data-service="jupyter"][data-action="stop"]')
     wait.until(lambda d: state_of(d, "jupyter") == "STOPPED")
     assert request(portal_container, 8080, "/api", headers=bearer()).status == 503
-    browser.find_element(By.CSS_SELECTOR, 'button[data-service="jupyter"][data-action="start"]').click()
+    click(wait, 'button[data-service="jupyter"][data-action="start"]')
     wait.until(lambda d: state_of(d, "jupyter") == "RUNNING")
 
-    browser.find_element(By.CSS_SELECTOR, 'tr[data-service="llama"] button:last-child').click()  # "log"
+    click(wait, 'tr[data-service="llama"] button:last-child')  # "log"
     wait.until(lambda d: "llama-server" in d.find_element(By.ID, "log").text)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "portal.png"))

@@ -293,6 +293,8 @@ def test_the_healthcheck_is_healthy_when_serving_and_without_a_model(
     wait_running(idle, "proxy", "portal")
     wait_for(lambda: program_states(idle).get("llama") == "EXITED", 30, "llama did not stop", idle)
     assert exec_text(idle, "/opt/llama-images/bin/llama-runtime", "healthcheck") == (0, "healthy\n")
+    exec_text(idle, "supervisorctl", "stop", "proxy")
+    assert exec_text(idle, "/opt/llama-images/bin/llama-runtime", "healthcheck") == (1, "unhealthy: proxy is STOPPED\n")
 
 
 def test_docker_stop_is_quick_and_restart_comes_back_serving(run_container: Callable[..., Any], models: Path) -> None:
