@@ -87,6 +87,7 @@ def test_a_host_in_llama_args_is_kept_and_reached_on_loopback() -> None:
         ("--port 8000", "port 8000 is taken by the proxy"),
         ("--port 11111", "port 11111 is taken by service 'portal'"),
         ("--host /run/llama.sock", "UNIX socket"),
+        ('--host "a\nb"', "is not a list of addresses or host names"),
     ],
 )
 def test_a_port_or_host_that_cannot_work_is_refused(args: str, message: str) -> None:

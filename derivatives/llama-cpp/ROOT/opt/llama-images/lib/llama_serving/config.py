@@ -44,6 +44,7 @@ MODEL_VARIABLES = (
 )
 
 HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?")
+HOSTS = re.compile(r"[A-Za-z0-9.:\[\]_-]+(,[A-Za-z0-9.:\[\]_-]+)*")
 LONG_OPTION_WITH_VALUE = re.compile(r"(--[A-Za-z0-9][A-Za-z0-9-]*)=(.*)", re.DOTALL)
 
 
@@ -245,6 +246,8 @@ def listen_from(args: Sequence[str], env: Mapping[str, str], default_port: int, 
         raise ConfigError(f"LLAMA_ARGS: port {port} is taken by {taken[port]}; choose another --port")
     if any(h.strip().endswith(".sock") for h in host.split(",")):
         raise ConfigError("LLAMA_ARGS: --host with a UNIX socket: the proxy reaches llama-server over TCP only")
+    if not HOSTS.fullmatch(host):
+        raise ConfigError(f"LLAMA_ARGS: --host {host!r} is not a list of addresses or host names")
     return Listen(host, port, host_arg is not None, port_arg is not None)
 
 

@@ -113,7 +113,7 @@ def publish_port(plan: Plan | None, env: Mapping[str, str]) -> None:
     if plan is not None and plan.listen.port != default_port:
         lines.append(f"internal_port = {plan.listen.port}")
     if plan is not None and plan.listen.reach_host not in {"127.0.0.1", "::1"}:
-        lines.append(f'host = "{plan.listen.reach_host}"')
+        lines.append(f"host = {json.dumps(plan.listen.reach_host)}")
     if lines:
         header = "# Written at boot from LLAMA_ARGS; replaces keys of /etc/llama-images/services.d/llama.toml.\n"
         write_atomically(OVERRIDE, header + "\n".join(lines) + "\n")
