@@ -178,7 +178,7 @@ def test_a_killed_llama_server_comes_back_healthy(
     main_build: Any, start_llama: Callable[..., Llama], models: Models
 ) -> None:
     llama = start_llama(env={"LLAMA_MODEL": models.path("tiny.gguf")}, volumes=models.volumes)
-    llama.wait_healthy()
+    llama.wait_status("serving /models/tiny.gguf")  # the launcher has seen it serve
     first = llama.llama_server_pid()
     assert first is not None
     assert llama.sh(f"kill -9 {first}")[0] == 0
