@@ -29,6 +29,14 @@ pytestmark = pytest.mark.container
 REPO = "org/repo-GGUF"
 USER_AGENT = "llama-cpp/b11669-Debian"
 TOKEN = "hf_" + "G4t3d" * 7  # llama-server sends only tokens that look like Hugging Face's
+# Read by the bundled llama-server, in this order (observed: strings in its library, then runs).
+CACHE_VARIABLES = {
+    "LLAMA_CACHE": "/workspace/.cache/llama",
+    "HF_HUB_CACHE": "/workspace/.cache/huggingface/hub",
+    "HUGGINGFACE_HUB_CACHE": "/workspace/.cache/huggingface/hub",
+    "HF_HOME": "/workspace/.cache/huggingface",
+    "XDG_CACHE_HOME": "/workspace/.cache",
+}
 
 
 def chat(llama: Llama, model: str | None = None) -> dict[str, Any]:
@@ -62,6 +70,9 @@ def test_a_hub_repo_is_downloaded_by_hf_into_the_workspace_and_served_from_there
     assert hub.request_lines() == expected_requests(hub, "tiny-Q4_K_M.gguf")  # the default quant
     assert {r.user_agent for r in hub.requests} == {USER_AGENT}
     assert chat(first)["choices"][0]["message"]["role"] == "assistant"
+    # Every cache variable the bundled llama-server reads points into the /workspace volume.
+    code, env = first.exec("env")
+    assert code == 0 and set(CACHE_VARIABLES.items()) <= {tuple(line.split("=", 1)) for line in env.splitlines()}
     snapshot = tmp_path / f".cache/llama/models--org--repo-GGUF/snapshots/{hub.repos[REPO].commit}/tiny-Q4_K_M.gguf"
     assert snapshot.read_bytes() == (models.dir / "tiny.gguf").read_bytes()
     first.container.remove(force=True)
