@@ -125,9 +125,9 @@ def test_anything_else_in_llama_model_is_refused_and_never_run(value: str) -> No
 def test_each_source_becomes_llama_servers_own_option() -> None:
     assert plan(LLAMA_MODEL="org/repo-GGUF:Q8_0").command()[5:] == ["-hf", "org/repo-GGUF:Q8_0"]
     assert plan(LLAMA_MODEL="/m/x.gguf").command()[5:] == ["-m", "/m/x.gguf"]
-    url = plan(LLAMA_MODEL="https://host/dir/tiny.gguf", LLAMA_CACHE="/c").command()[5:]
-    assert url[:3] == ["-mu", "https://host/dir/tiny.gguf", "-m"]
-    assert re.fullmatch(r"/c/url/[0-9a-f]{12}-tiny\.gguf", url[3])
+    from_url = plan(LLAMA_MODEL="https://host/dir/tiny.gguf", LLAMA_CACHE="/c")
+    assert from_url.command()[5] == "-m" and re.fullmatch(r"/c/url/[0-9a-f]{12}-tiny\.gguf", from_url.command()[6])
+    assert from_url.environment() == {"LLAMA_ARG_MODEL_URL": "https://host/dir/tiny.gguf"}  # not in `ps`
 
 
 def test_llama_args_come_last_so_they_override() -> None:
@@ -186,8 +186,10 @@ def test_the_start_line_masks_every_secret() -> None:
     line = shown_command(made.command(), made)
     for secret in ("pw-secret", "q-secret", "key-secret", "hf_secret", "other-key"):
         assert secret not in line
-    assert "https://user:***@host/tiny.gguf?***" in line
-    assert line.endswith("(environment: HF_TOKEN=***, LLAMA_API_KEY=***)")
+    assert "pw-secret" not in " ".join(made.command())
+    assert line.endswith(
+        "(environment: HF_TOKEN=***, LLAMA_API_KEY=***, LLAMA_ARG_MODEL_URL=https://user:***@host/tiny.gguf?***)"
+    )
 
 
 def test_log_lines_are_masked_including_llama_servers_own_key_tail() -> None:

@@ -136,11 +136,16 @@ def test_a_url_is_downloaded_into_the_cache_and_served_from_it_offline(
     main_build: Any, start_llama: Callable[..., Llama], models: Models, hub: FakeHub, tmp_path: Path
 ) -> None:
     hub.add_repo(REPO, {"tiny.gguf": (models.dir / "tiny.gguf").read_bytes()})
-    url = f"{hub.url}/{REPO}/resolve/main/tiny.gguf"
+    url = f"{hub.url}/{REPO}/resolve/main/tiny.gguf?signature=s3cret-sig"  # a signed URL
     workspace = {str(tmp_path): "/workspace"}
     first = start_llama(env={"LLAMA_MODEL": url}, volumes=workspace, read_only=False)
     first.wait_healthy()
-    assert hub.request_lines() == [f"HEAD /{REPO}/resolve/main/tiny.gguf", f"GET /{REPO}/resolve/main/tiny.gguf"]
+    path = f"/{REPO}/resolve/main/tiny.gguf?signature=s3cret-sig"
+    assert hub.request_lines() == [f"HEAD {path}", f"GET {path}"]
+    first.wait_logged("[llama] ready: serving")
+    assert "s3cret-sig" not in first.log() and "tiny.gguf?***" in first.log()
+    code, cmdlines = first.sh("cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    assert code == 0 and "llama-server" in cmdlines and "s3cret-sig" not in cmdlines
     (cached,) = (tmp_path / ".cache/llama/url").glob("*-tiny.gguf")
     assert cached.read_bytes() == (models.dir / "tiny.gguf").read_bytes()
     first.container.remove(force=True)

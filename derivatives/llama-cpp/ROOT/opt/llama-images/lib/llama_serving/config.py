@@ -34,6 +34,7 @@ MODEL_OPTIONS = frozenset(
     {"-m", "--model", "-hf", "-hfr", "--hf-repo", "-mu", "--model-url", "-dr", "--docker-repo"}
     | {"--models-dir", "--models-preset"}
 )
+URL_VARIABLE = "LLAMA_ARG_MODEL_URL"  # llama-server's own variable for -mu/--model-url
 MODEL_VARIABLES = (
     "LLAMA_ARG_MODEL",
     "LLAMA_ARG_HF_REPO",
@@ -161,6 +162,13 @@ class Plan:
             sections.append(f"[{source.name}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items()))
         return "\n".join(sections)
 
+    def environment(self) -> dict[str, str]:
+        """What llama-server gets in its environment besides ours: the secrets, and a model's URL."""
+        env = dict(self.secrets)
+        if not self.router and self.sources and self.sources[0].kind == "url":
+            env[URL_VARIABLE] = self.sources[0].value
+        return env
+
     def secret_values(self) -> list[str]:
         """Every secret the log must not show: keys, tokens, URL passwords and queries."""
         values = []
@@ -178,9 +186,10 @@ def model_arguments(source: ModelSource, cache: str) -> list[str]:
         return ["-hf", source.value]
     if source.kind == "file":
         return ["-m", source.value]
-    # The bundled llama-server needs -m with -mu (alone, -mu starts an empty router): the file
-    # goes there, and a later start with the server unreachable uses it.
-    return ["-mu", source.value, "-m", source.download_path(cache)]
+    # The URL travels in the environment (URL_VARIABLE), as a URL may carry credentials. The
+    # bundled llama-server needs -m with it (a URL alone starts an empty router): the file goes
+    # there, and a later start with the server unreachable uses it.
+    return ["-m", source.download_path(cache)]
 
 
 def split_args(text: str, variable: str = "LLAMA_ARGS") -> list[str]:
@@ -338,6 +347,8 @@ def shown_command(command: Sequence[str], plan: Plan) -> str:
     """The start line for the log: secrets masked, and which secrets travel in the environment."""
     words = [mask_url(word) if re.match(r"https?://", word) else word for word in command]
     line = mask(shlex.join(words), plan.secret_values())
-    if plan.secrets:
-        line += " (environment: " + ", ".join(f"{name}=***" for name in sorted(plan.secrets)) + ")"
+    shown = [f"{name}=***" if name in plan.secrets else f"{name}={mask_url(value)}"
+             for name, value in sorted(plan.environment().items())]  # fmt: skip
+    if shown:
+        line += f" (environment: {', '.join(shown)})"
     return line

@@ -237,6 +237,7 @@ class Runner:
         preset = None
         if self.plan.router and self.plan.sources:
             write_atomically(PRESET, self.plan.preset())
+            PRESET.chmod(0o600)  # URLs in it may carry credentials
             preset = str(PRESET)
         for source in self.plan.sources:
             if source.kind == "url":
@@ -267,7 +268,7 @@ class Runner:
 
     def child_environment(self) -> dict[str, str]:
         env = {k: v for k, v in self.env.items() if k not in {"PYTHONPATH", "PYTHONSAFEPATH"}}
-        env.update(self.plan.secrets)
+        env.update(self.plan.environment())
         # The progress bars need a terminal (see Watch); colours would only clutter the log.
         env.setdefault("LLAMA_ARG_LOG_COLORS", "off")
         return env
