@@ -16,7 +16,9 @@ ROOT = Path(__file__).parent
 IMAGE_DIRS = ("base-image", "derivatives")
 # The runtime's own Python (stdlib; the portal adds its pinned environment) ships in the image overlay.
 RUNTIME_PYTHON = "base-image/ROOT/opt/llama-images/lib"
-PYTHON_PATHS = ("src", "tests", "tasks.py", "noxfile.py", RUNTIME_PYTHON)
+# The llama-cpp image's launcher (stdlib) ships in its overlay.
+LLAMA_PYTHON = "derivatives/llama-cpp/ROOT/opt/llama-images/lib"
+PYTHON_PATHS = ("src", "tests", "tasks.py", "noxfile.py", RUNTIME_PYTHON, LLAMA_PYTHON)
 # Hash-pinned requirements of the image's Python environments (base-image/python/*.in -> *.txt).
 LOCKED_ENVIRONMENTS = ("build-tools", "caddy", "portal", "jupyter")
 UV = "uv==0.13.9"
@@ -53,6 +55,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", *PYTHON_PATHS)
     session.run("mypy", "src", "tests", "tasks.py", "noxfile.py")
     session.run("mypy", RUNTIME_PYTHON)
+    session.run("mypy", LLAMA_PYTHON)
     workflows = sorted(str(p) for p in (ROOT / ".github/workflows").glob("*.yml"))
     shellcheck = shutil.which("shellcheck", path=session.bin)
     if shellcheck is None:

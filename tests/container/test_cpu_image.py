@@ -198,16 +198,3 @@ def test_push_publishes_to_a_registry_and_skip_existing_builds_nothing_twice(
     assert second.returncode == 0, second.stderr
     assert "skipped cpu/debian-forky/b11669 [linux/amd64]: already published" in second.stdout
     assert "nothing to build" in second.stdout
-
-
-def test_a_model_path_that_does_not_exist_is_reported_not_retried_forever(
-    main_build: Any, run_container: Callable[..., Any]
-) -> None:
-    container = run_container(environment={"LLAMA_MODEL": "/models/missing.gguf"})
-    wait_for(
-        lambda: "FATAL" in exec_text(container, "supervisorctl", "status", "llama")[1],
-        60,
-        "supervisor did not give up on llama",
-        container,
-    )
-    assert "LLAMA_MODEL=/models/missing.gguf: no such file in the container" in container.logs().decode()

@@ -87,7 +87,9 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def _tensors(n_vocab: int, seed: int) -> list[tuple[str, npt.NDArray[np.float32]]]:
+def _tensors(
+    n_vocab: int, seed: int, n_embd: int = N_EMBD, n_ff: int = N_FF, n_blocks: int = N_BLOCKS
+) -> list[tuple[str, npt.NDArray[np.float32]]]:
     """Return llama's tensors as (name, array) in a fixed order.
 
     numpy shapes are the reverse of GGML's ``ne`` order: ``attn_q`` is ``{n_embd, n_embd}``,
@@ -100,33 +102,36 @@ def _tensors(n_vocab: int, seed: int) -> list[tuple[str, npt.NDArray[np.float32]
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
 
     def norm() -> npt.NDArray[np.float32]:
-        return np.ones(N_EMBD, dtype=np.float32)
+        return np.ones(n_embd, dtype=np.float32)
 
-    tensors = [("token_embd.weight", weight(n_vocab, N_EMBD))]
-    for i in range(N_BLOCKS):
+    tensors = [("token_embd.weight", weight(n_vocab, n_embd))]
+    for i in range(n_blocks):
         blk = f"blk.{i}"
         tensors += [
             (f"{blk}.attn_norm.weight", norm()),
-            (f"{blk}.attn_q.weight", weight(N_EMBD, N_EMBD)),
-            (f"{blk}.attn_k.weight", weight(N_EMBD, N_EMBD)),
-            (f"{blk}.attn_v.weight", weight(N_EMBD, N_EMBD)),
-            (f"{blk}.attn_output.weight", weight(N_EMBD, N_EMBD)),
+            (f"{blk}.attn_q.weight", weight(n_embd, n_embd)),
+            (f"{blk}.attn_k.weight", weight(n_embd, n_embd)),
+            (f"{blk}.attn_v.weight", weight(n_embd, n_embd)),
+            (f"{blk}.attn_output.weight", weight(n_embd, n_embd)),
             (f"{blk}.ffn_norm.weight", norm()),
-            (f"{blk}.ffn_gate.weight", weight(N_FF, N_EMBD)),
-            (f"{blk}.ffn_up.weight", weight(N_FF, N_EMBD)),
-            (f"{blk}.ffn_down.weight", weight(N_EMBD, N_FF)),
+            (f"{blk}.ffn_gate.weight", weight(n_ff, n_embd)),
+            (f"{blk}.ffn_up.weight", weight(n_ff, n_embd)),
+            (f"{blk}.ffn_down.weight", weight(n_embd, n_ff)),
         ]
     tensors += [
         ("output_norm.weight", norm()),
-        ("output.weight", weight(n_vocab, N_EMBD)),
+        ("output.weight", weight(n_vocab, n_embd)),
     ]
     return tensors
 
 
-def write_tiny_llama_gguf(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
+def write_tiny_llama_gguf(
+    path: pathlib.Path, *, seed: int = 0, n_embd: int = N_EMBD, n_ff: int = N_FF, n_blocks: int = N_BLOCKS
+) -> pathlib.Path:
     """Write a tiny random llama GGUF to ``path`` and return ``path``.
 
-    The same ``seed`` always gives the same bytes.
+    The same ``seed`` (and sizes) always gives the same bytes. Larger ``n_embd``, ``n_ff`` and
+    ``n_blocks`` make a model that takes measurable time per token and memory on a GPU.
     """
     path = pathlib.Path(path)
     tokens, scores, types = _vocab()
@@ -136,12 +141,12 @@ def write_tiny_llama_gguf(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
     writer.add_file_type(int(LlamaFileType.ALL_F32))
     writer.add_vocab_size(len(tokens))
     writer.add_context_length(N_CTX)
-    writer.add_embedding_length(N_EMBD)
-    writer.add_block_count(N_BLOCKS)
-    writer.add_feed_forward_length(N_FF)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_blocks)
+    writer.add_feed_forward_length(n_ff)
     writer.add_head_count(N_HEAD)
     writer.add_head_count_kv(N_HEAD)
-    writer.add_rope_dimension_count(N_EMBD // N_HEAD)
+    writer.add_rope_dimension_count(n_embd // N_HEAD)
     writer.add_rope_freq_base(ROPE_FREQ_BASE)
     writer.add_layer_norm_rms_eps(RMS_EPS)
 
@@ -156,7 +161,7 @@ def write_tiny_llama_gguf(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
     writer.add_add_eos_token(False)
     writer.add_chat_template(CHAT_TEMPLATE)
 
-    for name, array in _tensors(len(tokens), seed):
+    for name, array in _tensors(len(tokens), seed, n_embd, n_ff, n_blocks):
         writer.add_tensor(name, array)
 
     writer.write_header_to_file()

@@ -1,0 +1,91 @@
+"""Reading llama-server's output: its log lines, its download progress bars, the cause of a
+failed start, and router mode's model list. Pure functions: no I/O."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# "0.00.036.696 E llama_model_load: ..." (a router's child lines start with "[port] ").
+LOG_LINE = re.compile(r"(?:\[\d+\] )?\d+\.\d+\.\d+\.\d+ ([IWEDT]) (?:(?:srv|cmn|slot|res|que|log|mtmd)\s+)?(.*)")
+# Its progress bar, drawn when stdout is a terminal: "Downloading tiny-Q8_0.gguf ▕███  ▏ 42%".
+PROGRESS = re.compile(r"Downloading\s+(\S+).*?(\d{1,3})%\s*$")
+ARGUMENT_ERROR = re.compile(r"^error(: invalid argument:| while handling argument)")
+# Error lines that follow the real cause of a failed model load and say nothing new.
+CONSEQUENCES = (
+    "llama_model_load_from_file_impl: failed to load model",
+    "common_fit_params:",
+    "exactly one out metadata, path_model, and file must be defined",
+    "common_init_: failed to load model",
+    "load_model: failed to load model",
+    "exiting due to",
+)
+
+
+def clean(segment: str) -> str:
+    """A segment of output without terminal control sequences and surrounding blanks."""
+    return ANSI.sub("", segment).strip()
+
+
+def split_output(buffer: str) -> tuple[list[str], str]:
+    """Complete segments (ended by a newline or a carriage return) and the unfinished rest."""
+    parts = re.split(r"[\r\n]", buffer)
+    return parts[:-1], parts[-1]
+
+
+@dataclass(frozen=True)
+class Progress:
+    file: str
+    percent: int
+
+
+def progress(segment: str) -> Progress | None:
+    match = PROGRESS.search(clean(segment))
+    if match is None or int(match.group(2)) > 100:
+        return None
+    return Progress(match.group(1), int(match.group(2)))
+
+
+def error_text(line: str) -> str | None:
+    """The message of an error line of llama-server's log, else None."""
+    match = LOG_LINE.fullmatch(line)
+    if match is not None:
+        return match.group(2).strip() if match.group(1) == "E" else None
+    if ARGUMENT_ERROR.match(line):
+        return line
+    return None
+
+
+def is_argument_error(lines: Iterable[str]) -> bool:
+    """llama-server refused its arguments: starting again cannot help."""
+    return any(ARGUMENT_ERROR.match(line) for line in lines)
+
+
+def failure_cause(lines: Iterable[str]) -> str | None:
+    """The first error line that is a cause rather than a consequence."""
+    errors = [text for line in lines if (text := error_text(line))]
+    for text in errors:
+        if not any(consequence in text for consequence in CONSEQUENCES):
+            return text
+    return errors[0] if errors else None
+
+
+def router_summary(models: Mapping[str, Any]) -> str:
+    """Router mode's status line from its /v1/models answer: which models are loaded."""
+    entries = models.get("data") or []
+    states: dict[str, list[str]] = {}
+    for entry in entries:
+        status = entry.get("status")
+        value = status.get("value", "") if isinstance(status, dict) else ""
+        states.setdefault(str(value), []).append(str(entry.get("id", "?")))
+    count = f"{len(entries)} model{'s' if len(entries) != 1 else ''}"
+    parts = [f"loaded: {', '.join(states['loaded'])}" if states.get("loaded") else "none loaded"]
+    if states.get("loading"):
+        parts.append(f"loading: {', '.join(states['loading'])}")
+    failed = [name for value, names in states.items() if value.startswith("fail") for name in names]
+    if failed:
+        parts.append(f"failed: {', '.join(failed)}")
+    return f"serving {count} ({'; '.join(parts)})"

@@ -1,0 +1,284 @@
+"""The llama image's launcher without Docker: LLAMA_* settings -> llama-server's command line,
+secrets kept out of arguments and logs, llama-server's output read (llama_serving, shipped in
+derivatives/llama-cpp/ROOT/opt/llama-images/lib)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from llama_serving import config, output
+from llama_serving.config import ConfigError, ModelSource, Plan, make_plan, shown_command
+
+from tests.conftest import REPO_ROOT
+
+PORT = 18000
+TAKEN = {8000: "the proxy (external port of llama)", 11111: "service 'portal' (internal_port)"}
+
+
+def plan(**env: str) -> Plan:
+    made = make_plan(env, PORT, TAKEN)
+    assert made is not None
+    return made
+
+
+# LLAMA_ARGS
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('--alias "my model"', ["--alias", "my model"]),
+        ("--alias 'my model' -c 512", ["--alias", "my model", "-c", "512"]),
+        (r"--alias my\ model", ["--alias", "my model"]),
+        ("--port=9000", ["--port", "9000"]),
+        ('--chat-template-kwargs \'{"a": "b=c"}\'', ["--chat-template-kwargs", '{"a": "b=c"}']),
+        ("--alias $(id) `id` ;rm", ["--alias", "$(id)", "`id`", ";rm"]),
+        ("  -c\n512\t", ["-c", "512"]),
+        ("", []),
+    ],
+)
+def test_llama_args_are_split_like_shell_words_and_never_executed(text: str, words: list[str]) -> None:
+    assert config.split_args(text) == words
+
+
+def test_an_unbalanced_quote_is_one_clear_error() -> None:
+    with pytest.raises(ConfigError) as error:
+        make_plan({"LLAMA_MODEL": "/m/x.gguf", "LLAMA_ARGS": '--alias "my model'}, PORT)
+    message = str(error.value)
+    assert message.startswith("LLAMA_ARGS: no closing quotation") and "\n" not in message
+
+
+# Host and port
+
+
+def test_host_and_port_default_to_the_declaration_and_are_always_passed() -> None:
+    made = plan(LLAMA_MODEL="/m/x.gguf")
+    assert made.command()[:5] == ["llama-server", "--host", "127.0.0.1", "--port", "18000"]
+    assert (made.listen.port, made.listen.reach_host) == (18000, "127.0.0.1")
+
+
+@pytest.mark.parametrize("args", ["--port 9000", "--port=9000", "-c 512 --port 8999 --port 9000"])
+def test_a_port_in_llama_args_replaces_the_default(args: str) -> None:
+    made = plan(LLAMA_MODEL="/m/x.gguf", LLAMA_ARGS=args)
+    assert made.listen.port == 9000
+    command = made.command()
+    assert command.count("--port") == args.count("--port")  # theirs, and no second one of ours
+    assert command[-2:] == ["--port", "9000"]
+
+
+def test_llama_servers_own_port_variable_is_honoured_and_passed_explicitly() -> None:
+    made = plan(LLAMA_MODEL="/m/x.gguf", LLAMA_ARG_PORT="9100")
+    assert made.listen.port == 9100 and made.command()[3:5] == ["--port", "9100"]
+
+
+def test_a_host_in_llama_args_is_kept_and_reached_on_loopback() -> None:
+    made = plan(LLAMA_MODEL="/m/x.gguf", LLAMA_ARGS="--host 0.0.0.0")
+    assert made.command().count("--host") == 1 and made.listen.reach_host == "127.0.0.1"
+    assert plan(LLAMA_MODEL="/m/x.gguf", LLAMA_ARGS="--host 10.1.2.3").listen.reach_host == "10.1.2.3"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ("--port abc", "LLAMA_ARGS --port: 'abc' is not a port number"),
+        ("--port 70000", "is not a port number (1-65535)"),
+        ("--port", "LLAMA_ARGS: --port needs a value"),
+        ("--port 8000", "port 8000 is taken by the proxy"),
+        ("--port 11111", "port 11111 is taken by service 'portal'"),
+        ("--host /run/llama.sock", "UNIX socket"),
+        ('--host "a\nb"', "is not a list of addresses or host names"),
+    ],
+)
+def test_a_port_or_host_that_cannot_work_is_refused(args: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_plan({"LLAMA_MODEL": "/m/x.gguf", "LLAMA_ARGS": args}, PORT, TAKEN)
+
+
+# Models
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("org/repo-GGUF", "hf"),
+        ("bartowski/Meta-Llama-3.1-8B-Instruct-GGUF:Q4_K_M", "hf"),
+        ("/models/tiny.gguf", "file"),
+        ("models/tiny.gguf", "file"),
+        ("./tiny", "file"),
+        ("https://example.org/files/tiny.gguf?download=true", "url"),
+        ("HTTP://example.org/tiny.gguf", "url"),
+    ],
+)
+def test_llama_model_names_a_repo_a_file_or_a_url(value: str, kind: str) -> None:
+    assert config.classify(value).kind == kind
+
+
+@pytest.mark.parametrize(
+    "value", ["$(id)", "`id`", "org", "org/repo/extra", "a b/c", "org/repo:Q4 K", "ftp://x/y.gguf"]
+)
+def test_anything_else_in_llama_model_is_refused_and_never_run(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"is not a \.gguf path, an http"):
+        config.classify(value)
+
+
+def test_each_source_becomes_llama_servers_own_option() -> None:
+    assert plan(LLAMA_MODEL="org/repo-GGUF:Q8_0").command()[5:] == ["-hf", "org/repo-GGUF:Q8_0"]
+    assert plan(LLAMA_MODEL="/m/x.gguf").command()[5:] == ["-m", "/m/x.gguf"]
+    from_url = plan(LLAMA_MODEL="https://host/dir/tiny.gguf", LLAMA_CACHE="/c")
+    assert from_url.command()[5] == "-m" and re.fullmatch(r"/c/url/[0-9a-f]{12}-tiny\.gguf", from_url.command()[6])
+    assert from_url.environment() == {"LLAMA_ARG_MODEL_URL": "https://host/dir/tiny.gguf"}  # not in `ps`
+
+
+def test_llama_args_come_last_so_they_override() -> None:
+    assert plan(LLAMA_MODEL="/m/x.gguf", LLAMA_ARGS="-c 256 --alias x").command()[-4:] == ["-c", "256", "--alias", "x"]
+
+
+def test_without_any_model_there_is_no_plan() -> None:
+    assert make_plan({}, PORT) is None
+    assert make_plan({"LLAMA_MODEL": " ", "LLAMA_ARGS": "-c 512"}, PORT) is None
+
+
+@pytest.mark.parametrize(
+    "env", [{"LLAMA_ARGS": "-m /m/x.gguf"}, {"LLAMA_ARGS": "-hf a/b"}, {"LLAMA_ARG_MODEL": "/m/x"}]
+)
+def test_a_model_named_only_in_llama_servers_own_terms_is_started(env: dict[str, str]) -> None:
+    made = make_plan(env, PORT)
+    assert made is not None and not made.router and made.command()[:5] == [
+        "llama-server", "--host", "127.0.0.1", "--port", "18000",
+    ]  # fmt: skip
+
+
+def test_a_models_dir_or_a_list_starts_router_mode() -> None:
+    by_dir = plan(LLAMA_MODELS_DIR="/models")
+    assert by_dir.router and by_dir.command()[5:] == ["--models-max", "1", "--models-dir", "/models"]
+    listed = plan(LLAMA_MODEL="org/a-GGUF, /models/b.gguf,\nhttps://h/c.gguf", LLAMA_MODELS_MAX="2", LLAMA_CACHE="/c")
+    assert listed.router and [s.name for s in listed.sources] == ["org/a-GGUF", "b", "c"]
+    assert listed.command("/run/models.ini")[5:] == ["--models-max", "2", "--models-preset", "/run/models.ini"]
+    preset = listed.preset()
+    assert "[org/a-GGUF]\nhf-repo = org/a-GGUF\n" in preset
+    assert "[b]\nmodel = /models/b.gguf\n" in preset
+    assert re.search(r"\[c\]\nmodel-url = https://h/c.gguf\nmodel = /c/url/[0-9a-f]{12}-c\.gguf\n", preset)
+
+
+def test_two_list_entries_with_one_name_are_refused() -> None:
+    with pytest.raises(ConfigError, match="both be named 'tiny'"):
+        make_plan({"LLAMA_MODEL": "/a/tiny.gguf,/b/tiny.gguf"}, PORT)
+
+
+# Secrets
+
+
+def test_secret_options_move_from_the_arguments_to_llama_servers_environment() -> None:
+    made = plan(LLAMA_MODEL="org/r", LLAMA_ARGS="--api-key k-from-args -hft hf_fromargs --alias a", HF_TOKEN="hf_env")
+    assert made.secrets == {"LLAMA_API_KEY": "k-from-args", "HF_TOKEN": "hf_fromargs"}
+    assert "k-from-args" not in made.command() and "hf_fromargs" not in made.command()
+    assert made.command()[-2:] == ["--alias", "a"]
+    assert plan(LLAMA_MODEL="org/r", LLAMA_API_KEY="k1,k2").secrets == {"LLAMA_API_KEY": "k1,k2"}
+
+
+def test_the_start_line_masks_every_secret() -> None:
+    made = plan(
+        LLAMA_MODEL="https://user:pw-secret@host/tiny.gguf?token=q-secret",
+        LLAMA_ARGS="--api-key=key-secret --hf-token hf_secret",
+        LLAMA_API_KEY="other-key",
+    )
+    line = shown_command(made.command(), made)
+    for secret in ("pw-secret", "q-secret", "key-secret", "hf_secret", "other-key"):
+        assert secret not in line
+    assert "pw-secret" not in " ".join(made.command())
+    assert line.endswith(
+        "(environment: HF_TOKEN=***, LLAMA_API_KEY=***, LLAMA_ARG_MODEL_URL=https://user:***@host/tiny.gguf?***)"
+    )
+
+
+def test_log_lines_are_masked_including_llama_servers_own_key_tail() -> None:
+    made = plan(LLAMA_MODEL="org/r", LLAMA_API_KEY="first-key,second-key", HF_TOKEN="hf_abcdefgh")
+    text = "keys first-key and second-key, token hf_abcdefgh; srv init: api_keys: ****-key"
+    assert config.mask(text, made.secret_values()) == "keys *** and ***, token ***; srv init: api_keys: ****"
+
+
+# Retries
+
+
+def test_retry_defaults_are_small_and_the_readme_states_them() -> None:
+    defaults = plan(LLAMA_MODEL="/m/x.gguf").retries
+    assert (defaults.attempts, defaults.delay, defaults.stall_timeout) == (3, 5.0, 300.0)
+    assert [defaults.delay_after(n) for n in (1, 2)] == [5.0, 10.0]
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for variable, value in (("LLAMA_START_ATTEMPTS", "3"), ("LLAMA_RETRY_DELAY", "5"), ("LLAMA_STALL_TIMEOUT", "300")):
+        assert re.search(rf"^\| `{variable}` \| `{value}` \|", readme, re.MULTILINE), variable
+    assert re.search(r"^\| `LLAMA_MODELS_MAX` \| `1` \|", readme, re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    "env", [{"LLAMA_START_ATTEMPTS": "0"}, {"LLAMA_RETRY_DELAY": "soon"}, {"LLAMA_MODELS_MAX": "-1"}]
+)
+def test_bad_retry_settings_are_refused_by_name(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match=next(iter(env))):
+        make_plan({"LLAMA_MODEL": "/m/x.gguf", **env}, PORT)
+
+
+# llama-server's output (lines captured from the bundled build 11669)
+
+
+def test_download_progress_is_read_from_its_progress_bar() -> None:
+    segment = "\x1b[1A\x1b[2KDownloading tiny-Q8_0.gguf \u2595\u2588\u2588   \u258f  42%\x1b[K\x1b[1B"
+    assert output.progress(segment) == output.Progress("tiny-Q8_0.gguf", 42)
+    assert output.progress("0.00.039.617 I srv    load_model: loading model 'org/repo-GGUF'") is None
+    assert output.split_output("a\rb\nc") == (["a", "b"], "c")
+
+
+@pytest.mark.parametrize(
+    ("lines", "cause"),
+    [
+        (
+            [
+                "0.00.036.696 E llama_model_load: error loading model: tensor 'blk.0.ffn_gate.weight' data is not "
+                "within the file bounds, model is corrupted or incomplete",
+                "0.00.036.729 E llama_model_load_from_file_impl: failed to load model",
+                "0.00.037.327 E srv  llama_server: exiting due to model loading error",
+            ],
+            "llama_model_load: error loading model: tensor 'blk.0.ffn_gate.weight' data is not within the file "
+            "bounds, model is corrupted or incomplete",
+        ),
+        (
+            [
+                "0.00.015.817 W api_get: invalid token, authentication disabled",
+                "0.00.017.394 E get_repo_commit: error: GET failed (401): Access to model org/r is restricted.",
+                "0.00.019.749 E llama_model_load_from_file_impl: exactly one out metadata, path_model, and file "
+                "must be defined",
+            ],
+            "get_repo_commit: error: GET failed (401): Access to model org/r is restricted.",
+        ),
+        (["error: invalid argument: --bogus", "usage:"], "error: invalid argument: --bogus"),
+        (["0.00.001.461 I srv  llama_server: initializing ..."], None),
+    ],
+)
+def test_the_cause_of_a_failed_start_is_its_first_real_error(lines: list[str], cause: str | None) -> None:
+    assert output.failure_cause(lines) == cause
+
+
+def test_refused_arguments_are_final() -> None:
+    assert output.is_argument_error(['error while handling argument "--port": stoi'])
+    assert not output.is_argument_error(["0.00.1.2 E common_pull_file: download failed"])
+
+
+def test_router_mode_reports_which_models_are_loaded() -> None:
+    models = {
+        "data": [
+            {"id": "alpha", "status": {"value": "loaded"}},
+            {"id": "beta", "status": {"value": "unloaded"}},
+            {"id": "gamma", "status": {"value": "loading"}},
+        ]
+    }
+    assert output.router_summary(models) == "serving 3 models (loaded: alpha; loading: gamma)"
+    assert output.router_summary({"data": [{"id": "a", "status": {"value": "unloaded"}}]}) == (
+        "serving 1 model (none loaded)"
+    )
+
+
+def test_model_names_in_router_mode() -> None:
+    assert ModelSource("file", "/m/dir/alpha.gguf").name == "alpha"
+    assert ModelSource("url", "https://h/x/beta.gguf?dl=1").name == "beta"
+    assert ModelSource("hf", "org/r:Q8_0").name == "org/r:Q8_0"
