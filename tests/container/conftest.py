@@ -12,6 +12,7 @@ from typing import Any
 
 import docker
 import pytest
+from llama_runtime.services import Service, load_services
 
 from llama_images.engine import LOCAL_REGISTRY
 from tests.conftest import REPO_ROOT
@@ -29,6 +30,30 @@ def image_ref(repository: str, tag: str) -> str:
 
 def namespace_args() -> tuple[str, ...]:
     return ("--namespace", TEST_NAMESPACE) if TEST_NAMESPACE else ()
+
+
+# The image the README's quick-start command builds; most container tests run it.
+CPU_IMAGE = image_ref("llama-cpp", "b11669-cpu")
+# Where the llama-cpp image's services are declared: the base's files, then the derivative's.
+DECLARATION_DIRS = (
+    REPO_ROOT / "base-image/ROOT/etc/llama-images/services.d",
+    REPO_ROOT / "derivatives/llama-cpp/ROOT/etc/llama-images/services.d",
+)
+
+
+def declared_services() -> tuple[Service, ...]:
+    """The llama-cpp image's services, read from the one declaration the image ships."""
+    services: list[Service] = []
+    for directory in DECLARATION_DIRS:
+        services += load_services(directory, directory / "no-runtime-overrides", {}).services
+    return tuple(sorted(services, key=lambda s: s.external_port))
+
+
+def loopback_ports(ports: tuple[int, ...] | None = None) -> dict[str, tuple[str, None]]:
+    """docker run -p 127.0.0.1::PORT for each (default: every declared external port): Docker
+    picks the host port, on loopback only."""
+    chosen = ports if ports is not None else tuple(s.external_port for s in declared_services())
+    return {f"{port}/tcp": ("127.0.0.1", None) for port in chosen}
 
 
 def invoke(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
@@ -83,3 +108,21 @@ def wait_for(check: Callable[[], bool], seconds: float, what: str, container: An
         time.sleep(0.5)
     logs = container.logs().decode(errors="replace")[-3000:]
     pytest.fail(f"{what} within {seconds} s; container log:\n{logs}")
+
+
+@pytest.fixture
+def run_container(main_build: Any, client: Any) -> Iterator[Callable[..., Any]]:
+    """Starts the CPU image (every declared external port published on loopback unless `ports`
+    is given); removes what it started after the test."""
+    assert main_build.returncode == 0, main_build.stdout[-3000:] + main_build.stderr[-3000:]
+    started: list[Any] = []
+
+    def run(**kwargs: Any) -> Any:
+        kwargs.setdefault("ports", loopback_ports())
+        container = client.containers.run(CPU_IMAGE, detach=True, **kwargs)
+        started.append(container)
+        return container
+
+    yield run
+    for container in started:
+        container.remove(force=True)

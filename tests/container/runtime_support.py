@@ -11,17 +11,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tests.container.conftest import exec_text, image_ref, wait_for
+from tests.container.conftest import declared_services, exec_text, wait_for
 
-CPU_IMAGE = image_ref("llama-cpp", "b11669-cpu")
 TOKEN = "test-token-0123456789"
-EXTERNAL_PORTS = (1111, 8000, 8080)
+# External port -> the path that answers 200 once its service is ready, as declared.
+READY_PATHS = {s.external_port: s.health_path or s.path for s in declared_services()}
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
-
-
-def loopback_ports(ports: tuple[int, ...] = EXTERNAL_PORTS) -> dict[str, tuple[str, None]]:
-    """docker run -p 127.0.0.1::PORT for each: Docker picks the host port, on loopback only."""
-    return {f"{port}/tcp": ("127.0.0.1", None) for port in ports}
 
 
 def host_port(container: Any, port: int) -> int:

@@ -9,34 +9,18 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.container.conftest import exec_text, image_ref, invoke, wait_for
+from tests.container.conftest import CPU_IMAGE, exec_text, invoke, wait_for
 from tests.support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.container
-
-CPU_IMAGE = image_ref("llama-cpp", "b11669-cpu")
-
-
-@pytest.fixture
-def run_container(client: Any) -> Iterator[Callable[..., Any]]:
-    started: list[Any] = []
-
-    def run(**kwargs: Any) -> Any:
-        container = client.containers.run(CPU_IMAGE, detach=True, **kwargs)
-        started.append(container)
-        return container
-
-    yield run
-    for container in started:
-        container.remove(force=True)
 
 
 def supervisor_is_up(container: Any) -> bool:

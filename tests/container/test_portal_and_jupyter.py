@@ -22,12 +22,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import REPO_ROOT
+from tests.container.conftest import CPU_IMAGE, loopback_ports
 from tests.container.runtime_support import (
-    CPU_IMAGE,
     TOKEN,
     bearer,
     host_port,
-    loopback_ports,
     request,
     wait_answering,
 )

@@ -18,12 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.container.conftest import exec_text, wait_for
+from tests.container.conftest import CPU_IMAGE, exec_text, loopback_ports, wait_for
 from tests.container.runtime_support import (
-    CPU_IMAGE,
     TOKEN,
     bearer,
-    loopback_ports,
     program_states,
     request,
     wait_answering,
@@ -93,20 +91,6 @@ def with_index(main_build: Any, client: Any, served_files: Path) -> Iterator[Cal
 
     yield run
     for container in reversed(started):
-        container.remove(force=True)
-
-
-@pytest.fixture
-def run_container(main_build: Any, client: Any) -> Iterator[Callable[..., Any]]:
-    started: list[Any] = []
-
-    def run(**kwargs: Any) -> Any:
-        container = client.containers.run(CPU_IMAGE, detach=True, ports=loopback_ports(), **kwargs)
-        started.append(container)
-        return container
-
-    yield run
-    for container in started:
         container.remove(force=True)
 
 

@@ -17,14 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.container.conftest import exec_text, wait_for
+from tests.container.conftest import CPU_IMAGE, exec_text, loopback_ports, wait_for
 from tests.container.runtime_support import (
     BROWSER,
-    CPU_IMAGE,
+    READY_PATHS,
     TOKEN,
     basic,
     bearer,
-    loopback_ports,
     program_states,
     request,
     stream_lines,
@@ -36,7 +35,6 @@ from tests.support.tiny_gguf import write_tiny_llama_gguf
 pytestmark = pytest.mark.container
 
 # Port -> a path that answers 200 there when authenticated.
-READY_PATHS = {1111: "/api/health", 8000: "/health", 8080: "/api"}
 
 
 @pytest.fixture(scope="module")
@@ -62,21 +60,6 @@ def served(main_build: Any, client: Any, models: Path) -> Iterator[Any]:
             wait_answering(container, port, path)
         yield container
     finally:
-        container.remove(force=True)
-
-
-@pytest.fixture
-def run_container(main_build: Any, client: Any) -> Iterator[Callable[..., Any]]:
-    started: list[Any] = []
-
-    def run(**kwargs: Any) -> Any:
-        kwargs.setdefault("ports", loopback_ports())
-        container = client.containers.run(CPU_IMAGE, detach=True, **kwargs)
-        started.append(container)
-        return container
-
-    yield run
-    for container in started:
         container.remove(force=True)
 
 

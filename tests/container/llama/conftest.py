@@ -9,7 +9,8 @@ from typing import Any
 import docker
 import pytest
 
-from tests.container.llama.support import CPU_IMAGE, Llama, Models, bridge_gateway, make_models
+from tests.container.conftest import CPU_IMAGE
+from tests.container.llama.support import Llama, Models, bridge_gateway, make_models
 from tests.support.fake_hf_hub import FakeHub
 
 

@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.container.conftest import exec_text, image_ref
+from tests.container.conftest import CPU_IMAGE, exec_text
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
-CPU_IMAGE = image_ref("llama-cpp", "b11669-cpu")
 INTERNAL_PORT = 18000
 STATUS_FILE = "/run/llama-images/status/llama"
 # Short retry timings for tests that wait for FATAL; the production defaults are tested on their own.

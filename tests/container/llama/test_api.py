@@ -15,8 +15,9 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.container.llama.support import CPU_IMAGE, FAST_RETRIES, Llama, Models, bridge_gateway
-from tests.container.runtime_support import TOKEN, bearer, host_port, loopback_ports, request
+from tests.container.conftest import CPU_IMAGE, loopback_ports
+from tests.container.llama.support import FAST_RETRIES, Llama, Models, bridge_gateway
+from tests.container.runtime_support import TOKEN, bearer, host_port, request
 from tests.support.fake_hf_hub import FakeHub
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 

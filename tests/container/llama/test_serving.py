@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.container.llama.support import CPU_IMAGE, FAST_RETRIES, Llama, Models, model_ids
+from tests.container.conftest import CPU_IMAGE
+from tests.container.llama.support import FAST_RETRIES, Llama, Models, model_ids
 
 pytestmark = pytest.mark.container
 
