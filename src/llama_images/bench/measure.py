@@ -197,9 +197,9 @@ def render_bake(ctx: Context, checkout: Path, namespace: str, log_file: Path) ->
     return bake
 
 
-def run_bake(checkout: Path, bake: Mapping[str, Any], log_file: Path, extra: Sequence[str] = ()) -> float:
+def run_bake(checkout: Path, bake: Mapping[str, Any], log_file: Path) -> float:
     """`docker buildx bake` as `invoke build` runs it (buildx.bake_command, --load), timed."""
-    command = [*buildx.bake_command(load=True, push=False, reads=buildx.secret_files(bake)), *extra]
+    command = buildx.bake_command(load=True, push=False, reads=buildx.secret_files(bake))
     return timed(lambda: run(command, cwd=checkout, input_text=json.dumps(bake), log_file=log_file))
 
 
@@ -324,15 +324,16 @@ def measure_update(ctx: Context) -> dict[str, Any]:
         ("llama.cpp release bump", "release", None),
     ]
     for label, kind, path in changes:
-        extra: list[str] = []
+        built = bake
         if path is not None:
             with (checkout / path).open("a", encoding="utf-8") as script:
                 script.write(f"# benchmark edit {ctx.run_id}\n")
         else:
             # The CPU flavor's release is the one Debian carries, so a bump is simulated: the
             # install stage runs again (new package files, new layer) and nothing else changes.
-            extra = ["--set", f"{name}.no-cache-filter={LLAMA_STAGE}"]
-        seconds = run_bake(checkout, bake, logs, extra)
+            built = json.loads(json.dumps(bake))
+            built["target"][name]["no-cache-filter"] = [LLAMA_STAGE]
+        seconds = run_bake(checkout, built, logs)
         after = saved_layers(image)
         delta = layer_math.pull_delta(before, after)
         ctx.log(

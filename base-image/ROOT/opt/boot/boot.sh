@@ -72,6 +72,18 @@ for log in "${LLAMA_IMAGES_LOG_DIR}"/supervisor/*.log "${LLAMA_IMAGES_LOG_DIR}/p
     [[ -f ${log} ]] && printf '%s\t%s\n' "$(stat -c %s "${log}")" "${log}"
 done >/run/llama-images/boot/log-offsets
 
+# supervisord starts its programs after its first wait on the control socket, which lasts a full
+# second unless something arrives: one request as soon as the socket listens starts them at once
+# (docs/benchmarks.md, boot to healthy). Detached, so tini reaps it, not supervisord.
+nudge_supervisord() {
+    for _ in {1..150}; do
+        curl -s -o /dev/null --max-time 1 --unix-socket /run/supervisor.sock http://localhost/boot-nudge && return 0
+        sleep 0.02
+    done
+    return 1
+}
+(nudge_supervisord &)
+
 config=/etc/supervisor/supervisord.conf
 if ((EUID != 0)); then
     # supervisord.conf says user=root (no warning about running as root); another uid, which

@@ -8,10 +8,12 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from . import health, logs, proxy, supervisor
-from .compat import compat_decision, read_driver_cuda, read_gpu_names
+# Each command imports only what it uses: boot runs several of them before the services start,
+# and every import is on that path (docs/benchmarks.md, boot to healthy).
+from . import proxy
 from .services import load_services
 
 STATE_DIR = Path("/var/lib/llama-images")
@@ -137,6 +139,8 @@ def render_proxy(output: Path) -> int:
 
 
 def run_healthcheck() -> int:
+    from . import health, supervisor
+
     loaded = load_services(environ=os.environ)
     try:
         programs = supervisor.states()
@@ -149,6 +153,35 @@ def run_healthcheck() -> int:
     if not found:
         print("healthy")
     return 1 if found else 0
+
+
+# Supervisor states of a program that is still trying to come up (or is up).
+TRYING = {"STARTING", "RUNNING", "BACKOFF"}
+
+
+def wait_essential(timeout: float, poll: float = 0.2) -> int:
+    """Wait until every enabled essential service answers on its internal port, or its program
+    has stopped trying (stopped, exited, FATAL), at most `timeout` seconds. Programs that only
+    share the machine (JupyterLab, whose start keeps a core busy for seconds) start after the API
+    instead of against it (docs/benchmarks.md, boot to healthy). Always exits 0."""
+    import time
+    import xmlrpc.client
+
+    from . import health, supervisor
+
+    deadline = time.monotonic() + timeout
+    essential = [s for s in load_services(environ=os.environ).services if s.essential and s.enabled]
+    while True:
+        waiting = [s for s in essential if not health.port_answers(s.host, s.internal_port, timeout=poll)]
+        if waiting:
+            try:
+                programs = supervisor.states()
+            except (OSError, xmlrpc.client.Error):
+                programs = {}
+            waiting = [s for s in waiting if programs.get(s.program or "", {}).get("statename", "RUNNING") in TRYING]
+        if not waiting or time.monotonic() >= deadline:
+            return 0
+        time.sleep(poll)
 
 
 def print_services(field: str | None) -> int:
@@ -168,6 +201,8 @@ def print_services(field: str | None) -> int:
 
 def cuda_compat() -> int:
     """One log line with the decision; prints the library directory to use (or nothing)."""
+    from .compat import compat_decision, read_driver_cuda, read_gpu_names
+
     image_cuda = os.environ.get("CUDA_VERSION", "")
     decision = compat_decision(
         driver_cuda=read_driver_cuda(),
@@ -192,17 +227,24 @@ def main(argv: list[str] | None = None) -> int:
     services = commands.add_parser("services", help="print the loaded service declaration as JSON")
     services.add_argument("--field", help="print one value, e.g. llama.internal_port")
     commands.add_parser("follow-logs", help="copy the services' log files to stdout")
+    wait = commands.add_parser("wait-essential", help="wait until the essential services answer (or stop trying)")
+    wait.add_argument("--timeout", type=float, default=10.0, help="seconds at most (default 10)")
     commands.add_parser("cuda-compat", help="decide whether to use CUDA forward-compat libraries")
     args = parser.parse_args(argv)
-    if args.command == "setup-token":
-        return setup_token()
-    if args.command == "render-proxy":
-        return render_proxy(args.output)
-    if args.command == "healthcheck":
-        return run_healthcheck()
-    if args.command == "services":
-        return print_services(args.field)
-    if args.command == "follow-logs":
-        logs.follow()
-        return 0
-    return cuda_compat()
+    commands_run: dict[str, Callable[[], int]] = {
+        "setup-token": setup_token,
+        "render-proxy": lambda: render_proxy(args.output),
+        "healthcheck": run_healthcheck,
+        "services": lambda: print_services(args.field),
+        "wait-essential": lambda: wait_essential(args.timeout),
+        "follow-logs": follow_logs,
+        "cuda-compat": cuda_compat,
+    }
+    return commands_run[args.command]()
+
+
+def follow_logs() -> int:
+    from . import logs
+
+    logs.follow()
+    return 0
