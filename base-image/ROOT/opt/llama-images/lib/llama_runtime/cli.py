@@ -155,10 +155,6 @@ def run_healthcheck() -> int:
     return 1 if found else 0
 
 
-# Supervisor states of a program that is still trying to come up (or is up).
-TRYING = {"STARTING", "RUNNING", "BACKOFF"}
-
-
 def wait_essential(timeout: float, poll: float = 0.2) -> int:
     """Wait until every enabled essential service answers on its internal port, or its program
     has stopped trying (stopped, exited, FATAL), at most `timeout` seconds. Programs that only
@@ -170,18 +166,20 @@ def wait_essential(timeout: float, poll: float = 0.2) -> int:
     from . import health, supervisor
 
     deadline = time.monotonic() + timeout
-    essential = [s for s in load_services(environ=os.environ).services if s.essential and s.enabled]
-    while True:
-        waiting = [s for s in essential if not health.port_answers(s.host, s.internal_port, timeout=poll)]
-        if waiting:
-            try:
-                programs = supervisor.states()
-            except (OSError, xmlrpc.client.Error):
-                programs = {}
-            waiting = [s for s in waiting if programs.get(s.program or "", {}).get("statename", "RUNNING") in TRYING]
-        if not waiting or time.monotonic() >= deadline:
-            return 0
+    services = load_services(environ=os.environ).services
+
+    def answers(host: str, port: int) -> bool:
+        return health.port_answers(host, port, timeout=poll)
+
+    def programs() -> dict[str, dict[str, object]]:
+        try:
+            return supervisor.states()
+        except (OSError, xmlrpc.client.Error):
+            return {}
+
+    while health.waiting_for(services, answers, programs) and time.monotonic() < deadline:
         time.sleep(poll)
+    return 0
 
 
 def print_services(field: str | None) -> int:

@@ -58,3 +58,22 @@ def problems(
         ):
             found.append(f"{service.name}: RUNNING but port {service.internal_port} does not answer")
     return found
+
+
+# Supervisor states of a program that is still trying to come up (or is up).
+TRYING = frozenset({"STARTING", "RUNNING", "BACKOFF"})
+
+
+def waiting_for(
+    services: tuple[Service, ...],
+    answers: Callable[[str, int], bool],
+    programs: Callable[[], Mapping[str, Mapping[str, Any]]],
+) -> list[Service]:
+    """The enabled essential services whose internal port does not answer yet while their
+    program is still trying (a program that stopped, exited or is FATAL is not waited for;
+    Supervisor is asked only when some port is silent)."""
+    silent = [s for s in services if s.essential and s.enabled and not answers(s.host, s.internal_port)]
+    if not silent:
+        return []
+    states = programs()
+    return [s for s in silent if states.get(s.program or "", {}).get("statename", "RUNNING") in TRYING]
