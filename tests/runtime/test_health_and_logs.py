@@ -73,3 +73,5 @@ def test_jupyter_waits_for_essential_services_that_are_still_coming_up() -> None
     for state in ("FATAL", "EXITED", "STOPPED"):
         assert waiting_for(services, lambda h, p: p != 18000, programs(llama=state)) == []
     assert waiting_for(services, lambda h, p: p != 18000, programs(llama="BACKOFF")) == [LLAMA]
+    # The portal waits for the others, not for itself.
+    assert waiting_for(services, lambda h, p: False, programs(), exclude="portal") == [LLAMA]

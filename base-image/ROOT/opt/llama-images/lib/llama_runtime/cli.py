@@ -155,30 +155,12 @@ def run_healthcheck() -> int:
     return 1 if found else 0
 
 
-def wait_essential(timeout: float, poll: float = 0.2) -> int:
-    """Wait until every enabled essential service answers on its internal port, or its program
-    has stopped trying (stopped, exited, FATAL), at most `timeout` seconds. Programs that only
-    share the machine (JupyterLab, whose start keeps a core busy for seconds) start after the API
-    instead of against it (docs/benchmarks.md, boot to healthy). Always exits 0."""
-    import time
-    import xmlrpc.client
+def wait_essential(timeout: float) -> int:
+    """Wait until the essential services answer or stop trying, `timeout` seconds at most
+    (JupyterLab's start, jupyter.sh). Always exits 0."""
+    from .health import wait_for_essential
 
-    from . import health, supervisor
-
-    deadline = time.monotonic() + timeout
-    services = load_services(environ=os.environ).services
-
-    def answers(host: str, port: int) -> bool:
-        return health.port_answers(host, port, timeout=poll)
-
-    def programs() -> dict[str, dict[str, object]]:
-        try:
-            return supervisor.states()
-        except (OSError, xmlrpc.client.Error):
-            return {}
-
-    while health.waiting_for(services, answers, programs) and time.monotonic() < deadline:
-        time.sleep(poll)
+    wait_for_essential(timeout)
     return 0
 
 
@@ -241,8 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     return commands_run[args.command]()
 
 
+# How long the portal and the log copier let llama-server start first, at most.
+API_FIRST_SECONDS = 3.0
+
+
 def follow_logs() -> int:
     from . import logs
+    from .health import wait_for_essential
 
+    # Like the portal (which waits itself), it lets the API start first. Nothing is lost
+    # meanwhile: the copy starts where each log stood when boot began.
+    wait_for_essential(API_FIRST_SECONDS, exclude="portal")
     logs.follow()
     return 0
