@@ -204,7 +204,10 @@ def test_sequential_builds_are_one_build_per_bake_target_in_dependency_order() -
     assert base[base.index("--tag") + 1] == "docker.io/ns/base-image:x"
     assert "org.opencontainers.image.title=t" in base
     contexts = [image[i + 1] for i, arg in enumerate(image) if arg == "--build-context"]
-    assert contexts == ["ns/base-image:x=docker-image://docker.io/ns/bench-packages:run", "base-overlay=base-image/ROOT"]
+    assert contexts == [
+        "ns/base-image:x=docker-image://docker.io/ns/bench-packages:run",
+        "base-overlay=base-image/ROOT",
+    ]
     assert image[image.index("--secret") + 1] == "id=pipcert,src=/ca.pem"
     assert all(command[:4] == ["docker", "buildx", "build", "--load"] for command in commands)
 
@@ -272,6 +275,14 @@ def test_verdicts_report_each_miss() -> None:
     assert not any(v["met"] for v in report.verdicts(missed))
 
 
+def test_errors_of_the_direct_path_alone_are_llama_servers_not_the_proxys() -> None:
+    found = results()
+    found["load"]["rows"][0]["direct"]["errors"] = 300
+    errors = next(v for v in report.verdicts(found) if v["name"] == "proxy errors")
+    assert errors["met"]
+    assert errors["measured"] == "0 through the proxy, 0 at 64 streams (300 direct)"
+
+
 def test_a_script_edit_slower_than_a_tenth_of_the_cold_build_misses() -> None:
     slow = results()
     slow["update"]["steps"][0]["fraction_of_cold"] = 0.1
@@ -280,9 +291,12 @@ def test_a_script_edit_slower_than_a_tenth_of_the_cold_build_misses() -> None:
 
 def test_the_table_shows_every_measurement_and_the_targets() -> None:
     text = report.render(results(machine={"cores": 2, "memory_gib": 23.4, "kernel": "6.1", "engine": "28.5.2"}))
-    for expected in ("machine: 2 cores", "1. Update pull delta", "base script edit", "30.0 kB", "5.0%",
-                     "2. Matrix build", "0.50x", "3. Boot to healthy", "+0.50 s", "4. Proxy under load",
-                     "0.95x", "+1.50", "5. Image size", "800.0 MB", "4.00x", "255.0 MB", "Targets (issue 8)"):  # fmt: skip
+    expected_parts = (
+        *("machine: 2 cores", "1. Update pull delta", "base script edit", "30.0 kB", "5.0%", "2. Matrix build"),
+        *("0.50x", "3. Boot to healthy", "+0.50 s", "4. Proxy under load", "0.95x", "+1.50", "5. Image size"),
+        *("800.0 MB", "4.00x", "255.0 MB", "Targets (issue 8)"),
+    )
+    for expected in expected_parts:
         assert expected in text, expected
     assert "MISSED" not in text
     only_boot = report.render({"boot": results()["boot"]})

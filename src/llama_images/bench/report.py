@@ -79,13 +79,17 @@ def verdicts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             all(r["p50_added_ms"] < LOAD_MAX_P50_ADDED_MS for r in rows),
         )
         streams = [r for r in rows if r["kind"] == "stream" and r["concurrency"] == max(r["concurrency"] for r in rows)]
-        errors = sum(r[path]["errors"] for r in rows for path in ("proxy", "direct"))
+        proxy_errors = sum(r["proxy"]["errors"] for r in rows)
+        direct_errors = sum(r["direct"]["errors"] for r in rows)
         stream_errors = sum(r["proxy"]["errors"] for r in streams)
+        # The direct path's errors are llama-server's own (it drops a kept-alive connection after
+        # a streamed response): shown, but the target is what a user meets, through the proxy.
         add(
             "proxy errors",
-            "none (zero at 64 concurrent streams)",
-            f"{errors} in all, {stream_errors} at {streams[0]['concurrency'] if streams else '?'} streams",
-            errors == 0 and bool(streams),
+            "none through the proxy (zero at 64 concurrent streams)",
+            f"{proxy_errors} through the proxy, {stream_errors} at {streams[0]['concurrency'] if streams else '?'} "
+            f"streams ({direct_errors} direct)",
+            proxy_errors == 0 and bool(streams),
         )
     return found
 
