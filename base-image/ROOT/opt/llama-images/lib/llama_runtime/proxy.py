@@ -223,10 +223,11 @@ IDEMPOTENT = ["GET", "HEAD", "OPTIONS"]
 
 
 def upstream_routes(service: Service) -> list[dict[str, Any]]:
-    """The service behind the proxy. Other requests (POST: generations, often streamed) each go
-    on a fresh connection: llama-server closes a connection after a streamed response without
-    saying so, and a request sent on it in that instant fails (a 503 to the client), while a
-    POST must not be sent twice. GET and friends reuse connections (Caddy retries those)."""
+    """The service behind the proxy. Requests other than GET, HEAD and OPTIONS (POST: generations,
+    often streamed) each go on a fresh connection: llama-server closes a connection after a
+    streamed response without saying so, a request sent on it in that instant fails (a 503 to
+    the client), and a POST must not be sent twice. GET and friends reuse connections (Go's HTTP
+    client, inside Caddy, sends those again when a kept-alive connection turns out closed)."""
     proxy = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"{service.host}:{service.internal_port}"}],
