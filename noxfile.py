@@ -87,3 +87,16 @@ def lock(session: nox.Session) -> None:
             "uv", "pip", "compile", "--quiet", "--universal", "--python-version", "3.12", "--generate-hashes",
             "--custom-compile-command", "nox -s lock", str(source), "-o", str(source.with_suffix(".txt")),
         )  # fmt: skip
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Issue 8's benchmarks of the CPU image (docs/benchmarks.md): update pull delta, matrix build,
+    boot to healthy, proxy under load, image size. Prints a table, writes build/bench/results.json.
+    Not part of `lint test`. Options after --, e.g. `nox -s bench -- --only boot,load`."""
+    session.install("-e", ".[dev]")
+    from llama_images.engine import engine_problem
+
+    if engine_problem() is not None and os.geteuid() == 0:
+        session.run("invoke", "engine")
+    session.run("python", "-m", "llama_images.bench", *session.posargs)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from llama_runtime.health import problems
+from llama_runtime.health import problems, waiting_for
 from llama_runtime.logs import render_progress, tail
 from llama_runtime.services import Service
 
@@ -48,3 +49,29 @@ def test_carriage_return_progress_renders_as_its_last_state(tmp_path: Path) -> N
     log = tmp_path / "x.log"
     log.write_bytes(b"a" * 100 + b"\nline\n 1%\r 2%\r")
     assert tail(log, max_bytes=20) == "line\n 2%"
+
+
+PORTAL = Service("portal", "Instance Portal", 1111, 11111, program="portal", essential=True)
+
+
+def test_jupyter_waits_for_essential_services_that_are_still_coming_up() -> None:
+    asked: list[bool] = []
+
+    def programs(**states: str) -> Callable[[], dict[str, dict[str, str]]]:
+        def read() -> dict[str, dict[str, str]]:
+            asked.append(True)
+            return running("proxy", "llama", "portal", **states)
+
+        return read
+
+    services = (LLAMA, PORTAL, JUPYTER)
+    assert waiting_for(services, lambda h, p: True, programs()) == []
+    assert asked == []  # every port answers: Supervisor is not asked
+    assert waiting_for(services, lambda h, p: p != 18000, programs()) == [LLAMA]
+    assert waiting_for(services, lambda h, p: False, programs()) == [LLAMA, PORTAL]
+    # A program that gave up or ended (no model configured) is not waited for; Jupyter never is.
+    for state in ("FATAL", "EXITED", "STOPPED"):
+        assert waiting_for(services, lambda h, p: p != 18000, programs(llama=state)) == []
+    assert waiting_for(services, lambda h, p: p != 18000, programs(llama="BACKOFF")) == [LLAMA]
+    # The portal waits for the others, not for itself.
+    assert waiting_for(services, lambda h, p: False, programs(), exclude="portal") == [LLAMA]

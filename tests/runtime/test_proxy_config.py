@@ -34,8 +34,16 @@ def test_one_server_per_enabled_service_listening_on_its_external_port() -> None
         "srv-portal": [":1111"],
         "srv-llama": [":8000"],
     }
-    proxy = servers(config)["srv-llama"]["routes"][-1]["handle"][0]  # type: ignore[index]
-    assert proxy == {"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:18000"}], "flush_interval": -1}
+    upstream = servers(config)["srv-llama"]["routes"][-1]["handle"][0]  # type: ignore[index]
+    proxy = {"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:18000"}], "flush_interval": -1}
+    fresh_connection = {"protocol": "http", "keep_alive": {"enabled": False}}
+    assert upstream["handler"] == "subroute"
+    # POSTs (generations, streamed or not) on a fresh connection each; GET and friends reuse them.
+    assert upstream["routes"] == [
+        {"match": [{"not": [{"method": ["GET", "HEAD", "OPTIONS"]}]}], "handle": [{**proxy, "transport":
+         fresh_connection}], "terminal": True},
+        {"handle": [proxy]},
+    ]  # fmt: skip
     assert config["admin"] == {"disabled": True, "config": {"persist": False}}
 
 

@@ -2,7 +2,7 @@
 # Container entrypoint (PID 1 is tini). In order:
 #   1. check that /run and /tmp are writable (one line naming what to mount if not)
 #   2. store the access token root-only and drop it from the environment services inherit
-#   3. CUDA forward compatibility decision (one line)
+#   3. CUDA forward compatibility decision (one line), while 2 runs
 #   4. every /etc/boot.d/*.sh in lexical order; a failing step is logged and boot goes on
 #   5. render the proxy config from the service declaration, then supervisord in the foreground
 # Arguments, if any, replace supervisord (e.g. `docker run IMAGE bash`).
@@ -38,7 +38,10 @@ if [[ ${LLAMA_IMAGES_LOG_DIR} != /var/log ]]; then
     say "[boot] /var/log is read-only: logs are kept in ${LLAMA_IMAGES_LOG_DIR} (tmpfs) for this boot"
 fi
 
-"${runtime}" setup-token 2>&1 | tee -a "${boot_log}"
+# The token is stored while the CUDA decision and the boot steps run (each is a Python start on
+# the way to the first answer); the proxy config, rendered after them, is the first to need it.
+"${runtime}" setup-token > >(tee -a "${boot_log}") 2>&1 &
+token_stored=$!
 # Only the proxy (through its root-only config) and the portal (root-only file) need the token.
 unset OPEN_BUTTON_TOKEN WEB_PASSWORD
 
@@ -60,6 +63,7 @@ for step in /etc/boot.d/*.sh; do
     fi
 done
 
+wait "${token_stored}"
 if ! "${runtime}" render-proxy 2>&1 | tee -a "${boot_log}"; then
     say "[boot] FAILED: the proxy config could not be rendered; the proxy will not start"
 fi
@@ -71,6 +75,18 @@ fi
 for log in "${LLAMA_IMAGES_LOG_DIR}"/supervisor/*.log "${LLAMA_IMAGES_LOG_DIR}/provisioning.log"; do
     [[ -f ${log} ]] && printf '%s\t%s\n' "$(stat -c %s "${log}")" "${log}"
 done >/run/llama-images/boot/log-offsets
+
+# supervisord starts its programs after its first wait on the control socket, which lasts a full
+# second unless something arrives: one request as soon as the socket listens starts them at once
+# (docs/benchmarks.md, boot to healthy). Detached, so tini reaps it, not supervisord.
+nudge_supervisord() {
+    for _ in {1..150}; do
+        curl -s -o /dev/null --max-time 1 --unix-socket /run/supervisor.sock http://localhost/boot-nudge && return 0
+        sleep 0.02
+    done
+    return 1
+}
+(nudge_supervisord &)
 
 config=/etc/supervisor/supervisord.conf
 if ((EUID != 0)); then

@@ -12,6 +12,9 @@ if [[ ${ENABLE_JUPYTER:-true} == false ]]; then
     exit 0
 fi
 rm -f "${status}"
+# The API first: JupyterLab's start keeps a core busy for seconds, so it waits until the essential
+# services (llama-server, the portal) answer or stop trying, 10 s at most.
+/opt/llama-images/bin/llama-runtime wait-essential --timeout 10 || true
 mkdir -p /workspace 2>/dev/null || true
 # The port follows the declaration (a runtime override may move it).
 port="$(/opt/llama-images/bin/llama-runtime services --field jupyter.internal_port)"

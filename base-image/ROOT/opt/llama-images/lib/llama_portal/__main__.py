@@ -2,10 +2,16 @@
 
 import os
 
-import uvicorn
+from llama_runtime.health import wait_for_essential
 from llama_runtime.services import load_services
 
-from .app import app
+# The API first: the portal's own start (importing its web framework) would take the CPU from
+# llama-server's; 3 s at most, so a long model download does not keep the portal away.
+wait_for_essential(3.0, exclude="portal")
+
+import uvicorn  # noqa: E402
+
+from .app import app  # noqa: E402
 
 service = load_services(environ=os.environ).by_name()["portal"]
 # No access log: request lines would only repeat what the proxy already checked.

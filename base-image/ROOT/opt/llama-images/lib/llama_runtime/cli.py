@@ -8,10 +8,12 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from . import health, logs, proxy, supervisor
-from .compat import compat_decision, read_driver_cuda, read_gpu_names
+# Each command imports only what it uses: boot runs several of them before the services start,
+# and every import is on that path (docs/benchmarks.md, boot to healthy).
+from . import proxy
 from .services import load_services
 
 STATE_DIR = Path("/var/lib/llama-images")
@@ -137,6 +139,8 @@ def render_proxy(output: Path) -> int:
 
 
 def run_healthcheck() -> int:
+    from . import health, supervisor
+
     loaded = load_services(environ=os.environ)
     try:
         programs = supervisor.states()
@@ -149,6 +153,15 @@ def run_healthcheck() -> int:
     if not found:
         print("healthy")
     return 1 if found else 0
+
+
+def wait_essential(timeout: float) -> int:
+    """Wait until the essential services answer or stop trying, `timeout` seconds at most
+    (JupyterLab's start, jupyter.sh). Always exits 0."""
+    from .health import wait_for_essential
+
+    wait_for_essential(timeout)
+    return 0
 
 
 def print_services(field: str | None) -> int:
@@ -168,6 +181,8 @@ def print_services(field: str | None) -> int:
 
 def cuda_compat() -> int:
     """One log line with the decision; prints the library directory to use (or nothing)."""
+    from .compat import compat_decision, read_driver_cuda, read_gpu_names
+
     image_cuda = os.environ.get("CUDA_VERSION", "")
     decision = compat_decision(
         driver_cuda=read_driver_cuda(),
@@ -192,17 +207,32 @@ def main(argv: list[str] | None = None) -> int:
     services = commands.add_parser("services", help="print the loaded service declaration as JSON")
     services.add_argument("--field", help="print one value, e.g. llama.internal_port")
     commands.add_parser("follow-logs", help="copy the services' log files to stdout")
+    wait = commands.add_parser("wait-essential", help="wait until the essential services answer (or stop trying)")
+    wait.add_argument("--timeout", type=float, default=10.0, help="seconds at most (default 10)")
     commands.add_parser("cuda-compat", help="decide whether to use CUDA forward-compat libraries")
     args = parser.parse_args(argv)
-    if args.command == "setup-token":
-        return setup_token()
-    if args.command == "render-proxy":
-        return render_proxy(args.output)
-    if args.command == "healthcheck":
-        return run_healthcheck()
-    if args.command == "services":
-        return print_services(args.field)
-    if args.command == "follow-logs":
-        logs.follow()
-        return 0
-    return cuda_compat()
+    commands_run: dict[str, Callable[[], int]] = {
+        "setup-token": setup_token,
+        "render-proxy": lambda: render_proxy(args.output),
+        "healthcheck": run_healthcheck,
+        "services": lambda: print_services(args.field),
+        "wait-essential": lambda: wait_essential(args.timeout),
+        "follow-logs": follow_logs,
+        "cuda-compat": cuda_compat,
+    }
+    return commands_run[args.command]()
+
+
+# How long the portal and the log copier let llama-server start first, at most.
+API_FIRST_SECONDS = 3.0
+
+
+def follow_logs() -> int:
+    from . import logs
+    from .health import wait_for_essential
+
+    # Like the portal (which waits itself), it lets the API start first. Nothing is lost
+    # meanwhile: the copy starts where each log stood when boot began.
+    wait_for_essential(API_FIRST_SECONDS, exclude="portal")
+    logs.follow()
+    return 0

@@ -58,3 +58,52 @@ def problems(
         ):
             found.append(f"{service.name}: RUNNING but port {service.internal_port} does not answer")
     return found
+
+
+# Supervisor states of a program that is still trying to come up (or is up).
+TRYING = frozenset({"STARTING", "RUNNING", "BACKOFF"})
+
+
+def waiting_for(
+    services: tuple[Service, ...],
+    answers: Callable[[str, int], bool],
+    programs: Callable[[], Mapping[str, Mapping[str, Any]]],
+    exclude: str | None = None,
+) -> list[Service]:
+    """The enabled essential services (but `exclude`) whose internal port does not answer yet
+    while their program is still trying (a program that stopped, exited or is FATAL is not
+    waited for; Supervisor is asked only when some port is silent)."""
+    silent = [
+        s for s in services if s.essential and s.enabled and s.name != exclude and not answers(s.host, s.internal_port)
+    ]
+    if not silent:
+        return []
+    states = programs()
+    return [s for s in silent if states.get(s.program or "", {}).get("statename", "RUNNING") in TRYING]
+
+
+def wait_for_essential(timeout: float, exclude: str | None = None, poll: float = 0.2) -> None:
+    """Block until `waiting_for` is empty, at most `timeout` seconds. The API first: programs
+    that are not on its path (the portal, the log copier, JupyterLab) start after llama-server
+    answers instead of against it for the CPU (docs/benchmarks.md, boot to healthy)."""
+    import os
+    import time
+    import xmlrpc.client
+
+    from . import supervisor
+    from .services import load_services
+
+    deadline = time.monotonic() + timeout
+    services = load_services(environ=os.environ).services
+
+    def answers(host: str, port: int) -> bool:
+        return port_answers(host, port, timeout=poll)
+
+    def programs() -> dict[str, dict[str, Any]]:
+        try:
+            return supervisor.states()
+        except (OSError, xmlrpc.client.Error):
+            return {}
+
+    while waiting_for(services, answers, programs, exclude) and time.monotonic() < deadline:
+        time.sleep(poll)

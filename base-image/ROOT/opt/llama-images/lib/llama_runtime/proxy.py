@@ -218,20 +218,32 @@ def unavailable_routes(service: Service, status_dir: Path) -> list[dict[str, Any
     ]
 
 
+# Methods that may be sent again on another connection when a kept-alive one turns out closed.
+IDEMPOTENT = ["GET", "HEAD", "OPTIONS"]
+
+
+def upstream_routes(service: Service) -> list[dict[str, Any]]:
+    """The service behind the proxy. Requests other than GET, HEAD and OPTIONS (POST: generations,
+    often streamed) each go on a fresh connection: llama-server closes a connection after a
+    streamed response without saying so, a request sent on it in that instant fails (a 503 to
+    the client), and a POST must not be sent twice. GET and friends reuse connections (Go's HTTP
+    client, inside Caddy, sends those again when a kept-alive connection turns out closed)."""
+    proxy = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": f"{service.host}:{service.internal_port}"}],
+        # Stream every write at once: server-sent events and token streams.
+        "flush_interval": -1,
+    }
+    fresh = {**proxy, "transport": {"protocol": "http", "keep_alive": {"enabled": False}}}
+    return [
+        {"match": [{"not": [{"method": IDEMPOTENT}]}], "handle": [fresh], "terminal": True},
+        {"handle": [proxy]},
+    ]
+
+
 def server(service: Service, auth: Auth, tls: Tls | None, status_dir: Path) -> dict[str, Any]:
     routes = auth_routes(auth, tls is not None) if auth.protects(service.external_port) else []
-    routes.append(
-        {
-            "handle": [
-                {
-                    "handler": "reverse_proxy",
-                    "upstreams": [{"dial": f"{service.host}:{service.internal_port}"}],
-                    # Stream every write at once: server-sent events and token streams.
-                    "flush_interval": -1,
-                }
-            ]
-        }
-    )
+    routes.append({"handle": [{"handler": "subroute", "routes": upstream_routes(service)}]})
     found: dict[str, Any] = {
         "listen": [f":{service.external_port}"],
         "routes": routes,

@@ -17,7 +17,6 @@ Stdlib only: this runs with the image's own python3 (>= 3.11).
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import json
 import os
@@ -30,8 +29,6 @@ import sys
 import termios
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +95,8 @@ def current_plan(env: Mapping[str, str]) -> Plan | None:
 
 def startsecs() -> float:
     """Supervisor's `startsecs` for this program (llama.conf), so exits land on the right side."""
+    import configparser
+
     parser = configparser.RawConfigParser(inline_comment_prefixes=(";",))
     with contextlib.suppress(OSError, configparser.Error, ValueError):
         parser.read(SUPERVISOR_PROGRAM)
@@ -364,6 +363,11 @@ class Watch:
 
     def health(self) -> int:
         """HTTP status of /health, 0 when nothing answers."""
+        # Imported here, after llama-server is started: urllib is a tenth of the launcher's
+        # start-up, which is on the way to the first answer (docs/benchmarks.md).
+        import urllib.error
+        import urllib.request
+
         url = f"http://{host_for_url(self.plan.listen.reach_host)}:{self.plan.listen.port}/health"
         try:
             with urllib.request.urlopen(url, timeout=2) as answer:
@@ -374,6 +378,8 @@ class Watch:
             return 0
 
     def router_summary(self) -> str | None:
+        import urllib.request
+
         url = f"http://{host_for_url(self.plan.listen.reach_host)}:{self.plan.listen.port}/v1/models"
         request = urllib.request.Request(url)
         key = self.plan.secrets.get("LLAMA_API_KEY", "").split(",")[0].strip()

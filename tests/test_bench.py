@@ -1,0 +1,310 @@
+"""The benchmark's pure parts: statistics, hey's output, layer deltas, the table and the targets.
+The benchmark itself runs only in `nox -s bench` (it asserts no timings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llama_images.bench import layers, load, report, stats
+from llama_images.bench.measure import bench_matrix, sequential_builds
+from llama_images.matrix import load_matrix
+from tests.conftest import REPO_ROOT
+
+# ---- statistics ----------------------------------------------------------------------------
+
+
+def test_percentiles_interpolate_between_ranks() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]
+    assert stats.median(values) == 2.5
+    assert stats.percentile(values, 0) == 1.0
+    assert stats.percentile(values, 100) == 4.0
+    assert stats.percentile(list(range(1, 101)), 99) == pytest.approx(99.01)
+    assert stats.median([7.0]) == 7.0
+
+
+def test_percentile_refuses_nothing_and_out_of_range() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        stats.percentile([], 50)
+    with pytest.raises(ValueError, match="outside"):
+        stats.percentile([1.0], 101)
+
+
+def test_a_ratio_against_zero_is_none() -> None:
+    assert stats.ratio(3.0, 2.0) == 1.5
+    assert stats.ratio(3.0, 0.0) is None
+
+
+def test_load_summary_pools_latencies_and_takes_the_median_throughput() -> None:
+    runs = [
+        stats.LoadSample(latencies=(0.001, 0.002), errors=0, seconds=1.0),  # 2 rps
+        stats.LoadSample(latencies=(0.003, 0.004), errors=1, seconds=0.5),  # 4 rps
+        stats.LoadSample(latencies=(0.005, 0.006), errors=0, seconds=0.2),  # 10 rps
+    ]
+    summary = stats.summarize(runs)
+    assert summary.requests == 7
+    assert summary.errors == 1
+    assert summary.requests_per_second == 4.0
+    assert summary.p50_ms == pytest.approx(3.5)
+    assert summary.p99_ms == pytest.approx(5.95)
+
+
+# ---- hey -----------------------------------------------------------------------------------
+
+HEY_CSV = """response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset
+0.0020,0.0001,0.0000,0.0000,0.0018,0.0001,200,0.0001
+0.0030,0.0000,0.0000,0.0000,0.0029,0.0001,200,0.0022
+0.0040,0.0000,0.0000,0.0000,0.0039,0.0001,503,0.0053
+"""
+
+
+def test_hey_csv_counts_non_2xx_and_missing_answers_as_errors() -> None:
+    sample = load.parse_hey_csv(HEY_CSV, requested=4)
+    assert sample.latencies == (0.002, 0.003)
+    assert sample.errors == 2  # the 503, and the request hey got no answer for
+    assert sample.seconds == pytest.approx(0.0093)  # the last answer's start offset + its latency
+    assert sample.requests == 4
+
+
+def test_hey_csv_with_no_answer_at_all() -> None:
+    sample = load.parse_hey_csv(HEY_CSV.splitlines()[0] + "\n", requested=8)
+    assert sample.latencies == ()
+    assert sample.errors == 8
+
+
+def test_other_csv_is_refused() -> None:
+    with pytest.raises(ValueError, match="not hey"):
+        load.parse_hey_csv("a,b\n1,2\n", requested=1)
+
+
+def test_request_counts_are_fixed_multiples_of_the_concurrency() -> None:
+    health, completion, _ = load.KINDS
+    for kind in load.KINDS:
+        for concurrency in load.CONCURRENCY:
+            count = load.request_count(kind, concurrency)
+            assert count % concurrency == 0
+            assert count >= load.MIN_REQUESTS
+    assert load.request_count(health, 64) == 2560
+    assert load.request_count(completion, 1) == 400
+
+
+def test_hey_command_sends_the_same_request_to_either_path() -> None:
+    _, _, stream = load.KINDS
+    command = load.hey_command("http://127.0.0.1:8000/v1/completions", stream, 64, {"Authorization": "Bearer t"})
+    assert command[:5] == ["hey", "-n", "640", "-c", "64"]
+    assert command[command.index("-H") + 1] == "Authorization: Bearer t"
+    assert json.loads(command[command.index("-d") + 1]) == {"prompt": load.PROMPT, "max_tokens": 8, "stream": True}
+    assert command[-1] == "http://127.0.0.1:8000/v1/completions"
+
+
+# ---- layers --------------------------------------------------------------------------------
+
+
+def layout(layer_sizes: list[tuple[str, int]], history: list[dict[str, Any]]) -> tuple[dict[str, Any], Any]:
+    """An OCI layout like docker save writes: index.json -> image index -> manifests."""
+    documents = {
+        "sha256:config": {"history": history},
+        "sha256:amd64": {"config": {"digest": "sha256:config"},
+                         "layers": [{"digest": d, "size": s} for d, s in layer_sizes]},
+        "sha256:arm64": {"config": {"digest": "sha256:other"}, "layers": []},
+        "sha256:index": {"manifests": [
+            {"digest": "sha256:arm64", "platform": {"architecture": "arm64", "os": "linux"}},
+            {"digest": "sha256:amd64", "platform": {"architecture": "amd64", "os": "linux"}},
+        ]},
+    }  # fmt: skip
+    return {"manifests": [{"digest": "sha256:index"}]}, documents.__getitem__
+
+
+def test_layers_of_the_platform_are_named_by_the_steps_that_made_them() -> None:
+    index, blob = layout(
+        [("sha256:a", 100), ("sha256:b", 20)],
+        [{"created_by": "ADD rootfs.tar / # buildkit"}, {"created_by": "ENV X=1", "empty_layer": True},
+         {"created_by": "/bin/bash -o pipefail -c apt-get   update\n && install"}],
+    )  # fmt: skip
+    manifest = layers.platform_manifest(index, blob, "amd64")
+    found = layers.image_layers(manifest, blob(manifest["config"]["digest"]))
+    assert [(layer.index, layer.digest, layer.size) for layer in found] == [(0, "sha256:a", 100), (1, "sha256:b", 20)]
+    assert [layer.created_by for layer in found] == ["ADD rootfs.tar /", "apt-get update && install"]
+    with pytest.raises(ValueError, match="no riscv64 image"):
+        layers.platform_manifest(index, blob, "riscv64")
+
+
+def test_history_that_does_not_line_up_names_no_step() -> None:
+    manifest = {"layers": [{"digest": "sha256:a", "size": 1}]}
+    found = layers.image_layers(manifest, {"history": []})
+    assert found[0].created_by == ""
+
+
+def layer(index: int, digest: str, size: int, uncompressed: int | None = None) -> layers.Layer:
+    return layers.Layer(index, digest, size, f"step {index}", uncompressed)
+
+
+def test_pull_delta_is_the_blobs_the_old_image_lacks() -> None:
+    old = [layer(0, "sha256:base", 1000), layer(1, "sha256:llama", 500), layer(2, "sha256:overlay", 20)]
+    new = [layer(0, "sha256:base", 1000), layer(1, "sha256:llama", 500), layer(2, "sha256:overlay2", 25)]
+    delta = layers.pull_delta(old, new)
+    assert [item.index for item in delta.changed] == [2]
+    assert delta.bytes == 25
+    assert delta.as_json()["changed_layers"] == 1
+    assert delta.as_json()["total_layers"] == 3
+    # A blob the user already holds is not pulled again, wherever it sits.
+    moved = [layer(0, "sha256:overlay", 20), layer(1, "sha256:base", 1000)]
+    assert layers.pull_delta(old, moved).bytes == 0
+    assert layers.pull_delta(old, old).changed == ()
+
+
+def test_largest_layers_by_unpacked_size() -> None:
+    found = layers.with_uncompressed(
+        [layer(0, "sha256:a", 10), layer(1, "sha256:b", 30), layer(2, "sha256:c", 20)],
+        {"sha256:a": 100, "sha256:b": 40, "sha256:c": 90},
+    )
+    assert [item.digest for item in layers.largest(found, 2)] == ["sha256:a", "sha256:c"]
+    assert found[0].as_json()["uncompressed_bytes"] == 100
+
+
+# ---- matrices and sequential builds ---------------------------------------------------------
+
+
+def test_bench_matrix_is_n_cpu_targets_on_one_base(tmp_path: Path) -> None:
+    text = bench_matrix(REPO_ROOT, "docker.io/someone/upstream:run1", 3)
+    path = tmp_path / "matrix.yaml"
+    path.write_text(text, encoding="utf-8")
+    matrix = load_matrix(path)  # the project's own validation accepts it
+    assert [u.image for u in matrix.upstreams.values()] == ["docker.io/someone/upstream:run1"]
+    assert sorted(yaml.safe_load(text)["flavors"]) == ["cpu", "cpu2", "cpu3"]
+    assert all(u.platforms == ("linux/amd64",) for u in matrix.upstreams.values())
+
+
+BAKE = {
+    "group": {"default": {"targets": ["base_x", "cpu_x_b1"]}},
+    "target": {
+        "cpu_x_b1": {"context": "derivatives/llama-cpp", "dockerfile": "Dockerfile", "platforms": ["linux/amd64"],
+                     "args": {"BASE_IMAGE": "ns/base-image:x"}, "tags": ["docker.io/ns/llama-cpp:b1-cpu"],
+                     "contexts": {"ns/base-image:x": "target:base-packages_x", "base-overlay": "base-image/ROOT"},
+                     "secret": ["id=pipcert,src=/ca.pem"]},
+        "base_x": {"context": "base-image", "dockerfile": "Dockerfile", "target": "base", "platforms": ["linux/amd64"],
+                   "args": {"UPSTREAM_IMAGE": "u:1"}, "tags": ["docker.io/ns/base-image:x"],
+                   "labels": {"org.opencontainers.image.title": "t"}},
+        "base-packages_x": {"context": "base-image", "dockerfile": "Dockerfile", "target": "packages",
+                            "platforms": ["linux/amd64"], "args": {"UPSTREAM_IMAGE": "u:1"}},
+    },
+}  # fmt: skip
+
+
+def test_sequential_builds_are_one_build_per_bake_target_in_dependency_order() -> None:
+    commands = sequential_builds(BAKE, "docker.io/ns/bench-packages:run")
+    assert [command[-1] for command in commands] == ["base-image", "base-image", "derivatives/llama-cpp"]
+    packages, base, image = commands
+    assert packages[packages.index("--target") + 1] == "packages"
+    assert packages[packages.index("--tag") + 1] == "docker.io/ns/bench-packages:run"
+    assert base[base.index("--tag") + 1] == "docker.io/ns/base-image:x"
+    assert "org.opencontainers.image.title=t" in base
+    contexts = [image[i + 1] for i, arg in enumerate(image) if arg == "--build-context"]
+    assert contexts == [
+        "ns/base-image:x=docker-image://docker.io/ns/bench-packages:run",
+        "base-overlay=base-image/ROOT",
+    ]
+    assert image[image.index("--secret") + 1] == "id=pipcert,src=/ca.pem"
+    assert all(command[:4] == ["docker", "buildx", "build", "--load"] for command in commands)
+
+
+# ---- the report ----------------------------------------------------------------------------
+
+
+def results(**changes: Any) -> dict[str, Any]:
+    def step(name: str, kind: str, size: int, fraction: float, indexes: list[int]) -> dict[str, Any]:
+        return {"name": name, "kind": kind, "seconds": 1.0, "fraction_of_cold": fraction, "allowed_layers": [6, 7, 8],
+                "delta": {"bytes": size, "changed_layers": len(indexes), "total_layers": 9,
+                          "layers": [{"index": i, "bytes": size} for i in indexes]}}  # fmt: skip
+
+    summary = {"requests": 400, "errors": 0, "requests_per_second": 100.0, "p50_ms": 1.0, "p99_ms": 2.0}
+    found: dict[str, Any] = {
+        "update": {"image": "i", "cold_seconds": 100.0, "cached_seconds": 1.0, "steps": [
+            step("base script edit", "script", 30_000, 0.05, [7]),
+            step("llama.cpp release bump", "release", 40_000_000, 0.3, [6]),
+        ]},
+        "matrix": {"targets": 3, "bake_seconds": 50.0, "sequential_seconds": 100.0, "sequential_builds": 5,
+                   "ratio": 0.5},
+        "boot": {"runs": 5, "image_seconds": [1.0] * 5, "bare_seconds": [0.5] * 5, "image_median_seconds": 1.0,
+                 "bare_median_seconds": 0.5, "added_seconds": 0.5, "ratio": 2.0, "phases": {"boot started": 0.1}},
+        "load": {"repeats": 1, "rows": report.load_rows({
+            ("stream", 64, "proxy"): {**summary, "requests_per_second": 95.0, "p50_ms": 2.5},
+            ("stream", 64, "direct"): summary,
+        })},
+        "size": {"image": {"ref": "a", "uncompressed_bytes": 800e6, "compressed_bytes": 200e6, "layers": 9},
+                 "minimal": {"ref": "b", "uncompressed_bytes": 200e6, "compressed_bytes": 80e6, "layers": 2},
+                 "ratio_uncompressed": 4.0, "ratio_compressed": 2.5,
+                 "largest_layers": [{"index": 4, "bytes": 70e6, "uncompressed_bytes": 255e6, "created_by": "COPY"}]},
+    }  # fmt: skip
+    found.update(changes)
+    return found
+
+
+def test_load_rows_pair_proxy_and_direct() -> None:
+    (row,) = results()["load"]["rows"]
+    assert row["throughput_ratio"] == 0.95
+    assert row["p50_added_ms"] == 1.5
+
+
+def test_verdicts_hold_each_figure_against_its_target() -> None:
+    found = {v["name"]: v["met"] for v in report.verdicts(results())}
+    assert found == {
+        "update: base script edit": True,
+        "update: llama.cpp release bump": True,
+        "matrix build": True,
+        "boot to healthy": True,  # exactly 0.5 s added: "at most"
+        "proxy throughput": True,
+        "proxy p50 latency": True,
+        "proxy errors": True,
+    }
+
+
+def test_verdicts_report_each_miss() -> None:
+    missed = results()
+    missed["update"]["steps"][0]["delta"]["bytes"] = 2_000_000
+    missed["update"]["steps"][1]["delta"]["layers"] = [{"index": 2, "bytes": 1}, {"index": 6, "bytes": 1}]
+    missed["matrix"]["ratio"] = 0.61
+    missed["boot"]["added_seconds"] = 0.51
+    missed["load"]["rows"][0]["throughput_ratio"] = 0.89
+    missed["load"]["rows"][0]["p50_added_ms"] = 2.0
+    missed["load"]["rows"][0]["proxy"]["errors"] = 1
+    assert not any(v["met"] for v in report.verdicts(missed))
+
+
+def test_errors_of_the_direct_path_alone_are_llama_servers_not_the_proxys() -> None:
+    found = results()
+    found["load"]["rows"][0]["direct"]["errors"] = 300
+    errors = next(v for v in report.verdicts(found) if v["name"] == "proxy errors")
+    assert errors["met"]
+    assert errors["measured"] == "0 through the proxy, 0 at 64 streams (300 direct)"
+
+
+def test_a_script_edit_slower_than_a_tenth_of_the_cold_build_misses() -> None:
+    slow = results()
+    slow["update"]["steps"][0]["fraction_of_cold"] = 0.1
+    assert not report.verdicts(slow)[0]["met"]
+
+
+def test_the_table_shows_every_measurement_and_the_targets() -> None:
+    text = report.render(results(machine={"cores": 2, "memory_gib": 23.4, "kernel": "6.1", "engine": "28.5.2"}))
+    expected_parts = (
+        *("machine: 2 cores", "1. Update pull delta", "base script edit", "30.0 kB", "5.0%", "2. Matrix build"),
+        *("0.50x", "3. Boot to healthy", "+0.50 s", "4. Proxy under load", "0.95x", "+1.50", "5. Image size"),
+        *("800.0 MB", "4.00x", "255.0 MB", "Targets (issue 8)"),
+    )
+    for expected in expected_parts:
+        assert expected in text, expected
+    assert "MISSED" not in text
+    only_boot = report.render({"boot": results()["boot"]})
+    assert "1. Update" not in only_boot and "3. Boot" in only_boot
+
+
+def test_human_bytes() -> None:
+    assert report.human_bytes(999) == "999 B"
+    assert report.human_bytes(33_000) == "33.0 kB"
+    assert report.human_bytes(38_000_000) == "38.0 MB"
+    assert report.human_bytes(1.61e9) == "1.6 GB"
