@@ -27,6 +27,10 @@ ALIAS = "tiny-chat"
 # "yes", then only the end of the text is allowed: a reply that stops by itself.
 YES = {"grammar": 'root ::= "yes"'}
 KEEP_GOING = {"ignore_eos": True}  # a random model could end any reply early
+# Letters and spaces only: every token is then whole characters. A random model's first token can
+# be half a UTF-8 character, and llama-server then leaves out the stream's opening role chunk
+# (seen directly on its internal port too).
+ASCII_ONLY = {"grammar": "root ::= [a-z ]+"}
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +110,7 @@ def test_health_and_models_with_curl(served: Llama) -> None:
 
 def test_a_streamed_chat_with_curl_is_framed_as_server_sent_events(served: Llama) -> None:
     payload = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "stream": True,
-               "stream_options": {"include_usage": True}, **KEEP_GOING}  # fmt: skip
+               "stream_options": {"include_usage": True}, **KEEP_GOING, **ASCII_ONLY}  # fmt: skip
     code, body = curl(served, "/v1/chat/completions", *post_json(payload))
     assert code == 0
     events = [event for event in body.split("\n\n") if event.strip()]
@@ -115,7 +119,7 @@ def test_a_streamed_chat_with_curl_is_framed_as_server_sent_events(served: Llama
     chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-1]]
     assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
     assert len({chunk["id"] for chunk in chunks}) == 1
-    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[0]["choices"][0]["delta"].get("role") == "assistant", body
     finishing = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert finishing == ["length"]
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 5
