@@ -223,12 +223,22 @@ http.server.ThreadingHTTPServer(("127.0.0.1", 17000), Events).serve_forever()
 def test_server_sent_events_arrive_through_the_proxy_as_they_are_produced(
     run_container: Callable[..., Any],
 ) -> None:
-    # A link-only service from PORTAL_CONFIG, served by a small event source inside the container.
+    # A link-only service from PORTAL_CONFIG, served by a small event source inside the container;
+    # a malformed entry beside it is logged with what is wrong and skipped.
     container = run_container(
-        environment={"OPEN_BUTTON_TOKEN": TOKEN, "PORTAL_CONFIG": "localhost:7000:17000:/:Events"},
+        environment={"OPEN_BUTTON_TOKEN": TOKEN, "PORTAL_CONFIG": "localhost:7000:17000:/:Events|nonsense"},
         ports=loopback_ports((7000,)),
     )
     wait_running(container, "proxy")
+    wait_for(
+        lambda: (
+            "PORTAL_CONFIG entry 2 'nonsense': expected host:external_port:internal_port:path:Label; skipped"
+            in container.logs().decode(errors="replace")
+        ),
+        30,
+        "the malformed PORTAL_CONFIG entry was not reported",
+        container,
+    )
     container.exec_run(["python3", "-c", EVENTS_SERVER], detach=True)
     wait_answering(container, 7000, "/")
     arrivals = [(t, line) for t, line in stream_lines(container, 7000, "/", bearer()) if line.startswith(b"data:")]

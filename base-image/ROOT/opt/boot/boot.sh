@@ -2,9 +2,10 @@
 # Container entrypoint (PID 1 is tini). In order:
 #   1. check that /run and /tmp are writable (one line naming what to mount if not)
 #   2. store the access token root-only and drop it from the environment services inherit
-#   3. CUDA forward compatibility decision (one line), while 2 runs
+#   3. CUDA forward compatibility decision (one line), while 2 and 4 run
 #   4. every /etc/boot.d/*.sh in lexical order; a failing step is logged and boot goes on
-#   5. render the proxy config from the service declaration, then supervisord in the foreground
+#   5. supervisord in the foreground; its program "proxy" renders the proxy config from the
+#      service declaration (boot steps' overrides included) as it starts Caddy
 # Arguments, if any, replace supervisord (e.g. `docker run IMAGE bash`).
 set -uo pipefail
 
@@ -45,9 +46,11 @@ token_stored=$!
 # Only the proxy (through its root-only config) and the portal (root-only file) need the token.
 unset OPEN_BUTTON_TOKEN WEB_PASSWORD
 
-if compat_dir="$("${runtime}" cuda-compat 2> >(tee -a "${boot_log}" >&2))" && [[ -n ${compat_dir} ]]; then
-    export LD_LIBRARY_PATH="${compat_dir}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
-fi
+# The decision is a Python start too: it runs beside the boot steps (none of them needs the
+# compat libraries); its answer is read before Supervisor starts the services.
+compat_answer=/run/llama-images/boot/cuda-compat
+"${runtime}" cuda-compat >"${compat_answer}" 2> >(tee -a "${boot_log}" >&2) &
+compat_decided=$!
 
 shopt -s nullglob
 for step in /etc/boot.d/*.sh; do
@@ -63,10 +66,11 @@ for step in /etc/boot.d/*.sh; do
     fi
 done
 
-wait "${token_stored}"
-if ! "${runtime}" render-proxy 2>&1 | tee -a "${boot_log}"; then
-    say "[boot] FAILED: the proxy config could not be rendered; the proxy will not start"
+if wait "${compat_decided}" && compat_dir="$(<"${compat_answer}")" && [[ -n ${compat_dir} ]]; then
+    export LD_LIBRARY_PATH="${compat_dir}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
 fi
+# The proxy's config is rendered from the token file as the proxy starts.
+wait "${token_stored}"
 
 if (($#)); then
     exec "$@"
