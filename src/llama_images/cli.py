@@ -272,8 +272,7 @@ def finish_publishing(request: Request, plan: Plan, metadata: Mapping[str, Any],
     for target in plan.targets:
         digest = (metadata.get(bake_name(target.id)) or {}).get("containerimage.digest", "")
         published.append(Published(target.image, str(digest), target.platforms))
-    skipped = tuple(Skipped(s.target, s.image, s.platforms, s.reason) for s in plan.skipped)
-    report = Report(status_of(published, []), tuple(published), skipped, run_url=gitinfo.run_url())
+    report = Report(status_of(published, []), tuple(published), plan.skipped, run_url=gitinfo.run_url())
     emit_report(report, report_file, "Build llama.cpp images")
 
 
@@ -356,8 +355,7 @@ def plan_jobs(root: Path, values: Mapping[str, Any]) -> None:
         write_file("--output", output, text)
     else:
         sys.stdout.write(text)
-    skipped_report = tuple(Skipped(s.target, s.image, s.platforms, s.reason) for s in plan.skipped)
-    summary = summary_markdown(Report("planned", (), skipped_report), "Publishing plan")
+    summary = summary_markdown(Report("planned", (), plan.skipped), "Publishing plan")
     summary += "".join(f"- job `{job.name}`: `{job.image}` on {job.platform}\n" for job in jobs)
     write_actions(
         {"publish": "true" if jobs else "false", "matrix": compact_json(strategy_matrix(jobs)),

@@ -16,6 +16,7 @@ from .matrix import LATEST, SOURCE_RELEASE_TARBALL, Matrix, load_matrix
 from .options import Selection
 from .publishing import by_digest
 from .releases import Fetcher, Release, look_up_pinned, resolve_latest, unavailable_platforms
+from .report import Skipped
 from .targets import BaseTarget, ImageTarget, Target, apply_overrides, expand, select
 
 
@@ -33,21 +34,11 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Skip:
-    """A target (or some of its platforms) left out of a run, and why."""
-
-    target: str
-    image: str
-    platforms: tuple[str, ...]
-    reason: str
-
-
-@dataclass(frozen=True)
 class Plan:
     matrix: Matrix
     targets: tuple[Target, ...]
     releases: dict[str, Release]
-    skipped: tuple[Skip, ...] = field(default=())
+    skipped: tuple[Skipped, ...] = field(default=())
 
     @property
     def bake_names(self) -> dict[str, str]:
@@ -115,14 +106,14 @@ def check_overrides_apply(selection: Selection, selected: Sequence[Target]) -> N
 
 def drop_unavailable(
     targets: Sequence[Target], releases: dict[str, Release], skip: bool
-) -> tuple[tuple[Target, ...], list[Skip]]:
+) -> tuple[tuple[Target, ...], list[Skipped]]:
     """Narrow each tarball target to the platforms its release has a tarball for.
 
     Without `skip` any missing tarball is an error naming every missing asset; with it the
     platforms (or whole targets) are left out and reported.
     """
     kept: list[Target] = []
-    skipped: list[Skip] = []
+    skipped: list[Skipped] = []
     errors: list[str] = []
     for target in targets:
         if not isinstance(target, ImageTarget) or target.release not in releases:
@@ -135,7 +126,7 @@ def drop_unavailable(
         for platform, reason in missing.items():
             errors.append(f"{target.id} ({platform}): {reason}")
         reasons = sorted(set(missing.values()))
-        skipped.append(Skip(target.id, target.image, tuple(missing), "; ".join(reasons)))
+        skipped.append(Skipped(target.id, target.image, tuple(missing), "; ".join(reasons)))
         remaining = tuple(p for p in target.platforms if p not in missing)
         if remaining:
             kept.append(replace(target, platforms=remaining))
@@ -149,14 +140,14 @@ def drop_unavailable(
 
 def drop_published(
     targets: Sequence[Target], published: Callable[[str], bool]
-) -> tuple[tuple[Target, ...], list[Skip]]:
+) -> tuple[tuple[Target, ...], list[Skipped]]:
     """Leave out image targets whose tag the registry already has; a failed week is retried next
     week, and an old release is not rebuilt."""
     kept: list[Target] = []
-    skipped: list[Skip] = []
+    skipped: list[Skipped] = []
     for target in targets:
         if isinstance(target, ImageTarget) and published(target.image):
-            skipped.append(Skip(target.id, target.image, target.platforms, "already published"))
+            skipped.append(Skipped(target.id, target.image, target.platforms, "already published"))
         else:
             kept.append(target)
     return tuple(kept), skipped

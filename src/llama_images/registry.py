@@ -79,17 +79,22 @@ def tag_exists(image: str) -> bool:
     raise RegistryError(f"cannot tell whether {image} is published: {detail[0]}")
 
 
-def inspect_raw(image: str) -> dict[str, Any]:
+def imagetools_inspect(image: str, *options: str, failure: str) -> Any:
+    """`docker buildx imagetools inspect` of `image` with `options`, its JSON output parsed."""
     result = subprocess.run(
-        ["docker", "buildx", "imagetools", "inspect", "--raw", image],
+        ["docker", "buildx", "imagetools", "inspect", *options, image],
         check=False,
         capture_output=True,
         text=True,
         timeout=120,
     )
     if result.returncode != 0:
-        raise RegistryError(f"cannot inspect {image}: {result.stderr.strip()[-500:]}")
-    manifest: dict[str, Any] = json.loads(result.stdout)
+        raise RegistryError(f"{failure}: {result.stderr.strip()[-500:]}")
+    return json.loads(result.stdout)
+
+
+def inspect_raw(image: str) -> dict[str, Any]:
+    manifest: dict[str, Any] = imagetools_inspect(image, "--raw", failure=f"cannot inspect {image}")
     return manifest
 
 
@@ -117,13 +122,7 @@ def create_tag(image: str, sources: Sequence[str], builder: str | None = None) -
     result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise RegistryError(f"could not create {image}: {result.stderr.strip()[-1000:]}")
-    digest = subprocess.run(
-        ["docker", "buildx", "imagetools", "inspect", "--format", "{{json .Manifest}}", image],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    manifest = imagetools_inspect(
+        image, "--format", "{{json .Manifest}}", failure=f"created {image} but cannot read it back"
     )
-    if digest.returncode != 0:
-        raise RegistryError(f"created {image} but cannot read it back: {digest.stderr.strip()[-500:]}")
-    return str(json.loads(digest.stdout)["digest"])
+    return str(manifest["digest"])

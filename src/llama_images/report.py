@@ -30,6 +30,8 @@ class Published:
 
 @dataclass(frozen=True)
 class Skipped:
+    """A target (or some of its platforms) left out of a run, and why."""
+
     target: str
     image: str
     platforms: tuple[str, ...]

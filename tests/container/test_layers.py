@@ -8,7 +8,6 @@ checkout itself is never touched. Everything but the edited overlay comes from t
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from llama_images.bench.measure import copy_checkout
 from llama_images.buildx import secret_files
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import invoke, namespace_args
@@ -24,20 +24,6 @@ pytestmark = pytest.mark.container
 
 TARGET = "cpu_debian-forky_b11669"
 TAG = "llama-images-test/layers"
-
-
-def copy_checkout(destination: Path) -> Path:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for name in files:
-        source = REPO_ROOT / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    return destination
 
 
 def build(checkout: Path, bake: dict[str, Any], tag: str) -> None:
@@ -73,7 +59,7 @@ def test_editing_a_script_changes_only_its_overlay_layer(main_build: Any, tmp_pa
     rendered = invoke("bake", "--print", *namespace_args(), timeout=120)
     assert rendered.returncode == 0, rendered.stderr
     bake = json.loads(rendered.stdout)
-    checkout = copy_checkout(tmp_path / "checkout")
+    checkout = copy_checkout(REPO_ROOT, tmp_path / "checkout")
     tags = [f"{TAG}:{name}" for name in ("before", "base-edit", "derivative-edit")]
     edits = (None, "base-image/ROOT/opt/boot/boot.sh", "derivatives/llama-cpp/ROOT/etc/supervisor/conf.d/llama.conf")
     try:

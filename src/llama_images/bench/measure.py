@@ -203,6 +203,16 @@ def run_bake(checkout: Path, bake: Mapping[str, Any], log_file: Path) -> float:
     return timed(lambda: run(command, cwd=checkout, input_text=json.dumps(bake), log_file=log_file))
 
 
+def build_from_stdin(image: str, dockerfile: str, build_args: Mapping[str, str], log_file: Path) -> None:
+    """Build a small helper image from a Dockerfile given as text (no context) into the engine."""
+    args = [item for name, value in build_args.items() for item in ("--build-arg", f"{name}={value}")]
+    run(
+        ["docker", "buildx", "build", "--load", "--quiet", "--platform", PLATFORM, *args, "--tag", image, "-"],
+        input_text=dockerfile,
+        log_file=log_file,
+    )
+
+
 def image_target(bake: Mapping[str, Any], flavor: str = CPU_FLAVOR) -> tuple[str, str]:
     """(bake name, image reference) of the flavor's first image target."""
     name = bake["group"][flavor]["targets"][0]
@@ -213,25 +223,11 @@ def make_upstream(ctx: Context, purpose: str) -> str:
     """The CPU upstream plus one layer naming this run and purpose: an empty cache above it."""
     _, source = cpu_upstream(ctx.root)
     image = ctx.ref("bench-upstream", f"{purpose}-{ctx.run_id}")
-    run(
-        [
-            "docker",
-            "buildx",
-            "build",
-            "--load",
-            "--quiet",
-            "--platform",
-            PLATFORM,
-            "--build-arg",
-            f"UPSTREAM_IMAGE={source}",
-            "--build-arg",
-            f"RUN_ID={ctx.run_id}-{purpose}",
-            "--tag",
-            image,
-            "-",
-        ],
-        input_text=UPSTREAM_DOCKERFILE,
-        log_file=ctx.work / "logs" / "upstreams.log",
+    build_from_stdin(
+        image,
+        UPSTREAM_DOCKERFILE,
+        {"UPSTREAM_IMAGE": source, "RUN_ID": f"{ctx.run_id}-{purpose}"},
+        ctx.work / "logs" / "upstreams.log",
     )
     ctx.created_images.append(image)
     return image
@@ -588,24 +584,7 @@ def loader_image(ctx: Context) -> str:
     present = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
     if present.returncode != 0:
         _, upstream = cpu_upstream(ctx.root)
-        run(
-            [
-                "docker",
-                "buildx",
-                "build",
-                "--load",
-                "--quiet",
-                "--platform",
-                PLATFORM,
-                "--build-arg",
-                f"UPSTREAM_IMAGE={upstream}",
-                "--tag",
-                image,
-                "-",
-            ],
-            input_text=LOADER_DOCKERFILE,
-            log_file=ctx.work / "logs" / "loader.log",
-        )
+        build_from_stdin(image, LOADER_DOCKERFILE, {"UPSTREAM_IMAGE": upstream}, ctx.work / "logs" / "loader.log")
     return image
 
 
