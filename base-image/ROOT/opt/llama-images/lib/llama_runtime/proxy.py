@@ -265,7 +265,7 @@ def caddy_config(
     storage: Path = Path("/run/llama-images/caddy"),
 ) -> dict[str, Any]:
     """Caddy's config for every enabled service. Caddy's own admin API is off: the config is
-    rendered at boot and Caddy is restarted to change it."""
+    rendered each time program proxy starts, so restarting it applies a changed declaration."""
     config: dict[str, Any] = {
         "admin": {"disabled": True, "config": {"persist": False}},
         # Caddy's per-request error log would repeat request URIs; boot logs what matters.
