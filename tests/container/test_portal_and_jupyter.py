@@ -7,6 +7,7 @@ The portal screenshot is saved as a test artifact: build/test-artifacts/portal.p
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import REPO_ROOT
-from tests.container.conftest import CPU_IMAGE, loopback_ports
+from tests.container.conftest import CPU_IMAGE, loopback_ports, wait_for
 from tests.container.runtime_support import (
     TOKEN,
     bearer,
@@ -143,8 +144,17 @@ def test_the_portal_api_restarts_a_service_and_refuses_to_stop_itself(portal_con
     assert before["llama"]["state"] == "RUNNING"
     reply = call("/api/services/llama/restart", "POST")
     assert reply.status == 200, reply.body
-    after = {s["name"]: s for s in call("/api/services").json()["services"]}
-    assert after["llama"]["description"] != before["llama"]["description"]  # a new pid
+
+    def llama_pid() -> str | None:
+        """Supervisor's pid of llama while RUNNING ("pid 123, uptime 0:00:05"), else None."""
+        row = {s["name"]: s for s in call("/api/services").json()["services"]}["llama"]
+        found = re.search(r"pid (\d+)", row["description"])
+        return found.group(1) if found and row["state"] == "RUNNING" else None
+
+    first = re.search(r"pid (\d+)", before["llama"]["description"])
+    assert first, before["llama"]
+    wait_for(lambda: llama_pid() not in {None, first.group(1)}, 60, "llama did not come back with a new pid",
+             portal_container)  # fmt: skip
     assert call("/api/services/portal/stop", "POST").status == 403
     assert call("/api/services/nope/stop", "POST").status == 404
     wait_answering(portal_container, 8000, "/health")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -113,9 +114,15 @@ def test_pip_packages_install_from_a_package_index_into_the_users_environment(
     assert boot["packages"] == "done"
 
 
-def test_provisioning_script_from_a_url_runs_once(with_index: Callable[..., Any]) -> None:
+def test_provisioning_script_from_a_url_runs_and_its_url_stays_out_of_the_logs(
+    with_index: Callable[..., Any],
+) -> None:
+    signature = "X-Amz-Signature=s3cr3t-signature"  # a signed URL's query is a credential
     sidecar, container = with_index(
-        {"PROVISIONING_SCRIPT": f"http://127.0.0.1:{INDEX_PORT}/provision.sh", "OPEN_BUTTON_TOKEN": TOKEN}
+        {
+            "PROVISIONING_SCRIPT": f"http://127.0.0.1:{INDEX_PORT}/provision.sh?{signature}",
+            "OPEN_BUTTON_TOKEN": TOKEN,
+        }
     )
     wait_answering(sidecar, 1111, "/api/health", seconds=120)
 
@@ -126,6 +133,12 @@ def test_provisioning_script_from_a_url_runs_once(with_index: Callable[..., Any]
     assert exec_text(container, "ls", "/tmp/from-url")[0] == 0
     assert "provisioned from a URL" in exec_text(container, "cat", "/var/log/provisioning.log")[1]
     assert "provisioned from a URL" in container.logs().decode()
+    shown = [
+        container.logs().decode(),
+        exec_text(container, "cat", "/var/log/provisioning.log")[1],
+        json.dumps(request(sidecar, 1111, "/api/boot", headers=bearer()).json()),
+    ]
+    assert not [text for text in shown if "s3cr3t" in text]
 
 
 def test_provisioning_script_from_a_path_runs_in_the_background_once(

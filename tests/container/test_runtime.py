@@ -118,8 +118,11 @@ def test_auth_can_be_switched_off_or_left_off_listed_ports(run_container: Callab
     assert "ENABLE_AUTH=false" in off.logs().decode()
     assert request(excluded, 8080, "/api").status == 200
     assert request(excluded, 1111, "/api/health").status == 401
-    # The portal hands its links' token only to those who already hold it.
-    assert request(excluded, 1111, "/api/services", headers=bearer()).json()["token"] == TOKEN
+    # The portal hands its links' token only to those who already hold it, and its links carry it
+    # only to ports that ask for it (elsewhere the token would reach the service itself).
+    listing = request(excluded, 1111, "/api/services", headers=bearer()).json()
+    assert listing["token"] == TOKEN
+    assert {s["external_port"]: s["protected"] for s in listing["services"]} == {1111: True, 8000: True, 8080: False}
     portal_open = run_container(environment={"AUTH_EXCLUDE": "1111", "OPEN_BUTTON_TOKEN": TOKEN})
     wait_answering(portal_open, 1111, "/api/health")
     assert request(portal_open, 1111, "/api/services").json()["token"] is None
@@ -368,8 +371,9 @@ def test_a_non_root_user_runs_with_a_writable_run(run_container: Callable[..., A
     wait_answering(container, 8080, "/api")
 
 
-def test_enable_jupyter_false_leaves_port_8080_closed(run_container: Callable[..., Any]) -> None:
-    container = run_container(environment={"ENABLE_JUPYTER": "false", "OPEN_BUTTON_TOKEN": TOKEN})
+@pytest.mark.parametrize("switch", ["false", "0"])
+def test_enable_jupyter_false_leaves_port_8080_closed(run_container: Callable[..., Any], switch: str) -> None:
+    container = run_container(environment={"ENABLE_JUPYTER": switch, "OPEN_BUTTON_TOKEN": TOKEN})
     wait_answering(container, 1111, "/api/health")
     wait_for(lambda: program_states(container).get("jupyter") == "EXITED", 30, "jupyter did not stay off", container)
     with pytest.raises((ConnectionError, OSError)):

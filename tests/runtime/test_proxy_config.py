@@ -8,6 +8,7 @@ from pathlib import Path
 from llama_runtime.proxy import (
     Auth,
     Tls,
+    auth_from_env,
     caddy_config,
     cookie_value,
     parse_ports,
@@ -15,7 +16,7 @@ from llama_runtime.proxy import (
     regex_literal,
     token_problem,
 )
-from llama_runtime.services import Service
+from llama_runtime.services import Service, env_flag
 
 SERVICES = (
     Service("portal", "Instance Portal", 1111, 11111, program="portal"),
@@ -83,3 +84,25 @@ def test_tls_loads_the_given_certificate_for_every_server() -> None:
 def test_auth_exclude_parsing_reports_bad_entries() -> None:
     assert parse_ports("8080, 8000,") == (frozenset({8080, 8000}), [])
     assert parse_ports("8080,jupyter")[1] == ["AUTH_EXCLUDE: 'jupyter' is not a port; use e.g. AUTH_EXCLUDE=8080,8000"]
+
+
+def test_auth_settings_come_from_the_environment() -> None:
+    auth, problems = auth_from_env({"AUTH_EXCLUDE": "8080,x", "WEB_USERNAME": "me"}, "t0ken")
+    assert (auth.username, auth.enabled, problems) == (
+        "me",
+        True,
+        ["AUTH_EXCLUDE: 'x' is not a port; use e.g. AUTH_EXCLUDE=8080,8000"],
+    )
+    assert (auth.protects(8000), auth.protects(8080)) == (True, False)
+    off, _ = auth_from_env({"ENABLE_AUTH": "Off"}, "t0ken")
+    assert (off.username, off.protects(8000)) == ("admin", False)
+
+
+def test_switches_read_yes_and_no_words_in_any_case() -> None:
+    for word in ("false", "0", "NO", " off "):
+        assert env_flag({"X": word}, "X", default=True) is False
+    for word in ("true", "1", "Yes", "ON"):
+        assert env_flag({"X": word}, "X", default=False) is True
+    # Anything else, or unset, is the default.
+    assert env_flag({"X": "maybe"}, "X", default=True) is True
+    assert env_flag({}, "X", default=False) is False

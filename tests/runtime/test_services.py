@@ -80,7 +80,7 @@ def test_a_bad_file_is_reported_with_its_key_and_the_others_still_load(tmp_path:
 def test_enabled_by_variable_turns_a_service_off(tmp_path: Path) -> None:
     loaded = load_services(image_declaration(tmp_path), tmp_path / "none", {"ENABLE_JUPYTER": "false"})
     assert not loaded.by_name()["jupyter"].enabled
-    assert [s.name for s in loaded.enabled] == ["portal", "llama"]
+    assert [s.name for s in loaded.services if s.enabled] == ["portal", "llama"]
 
 
 def test_two_services_on_one_external_port_keep_the_first(tmp_path: Path) -> None:

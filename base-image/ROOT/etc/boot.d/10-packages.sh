@@ -43,6 +43,9 @@ fi
 if ((${#pip_packages[@]})); then
     if [[ -e ${done_dir}/pip ]]; then
         echo "[packages] PIP_PACKAGES already installed on an earlier boot"
+    elif [[ ! -w /venv/main ]]; then
+        echo "[packages] FAILED: /venv/main belongs to root, not uid ${EUID}; PIP_PACKAGES needs root: ${pip_packages[*]}"
+        failed+=("pip: ${pip_packages[*]}")
     else
         echo "[packages] pip install into /venv/main: ${pip_packages[*]}"
         if /venv/main/bin/python -m pip install --no-cache-dir --disable-pip-version-check "${pip_packages[@]}"; then

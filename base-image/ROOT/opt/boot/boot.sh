@@ -70,7 +70,9 @@ if wait "${compat_decided}" && compat_dir="$(<"${compat_answer}")" && [[ -n ${co
     export LD_LIBRARY_PATH="${compat_dir}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
 fi
 # The proxy's config is rendered from the token file as the proxy starts.
-wait "${token_stored}"
+if ! wait "${token_stored}"; then
+    say "[boot] FAILED: the access token could not be stored; the proxy will not start"
+fi
 
 if (($#)); then
     exec "$@"

@@ -4,20 +4,22 @@
 # SameSite=Lax, which keeps other sites' forms from using it).
 set -euo pipefail
 
+runtime=/opt/llama-images/bin/llama-runtime
 status=/run/llama-images/status/jupyter
-if [[ ${ENABLE_JUPYTER:-true} == false ]]; then
-    echo "[jupyter] ENABLE_JUPYTER=false: not started"
-    echo "disabled (ENABLE_JUPYTER=false)" >"${status}"
-    sleep 1
+# The declaration decides (its enabled_by variable, ENABLE_JUPYTER, read as the proxy and the
+# portal read it: false, 0, no or off).
+if [[ $("${runtime}" services --field jupyter.enabled) != true ]]; then
+    echo "[jupyter] ENABLE_JUPYTER=${ENABLE_JUPYTER:-}: not started"
+    echo "disabled (ENABLE_JUPYTER=${ENABLE_JUPYTER:-})" >"${status}"
     exit 0
 fi
 rm -f "${status}"
 # The API first: JupyterLab's start keeps a core busy for seconds, so it waits until the essential
 # services (llama-server, the portal) answer or stop trying, 10 s at most.
-/opt/llama-images/bin/llama-runtime wait-essential --timeout 10 || true
+"${runtime}" wait-essential --timeout 10 || true
 mkdir -p /workspace 2>/dev/null || true
 # The port follows the declaration (a runtime override may move it).
-port="$(/opt/llama-images/bin/llama-runtime services --field jupyter.internal_port)"
+port="$("${runtime}" services --field jupyter.internal_port)"
 export JUPYTER_RUNTIME_DIR=/run/llama-images/jupyter
 exec /venv/main/bin/jupyter-lab \
     --no-browser \

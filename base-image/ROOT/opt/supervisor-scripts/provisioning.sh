@@ -25,21 +25,27 @@ fi
 
 if [[ ${source} =~ ^https?:// ]]; then
     script="$(mktemp /tmp/provisioning.XXXXXX)"
-    # The URL may carry credentials: it is not logged.
+    # The URL may carry credentials (user:password@, a signed query): it is neither logged nor
+    # passed as an argument (ps); curl reads it from its config on stdin.
+    name="the downloaded PROVISIONING_SCRIPT"
     report "running: downloading PROVISIONING_SCRIPT"
-    if ! curl -fsSL --retry 5 --retry-delay 2 --retry-all-errors --connect-timeout 10 --max-time 600 \
-        -o "${script}" "${source}"; then
-        report "failed: PROVISIONING_SCRIPT could not be downloaded (curl exit $?); retried on the next boot"
+    url="${source//\\/\\\\}"
+    curl -fsSL --retry 5 --retry-delay 2 --retry-all-errors --connect-timeout 10 --max-time 600 \
+        -o "${script}" --config - <<<"url = \"${url//\"/\\\"}\""
+    rc=$?
+    if ((rc != 0)); then
+        report "failed: PROVISIONING_SCRIPT could not be downloaded (curl exit ${rc}); retried on the next boot"
         exit 1
     fi
 elif [[ -f ${source} ]]; then
     script="${source}"
+    name="${source##*/}"
 else
     report "failed: PROVISIONING_SCRIPT=${source} is neither an http(s) URL nor a file in the container"
     exit 1
 fi
 
-report "running ${source##*/}"
+report "running ${name}"
 bash "${script}"
 rc=$?
 if ((rc != 0)); then

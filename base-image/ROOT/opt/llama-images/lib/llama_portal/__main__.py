@@ -2,12 +2,12 @@
 
 import os
 
-from llama_runtime.health import wait_for_essential
+from llama_runtime.health import API_FIRST_SECONDS, wait_for_essential
 from llama_runtime.services import load_services
 
 # The API first: the portal's own start (importing its web framework) would take the CPU from
-# llama-server's; 3 s at most, so a long model download does not keep the portal away.
-wait_for_essential(3.0, exclude="portal")
+# llama-server's; a few seconds at most, so a long model download does not keep the portal away.
+wait_for_essential(API_FIRST_SECONDS, exclude="portal")
 
 import uvicorn  # noqa: E402
 

@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from llama_runtime import logs, supervisor
-from llama_runtime.proxy import parse_ports
+from llama_runtime.cli import RUN_DIR, TOKEN_FILE
+from llama_runtime.proxy import Auth, auth_from_env
 from llama_runtime.services import STATUS_DIR, Service, load_services
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-RUN_DIR = Path("/run/llama-images")
-TOKEN_FILE = RUN_DIR / "secrets" / "token"
 BOOT_DIR = RUN_DIR / "boot"
 # Programs the portal will not stop: without them nobody could reach the portal again.
 PROTECTED = {"portal", "proxy"}
@@ -31,14 +30,13 @@ def read_line(path: Path) -> str | None:
         return None
 
 
-def programs() -> dict[str, dict[str, Any]]:
-    try:
-        return supervisor.states()
-    except (OSError, xmlrpc.client.Error):
-        return {}
+def log_file(info: dict[str, Any] | None) -> Path | None:
+    """The file a program logs to, or None where it logs to the container's output only."""
+    path = str((info or {}).get("stdout_logfile", ""))
+    return Path(path) if path.startswith("/") and not path.startswith("/dev/") else None
 
 
-def service_row(service: Service, info: dict[str, Any] | None) -> dict[str, Any]:
+def service_row(service: Service, info: dict[str, Any] | None, auth: Auth) -> dict[str, Any]:
     state = (
         "DISABLED"
         if not service.enabled
@@ -50,9 +48,9 @@ def service_row(service: Service, info: dict[str, Any] | None) -> dict[str, Any]
         "description": (info or {}).get("description", ""),
         "status": read_line(STATUS_DIR / service.name),
         "controllable": bool(service.program) and service.program not in PROTECTED and service.enabled,
-        "has_log": bool(info)
-        and str((info or {}).get("stdout_logfile", "")).startswith("/")
-        and not str((info or {}).get("stdout_logfile", "")).startswith("/dev/"),
+        "has_log": log_file(info) is not None,
+        # Only links to ports that ask for the token carry it: elsewhere it would reach the service.
+        "protected": auth.protects(service.external_port),
     }
 
 
@@ -60,24 +58,20 @@ def health(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
-def portal_is_protected(portal: Service | None) -> bool:
-    """The page may carry the token in its links only where the portal itself needs it."""
-    if os.environ.get("ENABLE_AUTH", "true").strip().lower() in {"false", "0", "no", "off"}:
-        return False
-    excluded, _ = parse_ports(os.environ.get("AUTH_EXCLUDE", ""))
-    return portal is not None and portal.external_port not in excluded
-
-
 def list_services(request: Request) -> Response:
     loaded = load_services(environ=os.environ)
-    states = programs()
-    rows = [service_row(s, states.get(s.program) if s.program else None) for s in loaded.services]
+    states = supervisor.states_or_empty()
+    token = read_line(TOKEN_FILE) or ""
+    auth, _ = auth_from_env(os.environ, token)
+    rows = [service_row(s, states.get(s.program) if s.program else None, auth) for s in loaded.services]
+    portal = loaded.by_name().get("portal")
     proxy = states.get("proxy")
     return JSONResponse(
         {
             "services": rows,
             "proxy": {"state": proxy["statename"] if proxy else "UNKNOWN"},
-            "token": read_line(TOKEN_FILE) if portal_is_protected(loaded.by_name().get("portal")) else None,
+            # The page may carry the token in its links only where the portal itself asks for it.
+            "token": token if portal is not None and auth.protects(portal.external_port) else None,
             "problems": list(loaded.problems),
             "supervisor": bool(states),
         }
@@ -114,11 +108,10 @@ def service_log(request: Request) -> Response:
     service = find(request.path_params["name"])
     if service is None or not service.program:
         return JSONResponse({"error": "no such service"}, status_code=404)
-    info = programs().get(service.program, {})
-    path = str(info.get("stdout_logfile", ""))
-    if not path.startswith("/") or path.startswith("/dev/"):
+    path = log_file(supervisor.states_or_empty().get(service.program))
+    if path is None:
         return JSONResponse({"text": "", "note": "this program logs to the container's output only (docker logs)"})
-    return JSONResponse({"text": logs.tail(Path(path))})
+    return JSONResponse({"text": logs.tail(path)})
 
 
 def boot_steps() -> list[dict[str, Any]]:

@@ -11,17 +11,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-# Each command imports only what it uses: boot runs several of them before the services start,
-# and every import is on that path (docs/benchmarks.md, boot to healthy).
+# Heavier modules (the health check's XML-RPC, the log follower, the CUDA decision) are imported
+# by the commands that use them: boot and Supervisor run several commands before the services
+# answer, and every import is on that path (docs/benchmarks.md, boot to healthy).
 from . import proxy
-from .services import load_services
+from .services import env_flag, load_services
 
 STATE_DIR = Path("/var/lib/llama-images")
 RUN_DIR = Path("/run/llama-images")
 SECRETS_DIR = RUN_DIR / "secrets"
 TOKEN_FILE = SECRETS_DIR / "token"
 TOKEN_VARIABLES = ("OPEN_BUTTON_TOKEN", "WEB_PASSWORD")
-FALSE = {"false", "0", "no", "off"}
 
 
 def log(tag: str, message: str) -> None:
@@ -29,9 +29,10 @@ def log(tag: str, message: str) -> None:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Root-only file (0600) in a root-only directory, written whole."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.parent.chmod(0o700)
+    """Root-only file (0600), written whole; a directory it creates is root-only too (an existing
+    one keeps its mode: /run/llama-images holds status files others read)."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, mode=0o700)
     temporary = path.with_name(f".{path.name}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -79,7 +80,7 @@ def read_token() -> str:
 
 
 def tls_settings() -> proxy.Tls | None:
-    if os.environ.get("ENABLE_HTTPS", "").strip().lower() not in {"true", "1", "yes", "on"}:
+    if not env_flag(os.environ, "ENABLE_HTTPS", default=False):
         return None
     certificate, key = os.environ.get("TLS_CERT_FILE", ""), os.environ.get("TLS_KEY_FILE", "")
     if certificate or key:
@@ -115,13 +116,11 @@ def render_proxy(output: Path) -> int:
     loaded = load_services(environ=os.environ)
     for problem in loaded.problems:
         log("services", f"ERROR: {problem}")
-    auth_on = os.environ.get("ENABLE_AUTH", "true").strip().lower() not in FALSE
-    excluded, problems = proxy.parse_ports(os.environ.get("AUTH_EXCLUDE", ""))
+    auth, problems = proxy.auth_from_env(os.environ, read_token())
     for problem in problems:
         log("proxy", f"ERROR: {problem}")
-    if not auth_on:
+    if not auth.enabled:
         log("proxy", "WARNING: ENABLE_AUTH=false: every port is open to anyone who can reach it")
-    auth = proxy.Auth(read_token(), os.environ.get("WEB_USERNAME") or "admin", auth_on, excluded)
     tls = tls_settings()
     config = proxy.caddy_config(loaded.services, auth, tls)
     write_private(output, json.dumps(config, indent=1))
@@ -173,7 +172,8 @@ def print_services(field: str | None) -> int:
         if service is None or key not in service.to_json():
             print(f"no service field {field!r}", file=sys.stderr)
             return 2
-        print(service.to_json()[key])
+        value = service.to_json()[key]
+        print(json.dumps(value) if isinstance(value, bool) else value)  # true/false for shell tests
         return 0
     print(json.dumps({"services": [s.to_json() for s in loaded.services], "problems": list(loaded.problems)}, indent=1))
     return 0
@@ -189,7 +189,7 @@ def cuda_compat() -> int:
         image_cuda=image_cuda,
         gpu_names=read_gpu_names(),
         compat_dir=Path("/usr/local/cuda/compat"),
-        disabled=os.environ.get("DISABLE_FORWARD_COMPAT", "").strip().lower() in {"true", "1", "yes", "on"},
+        disabled=env_flag(os.environ, "DISABLE_FORWARD_COMPAT", default=False),
     )
     print(f"[cuda-compat] {decision.reason}", file=sys.stderr, flush=True)
     if decision.use:
@@ -223,13 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     return commands_run[args.command]()
 
 
-# How long the portal and the log copier let llama-server start first, at most.
-API_FIRST_SECONDS = 3.0
-
-
 def follow_logs() -> int:
     from . import logs
-    from .health import wait_for_essential
+    from .health import API_FIRST_SECONDS, wait_for_essential
 
     # Like the portal (which waits itself), it lets the API start first. Nothing is lost
     # meanwhile: the copy starts where each log stood when boot began.

@@ -62,6 +62,8 @@ def problems(
 
 # Supervisor states of a program that is still trying to come up (or is up).
 TRYING = frozenset({"STARTING", "RUNNING", "BACKOFF"})
+# How long the portal and the log copier let the essential services start first, at most.
+API_FIRST_SECONDS = 3.0
 
 
 def waiting_for(
@@ -88,7 +90,6 @@ def wait_for_essential(timeout: float, exclude: str | None = None, poll: float =
     answers instead of against it for the CPU (docs/benchmarks.md, boot to healthy)."""
     import os
     import time
-    import xmlrpc.client
 
     from . import supervisor
     from .services import load_services
@@ -99,11 +100,5 @@ def wait_for_essential(timeout: float, exclude: str | None = None, poll: float =
     def answers(host: str, port: int) -> bool:
         return port_answers(host, port, timeout=poll)
 
-    def programs() -> dict[str, dict[str, Any]]:
-        try:
-            return supervisor.states()
-        except (OSError, xmlrpc.client.Error):
-            return {}
-
-    while waiting_for(services, answers, programs, exclude) and time.monotonic() < deadline:
+    while waiting_for(services, answers, supervisor.states_or_empty, exclude) and time.monotonic() < deadline:
         time.sleep(poll)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .services import STATUS_DIR, Service
+from .services import STATUS_DIR, Service, env_flag
 
 COOKIE = "llama_images_auth"
 RETRY_AFTER_SECONDS = 5
@@ -301,5 +301,8 @@ def parse_ports(value: str) -> tuple[frozenset[int], list[str]]:
     return frozenset(ports), problems
 
 
-def listening_ports(services: Iterable[Service]) -> list[int]:
-    return sorted(s.external_port for s in services if s.enabled)
+def auth_from_env(env: Mapping[str, str], token: str) -> tuple[Auth, list[str]]:
+    """ENABLE_AUTH, AUTH_EXCLUDE and WEB_USERNAME -> who the proxy asks for the token, and problems."""
+    excluded, problems = parse_ports(env.get("AUTH_EXCLUDE", ""))
+    enabled = env_flag(env, "ENABLE_AUTH", default=True)
+    return Auth(token, env.get("WEB_USERNAME") or "admin", enabled, excluded), problems

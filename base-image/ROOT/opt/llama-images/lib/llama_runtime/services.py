@@ -36,6 +36,13 @@ KEYS: dict[str, tuple[type, bool]] = {
 }
 
 
+def env_flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    """A yes/no variable: a switch that is on by default goes off only for false/0/no/off, one
+    that is off by default goes on only for true/1/yes/on (any case); anything else is the default."""
+    value = env.get(name, "").strip().lower()
+    return value not in {"false", "0", "no", "off"} if default else value in {"true", "1", "yes", "on"}
+
+
 @dataclass(frozen=True)
 class Service:
     name: str
@@ -73,10 +80,6 @@ class Loaded:
     def by_name(self) -> dict[str, Service]:
         return {s.name: s for s in self.services}
 
-    @property
-    def enabled(self) -> tuple[Service, ...]:
-        return tuple(s for s in self.services if s.enabled)
-
 
 def load_services(
     shipped_dir: Path = SHIPPED_DIR,
@@ -107,7 +110,7 @@ def load_services(
     if portal_config:
         services = apply_portal_config(portal_config, services, problems)
     for name, service in services.items():
-        if service.enabled_by and env.get(service.enabled_by, "").strip().lower() in {"false", "0", "no", "off"}:
+        if service.enabled_by and not env_flag(env, service.enabled_by, default=True):
             services[name] = replace(service, enabled=False)
     ordered = sorted(services.values(), key=lambda s: (s.external_port, s.name))
     return Loaded(drop_port_clashes(ordered, problems), tuple(problems))

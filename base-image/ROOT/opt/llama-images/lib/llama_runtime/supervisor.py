@@ -40,3 +40,11 @@ def connect(path: str = SOCKET, timeout: float = 5.0) -> Any:
 def states(path: str = SOCKET) -> dict[str, dict[str, Any]]:
     """Program name -> Supervisor's process info (statename, description, pid, ...)."""
     return {info["name"]: info for info in connect(path).supervisor.getAllProcessInfo()}
+
+
+def states_or_empty(path: str = SOCKET) -> dict[str, dict[str, Any]]:
+    """`states()`, or {} while Supervisor does not answer (starting, stopping)."""
+    try:
+        return states(path)
+    except (OSError, xmlrpc.client.Error):
+        return {}
