@@ -4,10 +4,13 @@ derivatives/llama-cpp/ROOT/opt/llama-images/lib)."""
 
 from __future__ import annotations
 
+import configparser
 import re
+import stat
+from pathlib import Path
 
 import pytest
-from llama_serving import config, output
+from llama_serving import config, output, service
 from llama_serving.config import ConfigError, ModelSource, Plan, make_plan, shown_command
 
 from tests.conftest import REPO_ROOT
@@ -32,6 +35,7 @@ def plan(**env: str) -> Plan:
         ("--alias 'my model' -c 512", ["--alias", "my model", "-c", "512"]),
         (r"--alias my\ model", ["--alias", "my model"]),
         ("--port=9000", ["--port", "9000"]),
+        ("-c=512 -hft=hf_x=y", ["-c", "512", "-hft", "hf_x=y"]),
         ('--chat-template-kwargs \'{"a": "b=c"}\'', ["--chat-template-kwargs", '{"a": "b=c"}']),
         ("--alias $(id) `id` ;rm", ["--alias", "$(id)", "`id`", ";rm"]),
         ("  -c\n512\t", ["-c", "512"]),
@@ -192,6 +196,15 @@ def test_the_start_line_masks_every_secret() -> None:
     )
 
 
+def test_a_short_secret_option_with_an_equals_sign_is_taken_out_and_masked() -> None:
+    made = plan(LLAMA_MODEL="org/r", LLAMA_ARGS="-hft=hf_shortform-secret --alias a")
+    assert made.secrets == {"HF_TOKEN": "hf_shortform-secret"}
+    assert not any("hf_shortform-secret" in word for word in made.command())
+    line = shown_command(made.command(), made)
+    assert "hf_shortform-secret" not in line and "-hft" not in line
+    assert line.endswith("--alias a (environment: HF_TOKEN=***)")
+
+
 def test_log_lines_are_masked_including_llama_servers_own_key_tail() -> None:
     made = plan(LLAMA_MODEL="org/r", LLAMA_API_KEY="first-key,second-key", HF_TOKEN="hf_abcdefgh")
     text = "keys first-key and second-key, token hf_abcdefgh; srv init: api_keys: ****-key"
@@ -282,3 +295,60 @@ def test_model_names_in_router_mode() -> None:
     assert ModelSource("file", "/m/dir/alpha.gguf").name == "alpha"
     assert ModelSource("url", "https://h/x/beta.gguf?dl=1").name == "beta"
     assert ModelSource("hf", "org/r:Q8_0").name == "org/r:Q8_0"
+
+
+# The Supervisor program (service.py)
+
+
+@pytest.mark.parametrize(
+    ("warning", "line", "shown"),
+    [
+        ("", "failed: boom", "failed: boom"),
+        ("CPU fallback (GPU not used): ", "serving x", "CPU fallback (GPU not used): serving x"),
+        ("CPU fallback (GPU not used): ", "failed: boom", "failed: CPU fallback (GPU not used): boom"),
+    ],
+)
+def test_a_failed_status_starts_with_failed_even_on_a_cpu_fallback(warning: str, line: str, shown: str) -> None:
+    """The health check and the portal tell a failure by a status line starting with "failed"."""
+    assert service.status_line(warning, line) == shown
+
+
+def test_an_unwritable_download_directory_fails_the_attempt_with_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    cache = tmp_path / "file" / "cache"  # under a file: mkdir fails (as root too)
+    status = tmp_path / "status" / "llama"
+    monkeypatch.setattr(service, "STATUS", status)
+    monkeypatch.setattr(service, "cpu_fallback_warning", lambda env: "CPU fallback (GPU not used): ")
+    made = plan(LLAMA_MODEL="https://host/tiny.gguf", LLAMA_CACHE=str(cache), LLAMA_START_ATTEMPTS="1")
+    cause = service.Runner(made, {}).run()
+    assert cause is not None and cause.startswith(f"cannot create {cache}/url for the download: ")
+    assert status.read_text(encoding="utf-8") == f"failed: CPU fallback (GPU not used): {cause}\n"
+
+
+def test_an_unwritable_models_preset_fails_the_attempt_with_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    monkeypatch.setattr(service, "PRESET", tmp_path / "file" / "models.ini")
+    made = plan(LLAMA_MODEL="org/a,org/b")
+    attempt = service.Runner(made, {}).attempt(1)
+    assert not attempt.served and attempt.cause.startswith(f"cannot write {tmp_path}/file/models.ini: ")
+
+
+def test_the_models_preset_is_never_readable_by_others(tmp_path: Path) -> None:
+    preset = tmp_path / "llama" / "models.ini"
+    stale = tmp_path / "llama" / ".models.ini.tmp"
+    stale.parent.mkdir()
+    stale.write_text("left by an earlier run", encoding="utf-8")
+    stale.chmod(0o644)
+    service.write_private(preset, "[a]\nmodel-url = https://u:p@h/a.gguf\n")
+    assert stat.S_IMODE(preset.stat().st_mode) == 0o600
+    assert preset.read_text(encoding="utf-8").startswith("[a]") and not stale.exists()
+
+
+def test_the_launcher_ends_llama_server_before_supervisor_kills_it() -> None:
+    conf = configparser.RawConfigParser(inline_comment_prefixes=(";",))
+    conf.read(REPO_ROOT / "derivatives/llama-cpp/ROOT/etc/supervisor/conf.d/llama.conf")
+    assert conf.getfloat("program:llama", "stopwaitsecs") >= service.STOP_GRACE_SECONDS + 1

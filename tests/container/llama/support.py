@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from llama_runtime.services import STATUS_DIR
 
-from tests.container.conftest import CPU_IMAGE, exec_text
+from tests.container.conftest import CPU_IMAGE, declared_services, exec_text, wait_for
+from tests.container.runtime_support import program_states
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
-INTERNAL_PORT = 18000
-STATUS_FILE = "/run/llama-images/status/llama"
+# llama-server's port as declared (llama.toml), and its status line, where the base runtime keeps them.
+INTERNAL_PORT = next(s.internal_port for s in declared_services() if s.name == "llama")
+STATUS_FILE = str(STATUS_DIR / "llama")
+# Left by the launcher when it gives up; its start script removes it (service.py GAVE_UP).
+GAVE_UP = "/run/llama-images/llama/gave-up"
 # Short retry timings for tests that wait for FATAL; the production defaults are tested on their own.
 FAST_RETRIES = {"LLAMA_RETRY_DELAY": "1"}
 
@@ -50,9 +55,7 @@ class Llama:
 
     def state(self) -> str:
         """Supervisor's state of program llama (RUNNING, FATAL, EXITED, ...), "" before it answers."""
-        code, output = self.exec("supervisorctl", "status", "llama")
-        words = output.split()
-        return words[1] if code in (0, 3) and len(words) > 1 and words[0] == "llama" else ""
+        return program_states(self.container).get("llama", "")
 
     def status_line(self) -> str:
         code, output = self.exec("cat", STATUS_FILE)
@@ -69,11 +72,12 @@ class Llama:
         return self.curl(path, "-H", "Content-Type: application/json", "-d", json.dumps(payload), *options, port=port)
 
     def wait(self, check: Callable[[], bool], seconds: float, what: str) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(0.5)
+        """wait_for, failing with Supervisor's state, the status line and program llama's log."""
+        try:
+            wait_for(check, seconds, what, self.container)
+            return
+        except pytest.fail.Exception:
+            pass
         state, status = self.state(), self.status_line()
         log = self.llama_log() or self.log()
         pytest.fail(f"{what} within {seconds} s; state {state!r}, status {status!r}; log:\n{log[-4000:]}")

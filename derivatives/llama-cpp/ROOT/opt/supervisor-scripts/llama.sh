@@ -7,7 +7,7 @@ set -euo pipefail
 
 # The launcher leaves this marker when it gives up and exits; Supervisor starts the program
 # again, and this start must exit well within startsecs for Supervisor to record FATAL, so it
-# is handled here, before Python starts (llama_serving/service.py: GAVE_UP).
+# is handled here, before Python starts, and only here (llama_serving/service.py: GAVE_UP).
 gave_up=/run/llama-images/llama/gave-up
 if [[ -f ${gave_up} ]]; then
     echo "[llama] stopped for good: $(<"${gave_up}"); \`supervisorctl start llama\` tries again"

@@ -46,7 +46,8 @@ MODEL_VARIABLES = (
 
 HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?")
 HOSTS = re.compile(r"[A-Za-z0-9.:\[\]_-]+(,[A-Za-z0-9.:\[\]_-]+)*")
-LONG_OPTION_WITH_VALUE = re.compile(r"(--[A-Za-z0-9][A-Za-z0-9-]*)=(.*)", re.DOTALL)
+# `--option=value` and `-o=value` (short options too: `-hft=TOKEN` is a secret option).
+OPTION_WITH_VALUE = re.compile(r"(--?[A-Za-z0-9][A-Za-z0-9-]*)=(.*)", re.DOTALL)
 
 
 class ConfigError(Exception):
@@ -194,7 +195,8 @@ def model_arguments(source: ModelSource, cache: str) -> list[str]:
 
 def split_args(text: str, variable: str = "LLAMA_ARGS") -> list[str]:
     """Split like a POSIX shell splits words (quotes and backslashes), executing nothing;
-    `--option=value` becomes `--option value` (the bundled llama-server knows only that form)."""
+    `--option=value` becomes `--option value` and `-o=value` becomes `-o value` (the bundled
+    llama-server knows only that form, and a secret option's value is then taken out)."""
     try:
         words = shlex.split(text, comments=False, posix=True)
     except ValueError as exc:
@@ -203,7 +205,7 @@ def split_args(text: str, variable: str = "LLAMA_ARGS") -> list[str]:
         ) from None
     split: list[str] = []
     for word in words:
-        match = LONG_OPTION_WITH_VALUE.fullmatch(word)
+        match = OPTION_WITH_VALUE.fullmatch(word)
         split += [match.group(1), match.group(2)] if match else [word]
     return split
 

@@ -7,8 +7,9 @@
 How failures end: llama-server is started at most LLAMA_START_ATTEMPTS times, with a doubling
 delay between starts, however long a failed start takes; then this program gives up. Supervisor
 only ends in FATAL when a program exits before `startsecs`, and it has seen this one live longer,
-so giving up leaves a marker and exits; Supervisor starts the program again, which finds the
-marker, removes it and exits at once: with `startretries=0` that is FATAL. A fresh start
+so giving up leaves a marker and exits; Supervisor starts the program again, and its start
+script (llama.sh) finds the marker, removes it and exits at once, before Python starts: with
+`startretries=0` that is FATAL. A fresh start
 (`supervisorctl start/restart llama`, the portal, `docker restart`) finds no marker and begins
 again with a full count. A llama-server that served and then died is started again at once.
 
@@ -34,21 +35,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llama_runtime.services import SHIPPED_DIR, load_services
+from llama_runtime.services import RUNTIME_DIR, SHIPPED_DIR, STATUS_DIR, load_services
 
 from . import output
 from .config import ConfigError, Plan, make_plan, mask, shown_command
 
 NAME = "llama"
-OVERRIDE = Path("/run/llama-images/services.d/llama.toml")
+OVERRIDE = RUNTIME_DIR / f"{NAME}.toml"
 NO_OVERRIDES = Path("/nonexistent")  # the port before this program's own override
-STATUS = Path("/run/llama-images/status/llama")
+STATUS = STATUS_DIR / NAME
 STATE_DIR = Path("/run/llama-images/llama")
-GAVE_UP = STATE_DIR / "gave-up"  # also named in /opt/supervisor-scripts/llama.sh
+# Written here when the launcher gives up; read and removed by /opt/supervisor-scripts/llama.sh.
+GAVE_UP = STATE_DIR / "gave-up"
 PID_FILE = STATE_DIR / "llama-server.pid"
 PRESET = STATE_DIR / "models.ini"
 SUPERVISOR_PROGRAM = Path("/etc/supervisor/conf.d/llama.conf")
 FALLBACK_PORT = 18000
+# How long llama-server gets to end after SIGTERM when the program is stopped, counted from the
+# SIGTERM Supervisor sends: below llama.conf's stopwaitsecs (5), so the launcher ends it (and
+# writes the status "stopped") before Supervisor kills the whole group.
+STOP_GRACE_SECONDS = 3.5
+# How long a llama-server that stalled gets to end after SIGTERM (no Supervisor stop pending).
+STALL_GRACE_SECONDS = 8.0
 PROGRESS_LOG_SECONDS = 5.0
 ROUTER_POLL_SECONDS = 3.0
 
@@ -61,6 +69,18 @@ def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Like write_atomically, for a file only root may read (0600 from its creation on): a file
+    left by an earlier run is removed first, as an existing file keeps its mode when reopened."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
     temporary.replace(path)
 
 
@@ -88,11 +108,6 @@ def declaration(env: Mapping[str, str]) -> tuple[int, dict[int, str]]:
     return default, taken
 
 
-def current_plan(env: Mapping[str, str]) -> Plan | None:
-    default_port, taken = declaration(env)
-    return make_plan(env, default_port, taken)
-
-
 def startsecs() -> float:
     """Supervisor's `startsecs` for this program (llama.conf), so exits land on the right side."""
     import configparser
@@ -104,10 +119,9 @@ def startsecs() -> float:
     return 3.0
 
 
-def publish_port(plan: Plan | None, env: Mapping[str, str]) -> None:
+def publish_port(plan: Plan | None, default_port: int) -> None:
     """The runtime override of the service declaration: the proxy, portal and health check
-    follow the port (and address) LLAMA_ARGS gives llama-server."""
-    default_port, _ = declaration(env)
+    follow the port (and address) LLAMA_ARGS gives llama-server (`default_port`: declared)."""
     lines = []
     if plan is not None and plan.listen.port != default_port:
         lines.append(f"internal_port = {plan.listen.port}")
@@ -124,37 +138,35 @@ def boot(env: Mapping[str, str]) -> int:
     """Boot step: start afresh, publish the port, say what comes. Never fails the boot: a bad
     setting is reported once, by the program when it starts."""
     GAVE_UP.unlink(missing_ok=True)
+    default_port, taken = declaration(env)
     try:
-        plan = current_plan(env)
+        plan = make_plan(env, default_port, taken)
     except ConfigError as exc:
-        publish_port(None, env)
+        publish_port(None, default_port)
         set_status(f"failed: {exc}")
         return 0
-    publish_port(plan, env)
+    publish_port(plan, default_port)
     if plan is None:
         set_status("no model configured")
         return 0
-    if plan.listen.port != declaration(env)[0]:
+    if plan.listen.port != default_port:
         log(f"llama-server will listen on port {plan.listen.port} (LLAMA_ARGS); the proxy follows it")
     set_status("starting")
     return 0
 
 
 def serve(env: Mapping[str, str]) -> int:
+    """Program llama (started by llama.sh, which has already handled a gave-up marker)."""
     born = time.monotonic()
-    if GAVE_UP.exists():  # llama.sh handles it first, faster; here for `llama-serving serve` alone
-        cause = GAVE_UP.read_text(encoding="utf-8").strip()
-        GAVE_UP.unlink(missing_ok=True)
-        log(f"stopped for good: {cause}; `supervisorctl start llama` tries again")
-        return 1
+    default_port, taken = declaration(env)
     try:
-        plan = current_plan(env)
+        plan = make_plan(env, default_port, taken)
     except ConfigError as exc:
         log(f"error: {exc}")
         set_status(f"failed: {exc}")
         return 2
     with contextlib.suppress(OSError):
-        publish_port(plan, env)
+        publish_port(plan, default_port)
     if plan is None:
         log("no model configured: set LLAMA_MODEL (or LLAMA_MODELS_DIR); llama-server not started")
         set_status("no model configured")
@@ -190,16 +202,19 @@ class Runner:
         self.secrets = plan.secret_values()
         self.stopping = threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
-        self.warning = ""  # a CPU fallback on a GPU host, shown before every status line
+        self.warning = ""  # a CPU fallback on a GPU host, shown in every status line
+        self.stop_deadline = 0.0  # when llama-server must have ended, once stopping
 
     def stop(self, signum: int, frame: object) -> None:
+        if not self.stopping.is_set():
+            self.stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
         self.stopping.set()
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
 
     def status(self, line: str) -> None:
-        set_status(f"{self.warning}{line}")
+        set_status(status_line(self.warning, line))
 
     def run(self) -> str | None:
         """Start llama-server until it serves, or the attempts are used up: the cause then."""
@@ -235,12 +250,18 @@ class Runner:
             return Attempt(served=False, cause=problem)
         preset = None
         if self.plan.router and self.plan.sources:
-            write_atomically(PRESET, self.plan.preset())
-            PRESET.chmod(0o600)  # URLs in it may carry credentials
+            try:
+                write_private(PRESET, self.plan.preset())  # URLs in it may carry credentials
+            except OSError as exc:
+                return Attempt(served=False, cause=f"cannot write {PRESET}: {exc.strerror}")
             preset = str(PRESET)
         for source in self.plan.sources:
             if source.kind == "url":
-                Path(source.download_path(self.plan.cache)).parent.mkdir(parents=True, exist_ok=True)
+                directory = Path(source.download_path(self.plan.cache)).parent
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    return Attempt(served=False, cause=f"cannot create {directory} for the download: {exc.strerror}")
         with contextlib.suppress(OSError):
             Path(self.plan.cache).mkdir(parents=True, exist_ok=True)
         command = self.plan.command(preset)
@@ -326,7 +347,7 @@ class Watch:
             except subprocess.TimeoutExpired:
                 pass
             if self.runner.stopping.is_set():
-                terminate(process)
+                terminate(process, self.runner.stop_deadline - time.monotonic())
                 break
             if served:
                 summary = self.router_summary() if self.plan.router else None
@@ -356,7 +377,7 @@ class Watch:
                 idle = time.monotonic() - self.activity
             if idle > self.plan.retries.stall_timeout:
                 self.stalled = f"no output and no download progress for {self.plan.retries.stall_timeout:g} s"
-                terminate(process)
+                terminate(process, STALL_GRACE_SECONDS)
                 break
         process.wait()
         return served
@@ -483,13 +504,14 @@ def die_with_parent() -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
-def terminate(process: subprocess.Popen[bytes], grace: float = 8.0) -> None:
+def terminate(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds (at once when `grace` is not positive)."""
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         process.terminate()
     try:
-        process.wait(timeout=grace)
+        process.wait(timeout=max(grace, 0.0))
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
@@ -544,6 +566,14 @@ def cpu_fallback_warning(env: Mapping[str, str]) -> str:
     return "CPU fallback (GPU not used): "
 
 
+def status_line(warning: str, line: str) -> str:
+    """A status line with the CPU-fallback warning: in front, except that a failure still starts
+    with "failed:" (the health check and the portal tell a failure by that start)."""
+    if line.startswith("failed: "):
+        return f"failed: {warning}{line.removeprefix('failed: ')}"
+    return f"{warning}{line}"
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     command = arguments[0] if arguments else ""
@@ -552,13 +582,5 @@ def main(argv: list[str] | None = None) -> int:
         return boot(env)
     if command == "serve":
         return serve(env)
-    if command == "plan":
-        try:
-            plan = current_plan(env)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print("no model configured" if plan is None else shown_command(plan.command(str(PRESET)), plan))
-        return 0
-    print("usage: llama-serving boot|serve|plan", file=sys.stderr)
+    print("usage: llama-serving boot|serve", file=sys.stderr)
     return 2
