@@ -100,3 +100,47 @@ def test_long_reports_stay_within_slack_limits() -> None:
     assert all(len(block["text"]["text"]) <= 3000 for block in payload["blocks"])
     assert len(payload["text"]) <= 3000
     assert "more line(s): see the run's summary" in payload["blocks"][-1]["text"]["text"]
+
+
+@pytest.mark.parametrize(
+    "webhook",
+    ["hooks.example/services/T000/B000/webhook-secret-part",  # no scheme: urllib's "unknown url type"
+     "http://127.0.0.1:9/services/T000/B000/webhook secret-part",  # a space: http.client.InvalidURL
+     "file:///services/T000/B000/webhook-secret-part"],
+    ids=["no-scheme", "space", "file"],
+)  # fmt: skip
+def test_a_malformed_webhook_url_warns_without_naming_it(webhook: str, tmp_path: Path) -> None:
+    result = notify("--report", str(write_report(tmp_path / "report.json")), env={"SLACK_WEBHOOK_URL": webhook})
+    assert result.returncode == 0, result.stderr
+    assert "warning: the Slack notification failed (the URL is not a valid http(s) URL)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "secret-part" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b"[]", "a JSON list, not an object"), (b"{not json", "not JSON"), (b"\xff\xfe", "not UTF-8"),
+     (b'{"published": [{"digest": "x"}]}', "an entry lacks 'image'"), (b'{"skipped": [1]}', "other than objects")],
+    ids=["list", "bad-json", "bytes", "missing-key", "not-objects"],
+)  # fmt: skip
+def test_an_unreadable_report_is_posted_as_unreadable(
+    slack: Loopback, tmp_path: Path, content: bytes, why: str
+) -> None:
+    report = tmp_path / "report.json"
+    report.write_bytes(content)
+    result = notify("--report", str(report), env={"SLACK_WEBHOOK_URL": slack.url + WEBHOOK_PATH, **RUN})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"warning: the run's report {report} is unreadable (" in result.stderr and why in result.stderr
+    text = json.loads(slack.received[0].body)["text"]
+    assert "failure" in text and "is unreadable" in text and "failed before it published" not in text
+    assert "actions/runs/42" in text
+
+
+def test_report_from_json_refuses_what_is_not_an_object() -> None:
+    from llama_images.report import report_from_json
+
+    not_objects: list[object] = [[], "text", 3, None]
+    for data in not_objects:
+        with pytest.raises(ValueError, match="not an object"):
+            report_from_json(data)

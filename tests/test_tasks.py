@@ -146,7 +146,10 @@ def invoke_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
     )  # fmt: skip
 
 
-WORKFLOW_SECRETS = {"DOCKERHUB_NAMESPACE": "someone", "REGISTRY_USERNAME": "someone", "REGISTRY_PASSWORD": "pw"}
+# The user and namespace are repository variables (here the usual case: the user's own
+# namespace), the token a secret; none stored the reference's way.
+WORKFLOW_SECRETS = {"DOCKERHUB_NAMESPACE": "someone", "REGISTRY_USERNAME": "someone", "REGISTRY_PASSWORD": "pw",
+                    "DOCKERHUB_NAMESPACE_SECRET": "", "DOCKERHUB_USERNAME_SECRET": ""}  # fmt: skip
 
 
 def test_plan_skips_publishing_with_a_notice_when_secrets_are_missing(tmp_path: Path) -> None:
@@ -156,7 +159,8 @@ def test_plan_skips_publishing_with_a_notice_when_secrets_are_missing(tmp_path: 
            "REGISTRY_PASSWORD": ""}  # fmt: skip
     result = invoke_env(env, "plan", "--workflow")
     assert result.returncode == 0, result.stderr
-    assert "::notice title=Publishing skipped::missing secrets DOCKERHUB_USERNAME, DOCKERHUB_TOKEN" in result.stdout
+    assert ("::notice title=Publishing skipped::missing secret DOCKERHUB_TOKEN and "
+            "variables DOCKERHUB_USERNAME, DOCKERHUB_NAMESPACE: publishing is skipped") in result.stdout  # fmt: skip
     lines = outputs.read_text().splitlines()
     assert lines[lines.index(next(line for line in lines if line.startswith("publish<<"))) + 1] == "false"
     assert "Publishing skipped" in summary.read_text()
@@ -201,3 +205,59 @@ def test_a_tag_missing_a_planned_platform_is_not_created() -> None:
     assert merges[0].sources[1].reference == "r/ns/llama-cpp@sha256:" + "2" * 64
     merges, incomplete = plan_merges([amd64], {"r/ns/llama-cpp:b1-cpu": ["linux/amd64", "linux/arm64"]})
     assert merges == [] and incomplete[0].missing == ("linux/arm64",)
+
+
+def workflow_env(api_url: str, **changes: str) -> dict[str, str]:
+    return {"GITHUB_API_URL": api_url, "GITHUB_ACTIONS": "", "GITHUB_EVENT_NAME": "workflow_dispatch",
+            "TARGETS": "cuda/*", "MULTI_ARCH": "true", "LLAMA_CPP_VERSION": "", "CUDA_VERSION": "",
+            "DOCKERHUB_REPO": "", "CUSTOM_IMAGE_TAG": "", **WORKFLOW_SECRETS, **changes}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["DOCKERHUB_NAMESPACE", "DOCKERHUB_USERNAME"])
+def test_a_namespace_or_user_stored_as_a_secret_is_refused_with_the_fix(name: str) -> None:
+    """The reference stored both as secrets; GitHub would drop the plan's outputs, which name them."""
+    result = invoke_env(workflow_env("http://127.0.0.1:9", **{f"{name}_SECRET": "someone"}), "plan", "--workflow")
+    assert result.returncode == 2, result.stderr
+    assert f"{name} is a repository secret" in result.stderr
+    assert f"add {name} as repository variables" in result.stderr and "Traceback" not in result.stderr
+    assert "someone" not in result.stderr
+
+
+def test_plan_outputs_holding_a_secret_value_fail_instead_of_vanishing(tmp_path: Path) -> None:
+    """A token that an image name contains: GitHub would drop the matrix; the plan says why."""
+    from .support.loopback import CURRENT, RELEASES_PATH, Answer, Loopback, release, serve
+
+    outputs = tmp_path / "out"
+    with serve(Loopback()) as api:
+        api.route(RELEASES_PATH, Answer(body=[release("b9300", CURRENT)]))
+        env = workflow_env(api.url, DOCKERHUB_NAMESPACE="hunter2-pw", REGISTRY_PASSWORD="hunter2-pw",
+                           GITHUB_ACTIONS="true", GITHUB_OUTPUT=str(outputs))  # fmt: skip
+        result = invoke_env(env, "plan", "--workflow")
+    assert result.returncode == 2, result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "contain the value of the secret DOCKERHUB_TOKEN" in error
+    assert "hunter2-pw" not in result.stdout + result.stderr
+    assert not outputs.exists()  # nothing half-written
+
+
+def test_by_digest_with_several_platforms_fails_before_anything_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llama_images import cli, engine, registry
+
+    def untouched(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the engine or registry was used before --by-digest was checked")
+
+    for module, name in ((engine, "provision"), (engine, "require_builder"), (engine, "require_engine"),
+                         (registry, "logged_in")):  # fmt: skip
+        monkeypatch.setattr(module, name, untouched)
+    with pytest.raises(cli.TaskFailed) as caught:
+        cli.build(REPO_ROOT, {"push": True, "by_digest": True, "filter": ["cpu/*"]})
+    assert caught.value.code == 2
+
+
+def test_tasks_without_the_docker_cli_fail_with_the_engine_exit_code(tmp_path: Path) -> None:
+    """`invoke plan --skip-existing` asks the registry through docker: no CLI is exit 5, one line."""
+    env = {"PATH": str(tmp_path), "REGISTRY_USERNAME": "", "REGISTRY_PASSWORD": ""}
+    result = invoke_env(env, "plan", "--skip-existing", "--filter", "cpu/*")
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the docker CLI is not installed")
+    assert "Traceback" not in result.stderr

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import BuildError
+from .engine import docker, docker_stream
+from .errors import BuildError, EngineError
 
 # buildx names a failing target as "target <name>: failed to solve" (or "... [platform]:").
 FAILED_TARGET = re.compile(r"target ([A-Za-z0-9_-]+)(?:\s*\[[^\]]*\])?:? ")
@@ -46,8 +46,7 @@ def bake_command(
 
 def driver(builder: str | None) -> str:
     """The buildx driver of a builder (`docker`, `docker-container`, `remote`, `kubernetes`)."""
-    command = ["docker", "buildx", "inspect", *([builder] if builder else [])]
-    result = subprocess.run(command, check=False, capture_output=True, text=True)
+    result = docker(["buildx", "inspect", *([builder] if builder else [])], EngineError, timeout=120)
     for line in result.stdout.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "Driver":
@@ -57,14 +56,8 @@ def driver(builder: str | None) -> str:
 
 def print_bake(bake: Mapping[str, Any], root: Path, builder: str | None = None) -> dict[str, Any]:
     """What buildx itself makes of the file (`bake --print`): proof that it accepts it."""
-    result = subprocess.run(
-        bake_command(load=False, push=False, print_only=True, builder=builder),
-        input=json.dumps(bake),
-        check=False,
-        cwd=root,
-        capture_output=True,
-        text=True,
-    )
+    command = bake_command(load=False, push=False, print_only=True, builder=builder)
+    result = docker(command[1:], EngineError, timeout=300, input=json.dumps(bake), cwd=root)
     if result.returncode != 0:
         raise BuildError(f"docker buildx bake --print rejected the bake file:\n{result.stderr.strip()}")
     printed: dict[str, Any] = json.loads(result.stdout)
@@ -90,15 +83,7 @@ def run_bake(
         metadata = Path(work) / "metadata.json"
         command = bake_command(load=load, push=push, builder=builder, metadata=metadata, reads=secret_files(bake))
         print("+ " + " ".join(command), flush=True)
-        process = subprocess.Popen(
-            command,
-            cwd=root,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        )
+        process = docker_stream(command[1:], cwd=root)
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write(json.dumps(bake))
         process.stdin.close()

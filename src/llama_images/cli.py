@@ -21,7 +21,7 @@ from typing import Any
 from . import buildx, engine, github, gitinfo, registry, upstream_images, web
 from .bake import bake_name, to_json
 from .errors import BuildError, LlamaImagesError, RegistryError, UsageError
-from .options import SELECTION_NAMES, parse_job, parse_selection, selection_values, text_value
+from .options import parse_job, parse_selection, selection_values, text_value
 from .pipcert import pip_cert
 from .plan import Plan, Request, make_plan, render_plan, select_targets, skip_published, table
 from .publishing import (
@@ -48,7 +48,7 @@ from .report import (
     summary_markdown,
 )
 from .targets import ImageTarget, Target, upstreams_of
-from .workflow import workflow_run
+from .workflow import SETTINGS, secrets_in_outputs, workflow_run
 
 SLACK_VARIABLE = "SLACK_WEBHOOK_URL"
 Body = Callable[[Path, Mapping[str, Any]], None]
@@ -203,7 +203,7 @@ def build(root: Path, values: Mapping[str, Any]) -> None:
     job_text = text_value(values, "job")
     selection = None
     if job_text is not None:
-        given = sorted(name for name in SELECTION_NAMES if values.get(name) not in (None, [], ()))
+        given = sorted(selection_values(values))
         if given:
             raise UsageError(f"--job selects its own target; leave out --{given[0].replace('_', '-')}")
         selection = parse_job(job_text)["selection"]
@@ -216,6 +216,13 @@ def build(root: Path, values: Mapping[str, Any]) -> None:
     if report_file is not None and not request.push:
         raise UsageError("--report describes what was published; it needs --push")
     plan = make_plan(request, github.fetch_release)
+    if request.by_digest:
+        for target in plan.targets:
+            if len(target.platforms) != 1:
+                raise UsageError(
+                    f"--by-digest builds one platform per job; {target.id} has {len(target.platforms)} "
+                    f"({', '.join(target.platforms)}): pass one --platform, or a --job from `invoke plan`"
+                )
     # Options, matrix and releases are checked: from here on things change.
     if builder:
         engine.require_builder(builder)
@@ -249,10 +256,7 @@ def build(root: Path, values: Mapping[str, Any]) -> None:
 def save_digests(plan: Plan, metadata: Mapping[str, Any], folder: Path) -> None:
     """One record per target and platform: what `invoke merge` turns into tags."""
     folder.mkdir(parents=True, exist_ok=True)
-    images = {t.id: t.image for t in plan.targets}
-    for target in plan.targets:
-        if len(target.platforms) != 1:
-            raise UsageError(f"--by-digest builds one platform per job; {target.id} has {len(target.platforms)}")
+    images = {t.id: t.image for t in plan.targets}  # one platform each: checked before the build
     try:
         records: list[DigestRecord] = []
         for target in plan.targets:
@@ -314,11 +318,11 @@ def plan_jobs(root: Path, values: Mapping[str, Any]) -> None:
             raise UsageError("--workflow reads the selection from the workflow's inputs; give no selection options")
         run = workflow_run(os.environ)
         if not run.publish:
-            notice = "missing secrets " + ", ".join(run.missing_secrets) + ": publishing is skipped"
+            notice = f"missing {run.missing}: publishing is skipped"
             print(f"::notice title=Publishing skipped::{notice}" if in_github_actions() else notice)
             write_actions({"publish": "false", "matrix": compact_json({"include": []}), "plan": "{}"},
-                          f"## Publishing skipped\n\n{notice}. Add them under Settings > Secrets and variables > "
-                          "Actions (see README, Building with GitHub Actions).\n")  # fmt: skip
+                          f"## Publishing skipped\n\n{notice}. Add them under {SETTINGS} "
+                          "(see README, Building with GitHub Actions).\n")  # fmt: skip
             return
         chosen, skip_existing, skip_unavailable = run.values, run.skip_existing, run.skip_unavailable
     request = make_request(
@@ -339,15 +343,25 @@ def plan_jobs(root: Path, values: Mapping[str, Any]) -> None:
         expected.setdefault(target.image, []).extend(
             p for p in target.platforms if p not in expected.get(target.image, [])
         )
-    skipped = [
-        {"target": s.target, "image": s.image, "platforms": list(s.platforms), "reason": s.reason} for s in plan.skipped
-    ]
     document = {
         "jobs": [job.as_json() for job in jobs],
         "images": expected,
-        "skipped": skipped,
+        "skipped": [skip.as_json() for skip in plan.skipped],
         "releases": {tag: r.carries() for tag, r in plan.releases.items()},
     }
+    outputs = {
+        "publish": "true" if jobs else "false",
+        "matrix": compact_json(strategy_matrix(jobs)),
+        "plan": compact_json(document),
+    }
+    if values.get("workflow"):
+        # GitHub would drop these outputs silently: the build jobs would get an empty matrix.
+        leaked = secrets_in_outputs(outputs, os.environ)
+        if leaked:
+            raise UsageError(
+                f"the plan's outputs contain the value of the secret {', '.join(leaked)} (an image name "
+                "contains it), and GitHub drops job outputs that contain a secret's value; change that secret"
+            )
     for skip in plan.skipped:
         print(f"skipped {skip.target} [{', '.join(skip.platforms)}]: {skip.reason}", file=sys.stderr)
     text = json.dumps(document, indent=2) + "\n"
@@ -357,11 +371,7 @@ def plan_jobs(root: Path, values: Mapping[str, Any]) -> None:
         sys.stdout.write(text)
     summary = summary_markdown(Report("planned", (), plan.skipped), "Publishing plan")
     summary += "".join(f"- job `{job.name}`: `{job.image}` on {job.platform}\n" for job in jobs)
-    write_actions(
-        {"publish": "true" if jobs else "false", "matrix": compact_json(strategy_matrix(jobs)),
-         "plan": compact_json(document)},
-        summary,
-    )  # fmt: skip
+    write_actions(outputs, summary)
 
 
 def job_selection(base: Mapping[str, Any], target: Target, platform: str) -> dict[str, Any]:
@@ -391,7 +401,7 @@ def merge(root: Path, values: Mapping[str, Any]) -> None:
             document = json.loads(plan_text)
             expected = {str(k): [str(p) for p in v] for k, v in document["images"].items()}
             skipped = report_from_json({"skipped": document.get("skipped", [])}).skipped
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise UsageError("--plan is not a plan that `invoke plan` wrote") from None
     records = read_records(folder)
     if not records and not expected:
@@ -468,11 +478,22 @@ def notify(root: Path, values: Mapping[str, Any]) -> None:
 
 
 def load_report(path: Path | None) -> Report:
-    """The report a task wrote; without one the run failed before publishing anything."""
-    if path is not None and path.is_file():
+    """The report a task wrote; without one the run failed before publishing anything. A report
+    that cannot be read is posted as a failure that says so (the run's log has the rest)."""
+    failed = "the run failed before it published anything; see its log"
+    if path is not None and path.exists():
         try:
             return report_from_json(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    failed = ("the run failed before it published anything; see its log",)
-    return replace(Report(FAILURE, failed=failed), run_url=gitinfo.run_url())
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+        except UnicodeDecodeError:
+            why = "not UTF-8 text"
+        except json.JSONDecodeError as exc:
+            why = f"not JSON: {exc.msg} at offset {exc.pos}"
+        except KeyError as exc:
+            why = f"not a report that a task wrote: an entry lacks {exc}"
+        except (ValueError, TypeError) as exc:
+            why = f"not a report that a task wrote: {exc}"
+        failed = f"the run's report {path} is unreadable ({why}); see the run's log"
+        print(f"::warning::{failed}" if in_github_actions() else f"warning: {failed}", file=sys.stderr)
+    return replace(Report(FAILURE, failed=(failed,)), run_url=gitinfo.run_url())

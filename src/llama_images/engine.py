@@ -1,29 +1,84 @@
-"""The Docker engine the builds and container tests run on (I/O edge)."""
+"""The Docker engine the builds and container tests run on (I/O edge), and `docker`: every task
+runs the docker CLI through it, so a missing CLI or a command that hangs is a typed error."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import EngineError
+from .errors import EngineError, LlamaImagesError
 
 # Relative to the project root (the checkout the task runs in).
 PROVISION_SCRIPT = Path("scripts") / "provision-engine.sh"
 LOCAL_REGISTRY = os.environ.get("LLAMA_IMAGES_REGISTRY", "127.0.0.1:5000")
 
 
+NO_DOCKER = "the docker CLI is not installed"
+
+
+def docker_failure(args: Sequence[str], exc: OSError | subprocess.TimeoutExpired, timeout: float | None) -> str:
+    """What went wrong running `docker ARGS`, naming only its subcommand (never its arguments)."""
+    words: list[str] = []
+    for word in args:
+        if word.startswith("-") or len(words) == 3:
+            break
+        words.append(word)
+    command = " ".join(["docker", *words])
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return f"`{command}` gave no answer within {timeout:g} seconds"
+    if isinstance(exc, FileNotFoundError):
+        return f"{NO_DOCKER} (`docker` is not on PATH); run `invoke engine` (as root on Debian) or install Docker"
+    return f"cannot run `{command}` ({exc.strerror or type(exc).__name__})"
+
+
+def docker(
+    args: Sequence[str],
+    error: type[LlamaImagesError],
+    *,
+    timeout: float | None,
+    input: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`docker ARGS` with its output captured as text. A CLI that cannot run is an EngineError (no
+    usable engine); a timeout raises `error`, the calling module's own type with its exit code. A
+    failing command is the caller's to judge."""
+    try:
+        return subprocess.run(
+            ["docker", *args], input=input, check=False, capture_output=True, text=True, timeout=timeout, cwd=cwd
+        )
+    except OSError as exc:
+        raise EngineError(docker_failure(args, exc, timeout)) from None
+    except subprocess.TimeoutExpired as exc:
+        raise error(docker_failure(args, exc, timeout)) from None
+
+
+def docker_stream(args: Sequence[str], *, cwd: Path) -> subprocess.Popen[str]:
+    """`docker ARGS` started with stdin and stdout (stderr merged) as text pipes, for streaming;
+    a CLI that cannot run is an EngineError."""
+    try:
+        return subprocess.Popen(
+            ["docker", *args], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1,
+        )  # fmt: skip
+    except OSError as exc:
+        raise EngineError(docker_failure(args, exc, None)) from None
+
+
 def engine_problem() -> str | None:
     """Why builds cannot run here, or None when `docker` reaches an engine with buildx."""
     if shutil.which("docker") is None:
-        return "the docker CLI is not installed"
-    info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], check=False, capture_output=True)
-    if info.returncode != 0:
-        return "no Docker engine answers `docker info`"
-    buildx = subprocess.run(["docker", "buildx", "version"], check=False, capture_output=True)
-    if buildx.returncode != 0:
-        return "the docker buildx plugin is missing"
+        return NO_DOCKER
+    try:
+        info = docker(["info", "--format", "{{.ServerVersion}}"], EngineError, timeout=60)
+        if info.returncode != 0:
+            return "no Docker engine answers `docker info`"
+        if docker(["buildx", "version"], EngineError, timeout=60).returncode != 0:
+            return "the docker buildx plugin is missing"
+    except EngineError as exc:
+        return str(exc)
     return None
 
 
@@ -42,9 +97,8 @@ def provision(root: Path) -> None:
 
 def require_builder(name: str) -> None:
     """A named buildx builder (remote BuildKit, kubernetes, docker-container) must exist and start."""
-    result = subprocess.run(
-        ["docker", "buildx", "inspect", "--bootstrap", name], check=False, capture_output=True, text=True
-    )
+    # Starting a builder may pull BuildKit's image first.
+    result = docker(["buildx", "inspect", "--bootstrap", name], EngineError, timeout=600)
     if result.returncode != 0:
         detail = result.stderr.strip().splitlines()[-1:] or ["no answer"]
         raise EngineError(f"buildx builder '{name}' is not usable ({detail[0]}); see `docker buildx ls`")

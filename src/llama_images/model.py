@@ -30,11 +30,15 @@ DOCKER_TAG = re.compile(_TAG)
 CUDA_VERSION = re.compile(r"[0-9]{1,2}\.[0-9]{1,2}")
 PLATFORM = re.compile(r"linux/(amd64|arm64|arm/v6|arm/v7|ppc64le|s390x|386|riscv64)")
 RELEASE = re.compile(r"latest|b[0-9]+")
-BUILD = re.compile(r"b[0-9]+")
 GITHUB_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 HTTP_URL = re.compile(r"https?://[^\s{}]+")
 # The prebuilt tarballs exist for these architectures only.
 TARBALL_PLATFORMS = ("linux/amd64", "linux/arm64")
+
+
+def arch(platform: str) -> str:
+    """A platform's architecture as names use it: linux/amd64 -> amd64, linux/arm/v7 -> armv7."""
+    return platform.removeprefix("linux/").replace("/", "")
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .bake import bake_name
+from .model import arch
 
 # GitHub-hosted runners of each architecture: every platform builds natively, no emulation.
 RUNNERS = {"linux/amd64": "ubuntu-24.04", "linux/arm64": "ubuntu-24.04-arm"}
-
-
-def arch(platform: str) -> str:
-    return platform.removeprefix("linux/").replace("/", "")
 
 
 def by_digest(bake: Mapping[str, Any], staging_tags: bool = False) -> dict[str, Any]:

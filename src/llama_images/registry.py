@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import RegistryError
+from .engine import docker
+from .errors import LlamaImagesError, RegistryError
 
 USERNAME_VARIABLE = "REGISTRY_USERNAME"
 PASSWORD_VARIABLE = "REGISTRY_PASSWORD"
@@ -46,14 +46,8 @@ def logged_in(registry: str) -> Iterator[None]:
         yield
         return
     username, password = found
-    result = subprocess.run(
-        ["docker", "login", "--username", username, "--password-stdin", registry],
-        input=password,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = docker(["login", "--username", username, "--password-stdin", registry], RegistryError,
+                    timeout=120, input=password)  # fmt: skip
     if result.returncode != 0:
         detail = redact((result.stderr or result.stdout).strip(), password).splitlines()[-1:] or ["no answer"]
         raise RegistryError(f"login to {registry} as {username} failed: {detail[0]}; check {PASSWORD_VARIABLE}")
@@ -61,15 +55,16 @@ def logged_in(registry: str) -> Iterator[None]:
     try:
         yield
     finally:
-        subprocess.run(["docker", "logout", registry], check=False, capture_output=True, timeout=60)
+        try:
+            docker(["logout", registry], RegistryError, timeout=60)
+        except LlamaImagesError as exc:  # never hides the error that ended the block
+            print(f"warning: logout from {registry}: {exc}", file=sys.stderr)
 
 
 def tag_exists(image: str) -> bool:
     """True when the registry has the tag; False when it says it has not. Other failures (no
     answer, refused credentials) are errors: guessing either way could rebuild or skip wrongly."""
-    result = subprocess.run(
-        ["docker", "buildx", "imagetools", "inspect", image], check=False, capture_output=True, text=True, timeout=120
-    )
+    result = docker(["buildx", "imagetools", "inspect", image], RegistryError, timeout=120)
     if result.returncode == 0:
         return True
     message = result.stderr.lower()
@@ -81,16 +76,13 @@ def tag_exists(image: str) -> bool:
 
 def imagetools_inspect(image: str, *options: str, failure: str) -> Any:
     """`docker buildx imagetools inspect` of `image` with `options`, its JSON output parsed."""
-    result = subprocess.run(
-        ["docker", "buildx", "imagetools", "inspect", *options, image],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = docker(["buildx", "imagetools", "inspect", *options, image], RegistryError, timeout=120)
     if result.returncode != 0:
         raise RegistryError(f"{failure}: {result.stderr.strip()[-500:]}")
-    return json.loads(result.stdout)
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise RegistryError(f"{failure}: docker buildx imagetools inspect printed no JSON") from None
 
 
 def inspect_raw(image: str) -> dict[str, Any]:
@@ -115,11 +107,11 @@ def create_tag(image: str, sources: Sequence[str], builder: str | None = None) -
     The sources are indexes (image + attestation manifest each); imagetools merges them, so the
     attestations travel with the new index.
     """
-    command = ["docker", "buildx", "imagetools", "create"]
+    command = ["buildx", "imagetools", "create"]
     if builder:
         command += ["--builder", builder]
     command += ["--tag", image, *sources]
-    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    result = docker(command, RegistryError, timeout=600)
     if result.returncode != 0:
         raise RegistryError(f"could not create {image}: {result.stderr.strip()[-1000:]}")
     manifest = imagetools_inspect(

@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import ReleaseLookupError
 from .matrix import LATEST, SOURCE_RELEASE_TARBALL, Matrix, render_tag
+from .model import arch
 from .targets import ImageTarget, Target
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -133,10 +134,10 @@ def newest(releases: Sequence[Release], repository: str) -> Release:
 def checksum_args(release: Release, cuda: str) -> dict[str, str]:
     """Build args with the sha256 of each architecture's tarball, where the release knows it."""
     args = {}
-    for arch in ARCHES:
-        asset = release.asset(ASSET_NAME.format(release=release.tag, cuda=cuda, arch=arch))
+    for architecture in ARCHES:
+        asset = release.asset(ASSET_NAME.format(release=release.tag, cuda=cuda, arch=architecture))
         if asset is not None and asset.sha256:
-            args[f"LLAMA_CPP_SHA256_{arch.upper()}"] = asset.sha256
+            args[f"LLAMA_CPP_SHA256_{architecture.upper()}"] = asset.sha256
     return args
 
 
@@ -195,8 +196,7 @@ def unavailable_platforms(target: ImageTarget, release: Release) -> dict[str, st
         return {}
     missing = {}
     for platform in target.platforms:
-        arch = platform.removeprefix("linux/")
-        name = ASSET_NAME.format(release=release.tag, cuda=target.binary_cuda, arch=arch)
+        name = ASSET_NAME.format(release=release.tag, cuda=target.binary_cuda, arch=arch(platform))
         if release.asset(name) is not None:
             continue
         old_format = [t for t in release.tarballs if t.cuda == target.binary_cuda and t.arch is None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 SUCCESS, FAILURE, NOTHING = "success", "failure", "nothing to publish"
@@ -37,6 +37,9 @@ class Skipped:
     platforms: tuple[str, ...]
     reason: str
 
+    def as_json(self) -> dict[str, Any]:
+        return {"target": self.target, "image": self.image, "platforms": list(self.platforms), "reason": self.reason}
+
 
 @dataclass(frozen=True)
 class Report:
@@ -45,7 +48,6 @@ class Report:
     skipped: tuple[Skipped, ...] = ()
     failed: tuple[str, ...] = ()  # one line each: what failed and why
     run_url: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -53,16 +55,19 @@ class Report:
             "published": [
                 {"image": p.image, "digest": p.digest, "platforms": list(p.platforms)} for p in self.published
             ],
-            "skipped": [
-                {"target": s.target, "image": s.image, "platforms": list(s.platforms), "reason": s.reason}
-                for s in self.skipped
-            ],
+            "skipped": [s.as_json() for s in self.skipped],
             "failed": list(self.failed),
             "run_url": self.run_url,
         }
 
 
-def report_from_json(data: Mapping[str, Any]) -> Report:
+def report_from_json(data: Any) -> Report:
+    """A report from what `as_json` wrote; raises ValueError, KeyError or TypeError for anything else."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a JSON {type(data).__name__}, not an object")
+    for key in ("published", "skipped"):
+        if not all(isinstance(entry, Mapping) for entry in data.get(key, ())):
+            raise ValueError(f"'{key}' holds something other than objects")
     return Report(
         status=str(data.get("status", FAILURE)),
         published=tuple(

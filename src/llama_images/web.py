@@ -8,9 +8,11 @@ module: a webhook URL is a secret.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Any
 ATTEMPTS = 4
 BACKOFF_SECONDS = 0.5  # doubled after each failed attempt
 LONGEST_WAIT_SECONDS = 60.0  # a rate limit that resets later than this fails at once
+INVALID_URL = "the URL is not a valid http(s) URL"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ def request_json(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
     """The decoded JSON answer (or the text, with expect_json=False); raises RequestFailed."""
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in ("http", "https"):
+        raise RequestFailed(Failure(None, INVALID_URL))
     data = None if body is None else json.dumps(body).encode()
     all_headers = dict(headers or {})
     if data is not None:
@@ -72,8 +81,8 @@ def request_json(
     failure = Failure(None, "no attempt made")
     for attempt in range(1, attempts + 1):
         wait = delay
-        request = urllib.request.Request(url, data=data, headers=all_headers, method=method)
         try:
+            request = urllib.request.Request(url, data=data, headers=all_headers, method=method)
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 text = response.read().decode("utf-8", errors="replace")
             if not expect_json:
@@ -97,6 +106,11 @@ def request_json(
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             failure = Failure(None, f"no answer ({reason})")
+        except (ValueError, http.client.InvalidURL):
+            # urllib's own messages quote the URL ("unknown url type", "can't contain control characters").
+            raise RequestFailed(Failure(None, INVALID_URL)) from None
+        except http.client.HTTPException as exc:  # a malformed answer (bad status line, cut short)
+            failure = Failure(None, f"no valid answer ({type(exc).__name__})")
         if attempt < attempts:
             sleep(wait)
             delay *= 2
