@@ -80,6 +80,7 @@ def test_a_host_in_llama_args_is_kept_and_reached_on_loopback() -> None:
     made = plan(LLAMA_MODEL="/m/x.gguf", LLAMA_ARGS="--host 0.0.0.0")
     assert made.command().count("--host") == 1 and made.listen.reach_host == "127.0.0.1"
     assert plan(LLAMA_MODEL="/m/x.gguf", LLAMA_ARGS="--host 10.1.2.3").listen.reach_host == "10.1.2.3"
+    assert plan(LLAMA_MODEL="/m/x.gguf", LLAMA_ARGS="--host ::1").listen.reach_host == "::1"
 
 
 @pytest.mark.parametrize(
@@ -163,6 +164,15 @@ def test_a_models_dir_or_a_list_starts_router_mode() -> None:
     assert "[org/a-GGUF]\nhf-repo = org/a-GGUF\n" in preset
     assert "[b]\nmodel = /models/b.gguf\n" in preset
     assert re.search(r"\[c\]\nmodel-url = https://h/c.gguf\nmodel = /c/url/[0-9a-f]{12}-c\.gguf\n", preset)
+
+
+@pytest.mark.parametrize("url", ["https://me:pa55word@h/c.gguf", "https://h/c.gguf?X-Amz-Signature=s1gned"])
+def test_router_mode_refuses_a_url_with_credentials(url: str) -> None:
+    """The router passes each model's settings to its model process as arguments (ps would show them)."""
+    with pytest.raises(ConfigError, match="carries credentials") as caught:
+        make_plan({"LLAMA_MODEL": f"/models/a.gguf,{url}"}, PORT)
+    assert "pa55word" not in str(caught.value) and "s1gned" not in str(caught.value)
+    assert plan(LLAMA_MODEL=url).sources[0].kind == "url"  # alone, it travels in the environment
 
 
 def test_two_list_entries_with_one_name_are_refused() -> None:

@@ -106,3 +106,10 @@ def test_switches_read_yes_and_no_words_in_any_case() -> None:
     # Anything else, or unset, is the default.
     assert env_flag({"X": "maybe"}, "X", default=True) is True
     assert env_flag({}, "X", default=False) is False
+
+
+def test_an_ipv6_upstream_is_dialled_in_brackets() -> None:
+    service = Service("llama", "llama.cpp server", 8000, 18000, host="::1", program="llama")
+    config = caddy_config([service], Auth("t0ken"), None)
+    assert "[::1]:18000" in json.dumps(config)
+    assert "127.0.0.1:18000" not in json.dumps(config)

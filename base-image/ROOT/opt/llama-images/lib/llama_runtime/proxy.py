@@ -230,7 +230,7 @@ def upstream_routes(service: Service) -> list[dict[str, Any]]:
     client, inside Caddy, sends those again when a kept-alive connection turns out closed)."""
     proxy = {
         "handler": "reverse_proxy",
-        "upstreams": [{"dial": f"{service.host}:{service.internal_port}"}],
+        "upstreams": [{"dial": f"{dial_host(service.host)}:{service.internal_port}"}],
         # Stream every write at once: server-sent events and token streams.
         "flush_interval": -1,
     }
@@ -285,6 +285,11 @@ def caddy_config(
             }
         }
     return config
+
+
+def dial_host(host: str) -> str:
+    """An IPv6 address in brackets (`[::1]`), as an address:port pair needs it."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def parse_ports(value: str) -> tuple[frozenset[int], list[str]]:

@@ -311,6 +311,16 @@ def make_plan(env: Mapping[str, str], default_port: int, taken_ports: Mapping[in
     model_elsewhere = any(word in MODEL_OPTIONS for word in args) or any(env.get(v) for v in MODEL_VARIABLES)
     if not sources and models_dir is None and not model_elsewhere:
         return None
+    if models_dir is not None or len(sources) > 1:
+        for source in sources:
+            parts = urlsplit(source.value) if source.kind == "url" else None
+            if parts is not None and (parts.password or parts.query):
+                # The router hands each model's settings to the process serving it as arguments.
+                raise ConfigError(
+                    f"LLAMA_MODEL: {mask_url(source.value)} carries credentials, and in router mode "
+                    "llama-server passes a model's URL on a command line (visible in ps); download it "
+                    "into LLAMA_MODELS_DIR, or serve it alone"
+                )
     retries = Retries(
         attempts=int(number(env, "LLAMA_START_ATTEMPTS", DEFAULT_ATTEMPTS, 1, integer=True)),
         delay=number(env, "LLAMA_RETRY_DELAY", DEFAULT_RETRY_DELAY, 0),

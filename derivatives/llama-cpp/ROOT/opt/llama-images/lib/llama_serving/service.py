@@ -125,7 +125,7 @@ def publish_port(plan: Plan | None, default_port: int) -> None:
     lines = []
     if plan is not None and plan.listen.port != default_port:
         lines.append(f"internal_port = {plan.listen.port}")
-    if plan is not None and plan.listen.reach_host not in {"127.0.0.1", "::1"}:
+    if plan is not None and plan.listen.reach_host != "127.0.0.1":
         lines.append(f"host = {json.dumps(plan.listen.reach_host)}")
     if lines:
         header = "# Written at boot from LLAMA_ARGS; replaces keys of /etc/llama-images/services.d/llama.toml.\n"
