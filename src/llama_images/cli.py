@@ -234,7 +234,7 @@ def build(root: Path, values: Mapping[str, Any]) -> None:
             plan = skip_published(plan, registry.tag_exists)
         for skip in plan.skipped:
             print(f"skipped {skip.target} [{', '.join(skip.platforms)}]: {skip.reason}")
-        if not plan.images and any(isinstance(t, ImageTarget) for t in select_targets(request.selection)[1]):
+        if not plan.targets:  # images were selected (bases are never built alone) and all skipped
             print("nothing to build: every selected target is published or skipped")
             finish_publishing(request, plan, {}, report_file)
             return
