@@ -209,6 +209,8 @@ def test_llama_api_key_is_a_second_lock_and_metrics_pass_the_proxy(
     with pytest.raises(openai.AuthenticationError):
         openai_client(llama).models.list()
     assert [m.id for m in openai_client(llama, default_headers=key).models.list()] == ["/models/tiny.gguf"]
+    llama.wait_logged("[llama] ready: serving")
+    assert "second-lock" not in llama.log()
 
 
 def portal_services(llama: Llama) -> list[dict[str, Any]]:

@@ -20,8 +20,6 @@ from tests.container.llama.support import FAST_RETRIES, GAVE_UP, Llama, Models, 
 
 pytestmark = pytest.mark.container
 
-CHAT = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}
-
 
 def test_a_quoted_llama_args_value_keeps_its_space(
     main_build: Any, start_llama: Callable[..., Llama], models: Models
@@ -56,22 +54,6 @@ def test_an_api_key_in_llama_args_is_enforced_and_never_logged(
     # Not in any process's arguments either (`ps` shows those to every user).
     code, cmdlines = llama.sh("cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
     assert code == 0 and "llama-server" in cmdlines and secret not in cmdlines
-
-
-def test_llama_api_key_is_llama_servers_own_second_lock(
-    main_build: Any, start_llama: Callable[..., Llama], models: Models
-) -> None:
-    llama = start_llama(
-        env={"LLAMA_MODEL": models.path("tiny.gguf"), "LLAMA_API_KEY": "second-lock", "LLAMA_ARGS": "--metrics"},
-        volumes=models.volumes,
-    )
-    llama.wait_healthy()  # /health stays open
-    assert llama.curl("/metrics")[0] == 401
-    assert llama.curl("/metrics", "-H", "X-Api-Key: second-lock")[0] == 200
-    status, body = llama.post("/v1/chat/completions", CHAT, "-H", "Authorization: Bearer second-lock")
-    assert status == 200, body
-    llama.wait_logged("[llama] ready: serving")
-    assert "second-lock" not in llama.log()
 
 
 @pytest.mark.parametrize("args", ["--port 9000", "--port=9000"])
