@@ -250,16 +250,6 @@ def test_server_sent_events_arrive_through_the_proxy_as_they_are_produced(
     assert arrivals[-1][0] - arrivals[0][0] > 1.2
 
 
-def test_llama_streaming_completion_through_the_proxy(served: Any) -> None:
-    body = json.dumps({"prompt": "Hello", "n_predict": 8, "stream": True}).encode()
-    reply = request(
-        served, 8000, "/completion", method="POST", body=body, headers={**bearer(), "Content-Type": "application/json"}
-    )
-    assert reply.status == 200
-    events = [line for line in reply.body.split(b"\n") if line.startswith(b"data: ")]
-    assert len(events) >= 2
-
-
 def test_the_healthcheck_turns_unhealthy_when_an_essential_service_is_fatal(
     run_container: Callable[..., Any], client: Any
 ) -> None:
