@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -411,7 +411,10 @@ def merge(root: Path, values: Mapping[str, Any]) -> None:
     published: list[Published] = []
     registries = sorted({m.image.split("/", 1)[0] for m in merges})
     try:
-        with_logins(registries, lambda: create_tags(merges, builder, published, failed))
+        with ExitStack() as logins:
+            for name in registries:
+                logins.enter_context(registry.logged_in(name))
+            create_tags(merges, builder, published, failed)
     except RegistryError as exc:
         failed.append(str(exc))
     report = Report(status_of(published, failed), tuple(published), skipped, tuple(failed), gitinfo.run_url())
@@ -420,14 +423,6 @@ def merge(root: Path, values: Mapping[str, Any]) -> None:
         raise BuildError(f"{len(incomplete)} image(s) not published: a platform's job failed (see above)")
     if failed:
         raise RegistryError(f"{len(failed)} tag(s) not created (see above)")
-
-
-def with_logins(registries: list[str], action: Callable[[], None]) -> None:
-    if not registries:
-        action()
-        return
-    with registry.logged_in(registries[0]):
-        with_logins(registries[1:], action)
 
 
 def create_tags(merges: list[Any], builder: str | None, published: list[Published], failed: list[str]) -> None:
