@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import nox
@@ -29,10 +30,15 @@ def dockerfiles() -> list[str]:
 
 
 def shell_scripts() -> list[str]:
-    """Every *.sh and every file whose first line names a shell, outside virtualenvs."""
+    """Every *.sh and every file whose first line names a shell, among the checkout's files
+    (tracked, or new and not ignored: build outputs such as the benchmark's copies stay out)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
     found = []
-    for path in ROOT.rglob("*"):
-        if not path.is_file() or {".git", ".nox", ".venv", "node_modules"} & set(path.parts):
+    for path in (ROOT / name for name in listed.split("\0") if name):
+        if not path.is_file():
             continue
         if path.suffix == ".sh":
             found.append(path)
@@ -65,14 +71,19 @@ def lint(session: nox.Session) -> None:
     session.run("zizmor", "--offline", "--min-severity", "low", *workflows)
 
 
-@nox.session
-def test(session: nox.Session) -> None:
-    """pytest: unit tests and container tests (marked `container`). Pass pytest args after --."""
+def install_with_engine(session: nox.Session) -> None:
+    """The package, and (as root, where no engine answers) the engine `invoke engine` sets up."""
     session.install("-e", ".[dev]")
     from llama_images.engine import engine_problem
 
     if engine_problem() is not None and os.geteuid() == 0:
         session.run("invoke", "engine")
+
+
+@nox.session
+def test(session: nox.Session) -> None:
+    """pytest: unit tests and container tests (marked `container`). Pass pytest args after --."""
+    install_with_engine(session)
     session.run("pytest", *session.posargs)
 
 
@@ -94,9 +105,5 @@ def bench(session: nox.Session) -> None:
     """Issue 8's benchmarks of the CPU image (docs/benchmarks.md): update pull delta, matrix build,
     boot to healthy, proxy under load, image size. Prints a table, writes build/bench/results.json.
     Not part of `lint test`. Options after --, e.g. `nox -s bench -- --only boot,load`."""
-    session.install("-e", ".[dev]")
-    from llama_images.engine import engine_problem
-
-    if engine_problem() is not None and os.geteuid() == 0:
-        session.run("invoke", "engine")
+    install_with_engine(session)
     session.run("python", "-m", "llama_images.bench", *session.posargs)
