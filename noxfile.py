@@ -71,19 +71,18 @@ def lint(session: nox.Session) -> None:
     session.run("zizmor", "--offline", "--min-severity", "low", *workflows)
 
 
-def install_with_engine(session: nox.Session) -> None:
-    """The package, and (as root, where no engine answers) the engine `invoke engine` sets up."""
+def install_with_engine(session: nox.Session, *, test_tools: bool = False) -> None:
+    """The package, and as root the engine `invoke engine` sets up (it leaves what works alone),
+    with `test_tools` also the browser the portal's test drives."""
     session.install("-e", ".[dev]")
-    from llama_images.engine import engine_problem
-
-    if engine_problem() is not None and os.geteuid() == 0:
-        session.run("invoke", "engine")
+    if os.geteuid() == 0:
+        session.run("invoke", "engine", *(["--test-tools"] if test_tools else []))
 
 
 @nox.session
 def test(session: nox.Session) -> None:
     """pytest: unit tests and container tests (marked `container`). Pass pytest args after --."""
-    install_with_engine(session)
+    install_with_engine(session, test_tools=True)
     session.run("pytest", *session.posargs)
 
 

@@ -5,7 +5,9 @@
 #     Debian 12's runc) with the containerd image store,
 #   - a loopback-only OCI registry,
 #   - arm64 emulation (qemu-user-static + binfmt_misc),
-#   - debootstrap, which creates upstream images that cannot be pulled.
+#   - debootstrap, which creates upstream images that cannot be pulled,
+#   - with --test-tools: what the tests need besides the engine (Debian's chromium and
+#     chromium-driver for the portal's browser test).
 # Every part is checked first and left alone when it already works, so a host that has an
 # engine is not touched. Re-running is safe.
 set -euo pipefail
@@ -16,6 +18,7 @@ STATE_DIR="${LLAMA_IMAGES_STATE_DIR:-/var/lib/llama-images}"
 LOG_DIR="${LLAMA_IMAGES_LOG_DIR:-/var/log/llama-images}"
 SID_PACKAGES=(docker.io containerd tini-static docker-buildx)
 HOST_PACKAGES=(runc iptables debootstrap qemu-user-static binfmt-support docker-registry ca-certificates)
+TEST_PACKAGES=(chromium chromium-driver)
 
 log() { printf 'engine: %s\n' "$*" >&2; }
 die() { printf 'engine: error: %s\n' "$*" >&2; exit 1; }
@@ -49,9 +52,9 @@ mirror_uri() {
     printf '%s\n' "${uri:-http://deb.debian.org/debian}"
 }
 
-install_host_packages() {
+install_packages() {
     local missing=() pkg
-    for pkg in "${HOST_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     [ "${#missing[@]}" -eq 0 ] && return 0
@@ -157,7 +160,25 @@ engine_is_ours() {
     [[ $(readlink -f "/proc/$pid/exe" 2>/dev/null) == "$(readlink -f "$PREFIX")"/* ]]
 }
 
+install_test_tools() {
+    local missing=() pkg
+    for pkg in "${TEST_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        log "the browser test needs ${missing[*]}: install them (apt-get install ${missing[*]}); it skips until then"
+        return 0
+    fi
+    install_packages "${missing[@]}"
+}
+
 main() {
+    if [ "${1:-}" = "--test-tools" ]; then
+        install_test_tools
+    elif [ -n "${1:-}" ]; then
+        die "unknown option $1 (known: --test-tools)"
+    fi
     if engine_ready && buildx_ready && ! engine_is_ours; then
         local missing=()
         registry_ready || missing+=("no registry at $REGISTRY_ADDR")
@@ -170,7 +191,7 @@ main() {
         return 0
     fi
     require_root "setting up the engine"
-    install_host_packages
+    install_packages "${HOST_PACKAGES[@]}"
     if ! engine_ready; then
         unpack_sid_engine
         start_engine

@@ -10,7 +10,7 @@ from .conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "src" / "llama_images"
 CORE = {"errors", "model", "yamlnodes", "matrix", "targets", "bake", "releases", "options", "plan", "publishing",
-        "report", "workflow"}  # fmt: skip
+        "report", "workflow", "tag_state"}  # fmt: skip
 # Modules that talk to processes, the network or the engine.
 IO_MODULES = {"subprocess", "socket", "urllib", "http", "requests", "docker", "invoke", "shutil", "tempfile"}
 IO_PACKAGE_MODULES = {

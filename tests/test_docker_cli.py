@@ -47,3 +47,22 @@ def test_a_hanging_docker_is_the_callers_error_without_its_arguments(
                       timeout=0.5, input="hunter2")  # fmt: skip
     assert str(caught.value) == "`docker login` gave no answer within 0.5 seconds"
     assert caught.value.exit_code == 7
+
+
+@pytest.mark.parametrize(
+    ("reference", "ours"),
+    [
+        ("docker.io/llamaimages/llama-cpp:b11669-cpu", True),
+        ("llamaimages-bench/base-packages:run", True),
+        ("docker.io/llamaimages-fresh/llama-cpp:b11669-cpu", True),
+        ("127.0.0.1:5000/llamaimages/llama-cpp:b1-cpu", True),
+        ("docker.io/ci-run/cuda-stage-test:ok", True),  # the test run's own namespace
+        ("docker.io/someone/llama-cpp:b1-cpu", True),  # the matrix's namespace and repository
+        ("docker.io/someone/other:1", False),  # that namespace's other images are the owner's
+        ("debian:forky-slim", False),  # a stand-in is recognised by its label, a pulled one is kept
+        ("nvidia/cuda:12.8.1-runtime-ubuntu24.04", False),
+        ("registry:2", False),
+    ],
+)
+def test_clean_removes_only_what_this_project_built(reference: str, ours: bool) -> None:
+    assert engine.is_project_image(reference, {"ci-run"}, {("someone", "llama-cpp")}) is ours

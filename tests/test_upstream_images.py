@@ -1,12 +1,12 @@
-"""Which upstreams must be made here, decided without an engine (the engine's answers are given)."""
+"""Which upstreams must be made here, decided without an engine (the engine's answers are given);
+what the registry said is in test_tag_state.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from llama_images.errors import EngineError
 from llama_images.matrix import Upstream
-from llama_images.upstream_images import LocalImage, debian_suite, ensure_upstreams, missing_upstreams
+from llama_images.upstream_images import LocalImage, debian_suite, missing_upstreams
 
 CUDA = Upstream("cuda-12.9", "nvidia/cuda:12.9.1-runtime-ubuntu24.04", "12.9", ("linux/amd64",))
 DEBIAN = Upstream("debian-forky", "debian:forky-slim", None, ("linux/amd64", "linux/arm64"))
@@ -18,6 +18,10 @@ DEBIAN = Upstream("debian-forky", "debian:forky-slim", None, ("linux/amd64", "li
         ("debian:forky-slim", "forky"),
         ("debian:sid", "sid"),
         ("docker.io/library/debian:trixie-slim", "trixie"),
+        ("llama-images-unreachable.invalid/library/debian:forky-slim", "forky"),
+        ("127.0.0.1:5000/debian:sid", "sid"),
+        ("localhost/debian:sid", "sid"),
+        ("someone/debian:sid", None),
         ("debian:12-slim", None),
         ("nvidia/cuda:12.9.1-runtime-ubuntu24.04", None),
     ],
@@ -32,14 +36,3 @@ def test_a_stand_in_made_for_fewer_platforms_is_made_again() -> None:
         CUDA.image: LocalImage(True, None),  # pulled by the user: trusted as it is
     }
     assert missing_upstreams({"a": DEBIAN, "b": CUDA}, engine.__getitem__) == [DEBIAN]
-
-
-def test_an_upstream_in_its_registry_needs_nothing_here() -> None:
-    made: list[str] = []
-    ensure_upstreams({"cuda": CUDA}, made.append, published=lambda _: True, inspect=lambda _: LocalImage(False, None))
-    assert made == []
-
-
-def test_an_unreachable_non_debian_upstream_is_a_clear_error() -> None:
-    with pytest.raises(EngineError, match=r"nvidia/cuda:12\.9\.1-runtime-ubuntu24\.04 \(cuda-12\.9\) is neither"):
-        ensure_upstreams({"cuda": CUDA}, print, published=lambda _: False, inspect=lambda _: LocalImage(False, None))

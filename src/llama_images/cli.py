@@ -21,6 +21,7 @@ from typing import Any
 from . import buildx, engine, github, gitinfo, registry, upstream_images, web
 from .bake import bake_name, to_json
 from .errors import BuildError, LlamaImagesError, RegistryError, UsageError
+from .matrix import MATRIX_FILE, load_matrix
 from .options import parse_job, parse_selection, selection_values, text_value
 from .pipcert import pip_cert
 from .plan import Plan, Request, make_plan, render_plan, select_targets, skip_published, table
@@ -51,6 +52,8 @@ from .targets import ImageTarget, Target, upstreams_of
 from .workflow import SETTINGS, secrets_in_outputs, workflow_run
 
 SLACK_VARIABLE = "SLACK_WEBHOOK_URL"
+# The namespace a test run builds its images in (tests/container/conftest.py): `invoke clean` removes it.
+TEST_NAMESPACE_VARIABLE = "LLAMA_IMAGES_TEST_NAMESPACE"
 Body = Callable[[Path, Mapping[str, Any]], None]
 
 
@@ -138,7 +141,20 @@ def render(plan: Plan, request: Request, staging_tags: bool = False) -> dict[str
 
 @reports_errors
 def provision_engine(root: Path, values: Mapping[str, Any]) -> None:
-    engine.provision(root)
+    engine.provision(root, test_tools=bool(values.get("test_tools")))
+
+
+@reports_errors
+def forget_images(root: Path, values: Mapping[str, Any]) -> None:
+    """Everything this project built, and the build cache: the next build starts cold."""
+    images = load_matrix(root / MATRIX_FILE).images
+    test_namespace = os.environ.get(TEST_NAMESPACE_VARIABLE, "").strip()
+    repositories = {(images.namespace, images.repository), (images.namespace, images.base_repository)}
+    engine.require_engine()
+    removed = engine.forget_project_images({test_namespace} - {""}, repositories, upstream_images.CREATED_LABEL)
+    for reference in removed:
+        print(f"removed {reference}")
+    print(f"removed {len(removed)} image(s) and the build cache")
 
 
 @reports_errors

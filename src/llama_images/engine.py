@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from .errors import EngineError, LlamaImagesError
@@ -82,15 +82,16 @@ def engine_problem() -> str | None:
     return None
 
 
-def provision(root: Path) -> None:
-    """Install and start engine, buildx, loopback registry and arm64 emulation where missing.
+def provision(root: Path, test_tools: bool = False) -> None:
+    """Install and start engine, buildx, loopback registry and arm64 emulation where missing
+    (with `test_tools`, also what the tests need besides the engine: a browser).
 
     The script leaves whatever already works alone, so this is cheap on a ready host.
     """
     script = root / PROVISION_SCRIPT
     if not script.is_file():
         raise EngineError(f"{script} is missing: run the task in a llama-images checkout")
-    result = subprocess.run(["bash", str(script)], check=False)
+    result = subprocess.run(["bash", str(script), *(["--test-tools"] if test_tools else [])], check=False)
     if result.returncode != 0:
         raise EngineError(f"{PROVISION_SCRIPT} failed (exit {result.returncode}); see its output above")
 
@@ -108,3 +109,50 @@ def require_engine() -> None:
     problem = engine_problem()
     if problem is not None:
         raise EngineError(f"{problem}; run `invoke engine` (as root on Debian) or start Docker with buildx")
+
+
+# Images a test run or the benchmark builds go to namespaces starting with this (README).
+PROJECT_NAMESPACE_PREFIX = "llamaimages"
+
+
+def is_project_image(reference: str, owned: Collection[str], repositories: Collection[tuple[str, str]]) -> bool:
+    """Whether an image reference is one this project builds: anything under a `llamaimages*`
+    namespace or an `owned` one (a test run's), and the matrix's (namespace, repository) pairs."""
+    name = reference.split("@", 1)[0].rsplit(":", 1)[0]
+    parts = name.split("/")
+    if len(parts) > 2 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]  # the registry host
+    if len(parts) != 2:
+        return False
+    namespace, repository = parts
+    if namespace.startswith(PROJECT_NAMESPACE_PREFIX) or namespace in owned:
+        return True
+    return (namespace, repository) in repositories
+
+
+def forget_project_images(
+    owned: Collection[str], repositories: Collection[tuple[str, str]], stand_in_label: str
+) -> list[str]:
+    """Remove every image this project built or stood in for (local upstreams, which carry
+    `stand_in_label`) and the build cache, so the next build starts as on a fresh machine.
+    Returns what was removed."""
+    listing = docker(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"], EngineError, timeout=120)
+    stand_ins = docker(
+        ["image", "ls", "--filter", f"label={stand_in_label}", "--format", "{{.Repository}}:{{.Tag}}"],
+        EngineError,
+        timeout=120,
+    )
+    if listing.returncode != 0 or stand_ins.returncode != 0:
+        raise EngineError(f"cannot list the engine's images: {(listing.stderr + stand_ins.stderr).strip()[-300:]}")
+    chosen = sorted(
+        {ref for ref in stand_ins.stdout.split() if not ref.endswith(":<none>")}
+        | {ref for ref in listing.stdout.split() if is_project_image(ref, owned, repositories)}
+    )
+    for reference in chosen:
+        removed = docker(["image", "rm", "--force", reference], EngineError, timeout=300)
+        if removed.returncode != 0 and "no such image" not in removed.stderr.lower():
+            raise EngineError(f"cannot remove {reference}: {removed.stderr.strip()[-300:]}")
+    pruned = docker(["buildx", "prune", "--all", "--force"], EngineError, timeout=1800)
+    if pruned.returncode != 0:
+        raise EngineError(f"cannot empty the build cache: {pruned.stderr.strip()[-300:]}")
+    return chosen

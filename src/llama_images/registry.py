@@ -10,16 +10,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from .engine import docker
 from .errors import LlamaImagesError, RegistryError
+from .tag_state import Lookup, TagState, classify, unreachable_after
 
 USERNAME_VARIABLE = "REGISTRY_USERNAME"
 PASSWORD_VARIABLE = "REGISTRY_PASSWORD"
-NOT_FOUND_HINTS = ("not found", "manifest unknown", "name unknown", "no such manifest")
 
 
 def credentials() -> tuple[str, str] | None:
@@ -61,17 +61,32 @@ def logged_in(registry: str) -> Iterator[None]:
             print(f"warning: logout from {registry}: {exc}", file=sys.stderr)
 
 
-def tag_exists(image: str) -> bool:
-    """True when the registry has the tag; False when it says it has not. Other failures (no
-    answer, refused credentials) are errors: guessing either way could rebuild or skip wrongly."""
-    result = docker(["buildx", "imagetools", "inspect", image], RegistryError, timeout=120)
-    if result.returncode == 0:
+LOOKUP_TIMEOUT = 60.0  # seconds; a registry that accepts connections and never answers is unreachable
+
+
+def lookup_tag(image: str, timeout: float = LOOKUP_TIMEOUT) -> Lookup:
+    """What the registry says about `image`'s tag: published, absent, unreachable or refused."""
+    try:
+        result = docker(["buildx", "imagetools", "inspect", image], RegistryError, timeout=timeout)
+    except RegistryError:  # the call timed out (a missing CLI stays an EngineError)
+        return unreachable_after(timeout)
+    return classify(result.returncode, result.stderr)
+
+
+def tag_exists(image: str, lookup: Callable[[str], Lookup] = lookup_tag) -> bool:
+    """True when the registry has the tag; False when it says it has not. Any other answer (no
+    answer, refused credentials) is an error: guessing either way could rebuild or skip wrongly."""
+    found = lookup(image)
+    if found.state is TagState.PUBLISHED:
         return True
-    message = result.stderr.lower()
-    if any(hint in message for hint in NOT_FOUND_HINTS):
+    if found.state is TagState.ABSENT:
         return False
-    detail = result.stderr.strip().splitlines()[-1:] or ["no answer"]
-    raise RegistryError(f"cannot tell whether {image} is published: {detail[0]}")
+    why = {
+        TagState.UNREACHABLE: "the registry cannot be reached",
+        TagState.REFUSED: f"the registry refused the lookup; check {USERNAME_VARIABLE}/{PASSWORD_VARIABLE}",
+        TagState.UNKNOWN: "docker's answer is not understood",
+    }[found.state]
+    raise RegistryError(f"cannot tell whether {image} is published ({why}): {found.detail}")
 
 
 def imagetools_inspect(image: str, *options: str, failure: str) -> Any:

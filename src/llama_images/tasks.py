@@ -38,6 +38,20 @@ TASKS = (
         "Install and start a Docker engine with buildx, a loopback registry and arm64 emulation (root, Debian). "
         "Leaves whatever already works alone: a host with an engine is not touched.",
         cli.provision_engine,
+        (
+            Option(
+                "test_tools",
+                "also install what the tests need besides the engine (Debian's chromium and chromium-driver)",
+                default=False,
+            ),
+        ),
+    ),
+    TaskSpec(
+        "clean",
+        "Remove from the engine every image this project built or stood in for (local upstreams, llamaimages* "
+        "images, the matrix's repositories in its namespace, $LLAMA_IMAGES_TEST_NAMESPACE) and the build cache: "
+        "the next build starts cold, as on a fresh machine.",
+        cli.forget_images,
     ),
     TaskSpec(
         "matrix",

@@ -8,6 +8,7 @@ by buildx), so the Dockerfiles keep their real FROM. Non-Debian upstreams cannot
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,11 +18,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .engine import docker
 from .errors import EngineError
 from .matrix import Upstream
-from .registry import tag_exists
+from .registry import lookup_tag
+from .tag_state import Lookup, TagState, last_line
 
-DEBIAN_IMAGE = re.compile(r"(?:docker\.io/)?(?:library/)?debian:(?P<suite>[a-z]+)(?:-slim)?")
+# `debian:forky-slim`, also under a registry host (`docker.io/library/debian:sid`, `mirror.example:5000/debian:sid`).
+DEBIAN_IMAGE = re.compile(r"(?:(?:[^/]*[.:][^/]*|localhost)/)?(?:library/)?debian:(?P<suite>[a-z]+)(?:-slim)?")
 CREATED_LABEL = "io.llama-images.local-upstream.platforms"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CACHE_DIR = Path(os.environ.get("LLAMA_IMAGES_CACHE", Path.home() / ".cache" / "llama-images"))
@@ -48,17 +52,12 @@ Inspector = Callable[[str], LocalImage]
 
 
 def inspect_local(image: str) -> LocalImage:
-    import docker
-    import docker.errors
-
-    client = docker.from_env()
-    try:
-        found = client.images.get(image)
-    except docker.errors.ImageNotFound:
-        return LocalImage(False, None)
-    finally:
-        client.close()
-    labels = (found.attrs.get("Config") or {}).get("Labels") or {}
+    result = docker(["image", "inspect", "--format", "{{json .Config.Labels}}", image], EngineError, timeout=60)
+    if result.returncode != 0:
+        if "no such image" in result.stderr.lower():
+            return LocalImage(False, None)
+        raise EngineError(f"cannot inspect {image} in the engine: {last_line(result.stderr)}")
+    labels = json.loads(result.stdout or "null") or {}
     created = labels.get(CREATED_LABEL)
     return LocalImage(True, tuple(created.split(",")) if created else None)
 
@@ -79,32 +78,54 @@ def debian_suite(image: str) -> str | None:
     return match.group("suite") if match else None
 
 
+# Why a Debian upstream is made here, by what its registry said.
+MADE_BECAUSE = {
+    TagState.ABSENT: "its registry says the tag is absent",
+    TagState.UNREACHABLE: "its registry cannot be reached",
+}
+
+
 def ensure_upstreams(
     upstreams: Mapping[str, Upstream],
     log: Callable[[str], None] = print,
-    published: Callable[[str], bool] = tag_exists,
+    lookup: Callable[[str], Lookup] = lookup_tag,
     inspect: Inspector = inspect_local,
+    create: Callable[[str, str, tuple[str, ...], Callable[[str], None]], None] | None = None,
 ) -> None:
     """Make every upstream available to FROM: in the engine, in its registry, or (Debian) made here.
 
     A registry that has the image is enough: BuildKit pulls what it needs, for the platforms
-    it builds, so nothing is downloaded here.
+    it builds, so nothing is downloaded here. A registry that refuses the lookup (credentials,
+    rate limit) is an error naming the fix: making a stand-in would hide a real image.
     """
     for upstream in missing_upstreams(upstreams, inspect):
-        if published(upstream.image):
+        found = lookup(upstream.image)
+        if found.state is TagState.PUBLISHED:
             continue
+        where = f"upstream {upstream.image} ({upstream.name})"
+        if found.state is TagState.REFUSED:
+            raise EngineError(
+                f"{where}: its registry refused the lookup ({found.detail}); check the image name, log in "
+                "(`docker login <registry>`) or wait for the rate limit to pass, or pull the image into the engine"
+            )
+        if found.state is TagState.UNKNOWN:
+            raise EngineError(
+                f"{where}: its registry's answer is not understood ({found.detail}); pull the image into the "
+                "engine, or report this message"
+            )
+        because = MADE_BECAUSE[found.state]
         suite = debian_suite(upstream.image)
         if suite is None:
             raise EngineError(
-                f"upstream {upstream.image} ({upstream.name}) is neither in the engine nor reachable in its "
-                "registry, and only Debian upstreams can be created here. Build these targets on a host that "
-                "reaches the registry, or narrow --filter to the CPU targets"
+                f"{where} is not in the engine and {because} ({found.detail}); only Debian upstreams can be "
+                "created here. Build these targets on a host that reaches the registry, or narrow --filter to "
+                "the CPU targets"
             )
         log(
-            f"upstream {upstream.image}: registry unreachable; creating it from Debian '{suite}' "
+            f"upstream {upstream.image}: {because} ({found.detail}); creating it from Debian '{suite}' "
             f"for {', '.join(upstream.platforms)}"
         )
-        create_debian_image(upstream.image, suite, upstream.platforms, log)
+        (create or create_debian_image)(upstream.image, suite, upstream.platforms, log)
 
 
 def host_mirror(sources: Path = Path("/etc/apt/sources.list.d/debian.sources")) -> str:
@@ -160,12 +181,15 @@ def create_debian_image(image: str, suite: str, platforms: tuple[str, ...], log:
             link_or_copy(rootfs_tarball(suite, arch, mirror, log), Path(context) / f"rootfs-{arch}.tar")
         (Path(context) / "Dockerfile").write_text(ASSEMBLE_DOCKERFILE, encoding="utf-8")
         command = [
-            "docker", "buildx", "build", "--load", "--quiet",
+            "buildx", "build", "--load", "--quiet",
+            # A fixed creation time: the same root filesystems give the same image under any name,
+            # so builds on it share the build cache.
+            "--build-arg", "SOURCE_DATE_EPOCH=0", "--provenance=false",
             "--platform", ",".join(platforms),
             "--label", f"{CREATED_LABEL}={','.join(platforms)}",
             "--tag", image, context,
         ]  # fmt: skip
-        result = subprocess.run(command, check=False, capture_output=True, text=True)
+        result = docker(command, EngineError, timeout=1800)
         if result.returncode != 0:
             raise EngineError(f"could not assemble {image}:\n{result.stderr[-3000:]}")
     log(f"upstream {image}: created locally for {', '.join(platforms)}")

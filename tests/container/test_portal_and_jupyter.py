@@ -64,7 +64,7 @@ def portal_container(main_build: Any, client: Any, tmp_path_factory: pytest.Temp
 def browser() -> Iterator[webdriver.Chrome]:
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if shutil.which(path) is None]
     if missing:
-        message = f"{', '.join(missing)} missing: apt-get install chromium chromium-driver (.ci/run does)"
+        message = f"{', '.join(missing)} missing: apt-get install chromium chromium-driver (as root, nox -s test does)"
         if __import__("os").environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
