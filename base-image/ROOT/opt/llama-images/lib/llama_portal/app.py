@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from . import api, panels
+
 BOOT_DIR = RUN_DIR / "boot"
 # Programs the portal will not stop: without them nobody could reach the portal again.
 PROTECTED = {"portal", "proxy"}
@@ -48,6 +50,7 @@ def service_row(service: Service, info: dict[str, Any] | None, auth: Auth) -> di
         "description": (info or {}).get("description", ""),
         "status": read_line(STATUS_DIR / service.name),
         "controllable": bool(service.program) and service.program not in PROTECTED and service.enabled,
+        "actions": panels.allowed_actions(state, bool(service.program) and service.program not in PROTECTED),
         "has_log": log_file(info) is not None,
         # Only links to ports that ask for the token carry it: elsewhere it would reach the service.
         "protected": auth.protects(service.external_port),
@@ -149,5 +152,6 @@ app = Starlette(
         Route("/api/services/{name}/log", service_log),
         Route("/api/services/{name}/{action}", control, methods=["POST"]),
         Route("/api/boot", boot),
+        *api.ROUTES,
     ]
 )
