@@ -55,6 +55,16 @@ def llama_secrets(service: Service) -> tuple[str | None, list[str]]:
     return first, plan.secret_values() if plan else []
 
 
+def requests_served() -> int | None:
+    """How many requests llama-server has served since it started, as its launcher counts them."""
+    try:
+        from llama_serving.service import REQUESTS_SERVED
+    except ImportError:
+        return None
+    text = read_line(REQUESTS_SERVED) or ""
+    return int(text) if text.isdigit() else None
+
+
 def llama_client(service: Service) -> model.Llama:
     key, _ = llama_secrets(service)
     return model.Llama(service.host, service.internal_port, key)
@@ -76,9 +86,9 @@ def model_figures(request: Request) -> Response:
     states = supervisor.states_or_empty()
     state = (states.get(service.program or "") or {}).get("statename", "UNKNOWN")
     status = read_line(STATUS_DIR / service.name)
-    panel: dict[str, Any] = {"router": False, "models": [], "notes": []}
+    panel: dict[str, Any] = {"router": False, "models": [], "notes": [], "requests_served": None}
     if state == "RUNNING":
-        panel = model.model_panel(llama_client(service))
+        panel = {**model.model_panel(llama_client(service)), "requests_served": requests_served()}
     return JSONResponse(
         {"available": True, "state": state, "status": status, "progress": model.download_progress(status), **panel}
     )

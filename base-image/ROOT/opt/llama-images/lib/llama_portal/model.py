@@ -65,7 +65,7 @@ def slot_figures(slots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def metric_figures(metrics: Mapping[str, float]) -> dict[str, Any]:
     """Throughput and counts from /metrics: llama-server's average prompt and generation speeds
-    (tokens per second while it worked), tokens processed, requests served and waiting."""
+    (tokens per second while it worked), tokens processed, requests in progress and waiting."""
 
     def get(name: str) -> float | None:
         return metrics.get(f"llamacpp:{name}")
@@ -77,7 +77,6 @@ def metric_figures(metrics: Mapping[str, float]) -> dict[str, Any]:
         value = get(average)
         return round(value, 2) if value is not None else None
 
-    requests = get("requests_total")
     return {
         "prompt_tokens_per_second": rate("prompt_tokens_total", "prompt_seconds_total", "prompt_tokens_seconds"),
         "generation_tokens_per_second": rate(
@@ -85,7 +84,6 @@ def metric_figures(metrics: Mapping[str, float]) -> dict[str, Any]:
         ),
         "prompt_tokens": get("prompt_tokens_total"),
         "generated_tokens": get("tokens_predicted_total"),
-        "requests": requests,
         "requests_processing": get("requests_processing"),
         "requests_deferred": get("requests_deferred"),
     }
@@ -94,7 +92,7 @@ def metric_figures(metrics: Mapping[str, float]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ModelEntry:
     id: str
-    state: str  # loaded, unloaded, loading, failed (router); loaded (one model)
+    state: str  # loaded, unloaded, loading, failed (its last load failed: router); loaded (one model)
 
 
 def model_entries(answer: Mapping[str, Any]) -> tuple[list[ModelEntry], bool]:
@@ -109,7 +107,8 @@ def model_entries(answer: Mapping[str, Any]) -> tuple[list[ModelEntry], bool]:
         if isinstance(status, Mapping):
             router = True
             value = str(status.get("value") or "unknown")
-            entries.append(ModelEntry(str(item["id"]), "failed" if value.startswith("fail") else value))
+            failed = status.get("failed") is True and value == "unloaded"
+            entries.append(ModelEntry(str(item["id"]), "failed" if failed else value))
         else:
             entries.append(ModelEntry(str(item["id"]), "loaded"))
     return entries, router

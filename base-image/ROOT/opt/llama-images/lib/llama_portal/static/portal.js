@@ -150,6 +150,8 @@ async function refreshModel() {
   if (!data.available) return;
   const status = data.status || "";
   say("model-status", `${data.state}${status ? ": " + status : ""}`, status.startsWith("failed"));
+  $("model-served").textContent = data.requests_served === null || data.requests_served === undefined
+    ? "" : `${data.requests_served} request${data.requests_served === 1 ? "" : "s"} served since llama-server started`;
   $("model-download").hidden = !data.progress;
   if (data.progress) {
     $("model-progress").value = data.progress.percent;
@@ -171,7 +173,9 @@ async function refreshModel() {
       el("td", {}, slots),
       el("td", { "data-metric": "prompt" }, number(figures.prompt_tokens_per_second, 1)),
       el("td", { "data-metric": "generation" }, number(figures.generation_tokens_per_second, 1)),
-      el("td", { "data-metric": "requests" }, number(figures.requests)),
+      el("td", { "data-metric": "generated" }, number(figures.generated_tokens)),
+      el("td", { "data-metric": "requests" },
+        `${number(figures.requests_processing)} / ${number(figures.requests_deferred)}`),
       buttons);
   });
   replaceIfChanged($("models").tBodies[0], rows);
