@@ -44,8 +44,9 @@ def test_the_api_port_follows_vast_ais_port_mapping() -> None:
 
 
 def test_snippets_call_this_instance_with_a_placeholder_for_the_token() -> None:
-    found = usage(scheme="http", host="203.0.113.9", port=41234, model="tiny", token_needed=True,
-                  api_key_needed=False, token_file="/run/llama-images/secrets/token")  # fmt: skip
+    found = usage(scheme="http", host="203.0.113.9", port=41234, declared_port=8000, page_port=41111,
+                  portal_port=41111, model="tiny", token_needed=True, api_key_needed=False,
+                  token_file="/run/llama-images/secrets/token")  # fmt: skip
     assert found.base_url == "http://203.0.113.9:41234"
     assert found.chat_url == "http://203.0.113.9:41234/"
     words = shlex.split(found.curl.replace("\\\n", " "))
@@ -59,11 +60,23 @@ def test_snippets_call_this_instance_with_a_placeholder_for_the_token() -> None:
     compile(found.python, "snippet", "exec")  # valid Python as shown
     assert "docker exec <container> cat /run/llama-images/secrets/token" in found.token_hint
     assert "X-Api-Key" not in found.curl + found.python
+    assert found.port_note is None  # Vast.ai said which port the API has
+
+
+def test_a_note_when_the_host_maps_ports_the_portal_cannot_know() -> None:
+    # docker run -p 21111:1111 -p 28000:8000: the page is on 21111, the API's port is unknown here.
+    found = usage(scheme="http", host="127.0.0.1", port=8000, declared_port=8000, page_port=21111, portal_port=1111,
+                  model=None, token_needed=True, api_key_needed=False, token_file="/t")  # fmt: skip
+    assert found.port_note is not None and "maps to 8000" in found.port_note
+    same = usage(scheme="http", host="h", port=8000, declared_port=8000, page_port=1111, portal_port=1111,
+                 model=None, token_needed=True, api_key_needed=False, token_file="/t")  # fmt: skip
+    assert same.port_note is None
 
 
 def test_snippets_with_llama_api_key_an_open_port_ipv6_and_odd_names() -> None:
-    found = usage(scheme="https", host="2001:db8::1", port=8000, model="it's \"x\"", token_needed=False,
-                  api_key_needed=True, token_file="/t")  # fmt: skip
+    found = usage(scheme="https", host="2001:db8::1", port=8000, declared_port=8000, page_port=None,
+                  portal_port=1111, model="it's \"x\"", token_needed=False, api_key_needed=True,
+                  token_file="/t")  # fmt: skip
     assert found.base_url == "https://[2001:db8::1]:8000"
     words = shlex.split(found.curl.replace("\\\n", " "))
     assert "X-Api-Key: YOUR_LLAMA_API_KEY" in words

@@ -23,7 +23,7 @@ from . import logs_archive, machine, model, panels
 
 STATIC = Path(__file__).with_name("static")
 # The page's assets, by name: nothing else under the directory is served.
-ASSETS = {"portal.js": "text/javascript", "portal.css": "text/css"}
+ASSETS = {"portal.js": "text/javascript", "portal.css": "text/css", "favicon.svg": "image/svg+xml"}
 SAMPLER = machine.Sampler()
 
 
@@ -63,6 +63,18 @@ def requests_served() -> int | None:
         return None
     text = read_line(REQUESTS_SERVED) or ""
     return int(text) if text.isdigit() else None
+
+
+def known_secrets() -> list[str]:
+    """Every secret the container knows: what the log views and the archive mask."""
+    service = llama_service()
+    _, llama = llama_secrets(service) if service is not None else (None, [])
+    return logs_archive.secrets_in(os.environ, read_line(TOKEN_FILE) or "", llama)
+
+
+def masked(text: str) -> str:
+    """A log's text as the page may show it: secrets masked (a provisioning script may print one)."""
+    return logs_archive.mask(text, known_secrets()) if text else text
 
 
 def llama_client(service: Service) -> model.Llama:
@@ -136,10 +148,14 @@ def usage(request: Request) -> Response:
             served = entries[0].id if entries else None
         except model.LlamaError:
             served = None
+    portal = load_services(environ=os.environ).by_name().get("portal")
     found = panels.usage(
         scheme=request.headers.get("x-forwarded-proto", request.url.scheme),
         host=request.url.hostname or "localhost",
         port=panels.mapped_port(os.environ, service.external_port),
+        declared_port=service.external_port,
+        page_port=request.url.port,
+        portal_port=panels.mapped_port(os.environ, portal.external_port) if portal else None,
         model=served,
         token_needed=auth.protects(service.external_port),
         api_key_needed=key is not None,
@@ -149,10 +165,7 @@ def usage(request: Request) -> Response:
 
 
 def logs_download(request: Request) -> Response:
-    token = read_line(TOKEN_FILE) or ""
-    service = llama_service()
-    _, llama = llama_secrets(service) if service is not None else (None, [])
-    secrets = logs_archive.secrets_in(os.environ, token, llama)
+    secrets = known_secrets()
     texts = {f"status/{path.name}": read_line(path) or "" for path in sorted(STATUS_DIR.glob("*"))}
     texts.update({f"boot/{path.name}": read_line(path) or "" for path in sorted((RUN_DIR / "boot").glob("*"))})
     texts["services.json"] = json.dumps(

@@ -114,7 +114,7 @@ def service_log(request: Request) -> Response:
     path = log_file(supervisor.states_or_empty().get(service.program))
     if path is None:
         return JSONResponse({"text": "", "note": "this program logs to the container's output only (docker logs)"})
-    return JSONResponse({"text": logs.tail(path)})
+    return JSONResponse({"text": api.masked(logs.tail(path))})
 
 
 def boot_steps() -> list[dict[str, Any]]:
@@ -134,8 +134,8 @@ def boot(request: Request) -> Response:
             "steps": boot_steps(),
             "packages": read_line(BOOT_DIR / "packages"),
             "provisioning": read_line(BOOT_DIR / "provisioning"),
-            "boot_log": logs.tail(log_dir / "boot.log", 16 * 1024),
-            "provisioning_log": logs.tail(log_dir / "provisioning.log", 16 * 1024),
+            "boot_log": api.masked(logs.tail(log_dir / "boot.log", 16 * 1024)),
+            "provisioning_log": api.masked(logs.tail(log_dir / "provisioning.log", 16 * 1024)),
         }
     )
 

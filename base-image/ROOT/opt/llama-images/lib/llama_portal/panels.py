@@ -50,6 +50,7 @@ class Usage:
     token_needed: bool
     api_key_needed: bool
     token_hint: str
+    port_note: str | None  # the host maps ports and the API's mapped port is unknown
     curl: str
     python: str
 
@@ -62,14 +63,19 @@ def usage(
     scheme: str,
     host: str,
     port: int,
+    declared_port: int,
+    page_port: int | None,
+    portal_port: int | None,
     model: str | None,
     token_needed: bool,
     api_key_needed: bool,
     token_file: str,
 ) -> Usage:
     """Snippets that call this instance's API as a client elsewhere would: the page's host (the
-    address its user reached), the API's external port, a placeholder where the token goes (the
-    page never holds the token)."""
+    address its user reached), the API's external `port` (mapped: see mapped_port), a placeholder
+    where the token goes (the page never holds the token). When the page itself is reached on
+    another port than the portal's (`page_port`, `portal_port`), the host maps ports: a note says
+    the API's port is mapped too."""
     base = f"{scheme}://{host_for_url(host)}:{port}"
     headers = []
     if token_needed:
@@ -110,4 +116,10 @@ def usage(
     )
     if api_key_needed:
         hint += f" LLAMA_API_KEY is set too: send it where {API_KEY_PLACEHOLDER} stands."
-    return Usage(base, f"{base}/", model, token_needed, api_key_needed, hint, curl, python)
+    note = None
+    if page_port is not None and portal_port is not None and page_port != portal_port and port == declared_port:
+        note = (
+            f"This page is reached on port {page_port}, not {portal_port}: the host maps the container's ports "
+            f"to others. Use the port it maps to {declared_port} instead of {port}."
+        )
+    return Usage(base, f"{base}/", model, token_needed, api_key_needed, hint, note, curl, python)

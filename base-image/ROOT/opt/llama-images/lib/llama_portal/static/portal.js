@@ -199,6 +199,8 @@ async function loadUsage() {
   $("use-base").textContent = data.base_url;
   $("use-chat").href = data.chat_url;
   $("use-hint").textContent = data.token_hint;
+  $("use-port-note").hidden = !data.port_note;
+  $("use-port-note").textContent = data.port_note || "";
   $("use-curl").textContent = data.curl;
   $("use-python").textContent = data.python;
 }
