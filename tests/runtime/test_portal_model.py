@@ -173,8 +173,8 @@ def test_router_models_get_load_and_unload_buttons(fake_llama: tuple[int, type[F
     port, fake = fake_llama
     fake.answers = {
         "/v1/models": (200, (DATA / "router-v1-models-beta-loaded.json").read_text()),
-        "/slots?model=beta": (200, (DATA / "single-slots-after-a-completion.json").read_text()),
-        "/metrics?model=beta": (200, (DATA / "single-metrics-after-a-completion.txt").read_text()),
+        "/slots?model=beta&autoload=false": (200, (DATA / "single-slots-after-a-completion.json").read_text()),
+        "/metrics?model=beta&autoload=false": (200, (DATA / "single-metrics-after-a-completion.txt").read_text()),
         "/models/load": (200, json.dumps({"success": True})),
         "/models/unload": (400, json.dumps({"error": {"code": 400, "message": "model is not running"}})),
     }
@@ -185,7 +185,8 @@ def test_router_models_get_load_and_unload_buttons(fake_llama: tuple[int, type[F
         ("alpha", "unloaded", ["load"]),
         ("beta", "loaded", ["unload"]),
     ]
-    # Only the loaded model is asked for figures: asking an unloaded one would load it.
+    # Only the loaded model is asked for figures, with autoload=false: asking would load a model
+    # that is unloading (the router loads on demand).
     assert panel["models"][0]["figures"] == {} and panel["models"][1]["figures"]["context"] == 512
     assert llama.change("load", "alpha") == "requested"
     with pytest.raises(LlamaError, match="refused to unload alpha: 400 model is not running"):

@@ -159,7 +159,8 @@ class Llama:
 
     def figures(self, model: str | None) -> tuple[dict[str, Any], list[str]]:
         """Context, slots and throughput of one model (router: `model`), and notes on what failed."""
-        suffix = f"?model={quote(model, safe='')}" if model else ""
+        # autoload=false: a model unloading as the page asks must not be loaded again by the asking.
+        suffix = f"?model={quote(model, safe='')}&autoload=false" if model else ""
         found: dict[str, Any] = {}
         notes = []
         try:
