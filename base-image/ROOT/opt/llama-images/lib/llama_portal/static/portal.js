@@ -4,7 +4,8 @@
 
 const REFRESH_MS = 2000;
 const BOOT_REFRESH_MS = 6000;
-const WINDOW_S = 300; // graphs show the last five minutes
+const WINDOW_S = 300; // graphs show the last five minutes...
+const MIN_WINDOW_S = 60; // ...or, while fewer are known, at least the last minute
 const SVG = "http://www.w3.org/2000/svg";
 let logService = null;
 let machineSince = 0;
@@ -61,19 +62,21 @@ function say(id, text, failed) {
 
 // ---- graphs ----------------------------------------------------------------------------------
 
-// A line over the last WINDOW_S seconds: `values` are [time, value|null]; a gap breaks the line.
+// A line over the last seconds: `values` are [time, value|null], oldest first; a gap breaks the line.
 function graph(values, max, kind) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", "0 0 300 40");
   svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("class", `graph ${kind || ""}`);
   const now = Date.now() / 1000;
+  const known = values.length ? now - values[0][0] : 0;
+  const span = Math.min(WINDOW_S, Math.max(MIN_WINDOW_S, known));
   let path = "";
   let previous = null;
   let drawn = 0;
   for (const [time, value] of values) {
     if (value === null || value === undefined || !max) { previous = null; continue; }
-    const x = 300 - ((now - time) / WINDOW_S) * 300;
+    const x = 300 - ((now - time) / span) * 300;
     const y = 40 - Math.min(1, Math.max(0, value / max)) * 38 - 1;
     const joined = previous !== null && time - previous < 3 * (REFRESH_MS / 1000) + 1;
     path += `${joined ? "L" : "M"}${x.toFixed(1)} ${y.toFixed(1)}`;
