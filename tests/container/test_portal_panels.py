@@ -183,6 +183,22 @@ def test_the_model_panel_shows_the_model_and_its_speed_after_a_completion(
         assert TOKEN.encode() not in request(served, 1111, path, headers=bearer()).body, path
 
 
+def test_a_download_in_the_status_line_shows_as_a_progress_bar(served: Any, browser: webdriver.Chrome) -> None:
+    # The line the launcher writes while llama-server downloads (its tests check that it does).
+    status = "/run/llama-images/status/llama"
+    original = served.exec_run(["cat", status]).output.decode()
+    line = "downloading big-Q4_K_M.gguf 42% (12.5 MB/s)"
+    served.exec_run(["sh", "-c", 'printf "%s\\n" "$1" > "$2"', "sh", line, status])
+    try:
+        wait = open_portal(browser, served)
+        until(wait, lambda d: d.find_element(By.ID, "model-progress").get_attribute("value") == "42")
+        assert browser.find_element(By.ID, "model-download").is_displayed()
+        assert browser.find_element(By.ID, "model-progress-text").text == "big-Q4_K_M.gguf: 42% 12.5 MB/s"
+        assert browser.find_element(By.ID, "model-status").text == f"RUNNING: {line}"
+    finally:
+        served.exec_run(["sh", "-c", 'printf "%s" "$1" > "$2"', "sh", original, status])
+
+
 def test_buttons_follow_state_and_a_press_shows_its_result(served: Any, browser: webdriver.Chrome) -> None:
     wait = open_portal(browser, served)
 

@@ -21,6 +21,7 @@ from llama_portal.machine import (
     nvidia_smi_gpus,
     proc_stat_cpu,
     read_drm,
+    read_machine,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -201,3 +202,21 @@ def test_the_sampler_samples_only_when_asked_and_at_most_every_gap() -> None:
     assert reads == [1000.0, 1002.0, 1030.0]
     assert [p["t"] for p in sampler.since(1000.0)] == [1002.0, 1030.0]
     assert sampler.since(0)[1]["cpu"] == 25.0
+
+
+def test_reading_a_recorded_container(tmp_path: Path) -> None:
+    root = DATA / "cgroup-v1-limited"
+    reading = read_machine(Cgroup(root / "sys/fs/cgroup"), proc=root / "proc", workspace=tmp_path, drm=tmp_path)
+    assert reading.cpu_source == "cgroup v1" and reading.cpu_seconds == pytest.approx(0.031659868)
+    assert reading.cores == min(1.5, len(os.sched_getaffinity(0)))
+    assert reading.memory is not None and (reading.memory.total, reading.memory.limited) == (512 * MIB, True)
+    assert reading.disk is not None and reading.disk.path == str(tmp_path) and reading.disk.total > 0
+    assert (reading.gpus, reading.gpu_note) == ([], "no GPU found")  # no nvidia-smi here, no drm cards
+
+
+def test_outside_a_container_the_hosts_figures_are_read(tmp_path: Path) -> None:
+    root = DATA / "cgroup-v1-limited"
+    reading = read_machine(Cgroup(tmp_path / "no-cgroup"), proc=root / "proc", workspace=tmp_path, drm=tmp_path)
+    assert reading.cpu_source == "host"
+    assert reading.cpu_seconds == pytest.approx((66028 + 15068 + 405 + 122) / os.sysconf("SC_CLK_TCK"))
+    assert reading.memory is not None and reading.memory.source == "host" and not reading.memory.limited

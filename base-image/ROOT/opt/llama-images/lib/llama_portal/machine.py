@@ -370,7 +370,9 @@ def read_disk(path: Path = WORKSPACE) -> Disk | None:
     return disk_figures(str(path), stat, own_volume)
 
 
-def read_machine(cgroup: Cgroup | None = None, proc: Path = PROC, workspace: Path = WORKSPACE) -> Reading:
+def read_machine(
+    cgroup: Cgroup | None = None, proc: Path = PROC, workspace: Path = WORKSPACE, drm: Path = DRM
+) -> Reading:
     group = cgroup or Cgroup()
     now = time.time()
     host = host_memory(read_text(proc / "meminfo"))
@@ -387,7 +389,7 @@ def read_machine(cgroup: Cgroup | None = None, proc: Path = PROC, workspace: Pat
         memory = Memory(host[0] - host[1], host[0], False, "host")
     gpus, note = read_nvidia()
     nvidia_seen = bool(gpus)
-    gpus += [gpu for gpu in read_drm() if not (nvidia_seen and gpu.name.startswith("NVIDIA"))]
+    gpus += [gpu for gpu in read_drm(drm) if not (nvidia_seen and gpu.name.startswith("NVIDIA"))]
     if not gpus and not note:
         note = "no GPU found"
     return Reading(now, seconds, cores, source, memory, read_disk(workspace), gpus, note)
