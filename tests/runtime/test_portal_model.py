@@ -20,6 +20,7 @@ from llama_portal.model import (
     model_entries,
     model_panel,
     parse_metrics,
+    ready,
     slot_figures,
 )
 
@@ -96,6 +97,13 @@ def test_router_models_and_their_states(answer: str, states: list[tuple[str, str
 )
 def test_download_progress_from_the_status_line(status: str | None, progress: dict[str, Any] | None) -> None:
     assert download_progress(status) == progress
+
+
+def test_llama_server_is_asked_only_once_it_serves() -> None:
+    assert ready("serving /models/tiny.gguf") and ready("serving 2 models (loaded: alpha)")
+    assert ready("CPU fallback (GPU not used): serving org/repo-GGUF") and ready(None)
+    assert not ready("downloading x.gguf 42%") and not ready("loading model") and not ready("starting")
+    assert not ready("failed: LLAMA_MODEL=/m/x.gguf: no such file")
 
 
 class FakeLlama(BaseHTTPRequestHandler):

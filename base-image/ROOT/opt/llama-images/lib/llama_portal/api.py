@@ -99,7 +99,8 @@ def model_figures(request: Request) -> Response:
     state = (states.get(service.program or "") or {}).get("statename", "UNKNOWN")
     status = read_line(STATUS_DIR / service.name)
     panel: dict[str, Any] = {"router": False, "models": [], "notes": [], "requests_served": None}
-    if state == "RUNNING":
+    # While it downloads or loads, the status line says so and llama-server has nothing to tell.
+    if state == "RUNNING" and model.ready(status):
         panel = {**model.model_panel(llama_client(service)), "requests_served": requests_served()}
     return JSONResponse(
         {"available": True, "state": state, "status": status, "progress": model.download_progress(status), **panel}

@@ -36,6 +36,11 @@ def download_progress(status: str | None) -> dict[str, Any] | None:
     return {"file": match.group("file"), "percent": int(match.group("percent")), "detail": detail}
 
 
+def ready(status: str | None) -> bool:
+    """Whether the launcher's status line says llama-server serves (or says nothing either way)."""
+    return status is None or "serving" in status
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text exposition -> {name: value}; samples of one name with different labels
     are added up. Comments and malformed lines are skipped."""
