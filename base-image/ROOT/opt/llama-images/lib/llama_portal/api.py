@@ -143,7 +143,8 @@ def usage(request: Request) -> Response:
     auth, _ = auth_from_env(os.environ, token)
     key, _ = llama_secrets(service)
     served = None
-    if (supervisor.states_or_empty().get(service.program or "") or {}).get("statename") == "RUNNING":
+    state = (supervisor.states_or_empty().get(service.program or "") or {}).get("statename")
+    if state == "RUNNING" and model.ready(read_line(STATUS_DIR / service.name)):
         try:
             entries, _ = model.model_entries(llama_client(service).get_json("/v1/models"))
             served = entries[0].id if entries else None
