@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llama_images.bench import layers, load, report, stats
+from llama_images.bench import layers, load, portal, report, stats
 from llama_images.bench.measure import bench_matrix, sequential_builds
 from llama_images.matrix import load_matrix
 from tests.conftest import REPO_ROOT
@@ -294,7 +294,7 @@ def test_the_table_shows_every_measurement_and_the_targets() -> None:
     expected_parts = (
         *("machine: 2 cores", "1. Update pull delta", "base script edit", "30.0 kB", "5.0%", "2. Matrix build"),
         *("0.50x", "3. Boot to healthy", "+0.50 s", "4. Proxy under load", "0.95x", "+1.50", "5. Image size"),
-        *("800.0 MB", "4.00x", "255.0 MB", "Targets (issue 8)"),
+        *("800.0 MB", "4.00x", "255.0 MB", "Targets (issues 8 and 17)"),
     )
     for expected in expected_parts:
         assert expected in text, expected
@@ -308,3 +308,44 @@ def test_human_bytes() -> None:
     assert report.human_bytes(33_000) == "33.0 kB"
     assert report.human_bytes(38_000_000) == "38.0 MB"
     assert report.human_bytes(1.61e9) == "1.6 GB"
+
+
+# ---- the Instance Portal's cost (issue 17) ---------------------------------------------------
+
+
+def portal_phase(speed: float, portal_cpu: float, proxy_cpu: float) -> dict[str, Any]:
+    return {"tokens_per_second": speed, "completions": 5, "cpu_percent": {"portal": portal_cpu, "proxy": proxy_cpu}}
+
+
+def portal_results() -> dict[str, Any]:
+    page = {"files": [{"path": "/", "bytes": 3000, "gzip_bytes": 1000},
+                      {"path": "/static/portal.js", "bytes": 20000, "gzip_bytes": 6000}],
+            "bytes": 23000, "gzip_bytes": 7000}  # fmt: skip
+    phases = {
+        "closed": [portal_phase(100.0, 0.0, 0.1), portal_phase(104.0, 0.1, 0.1), portal_phase(90.0, 0.0, 0.2)],
+        "open": [portal_phase(99.0, 1.5, 0.4), portal_phase(97.0, 2.5, 0.5), portal_phase(101.0, 2.0, 0.3)],
+    }
+    return portal.summary(page, 4200, phases, 30.0)
+
+
+def test_the_portals_cost_is_the_median_of_each_phase_and_open_against_closed() -> None:
+    found = portal_results()
+    assert found["portal_cpu_percent"] == {"closed": 0.0, "open": 2.0}
+    assert found["proxy_cpu_percent"] == {"closed": 0.1, "open": 0.4}
+    assert found["generation_tokens_per_second"] == {"closed": 100.0, "open": 99.0}
+    assert found["generation_ratio"] == 0.99
+    assert found["rounds"] == 3
+
+
+def test_the_portals_targets_and_table() -> None:
+    found = {v["name"]: v["met"] for v in report.verdicts({"portal": portal_results()})}
+    assert found == {"portal page size": True, "portal CPU, page open": True, "generation, page open": True}
+    heavy = portal_results()
+    heavy["page"]["bytes"] = report.PORTAL_PAGE_MAX_BYTES + 1
+    heavy["portal_cpu_percent"]["open"] = 5.1
+    heavy["generation_ratio"] = 0.94
+    assert not any(v["met"] for v in report.verdicts({"portal": heavy}))
+    text = report.render({"portal": portal_results()})
+    for expected in ("6. Instance Portal", "/static/portal.js", "20.0 kB", "one refresh (every 2 s) downloads 4.2 kB",
+                     "2.00%", "99.0 tokens/s", "0.99x"):  # fmt: skip
+        assert expected in text, expected

@@ -16,6 +16,8 @@ from llama_serving.config import ConfigError, ModelSource, Plan, make_plan, show
 from tests.conftest import REPO_ROOT
 
 PORT = 18000
+# The endpoints the portal's model panel reads, on unless LLAMA_ARGS says otherwise.
+MONITORING = ["--metrics", "--slots"]
 TAKEN = {8000: "the proxy (external port of llama)", 11111: "service 'portal' (internal_port)"}
 
 
@@ -128,8 +130,8 @@ def test_anything_else_in_llama_model_is_refused_and_never_run(value: str) -> No
 
 
 def test_each_source_becomes_llama_servers_own_option() -> None:
-    assert plan(LLAMA_MODEL="org/repo-GGUF:Q8_0").command()[5:] == ["-hf", "org/repo-GGUF:Q8_0"]
-    assert plan(LLAMA_MODEL="/m/x.gguf").command()[5:] == ["-m", "/m/x.gguf"]
+    assert plan(LLAMA_MODEL="org/repo-GGUF:Q8_0").command()[5:] == ["-hf", "org/repo-GGUF:Q8_0", *MONITORING]
+    assert plan(LLAMA_MODEL="/m/x.gguf").command()[5:] == ["-m", "/m/x.gguf", *MONITORING]
     from_url = plan(LLAMA_MODEL="https://host/dir/tiny.gguf", LLAMA_CACHE="/c")
     assert from_url.command()[5] == "-m" and re.fullmatch(r"/c/url/[0-9a-f]{12}-tiny\.gguf", from_url.command()[6])
     assert from_url.environment() == {"LLAMA_ARG_MODEL_URL": "https://host/dir/tiny.gguf"}  # not in `ps`
@@ -137,6 +139,25 @@ def test_each_source_becomes_llama_servers_own_option() -> None:
 
 def test_llama_args_come_last_so_they_override() -> None:
     assert plan(LLAMA_MODEL="/m/x.gguf", LLAMA_ARGS="-c 256 --alias x").command()[-4:] == ["-c", "256", "--alias", "x"]
+
+
+@pytest.mark.parametrize(
+    ("env", "added"),
+    [
+        ({}, ["--metrics", "--slots"]),
+        ({"LLAMA_ARGS": "--no-slots"}, ["--metrics"]),
+        ({"LLAMA_ARGS": "--slots --metrics"}, []),
+        ({"LLAMA_ARG_ENDPOINT_METRICS": "0"}, ["--slots"]),
+        ({"LLAMA_ARG_ENDPOINT_SLOTS": "false"}, ["--metrics"]),
+    ],
+)
+def test_the_metrics_and_slots_endpoints_are_on_unless_llama_args_decide(env: dict[str, str], added: list[str]) -> None:
+    made = plan(LLAMA_MODEL="/m/x.gguf", **env)
+    assert list(made.monitoring) == added
+    command = made.command()
+    # Added before LLAMA_ARGS, so a choice there still wins; never twice.
+    assert all(command.count(option) == 1 for option in added)
+    assert "--no-slots" not in command or "--slots" not in command
 
 
 def test_without_any_model_there_is_no_plan() -> None:
@@ -156,10 +177,12 @@ def test_a_model_named_only_in_llama_servers_own_terms_is_started(env: dict[str,
 
 def test_a_models_dir_or_a_list_starts_router_mode() -> None:
     by_dir = plan(LLAMA_MODELS_DIR="/models")
-    assert by_dir.router and by_dir.command()[5:] == ["--models-max", "1", "--models-dir", "/models"]
+    assert by_dir.router and by_dir.command()[5:] == ["--models-max", "1", "--models-dir", "/models", *MONITORING]
     listed = plan(LLAMA_MODEL="org/a-GGUF, /models/b.gguf,\nhttps://h/c.gguf", LLAMA_MODELS_MAX="2", LLAMA_CACHE="/c")
     assert listed.router and [s.name for s in listed.sources] == ["org/a-GGUF", "b", "c"]
-    assert listed.command("/run/models.ini")[5:] == ["--models-max", "2", "--models-preset", "/run/models.ini"]
+    assert listed.command("/run/models.ini")[5:] == [
+        "--models-max", "2", "--models-preset", "/run/models.ini", *MONITORING
+    ]  # fmt: skip
     preset = listed.preset()
     assert "[org/a-GGUF]\nhf-repo = org/a-GGUF\n" in preset
     assert "[b]\nmodel = /models/b.gguf\n" in preset
@@ -280,6 +303,15 @@ def test_download_progress_is_read_from_its_progress_bar() -> None:
 )
 def test_the_cause_of_a_failed_start_is_its_first_real_error(lines: list[str], cause: str | None) -> None:
     assert output.failure_cause(lines) == cause
+
+
+def test_a_served_request_is_counted_from_llama_servers_output() -> None:
+    # Lines of the bundled llama-server (build 11669), alone and as a router's child ("[port] ").
+    done = "0.12.496.316 I slot      release: id  0 | task 2 | stop processing: n_tokens = 22, truncated = 0"
+    assert output.request_done(done)
+    assert output.request_done("[51595] " + done)
+    assert not output.request_done("0.06.448.922 I slot launch_slot_: id  0 | task 2 | processing task, is_child = 0")
+    assert not output.request_done("0.12.496.266 I slot print_timing: id  0 | task 2 | total time = 6047.19 ms")
 
 
 def test_refused_arguments_are_final() -> None:

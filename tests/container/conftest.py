@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,9 @@ from typing import Any
 import docker
 import pytest
 from llama_runtime.services import Service, load_services
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service as ChromeService
 
 from llama_images.engine import LOCAL_REGISTRY
 from tests.conftest import REPO_ROOT
@@ -32,6 +36,10 @@ def namespace_args() -> tuple[str, ...]:
     return ("--namespace", TEST_NAMESPACE) if TEST_NAMESPACE else ()
 
 
+# Screenshots and other files the tests leave for people to look at.
+ARTIFACTS = REPO_ROOT / "build" / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
 # The image the README's quick-start command builds; most container tests run it.
 CPU_IMAGE = image_ref("llama-cpp", "b11669-cpu")
 # Where the llama-cpp image's services are declared: the base's files, then the derivative's.
@@ -126,3 +134,23 @@ def run_container(main_build: Any, client: Any) -> Iterator[Callable[..., Any]]:
     yield run
     for container in started:
         container.remove(force=True)
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    """Headless Chromium (Debian's, with its driver); under CI a missing browser fails the test."""
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if shutil.which(path) is None]
+    if missing:
+        message = f"{', '.join(missing)} missing: apt-get install chromium chromium-driver (as root, nox -s test does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=ChromeService(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import measure, report
+from . import measure, portal, report
 
-MEASUREMENTS = ("update", "matrix", "boot", "load", "size")
+MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,14 +31,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--targets", type=int, default=3, help="CPU targets in the matrix build (default 3)")
     parser.add_argument("--boot-runs", type=int, default=5, help="boot runs of each kind (default 5)")
     parser.add_argument("--load-repeats", type=int, default=3, help="runs of each load (default 3)")
-    parser.add_argument("--image", help="measure boot, load and size on this image instead of building one")
+    parser.add_argument("--portal-seconds", type=float, default=30, help="seconds of each portal phase (default 30)")
+    parser.add_argument("--portal-rounds", type=int, default=3, help="rounds of page closed/open (default 3)")
+    parser.add_argument("--image", help="measure boot, load, size and portal on this image instead of building one")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(MEASUREMENTS))
     if unknown:
         parser.error(f"--only: unknown measurement(s) {', '.join(unknown)}; choose from {', '.join(MEASUREMENTS)}")
-    if args.targets < 2 or args.boot_runs < 5 or args.load_repeats < 1:
-        parser.error("--targets must be at least 2, --boot-runs at least 5, --load-repeats at least 1")
+    if args.targets < 2 or args.boot_runs < 5 or args.load_repeats < 1 or args.portal_rounds < 1:
+        parser.error(
+            "--targets must be at least 2, --boot-runs at least 5, --load-repeats and --portal-rounds at least 1"
+        )
     args.only = chosen
     return args
 
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measure.ensure_upstream(ctx)
         image = args.image
-        if image is None and {"boot", "load", "size"} & set(args.only):
+        if image is None and {"boot", "load", "size", "portal"} & set(args.only):
             image = measure.build_image(ctx)
         steps = {
             "update": lambda: measure.measure_update(ctx),
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             "boot": lambda: measure.measure_boot(ctx, image, args.boot_runs),
             "load": lambda: measure.measure_load(ctx, image, args.load_repeats),
             "size": lambda: measure.measure_size(ctx, image),
+            "portal": lambda: portal.measure_portal(ctx, image, args.portal_seconds, args.portal_rounds),
         }
         for name in MEASUREMENTS:
             if name in args.only:

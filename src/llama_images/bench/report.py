@@ -14,6 +14,10 @@ MATRIX_MAX_RATIO = 0.6
 BOOT_MAX_ADDED_SECONDS = 0.5
 LOAD_MIN_THROUGHPUT_RATIO = 0.9
 LOAD_MAX_P50_ADDED_MS = 2.0
+# Issue 17's: the Instance Portal's page stays small and an open page costs generation nothing.
+PORTAL_PAGE_MAX_BYTES = 60_000
+PORTAL_MAX_CPU_PERCENT = 5.0
+PORTAL_MIN_GENERATION_RATIO = 0.95
 
 
 def verdicts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -90,6 +94,29 @@ def verdicts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             f"{proxy_errors} through the proxy, {stream_errors} at {streams[0]['concurrency'] if streams else '?'} "
             f"streams ({direct_errors} direct)",
             proxy_errors == 0 and bool(streams),
+        )
+    portal = results.get("portal")
+    if portal:
+        page = portal["page"]
+        add(
+            "portal page size",
+            f"<= {human_bytes(PORTAL_PAGE_MAX_BYTES)} (HTML, script, style, icon; uncompressed)",
+            f"{human_bytes(page['bytes'])} ({human_bytes(page['gzip_bytes'])} gzipped)",
+            page["bytes"] <= PORTAL_PAGE_MAX_BYTES,
+        )
+        cpu = portal["portal_cpu_percent"]
+        add(
+            "portal CPU, page open",
+            f"<= {PORTAL_MAX_CPU_PERCENT:g}% of one core",
+            f"{cpu['open']:.2f}% (closed {cpu['closed']:.2f}%; proxy {portal['proxy_cpu_percent']['open']:.2f}%)",
+            cpu["open"] <= PORTAL_MAX_CPU_PERCENT,
+        )
+        speed = portal["generation_tokens_per_second"]
+        add(
+            "generation, page open",
+            f">= {PORTAL_MIN_GENERATION_RATIO}x page closed",
+            f"{fmt_ratio(portal['generation_ratio'])} ({speed['open']:.1f} vs {speed['closed']:.1f} tokens/s)",
+            portal["generation_ratio"] is not None and portal["generation_ratio"] >= PORTAL_MIN_GENERATION_RATIO,
         )
     return found
 
@@ -254,9 +281,37 @@ def render(results: Mapping[str, Any]) -> str:
                 for layer in size["largest_layers"]
             ],
         )
+    portal = results.get("portal")
+    if portal:
+        lines += [
+            "",
+            f"6. Instance Portal (generation running; headless Chromium with the page open vs none, "
+            f"{portal['rounds']} rounds of {portal['seconds']:.0f} s, medians)",
+        ]
+        lines += table(
+            ["file", "bytes", "gzipped"],
+            [[f["path"], human_bytes(f["bytes"]), human_bytes(f["gzip_bytes"])] for f in portal["page"]["files"]]
+            + [["page", human_bytes(portal["page"]["bytes"]), human_bytes(portal["page"]["gzip_bytes"])]],
+        )
+        lines.append(
+            f"one refresh (every {portal['refresh_seconds']:g} s) downloads {human_bytes(portal['refresh_bytes'])}"
+        )
+        speed = portal["generation_tokens_per_second"]
+        lines += table(
+            ["page", "portal CPU", "proxy CPU", "generation"],
+            [
+                [
+                    state,
+                    f"{portal['portal_cpu_percent'][state]:.2f}%",
+                    f"{portal['proxy_cpu_percent'][state]:.2f}%",
+                    f"{speed[state]:.1f} tokens/s",
+                ]
+                for state in ("closed", "open")
+            ],
+        )
     found = verdicts(results)
     if found:
-        lines += ["", "Targets (issue 8)"]
+        lines += ["", "Targets (issues 8 and 17)"]
         lines += table(
             ["", "measure", "target", "measured"],
             [["met" if v["met"] else "MISSED", v["name"], v["target"], v["measured"]] for v in found],

@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from . import api, panels
+
 BOOT_DIR = RUN_DIR / "boot"
 # Programs the portal will not stop: without them nobody could reach the portal again.
 PROTECTED = {"portal", "proxy"}
@@ -48,6 +50,7 @@ def service_row(service: Service, info: dict[str, Any] | None, auth: Auth) -> di
         "description": (info or {}).get("description", ""),
         "status": read_line(STATUS_DIR / service.name),
         "controllable": bool(service.program) and service.program not in PROTECTED and service.enabled,
+        "actions": panels.allowed_actions(state, bool(service.program) and service.program not in PROTECTED),
         "has_log": log_file(info) is not None,
         # Only links to ports that ask for the token carry it: elsewhere it would reach the service.
         "protected": auth.protects(service.external_port),
@@ -111,7 +114,7 @@ def service_log(request: Request) -> Response:
     path = log_file(supervisor.states_or_empty().get(service.program))
     if path is None:
         return JSONResponse({"text": "", "note": "this program logs to the container's output only (docker logs)"})
-    return JSONResponse({"text": logs.tail(path)})
+    return JSONResponse({"text": api.masked(logs.tail(path))})
 
 
 def boot_steps() -> list[dict[str, Any]]:
@@ -131,8 +134,8 @@ def boot(request: Request) -> Response:
             "steps": boot_steps(),
             "packages": read_line(BOOT_DIR / "packages"),
             "provisioning": read_line(BOOT_DIR / "provisioning"),
-            "boot_log": logs.tail(log_dir / "boot.log", 16 * 1024),
-            "provisioning_log": logs.tail(log_dir / "provisioning.log", 16 * 1024),
+            "boot_log": api.masked(logs.tail(log_dir / "boot.log", 16 * 1024)),
+            "provisioning_log": api.masked(logs.tail(log_dir / "provisioning.log", 16 * 1024)),
         }
     )
 
@@ -149,5 +152,6 @@ app = Starlette(
         Route("/api/services/{name}/log", service_log),
         Route("/api/services/{name}/{action}", control, methods=["POST"]),
         Route("/api/boot", boot),
+        *api.ROUTES,
     ]
 )

@@ -44,6 +44,13 @@ MODEL_VARIABLES = (
     "LLAMA_ARG_MODELS_PRESET",
 )
 
+# The portal's model panel reads llama-server's /metrics and /slots (behind the proxy's token, like
+# every path on its port): on by default, unless LLAMA_ARGS or llama-server's own variable for the
+# endpoint says otherwise (--metrics has no negation: LLAMA_ARG_ENDPOINT_METRICS=0 turns it off).
+MONITORING = (
+    ("--metrics", ("--metrics",), "LLAMA_ARG_ENDPOINT_METRICS"),
+    ("--slots", ("--slots", "--no-slots"), "LLAMA_ARG_ENDPOINT_SLOTS"),
+)
 HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?")
 HOSTS = re.compile(r"[A-Za-z0-9.:\[\]_-]+(,[A-Za-z0-9.:\[\]_-]+)*")
 # `--option=value` and `-o=value` (short options too: `-hft=TOKEN` is a secret option).
@@ -119,6 +126,7 @@ class Plan:
     secrets: Mapping[str, str] = field(default_factory=dict)  # variable -> value for llama-server
     cache: str = "/workspace/.cache/llama"
     retries: Retries = Retries()
+    monitoring: tuple[str, ...] = ()  # --metrics, --slots: added unless LLAMA_ARGS decides
 
     @property
     def router(self) -> bool:
@@ -148,7 +156,7 @@ class Plan:
                 command += ["--models-preset", preset]
         elif self.sources:
             command += model_arguments(self.sources[0], self.cache)
-        return [*command, *self.args]
+        return [*command, *self.monitoring, *self.args]
 
     def preset(self) -> str:
         """Router mode: llama-server's models file (INI), one section per LLAMA_MODEL entry."""
@@ -287,6 +295,15 @@ def model_sources(value: str) -> tuple[ModelSource, ...]:
     return sources
 
 
+def monitoring_options(args: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
+    """The endpoints the portal reads, for each that LLAMA_ARGS and the environment leave unset."""
+    return tuple(
+        option
+        for option, given, variable in MONITORING
+        if not any(word in given for word in args) and not env.get(variable, "").strip()
+    )
+
+
 def number(env: Mapping[str, str], name: str, default: float, minimum: float, integer: bool = False) -> float:
     text = env.get(name, "").strip()
     if not text:
@@ -335,6 +352,7 @@ def make_plan(env: Mapping[str, str], default_port: int, taken_ports: Mapping[in
         secrets=secrets,
         cache=env.get("LLAMA_CACHE", "").strip() or "/workspace/.cache/llama",
         retries=retries,
+        monitoring=monitoring_options(args, env),
     )
 
 

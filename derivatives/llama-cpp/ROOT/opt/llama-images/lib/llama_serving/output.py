@@ -13,6 +13,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LOG_LINE = re.compile(r"(?:\[\d+\] )?\d+\.\d+\.\d+\.\d+ ([IWEDT]) (?:(?:srv|cmn|slot|res|que|log|mtmd)\s+)?(.*)")
 # Its progress bar, drawn when stdout is a terminal: "Downloading tiny-Q8_0.gguf ▕███  ▏ 42%".
 PROGRESS = re.compile(r"Downloading\s+(\S+).*?(\d{1,3})%\s*$")
+# A request served: each completion ends by releasing its slot ("slot release: ... stop processing").
+REQUEST_DONE = re.compile(r"\bslot\s+release: .*\bstop processing\b")
 ARGUMENT_ERROR = re.compile(r"^error(: invalid argument:| while handling argument)")
 # Error lines that follow the real cause of a failed model load and say nothing new.
 CONSEQUENCES = (
@@ -47,6 +49,10 @@ def progress(segment: str) -> Progress | None:
     if match is None or int(match.group(2)) > 100:
         return None
     return Progress(match.group(1), int(match.group(2)))
+
+
+def request_done(line: str) -> bool:
+    return REQUEST_DONE.search(line) is not None
 
 
 def error_text(line: str) -> str | None:

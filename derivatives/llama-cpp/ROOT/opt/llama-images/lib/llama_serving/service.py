@@ -49,6 +49,9 @@ STATE_DIR = Path("/run/llama-images/llama")
 GAVE_UP = STATE_DIR / "gave-up"
 PID_FILE = STATE_DIR / "llama-server.pid"
 PRESET = STATE_DIR / "models.ini"
+# Requests llama-server has served since it started, counted from its output (its /metrics has
+# no such counter); the portal's model panel shows it.
+REQUESTS_SERVED = STATE_DIR / "requests-served"
 SUPERVISOR_PROGRAM = Path("/etc/supervisor/conf.d/llama.conf")
 FALLBACK_PORT = 18000
 # How long llama-server gets to end after SIGTERM when the program is stopped, counted from the
@@ -307,9 +310,13 @@ class Watch:
         self.download: output.Progress | None = None
         self.logged_progress = (0.0, -1)
         self.stalled = ""  # why the watch ended a start that stopped moving
+        self.requests = 0
+        self.published_requests = -1
         self.lock = threading.Lock()
 
     def run(self) -> Attempt:
+        with contextlib.suppress(OSError):
+            REQUESTS_SERVED.unlink(missing_ok=True)  # counted afresh for this llama-server
         reader, writer = open_terminal()
         try:
             process = subprocess.Popen(
@@ -350,6 +357,7 @@ class Watch:
                 terminate(process, self.runner.stop_deadline - time.monotonic())
                 break
             if served:
+                self.publish_requests()
                 summary = self.router_summary() if self.plan.router else None
                 if summary:
                     self.runner.status(summary)
@@ -357,6 +365,7 @@ class Watch:
             health = self.health()
             if health == 200:
                 served = True
+                self.publish_requests()
                 log(f"ready: serving {self.plan.model_name} on {self.plan.listen.reach_host}:{self.plan.listen.port}")
                 summary = self.router_summary() if self.plan.router else None
                 self.runner.status(summary or f"serving {self.plan.model_name}")
@@ -381,6 +390,14 @@ class Watch:
                 break
         process.wait()
         return served
+
+    def publish_requests(self) -> None:
+        with self.lock:
+            count = self.requests
+        if count != self.published_requests:
+            with contextlib.suppress(OSError):
+                write_atomically(REQUESTS_SERVED, f"{count}\n")
+            self.published_requests = count
 
     def health(self) -> int:
         """HTTP status of /health, 0 when nothing answers."""
@@ -448,6 +465,7 @@ class Watch:
             return
         line = mask(line, self.runner.secrets)
         with self.lock:
+            self.requests += output.request_done(line)
             self.lines.append(line)
             del self.lines[:-400]
         print(line, flush=True)
