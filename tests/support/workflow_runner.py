@@ -285,6 +285,10 @@ class Workflow:
     vars: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)  # the machine's (e.g. GITHUB_API_URL)
+    # Arguments added to run steps that start with a key: what this offline machine needs that
+    # GitHub's runners do not (e.g. `invoke build` --no-sbom: BuildKit's SBOM scanner image is
+    # pulled from Docker Hub).
+    extra_arguments: dict[str, str] = field(default_factory=dict)
     run_id: str = "4242"
     definition: dict[Any, Any] = field(init=False)
     jobs: dict[str, JobResult] = field(init=False, default_factory=dict)
@@ -447,6 +451,9 @@ class Workflow:
     def shell(self, command: str, env: dict[str, str], workspace: Path, output_file: Path) -> tuple[str, str]:
         if command.strip() in SKIPPED_RUN_STEPS:
             return "success", "(installed already)"
+        for prefix, extra in self.extra_arguments.items():
+            if command.startswith(prefix):
+                command = f"{command} {extra}"
         runner_env = {
             **os.environ,
             **self.environment,
