@@ -76,6 +76,8 @@ class Follower:
                 stat = path.stat()
             except OSError:
                 continue
+            if path not in self.offsets:
+                self.append_clean(clean_copy(path), [])  # the copy exists as soon as the log does
             inode, offset = self.offsets.get(path, (stat.st_ino, self.start.get(path, 0)))
             if inode != stat.st_ino or stat.st_size < offset:
                 inode, offset = stat.st_ino, 0  # rotated or truncated
