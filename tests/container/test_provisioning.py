@@ -256,5 +256,5 @@ def test_a_reference_style_provisioning_script_finds_its_settings_and_tools(
     assert exec_text(container, "cat", "/workspace/models-repo/model.json") == (0, '{"name": "tiny-model"}\n')
     assert exec_text(container, "cat", "/workspace/model-name") == (0, "tiny-model\n")
     assert exec_text(container, "cat", "/workspace/synced/config/settings.txt") == (0, "zipped\n")
-    assert exec_text(container, "stat", "-c", "%s", "/workspace/weights.bin") == (0, "1000\n")
+    assert exec_text(container, "stat", "-c", "%s", "/workspace/weights.bin") == (0, "900\n")
     assert exec_text(container, "cat", "/workspace/settings") == (0, "1 1 /workspace/\n")
