@@ -81,6 +81,18 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthRegi
         log.close()
 
 
+@pytest.fixture
+def staging_images(auth_registry: AuthRegistry, client: Any) -> Iterator[list[str]]:
+    """Namespaces a test pushes to: the staging tags the engine's `docker` builder keeps locally
+    (`<tag>-<arch>-job`) are removed afterwards, so the shared engine does not fill up."""
+    namespaces: list[str] = []
+    yield namespaces
+    for image in client.images.list():
+        for tag in image.tags:
+            if any(tag.startswith(f"{auth_registry.address}/{namespace}/") for namespace in namespaces):
+                client.images.remove(tag)
+
+
 def invoke_as(registry: AuthRegistry, password: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DOCKER_CONFIG": str(registry.docker_config), "REGISTRY_USERNAME": USER,
            "REGISTRY_PASSWORD": password, "GITHUB_ACTIONS": ""}  # fmt: skip
@@ -113,10 +125,11 @@ def test_an_unknown_builder_fails_before_building(main_build: Any) -> None:
 
 
 def test_native_jobs_push_by_digest_and_merge_into_one_index_with_attestations(
-    main_build: Any, auth_registry: AuthRegistry, tmp_path: Path
+    main_build: Any, auth_registry: AuthRegistry, tmp_path: Path, staging_images: list[str]
 ) -> None:
     assert main_build.returncode == 0, main_build.stdout[-3000:]
     namespace = f"{NAMESPACE}-fanout{time.time_ns()}"
+    staging_images.append(namespace)
     chosen = selection(auth_registry, namespace)
     planned = invoke_as(auth_registry, PASSWORD, "plan", *chosen, "--skip-existing")
     assert planned.returncode == 0, planned.stderr
@@ -164,7 +177,7 @@ def test_native_jobs_push_by_digest_and_merge_into_one_index_with_attestations(
 
 
 def test_a_fork_set_up_with_the_reference_secrets_publishes_through_the_workflow(
-    main_build: Any, auth_registry: AuthRegistry, tmp_path: Path
+    main_build: Any, auth_registry: AuthRegistry, tmp_path: Path, staging_images: list[str]
 ) -> None:
     """The publishing workflow run as GitHub runs it (tests/support/workflow_runner.py) in a fork
     that keeps DOCKERHUB_USERNAME, DOCKERHUB_TOKEN and DOCKERHUB_NAMESPACE as secrets, as the
@@ -178,6 +191,7 @@ def test_a_fork_set_up_with_the_reference_secrets_publishes_through_the_workflow
 
     assert main_build.returncode == 0, main_build.stdout[-3000:]
     namespace = f"{NAMESPACE}-secrets{time.time_ns()}"
+    staging_images.append(namespace)
     repository = copy_checkout(REPO_ROOT, tmp_path / "repository")
     # The fork publishes to the loopback registry, its CPU images only (no GitHub here).
     document = yaml.safe_load((repository / "matrix.yaml").read_text(encoding="utf-8"))
