@@ -144,3 +144,26 @@ def test_report_from_json_refuses_what_is_not_an_object() -> None:
     for data in not_objects:
         with pytest.raises(ValueError, match="not an object"):
             report_from_json(data)
+
+
+def test_a_plan_with_build_jobs_leaves_the_notification_to_the_merge(slack: Loopback, tmp_path: Path) -> None:
+    """The plan job's notify step runs in every run that is not cancelled; a run that goes on to
+    build is posted once, by the merge job."""
+    report = tmp_path / "plan-report.json"
+    report.write_text(json.dumps(Report("planned").as_json()), encoding="utf-8")
+    result = notify("--report", str(report), env={"SLACK_WEBHOOK_URL": slack.url + WEBHOOK_PATH})
+    assert result.returncode == 0, result.stderr
+    assert "the merge job posts this run's result" in result.stdout
+    assert slack.received == []
+
+
+def test_a_credential_quoted_in_a_report_reaches_slack_masked(slack: Loopback, tmp_path: Path) -> None:
+    """Slack masks nothing (GitHub masks only its own log): a credential in a message goes as ***."""
+    report = tmp_path / "report.json"
+    failed = f"the plan failed (exit 7): login refused for token {SECRETS['REGISTRY_PASSWORD']}"
+    report.write_text(json.dumps(Report("failure", failed=(failed,), notes=("weekly run",)).as_json()))
+    result = notify("--report", str(report), env={"SLACK_WEBHOOK_URL": slack.url + WEBHOOK_PATH})
+    assert result.returncode == 0, result.stderr
+    text = json.loads(slack.received[0].body)["text"]
+    assert "login refused for token ***" in text and "weekly run" in text
+    assert SECRETS["REGISTRY_PASSWORD"] not in slack.received[0].body.decode()

@@ -151,7 +151,7 @@ def test_a_scheduled_run_publishes_what_exists_and_reports_what_it_skipped(
     }
     assert [t.id for t in plan.targets if t.id.startswith("base/")] == ["base/cuda-12.9"]
     [skip] = plan.skipped
-    assert skip.target == "cuda/cuda-13.1/latest"
+    assert skip.target == "cuda/cuda-13.1/b9300"  # named by the release it resolved
     assert skip.reason == (
         "release b9300 has no asset llama.cpp-b9300-cuda-13.0-amd64.tar.gz (it carries CUDA 12.8: amd64, arm64)"
     )

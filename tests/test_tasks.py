@@ -146,48 +146,49 @@ def invoke_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
     )  # fmt: skip
 
 
-# The user and namespace are repository variables (here the usual case: the user's own
-# namespace), the token a secret; none stored the reference's way.
-WORKFLOW_SECRETS = {"DOCKERHUB_NAMESPACE": "someone", "REGISTRY_USERNAME": "someone", "REGISTRY_PASSWORD": "pw",
-                    "DOCKERHUB_NAMESPACE_SECRET": "", "DOCKERHUB_USERNAME_SECRET": ""}  # fmt: skip
+# The user and namespace as repository variables (here the usual case: the user's own namespace),
+# the token a secret; nothing stored the reference's way.
+WORKFLOW_SETTINGS = {"DOCKERHUB_NAMESPACE": "someone", "DOCKERHUB_USERNAME": "someone", "DOCKERHUB_TOKEN": "pw",
+                     "DOCKERHUB_NAMESPACE_SECRET": "", "DOCKERHUB_USERNAME_SECRET": ""}  # fmt: skip
 
 
-def test_plan_skips_publishing_with_a_notice_when_secrets_are_missing(tmp_path: Path) -> None:
-    outputs, summary = tmp_path / "out", tmp_path / "summary.md"
+def test_plan_skips_publishing_with_a_notice_when_settings_are_missing(tmp_path: Path) -> None:
+    outputs, summary, report = tmp_path / "out", tmp_path / "summary.md", tmp_path / "report.json"
     env = {"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary),
-           "GITHUB_EVENT_NAME": "schedule", "DOCKERHUB_NAMESPACE": "", "REGISTRY_USERNAME": "",
-           "REGISTRY_PASSWORD": ""}  # fmt: skip
-    result = invoke_env(env, "plan", "--workflow")
+           "GITHUB_EVENT_NAME": "schedule", **dict.fromkeys(WORKFLOW_SETTINGS, "")}  # fmt: skip
+    result = invoke_env(env, "plan", "--workflow", "--report", str(report))
     assert result.returncode == 0, result.stderr
-    assert ("::notice title=Publishing skipped::missing secret DOCKERHUB_TOKEN and "
-            "variables DOCKERHUB_USERNAME, DOCKERHUB_NAMESPACE: publishing is skipped") in result.stdout  # fmt: skip
+    notice = ("::notice title=Publishing skipped::missing secret DOCKERHUB_TOKEN and DOCKERHUB_USERNAME, "
+              "DOCKERHUB_NAMESPACE (each a repository variable or secret): publishing is skipped")  # fmt: skip
+    assert notice in result.stdout
     lines = outputs.read_text().splitlines()
     assert lines[lines.index(next(line for line in lines if line.startswith("publish<<"))) + 1] == "false"
     assert "Publishing skipped" in summary.read_text()
+    assert json.loads(report.read_text())["status"] == "nothing to publish"  # posted by `invoke notify`
 
 
 def test_a_manual_workflow_run_plans_one_native_job_per_target_and_platform(tmp_path: Path) -> None:
     from llama_images.options import parse_selection
     from llama_images.plan import select_targets
+    from llama_images.workflow import job_values
 
-    from .support.loopback import CURRENT, RELEASES_PATH, Answer, Loopback, release, serve
+    from .support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
 
     with serve(Loopback()) as api:
-        api.route(RELEASES_PATH, Answer(body=[release("b9300", CURRENT)]))
-        env = {"GITHUB_API_URL": api.url, "GITHUB_ACTIONS": "", "GITHUB_EVENT_NAME": "workflow_dispatch",
-               "TARGETS": "cuda/*", "MULTI_ARCH": "true", "LLAMA_CPP_VERSION": "", "CUDA_VERSION": "",
-               "DOCKERHUB_REPO": "", "CUSTOM_IMAGE_TAG": "", **WORKFLOW_SECRETS}  # fmt: skip
-        result = invoke_env(env, "plan", "--workflow")
+        api.route(tag_path("b9300"), Answer(body=release("b9300", CURRENT)))
+        result = invoke_env(workflow_env(api.url, LLAMA_CPP_VERSION="b9300"), "plan", "--workflow")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert [(j["target"], j["platform"], j["runner"]) for j in plan["jobs"]] == [
-        ("cuda/cuda-12.9/latest", "linux/amd64", "ubuntu-24.04"),
-        ("cuda/cuda-12.9/latest", "linux/arm64", "ubuntu-24.04-arm"),
+        ("cuda/cuda-12.9/b9300", "linux/amd64", "ubuntu-24.04"),
+        ("cuda/cuda-12.9/b9300", "linux/arm64", "ubuntu-24.04-arm"),
     ]
-    assert plan["images"]["docker.io/someone/llama-cpp:b9300-cuda-12.9"] == ["linux/amd64", "linux/arm64"]
-    assert plan["images"]["docker.io/someone/base-image:cuda-12.9"] == ["linux/amd64", "linux/arm64"]
+    assert plan["targets"] == {"base/cuda-12.9": ["linux/amd64", "linux/arm64"],
+                               "cuda/cuda-12.9/b9300": ["linux/amd64", "linux/arm64"]}  # fmt: skip
+    assert "someone" not in result.stdout  # the plan names no image: each job adds the namespace
     # Each job's selection builds exactly its target and platform, at the resolved release.
-    _, targets = select_targets(parse_selection(REPO_ROOT, plan["jobs"][1]["selection"]))
+    selection = job_values(plan["jobs"][1]["selection"], WORKFLOW_SETTINGS)
+    _, targets = select_targets(parse_selection(REPO_ROOT, selection))
     assert [(t.id, t.platforms) for t in targets] == [
         ("base/cuda-12.9", ("linux/arm64",)),
         ("cuda/cuda-12.9/b9300", ("linux/arm64",)),
@@ -200,43 +201,57 @@ def test_a_tag_missing_a_planned_platform_is_not_created() -> None:
 
     amd64 = DigestRecord("cpu/x/b1", "r/ns/llama-cpp:b1-cpu", "linux/amd64", "sha256:" + "1" * 64)
     arm64 = DigestRecord("cpu/x/b1", "r/ns/llama-cpp:b1-cpu", "linux/arm64", "sha256:" + "2" * 64)
-    merges, incomplete = plan_merges([amd64, arm64], {"r/ns/llama-cpp:b1-cpu": ["linux/amd64", "linux/arm64"]})
+    merges, incomplete = plan_merges([amd64, arm64], {"cpu/x/b1": ["linux/amd64", "linux/arm64"]})
     assert [m.platforms for m in merges] == [("linux/amd64", "linux/arm64")]
+    assert merges[0].image == "r/ns/llama-cpp:b1-cpu"
     assert merges[0].sources[1].reference == "r/ns/llama-cpp@sha256:" + "2" * 64
-    merges, incomplete = plan_merges([amd64], {"r/ns/llama-cpp:b1-cpu": ["linux/amd64", "linux/arm64"]})
+    merges, incomplete = plan_merges([amd64], {"cpu/x/b1": ["linux/amd64", "linux/arm64"]})
     assert merges == [] and incomplete[0].missing == ("linux/arm64",)
+    assert incomplete[0].name == "r/ns/llama-cpp:b1-cpu (cpu/x/b1)"
+    # No platform's job left a record: the target is named (the plan names no image).
+    merges, incomplete = plan_merges([], {"cpu/x/b1": ["linux/amd64"]})
+    assert incomplete[0].name == "cpu/x/b1"
 
 
 def workflow_env(api_url: str, **changes: str) -> dict[str, str]:
     return {"GITHUB_API_URL": api_url, "GITHUB_ACTIONS": "", "GITHUB_EVENT_NAME": "workflow_dispatch",
             "TARGETS": "cuda/*", "MULTI_ARCH": "true", "LLAMA_CPP_VERSION": "", "CUDA_VERSION": "",
-            "DOCKERHUB_REPO": "", "CUSTOM_IMAGE_TAG": "", **WORKFLOW_SECRETS, **changes}  # fmt: skip
+            "DOCKERHUB_REPO": "", "CUSTOM_IMAGE_TAG": "", **WORKFLOW_SETTINGS, **changes}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["DOCKERHUB_NAMESPACE", "DOCKERHUB_USERNAME"])
-def test_a_namespace_or_user_stored_as_a_secret_is_refused_with_the_fix(name: str) -> None:
-    """The reference stored both as secrets; GitHub would drop the plan's outputs, which name them."""
-    result = invoke_env(workflow_env("http://127.0.0.1:9", **{f"{name}_SECRET": "someone"}), "plan", "--workflow")
+def test_a_setting_stored_as_both_a_variable_and_a_secret_with_two_values_is_refused(name: str) -> None:
+    result = invoke_env(workflow_env("http://127.0.0.1:9", **{f"{name}_SECRET": "someone-else"}), "plan", "--workflow")
     assert result.returncode == 2, result.stderr
-    assert f"{name} is a repository secret" in result.stderr
-    assert f"add {name} as repository variables" in result.stderr and "Traceback" not in result.stderr
-    assert "someone" not in result.stderr
+    assert f"{name} is both a repository variable and a repository secret, with different values" in result.stderr
+    assert "someone-else" not in result.stderr and "Traceback" not in result.stderr
 
 
-def test_plan_outputs_holding_a_secret_value_fail_instead_of_vanishing(tmp_path: Path) -> None:
-    """A token that an image name contains: GitHub would drop the matrix; the plan says why."""
-    from .support.loopback import CURRENT, RELEASES_PATH, Answer, Loopback, release, serve
+@pytest.mark.parametrize(
+    ("secret", "changes", "fix"),
+    [("DOCKERHUB_TOKEN", {"DOCKERHUB_TOKEN": "hunter2-pw", "CUSTOM_IMAGE_TAG": "hunter2-pw"}, "change DOCKERHUB_TOKEN"),
+     ("DOCKERHUB_NAMESPACE", {"DOCKERHUB_NAMESPACE": "", "DOCKERHUB_NAMESPACE_SECRET": "llama"},
+      "store DOCKERHUB_NAMESPACE as a repository variable")],
+    ids=["token-in-a-tag", "namespace-inside-a-repository-name"],
+)  # fmt: skip
+def test_plan_outputs_holding_a_secret_value_fail_instead_of_vanishing(
+    tmp_path: Path, secret: str, changes: dict[str, str], fix: str
+) -> None:
+    """A secret's value inside a tag or a repository name (`llama` in `llama-cpp`): GitHub would
+    drop the matrix; the plan says why and how to fix it, never the value."""
+    from .support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
 
     outputs = tmp_path / "out"
+    value = next(v for k, v in changes.items() if k.startswith("DOCKERHUB_") and v)
     with serve(Loopback()) as api:
-        api.route(RELEASES_PATH, Answer(body=[release("b9300", CURRENT)]))
-        env = workflow_env(api.url, DOCKERHUB_NAMESPACE="hunter2-pw", REGISTRY_PASSWORD="hunter2-pw",
-                           GITHUB_ACTIONS="true", GITHUB_OUTPUT=str(outputs))  # fmt: skip
+        api.route(tag_path("b9300"), Answer(body=release("b9300", CURRENT)))
+        env = workflow_env(api.url, LLAMA_CPP_VERSION="b9300", GITHUB_ACTIONS="true", GITHUB_OUTPUT=str(outputs),
+                           **changes)  # fmt: skip
         result = invoke_env(env, "plan", "--workflow")
     assert result.returncode == 2, result.stderr
     [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "contain the value of the secret DOCKERHUB_TOKEN" in error
-    assert "hunter2-pw" not in result.stdout + result.stderr
+    assert f"the value of the secret {secret} appears in the plan's outputs" in error and fix in error
+    assert value not in error
     assert not outputs.exists()  # nothing half-written
 
 

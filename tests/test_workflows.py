@@ -4,15 +4,24 @@ reference's interface."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from llama_images.workflow import WEEKLY
+
 from .conftest import REPO_ROOT
+from .support.loopback import CURRENT, RELEASES_PATH, Answer, Loopback, release, serve, tag_path
+from .support.workflow_runner import GITHUB_TOKEN, Workflow
 
 WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml"))
 ALLOWED_PROGRAMS = {"pip", "invoke", "nox", ".ci/run"}
@@ -88,28 +97,24 @@ def test_the_publishing_workflow_keeps_the_reference_interface() -> None:
     assert workflow["permissions"] == {"contents": "read"}
 
 
-def test_the_namespace_and_user_are_variables_and_the_plan_job_uses_no_other_secret() -> None:
-    """GitHub drops a job output that contains the value of a secret the job uses ("Skip output ...
-    may contain secret"): every image name in the plan's outputs holds the namespace, most often
-    the pushing user's own name, so both are variables; only the token is a secret."""
+def test_each_publishing_step_gets_every_setting_as_a_variable_or_a_secret() -> None:
+    """The user and namespace may be repository variables or (the reference's setup) secrets:
+    the plan, build and merge steps get both places, as workflow.py declares them; the plan's
+    outputs name no image, so a secret namespace does not empty them."""
+    from llama_images.workflow import NAMESPACE, REPOSITORY_SETTINGS
+
     workflow = load(REPO_ROOT / ".github" / "workflows" / "build-llama-cpp.yml")
-    plan = workflow["jobs"]["plan"]
-    assert set(plan["outputs"]) == {"publish", "matrix", "plan"}
-    [step] = [step for step in plan["steps"] if step.get("id") == "plan"]
-    assert step["env"] == {
-        "GITHUB_TOKEN": "${{ github.token }}",
-        "DOCKERHUB_NAMESPACE": "${{ vars.DOCKERHUB_NAMESPACE }}",
-        "REGISTRY_USERNAME": "${{ vars.DOCKERHUB_USERNAME }}",
-        "REGISTRY_PASSWORD": "${{ secrets.DOCKERHUB_TOKEN }}",
-        # The reference's setup stored these as secrets: passed apart, only so the plan says to move them.
-        "DOCKERHUB_NAMESPACE_SECRET": "${{ secrets.DOCKERHUB_NAMESPACE }}",
-        "DOCKERHUB_USERNAME_SECRET": "${{ secrets.DOCKERHUB_USERNAME }}",
-    }
-    logins = [
-        s["env"]["REGISTRY_USERNAME"] for job in workflow["jobs"].values() for s in job.get("steps", [])
-        if "REGISTRY_USERNAME" in s.get("env", {})
-    ]  # fmt: skip
-    assert logins == ["${{ vars.DOCKERHUB_USERNAME }}"] * 3  # plan, build, merge
+    assert set(workflow["jobs"]["plan"]["outputs"]) == {"publish", "matrix", "plan"}
+    calls = {"plan": "invoke plan --workflow", "build": "invoke build --job", "merge": "invoke merge --workflow"}
+    for job, call in calls.items():
+        [step] = [s for s in workflow["jobs"][job]["steps"] if s.get("run", "").startswith(call)]
+        assert "--workflow" in step["run"]
+        for setting in REPOSITORY_SETTINGS:
+            if job == "merge" and setting.name == NAMESPACE:
+                continue  # the merge tags what the records name
+            assert step["env"][setting.secret_env] == f"${{{{ secrets.{setting.name} }}}}", (job, setting)
+            if setting.variable_env:
+                assert step["env"][setting.variable_env] == f"${{{{ vars.{setting.name} }}}}", (job, setting)
 
 
 def test_the_test_workflow_runs_the_ci_entry_point_and_nothing_else() -> None:
@@ -117,3 +122,233 @@ def test_the_test_workflow_runs_the_ci_entry_point_and_nothing_else() -> None:
     runs = [step["run"] for step in steps(REPO_ROOT / ".github" / "workflows" / "test.yml") if "run" in step]
     assert [program_of(run) for run in runs] == [".ci/run"]
     assert (REPO_ROOT / ".ci" / "run").stat().st_mode & 0o111, ".ci/run must be executable"
+
+
+# ---- the publishing workflow run as GitHub runs it (tests/support/workflow_runner.py) --------
+# plan -> build -> merge -> notify, with a loopback releases API and a Slack stand-in. Runs that
+# would ask Docker Hub whether a tag is published use a CUDA-only matrix whose targets the release
+# cannot build; the runs that push are tests/container/test_publishing.py's.
+
+PUBLISHING = REPO_ROOT / ".github" / "workflows" / "build-llama-cpp.yml"
+WEBHOOK_PATH = "/services/T000/B000/webhook-secret-part"
+TOKEN_VALUE = "dckr_pat_secret-token-value"
+
+
+def reference_setup(slack_url: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(variables, secrets) of a fork set up as the reference's README says: three secrets."""
+    return {}, {"DOCKERHUB_USERNAME": "someone", "DOCKERHUB_TOKEN": TOKEN_VALUE, "DOCKERHUB_NAMESPACE": "someone",
+                "SLACK_WEBHOOK_URL": slack_url + WEBHOOK_PATH}  # fmt: skip
+
+
+def variables_setup(slack_url: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(variables, secrets) with the user and namespace as repository variables."""
+    return {"DOCKERHUB_USERNAME": "someone", "DOCKERHUB_NAMESPACE": "someone"}, {
+        "DOCKERHUB_TOKEN": TOKEN_VALUE, "SLACK_WEBHOOK_URL": slack_url + WEBHOOK_PATH}  # fmt: skip
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    """A copy of the checkout, what actions/checkout gives each job, with the shipped matrix
+    narrowed to its CUDA flavor."""
+    from llama_images.bench.measure import copy_checkout
+
+    copy = copy_checkout(REPO_ROOT, tmp_path / "repository")
+    document = yaml.safe_load((copy / "matrix.yaml").read_text(encoding="utf-8"))
+    document["flavors"] = {"cuda": document["flavors"]["cuda"]}
+    document["upstreams"] = {name: document["upstreams"][name] for name in document["flavors"]["cuda"]["upstreams"]}
+    document["default_targets"] = ["cuda/*"]
+    (copy / "matrix.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    return copy
+
+
+@pytest.fixture
+def services() -> Iterator[tuple[Loopback, Loopback]]:
+    """(releases API, Slack)."""
+    with serve(Loopback()) as api, serve(Loopback()) as slack:
+        slack.route(WEBHOOK_PATH, Answer(200, b"ok"))
+        yield api, slack
+
+
+def workflow(repository: Path, tmp_path: Path, api: Loopback, event: str, setup: tuple[dict[str, str], dict[str, str]],
+             **inputs: Any) -> Workflow:  # fmt: skip
+    variables, secrets = setup
+    return Workflow(PUBLISHING, repository, tmp_path / f"run-{event}-{len(list(tmp_path.iterdir()))}", event,
+                    inputs=inputs, vars=variables, secrets=secrets,
+                    environment={"GITHUB_API_URL": api.url})  # fmt: skip
+
+
+def posted(slack: Loopback) -> list[str]:
+    return [json.loads(r.body)["text"] for r in slack.received]
+
+
+def assert_no_secret_in(texts: list[str]) -> None:
+    for text in texts:
+        for secret in (TOKEN_VALUE, "webhook-secret-part", GITHUB_TOKEN):
+            assert secret not in text
+
+
+NO_TARBALL_FOR_ITS_ARCHITECTURES = (("12.8", None),)  # an older release format: no per-arch tarballs
+SKIP_REASON = (
+    "release b9300 has llama.cpp-b9300-cuda-12.8.tar.gz (older format, no architecture), "
+    "not llama.cpp-b9300-cuda-12.8-amd64.tar.gz"
+)
+
+
+def test_a_scheduled_run_with_nothing_to_build_posts_its_skips_to_slack(
+    repository: Path, tmp_path: Path, services: tuple[Loopback, Loopback]
+) -> None:
+    """What a user met: the weekly run left everything out, and Slack heard nothing of it."""
+    api, slack = services
+    api.route(RELEASES_PATH, Answer(body=[release("b9300", NO_TARBALL_FOR_ITS_ARCHITECTURES)]))
+    run = workflow(repository, tmp_path, api, "schedule", reference_setup(slack.url))
+    jobs = run.run()
+    assert jobs["plan"].result == "success", jobs["plan"].runs[0].steps
+    assert (jobs["build"].result, jobs["merge"].result) == ("skipped", "skipped")
+    [text] = posted(slack)
+    assert ":information_source: Build llama.cpp images: nothing to publish" in text
+    assert "weekly run: the newest release on linux/amd64 and linux/arm64" in text
+    # Named by the release the run resolved, not `latest`.
+    assert f"skipped `cuda/cuda-12.9/b9300` (linux/amd64, linux/arm64): {SKIP_REASON}" in text
+    assert "actions/runs/4242" in text
+    assert_no_secret_in(posted(slack))
+
+
+def test_a_manual_run_with_an_empty_version_decides_as_the_weekly_run(
+    repository: Path, tmp_path: Path, services: tuple[Loopback, Loopback]
+) -> None:
+    """The reference's README: "leave empty to simulate a scheduled build"."""
+    api, slack = services
+    api.route(RELEASES_PATH, Answer(body=[release("b9300", NO_TARBALL_FOR_ITS_ARCHITECTURES)]))
+    plans = {}
+    for event, inputs in (("schedule", {}), ("workflow_dispatch", {"LLAMA_CPP_VERSION": ""})):
+        run = workflow(repository, tmp_path, api, event, variables_setup(slack.url), **inputs)
+        jobs = run.run()
+        assert jobs["plan"].result == "success"
+        plans[event] = json.loads(jobs["plan"].outputs["plan"])
+    weekly, manual = plans["schedule"], plans["workflow_dispatch"]
+    assert manual["skipped"] == weekly["skipped"] and manual["jobs"] == weekly["jobs"] == []
+    assert manual["notes"] == ["LLAMA_CPP_VERSION is empty: decided as the weekly run does: " + WEEKLY]
+    scheduled_text, manual_text = posted(slack)
+    assert scheduled_text.split("\n")[2:] == manual_text.split("\n")[2:]  # same skips, same reasons
+    # Naming the release builds what it names: the missing tarball fails the run, naming it.
+    run = workflow(repository, tmp_path, api, "workflow_dispatch", variables_setup(slack.url),
+                   LLAMA_CPP_VERSION="b9300")  # fmt: skip
+    api.route(tag_path("b9300"), Answer(body=release("b9300", NO_TARBALL_FOR_ITS_ARCHITECTURES)))
+    assert run.run()["plan"].result == "failure"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "reason"),
+    [({"LLAMA_CPP_VERSION": "b9300"}, "the plan failed (exit 6): the release lacks tarballs these targets need"),
+     ({"LLAMA_CPP_VERSION": "b9300", "CUDA_VERSION": "twelve"},
+      "the plan failed (exit 2): --cuda-version: 'twelve' is not a CUDA version")],
+    ids=["exit-6-missing-tarball", "exit-2-bad-input"],
+)  # fmt: skip
+def test_a_failed_plan_posts_its_reason_to_slack_without_secrets(
+    repository: Path, tmp_path: Path, services: tuple[Loopback, Loopback], inputs: dict[str, str], reason: str
+) -> None:
+    """What a user met: "failed before it published anything", the reason left in the log."""
+    api, slack = services
+    api.route(tag_path("b9300"), Answer(body=release("b9300", NO_TARBALL_FOR_ITS_ARCHITECTURES)))
+    jobs = workflow(repository, tmp_path, api, "workflow_dispatch", reference_setup(slack.url), **inputs).run()
+    assert jobs["plan"].result == "failure"
+    assert (jobs["build"].result, jobs["merge"].result) == ("skipped", "skipped")
+    [text] = posted(slack)
+    assert ":x: Build llama.cpp images: failure" in text and reason in text
+    assert "failed before it published anything" not in text
+    assert_no_secret_in(posted(slack))
+
+
+def test_the_reference_secrets_setup_plans_the_jobs_and_images_that_variables_plan(
+    repository: Path, tmp_path: Path, services: tuple[Loopback, Loopback]
+) -> None:
+    """What a user met: a fork with the three secrets stopped with exit 2. Now the plan's outputs
+    name no image (GitHub drops an output holding a secret's value), and each build job derives
+    the image from its own environment: the same jobs and images either way."""
+    from llama_images.options import parse_selection
+    from llama_images.plan import select_targets
+    from llama_images.workflow import job_values
+
+    api, slack = services
+    api.route(tag_path("b9300"), Answer(body=release("b9300", CURRENT)))
+    outputs, images = [], []
+    for setup in (reference_setup(slack.url), variables_setup(slack.url)):
+        run = workflow(repository, tmp_path, api, "workflow_dispatch", setup, LLAMA_CPP_VERSION="b9300",
+                       MULTI_ARCH=True)  # fmt: skip
+        plan = run.run(only=["plan"])["plan"]
+        assert plan.result == "success" and plan.dropped_outputs == [], plan.runs[0].steps
+        assert plan.outputs["publish"] == "true"
+        outputs.append(plan.outputs)
+        assert run.names("build") == ["build cuda_cuda-12_9_b9300-amd64", "build cuda_cuda-12_9_b9300-arm64"]
+        [step] = [s for s in run.definition["jobs"]["build"]["steps"] if s.get("name") == "Build and push by digest"]
+        for entry in run.matrix_entries("build"):
+            assert entry is not None
+            env = run.expand("build", step["env"], entry)
+            assert json.loads(env["JOB"])["target"] == "cuda/cuda-12.9/b9300"
+            _, targets = select_targets(parse_selection(repository, job_values(entry["selection"], env)))
+            images.append([(t.image, t.platforms) for t in targets])
+    assert outputs[0] == outputs[1]
+    assert "someone" not in json.dumps(outputs[0])
+    assert images[:2] == images[2:]
+    assert images[0] == [("docker.io/someone/base-image:cuda-12.9", ("linux/amd64",)),
+                         ("docker.io/someone/llama-cpp:b9300-cuda-12.9", ("linux/amd64",))]  # fmt: skip
+
+
+def test_runs_of_the_newest_release_are_named_by_it_in_jobs_and_artifacts(tmp_path: Path) -> None:
+    """What a user met: `...latest...` in job names, artifact names and the plan's targets."""
+    api_context = serve(Loopback())
+    with api_context as api:
+        api.route(RELEASES_PATH, Answer(body=[release("b9300", CURRENT)]))
+        output = tmp_path / "outputs"
+        env = {"GITHUB_API_URL": api.url, "GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(output),
+               "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}  # fmt: skip
+        planned = invoke_task(env, "plan", "--release", "latest", "--filter", "cuda/*", "--namespace", "someone")
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert [job["target"] for job in plan["jobs"]] == ["cuda/cuda-12.9/b9300"] * 2
+    assert set(plan["targets"]) == {"base/cuda-12.9", "cuda/cuda-12.9/b9300"}
+    assert "latest" not in json.dumps(plan["jobs"]) + json.dumps(plan["targets"])
+    run = Workflow(PUBLISHING, REPO_ROOT, tmp_path / "run", "workflow_dispatch")
+    from .support.workflow_runner import JobResult, read_outputs
+
+    run.jobs["plan"] = JobResult("success", read_outputs(output))
+    assert run.names("build") == ["build cuda_cuda-12_9_b9300-amd64", "build cuda_cuda-12_9_b9300-arm64"]
+    [upload] = [s for s in run.definition["jobs"]["build"]["steps"] if "upload-artifact" in s.get("uses", "")]
+    names = [run.expand("build", upload["with"], entry)["name"] for entry in run.matrix_entries("build")]
+    assert names == ["digests-cuda_cuda-12_9_b9300-amd64", "digests-cuda_cuda-12_9_b9300-arm64"]
+
+
+def test_merge_and_notify_never_run_after_a_cancelled_run(
+    repository: Path, tmp_path: Path, services: tuple[Loopback, Loopback]
+) -> None:
+    """What a user met: merge ran with `always()`, so also after Cancel. It still runs when some
+    build failed (their tags are not created, and the report says so)."""
+    from .support.workflow_runner import JobResult
+
+    api, slack = services
+    api.route(tag_path("b9300"), Answer(body=release("b9300", CURRENT)))
+    run = workflow(repository, tmp_path, api, "workflow_dispatch", variables_setup(slack.url),
+                   LLAMA_CPP_VERSION="b9300")  # fmt: skip
+    jobs = run.run(cancel_after="plan")
+    assert jobs["plan"].outputs["publish"] == "true"
+    assert (jobs["build"].result, jobs["merge"].result) == ("skipped", "skipped")
+    assert slack.received == []  # the plan had jobs: its own notification left the run to the merge
+    run.cancelled = False
+    run.jobs["build"] = JobResult("failure")
+    assert run.job_should_run("merge")
+    merge_steps = run.definition["jobs"]["merge"]["steps"]
+    [notify] = [s for s in merge_steps if s.get("name") == "Notify Slack"]
+    run.cancelled = True
+    assert not run.job_should_run("merge")
+    from .support.workflow_runner import condition
+
+    assert not condition(notify["if"], run.context({}, False, True))
+    run.cancelled = False
+    assert condition(notify["if"], run.context({}, False, True))  # after a failed merge step
+
+
+def invoke_task(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip

@@ -32,28 +32,42 @@ from .publishing import (
     parse_record,
     plan_merges,
     record_file_name,
+    run_id,
     strategy_matrix,
 )
 from .releases import Release
 from .report import (
     FAILURE,
+    NOTHING,
+    PLANNED,
     Published,
     Report,
-    Skipped,
     compact_json,
     output_lines,
     plain_text,
+    redacted,
     report_from_json,
     slack_payload,
     status_of,
     summary_markdown,
 )
 from .targets import ImageTarget, Target, upstreams_of
-from .workflow import SETTINGS, secrets_in_outputs, workflow_run
+from .workflow import (
+    NAMESPACE,
+    SETTINGS,
+    TOKEN,
+    USERNAME,
+    job_values,
+    publishing,
+    secrets_in_outputs,
+    workflow_run,
+)
 
 SLACK_VARIABLE = "SLACK_WEBHOOK_URL"
 # The namespace a test run builds its images in (tests/container/conftest.py): `invoke clean` removes it.
 TEST_NAMESPACE_VARIABLE = "LLAMA_IMAGES_TEST_NAMESPACE"
+# Environment variables that hold credentials in a publishing run.
+CREDENTIALS = ("REGISTRY_PASSWORD", "GITHUB_TOKEN", TOKEN)
 Body = Callable[[Path, Mapping[str, Any]], None]
 
 
@@ -218,11 +232,16 @@ def release_summary(releases: Mapping[str, Release]) -> str:
 def build(root: Path, values: Mapping[str, Any]) -> None:
     job_text = text_value(values, "job")
     selection = None
+    if values.get("workflow") and job_text is None:
+        raise UsageError("--workflow builds a job of the publishing workflow's plan; give it with --job")
     if job_text is not None:
         given = sorted(selection_values(values))
         if given:
             raise UsageError(f"--job selects its own target; leave out --{given[0].replace('_', '-')}")
         selection = parse_job(job_text)["selection"]
+        if values.get("workflow"):
+            selection = job_values(selection, os.environ)
+            os.environ.update(publishing(os.environ).registry_env())
     request = make_request(root, values, selection)
     builder = text_value(values, "builder")
     digests_dir = text_value(values, "digests")
@@ -298,7 +317,7 @@ def finish_publishing(request: Request, plan: Plan, metadata: Mapping[str, Any],
 
 def emit_report(report: Report, report_file: Path | None, title: str) -> None:
     if report_file is not None:
-        write_file("--report", report_file, json.dumps(report.as_json(), indent=2) + "\n")
+        write_file("--report", report_file, report_json(report))
     sys.stdout.write(plain_text(report))
     write_actions(
         {
@@ -324,70 +343,112 @@ def announce(plan: Plan, request: Request) -> None:
 
 @reports_errors
 def plan_jobs(root: Path, values: Mapping[str, Any]) -> None:
-    """The native-runner fan-out: which (target, platform) jobs a publishing run has."""
+    """The native-runner fan-out: which (target, platform) jobs a publishing run has. With
+    --report, a run that ends here (nothing to build, or this task failed) leaves its report."""
+    report_file = writable_file("--report", text_value(values, "report"))
+    try:
+        plan_publishing(root, values, report_file)
+    except LlamaImagesError as exc:
+        if report_file is not None:
+            failed = f"the plan failed (exit {exc.exit_code}): {exc}"
+            report = Report(FAILURE, failed=(failed,), run_url=gitinfo.run_url())
+            write_file("--report", report_file, report_json(report))
+        raise
+
+
+def plan_publishing(root: Path, values: Mapping[str, Any], report_file: Path | None) -> None:
     skip_existing = bool(values.get("skip_existing"))
     skip_unavailable = bool(values.get("skip_unavailable"))
     output = writable_file("--output", text_value(values, "output"))
     chosen = selection_values(values)
-    if values.get("workflow"):
-        if chosen:
-            raise UsageError("--workflow reads the selection from the workflow's inputs; give no selection options")
+    notes: tuple[str, ...] = ()
+    in_workflow = bool(values.get("workflow"))
+    if in_workflow:
+        given = sorted(set(chosen) - WORKFLOW_SELECTION_OPTIONS)
+        if given:
+            raise UsageError(
+                f"--workflow reads the selection from the workflow's inputs; leave out --{given[0].replace('_', '-')}"
+            )
         run = workflow_run(os.environ)
         if not run.publish:
-            notice = f"missing {run.missing}: publishing is skipped"
+            notice = f"missing {run.publishing.describe_missing()}: publishing is skipped"
             print(f"::notice title=Publishing skipped::{notice}" if in_github_actions() else notice)
+            how = f"{notice}. Add them under {SETTINGS} (see README, Building with GitHub Actions)."
             write_actions({"publish": "false", "matrix": compact_json({"include": []}), "plan": "{}"},
-                          f"## Publishing skipped\n\n{notice}. Add them under {SETTINGS} "
-                          "(see README, Building with GitHub Actions).\n")  # fmt: skip
+                          f"## Publishing skipped\n\n{how}\n")  # fmt: skip
+            if report_file is not None:
+                skipped_run = Report(NOTHING, run_url=gitinfo.run_url(), notes=(how,))
+                write_file("--report", report_file, report_json(skipped_run))
             return
-        chosen, skip_existing, skip_unavailable = run.values, run.skip_existing, run.skip_unavailable
+        chosen, notes = {**run.values, **chosen}, run.notes
+        skip_existing, skip_unavailable = run.skip_existing, run.skip_unavailable
+        os.environ.update(run.publishing.registry_env())
+        for note in notes:
+            print(note, file=sys.stderr)
     request = make_request(
         root, {"push": True, "skip_existing": skip_existing, "skip_unavailable": skip_unavailable}, chosen
     )
     plan = make_plan(request, github.fetch_release)
-    if skip_existing:
+    if skip_existing and plan.images:  # nothing left to ask about: no login
         with registry.logged_in(plan.matrix.images.registry):
             plan = skip_published(plan, registry.tag_exists)
     base_values = request.selection.as_values(root)
+    if in_workflow:
+        base_values.pop("namespace", None)  # each job takes it from its own environment
     jobs = [
-        Job(target.id, target.image, platform, job_selection(base_values, target, platform))
+        Job(run_id(target), target.image, platform, job_selection(base_values, target, platform))
         for target in plan.images
         for platform in target.platforms
     ]
-    expected: dict[str, list[str]] = {}
-    for target in plan.targets:
-        expected.setdefault(target.image, []).extend(
-            p for p in target.platforms if p not in expected.get(target.image, [])
-        )
     document = {
         "jobs": [job.as_json() for job in jobs],
-        "images": expected,
-        "skipped": [skip.as_json() for skip in plan.skipped],
+        "targets": {run_id(target): list(target.platforms) for target in plan.targets},
+        "skipped": [{k: v for k, v in skip.as_json().items() if k != "image"} for skip in plan.skipped],
         "releases": {tag: r.carries() for tag, r in plan.releases.items()},
+        "notes": list(notes),
     }
     outputs = {
         "publish": "true" if jobs else "false",
         "matrix": compact_json(strategy_matrix(jobs)),
         "plan": compact_json(document),
     }
-    if values.get("workflow"):
+    if in_workflow:
         # GitHub would drop these outputs silently: the build jobs would get an empty matrix.
         leaked = secrets_in_outputs(outputs, os.environ)
         if leaked:
             raise UsageError(
-                f"the plan's outputs contain the value of the secret {', '.join(leaked)} (an image name "
-                "contains it), and GitHub drops job outputs that contain a secret's value; change that secret"
+                f"the value of the secret {' and '.join(leaked)} appears in the plan's outputs (inside a target "
+                "id, repository, tag or release), and GitHub drops a job output that holds a secret's value; "
+                + "; ".join(SECRET_IN_OUTPUTS_FIX[name] for name in leaked)
             )
     for skip in plan.skipped:
         print(f"skipped {skip.target} [{', '.join(skip.platforms)}]: {skip.reason}", file=sys.stderr)
+    for job in jobs:
+        print(f"job {job.name}: {job.image} on {job.platform}", file=sys.stderr)
     text = json.dumps(document, indent=2) + "\n"
     if output is not None:
         write_file("--output", output, text)
     else:
         sys.stdout.write(text)
-    summary = summary_markdown(Report("planned", (), plan.skipped), "Publishing plan")
+    report = Report(PLANNED if jobs else NOTHING, (), plan.skipped, run_url=gitinfo.run_url(), notes=notes)
+    if report_file is not None:
+        write_file("--report", report_file, report_json(report))
+    summary = summary_markdown(report, "Publishing plan")
     summary += "".join(f"- job `{job.name}`: `{job.image}` on {job.platform}\n" for job in jobs)
     write_actions(outputs, summary)
+
+
+# Selection options `plan --workflow` takes besides the workflow's inputs (it has none for them).
+WORKFLOW_SELECTION_OPTIONS = {"matrix", "registry"}
+SECRET_IN_OUTPUTS_FIX = {
+    TOKEN: f"change {TOKEN}",
+    USERNAME: f"store {USERNAME} as a repository variable (Variables tab) instead of a secret",
+    NAMESPACE: f"store {NAMESPACE} as a repository variable (Variables tab) instead of a secret",
+}
+
+
+def report_json(report: Report) -> str:
+    return json.dumps(report.as_json(), indent=2) + "\n"
 
 
 def job_selection(base: Mapping[str, Any], target: Target, platform: str) -> dict[str, Any]:
@@ -395,11 +456,9 @@ def job_selection(base: Mapping[str, Any], target: Target, platform: str) -> dic
     ('latest' becomes the tag it resolved to, so every job builds the same release)."""
     values = dict(base)
     values["platform"] = platform
-    target_id = target.id
-    if isinstance(target, ImageTarget) and target_id.rsplit("/", 1)[1] != target.release:
+    if isinstance(target, ImageTarget) and run_id(target) != target.id:
         values["release"] = target.release
-        target_id = target_id.rsplit("/", 1)[0] + "/" + target.release
-    values["filter"] = [target_id]
+    values["filter"] = [run_id(target)]
     return values
 
 
@@ -410,20 +469,22 @@ def merge(root: Path, values: Mapping[str, Any]) -> None:
     plan_text = text_value(values, "plan")
     builder = text_value(values, "builder")
     report_file = writable_file("--report", text_value(values, "report"))
+    if values.get("workflow"):
+        os.environ.update(publishing(os.environ).registry_env())
     expected: dict[str, list[str]] | None = None
-    skipped: tuple[Skipped, ...] = ()
+    planned = Report(NOTHING)
     if plan_text is not None:
         try:
             document = json.loads(plan_text)
-            expected = {str(k): [str(p) for p in v] for k, v in document["images"].items()}
-            skipped = report_from_json({"skipped": document.get("skipped", [])}).skipped
+            expected = {str(k): [str(p) for p in v] for k, v in document["targets"].items()}
+            planned = report_from_json({"skipped": document.get("skipped", []), "notes": document.get("notes", [])})
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UsageError("--plan is not a plan that `invoke plan` wrote") from None
     records = read_records(folder)
     if not records and not expected:
         raise UsageError(f"no digest records in {folder}/ and no --plan: nothing to merge")
     merges, incomplete = plan_merges(records, expected)
-    failed = [f"{i.image}: no digest for {', '.join(i.missing)} (that job failed or did not run)" for i in incomplete]
+    failed = [f"{i.name}: no digest for {', '.join(i.missing)} (that job failed or did not run)" for i in incomplete]
     published: list[Published] = []
     registries = sorted({m.image.split("/", 1)[0] for m in merges})
     try:
@@ -433,7 +494,8 @@ def merge(root: Path, values: Mapping[str, Any]) -> None:
             create_tags(merges, builder, published, failed)
     except RegistryError as exc:
         failed.append(str(exc))
-    report = Report(status_of(published, failed), tuple(published), skipped, tuple(failed), gitinfo.run_url())
+    report = Report(status_of(published, failed), tuple(published), planned.skipped, tuple(failed),
+                    gitinfo.run_url(), planned.notes)  # fmt: skip
     emit_report(report, report_file, "Build llama.cpp images")
     if incomplete:
         raise BuildError(f"{len(incomplete)} image(s) not published: a platform's job failed (see above)")
@@ -475,9 +537,14 @@ def notify(root: Path, values: Mapping[str, Any]) -> None:
     title = text_value(values, "title") or "Build llama.cpp images"
     webhook = os.environ.get(SLACK_VARIABLE, "").strip()
     report = load_report(Path(report_path) if report_path else None)
+    if report.status == PLANNED:
+        print("the plan has build jobs: the merge job posts this run's result")
+        return
     if not webhook:
         print(f"{SLACK_VARIABLE} is not set: no Slack notification")
         return
+    # Slack masks nothing: a credential quoted by a message (none should be) goes as ***.
+    report = redacted(report, [os.environ.get(name, "") for name in (SLACK_VARIABLE, *CREDENTIALS)])
     try:
         web.request_json("POST", webhook, body=slack_payload(report, title), expect_json=False, attempts=3)
     except web.RequestFailed as exc:

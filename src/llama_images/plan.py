@@ -14,7 +14,7 @@ from .bake import RenderOptions, bake_name, render
 from .errors import ReleaseLookupError, UsageError
 from .matrix import LATEST, SOURCE_RELEASE_TARBALL, Matrix, load_matrix
 from .options import Selection
-from .publishing import by_digest
+from .publishing import by_digest, run_id
 from .releases import Fetcher, Release, look_up_pinned, resolve_latest, unavailable_platforms
 from .report import Skipped
 from .targets import BaseTarget, ImageTarget, Target, apply_overrides, expand, select
@@ -124,9 +124,9 @@ def drop_unavailable(
             kept.append(target)
             continue
         for platform, reason in missing.items():
-            errors.append(f"{target.id} ({platform}): {reason}")
+            errors.append(f"{run_id(target)} ({platform}): {reason}")
         reasons = sorted(set(missing.values()))
-        skipped.append(Skipped(target.id, target.image, tuple(missing), "; ".join(reasons)))
+        skipped.append(Skipped(run_id(target), target.image, tuple(missing), "; ".join(reasons)))
         remaining = tuple(p for p in target.platforms if p not in missing)
         if remaining:
             kept.append(replace(target, platforms=remaining))
@@ -147,7 +147,7 @@ def drop_published(
     skipped: list[Skipped] = []
     for target in targets:
         if isinstance(target, ImageTarget) and published(target.image):
-            skipped.append(Skipped(target.id, target.image, target.platforms, "already published"))
+            skipped.append(Skipped(run_id(target), target.image, target.platforms, "already published"))
         else:
             kept.append(target)
     return tuple(kept), skipped

@@ -1,6 +1,11 @@
 """Publishing on native runners, as pure functions: the GitHub Actions strategy matrix (one job per
 target and platform), the bake file variant that pushes by digest, the digest records the jobs
 leave, and which multi-platform tags the merge creates from them.
+
+A plan names targets, never images: an image name holds the namespace, which a fork may keep as a
+secret, and GitHub drops a job output holding a secret's value. Targets are named by the release
+they resolved (`cuda/cuda-12.9/b9300`, not `.../latest`): in job and artifact names, the jobs'
+records and the merge's expectations alike.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 from .bake import bake_name
 from .model import arch
+from .targets import ImageTarget, Target
 
 # GitHub-hosted runners of each architecture: every platform builds natively, no emulation.
 RUNNERS = {"linux/amd64": "ubuntu-24.04", "linux/arm64": "ubuntu-24.04-arm"}
@@ -41,6 +47,16 @@ def by_digest(bake: Mapping[str, Any], staging_tags: bool = False) -> dict[str, 
             if key in target:
                 target[key] = [re.sub(r"(ref=[^,]+)", rf"\1-{suffix}", entry, count=1) for entry in target[key]]
     return result
+
+
+def run_id(target: Target) -> str:
+    """The target's id with the release this run resolved: `cuda/cuda-12.9/latest` built from
+    b9300 is `cuda/cuda-12.9/b9300`."""
+    if isinstance(target, ImageTarget):
+        prefix, _, release = target.id.rpartition("/")
+        if release != target.release:
+            return f"{prefix}/{target.release}"
+    return target.id
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,8 @@ def record_file_name(record: DigestRecord) -> str:
 
 @dataclass(frozen=True)
 class Job:
-    """One native-runner job: one target on one platform, with the selection that builds it."""
+    """One native-runner job: one target (its run id) on one platform, with the selection that
+    builds it. `image` is for people reading the plan; the job's JSON leaves it out."""
 
     target: str
     image: str
@@ -111,7 +128,6 @@ class Job:
             "name": self.name,
             "runner": RUNNERS.get(self.platform, RUNNERS["linux/amd64"]),
             "target": self.target,
-            "image": self.image,
             "platform": self.platform,
             "selection": dict(self.selection),
         }
@@ -136,25 +152,32 @@ class Merge:
 
 @dataclass(frozen=True)
 class Incomplete:
-    image: str
+    target: str
+    image: str | None  # None when no platform's job left a record
     missing: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.image} ({self.target})" if self.image else self.target
 
 
 def plan_merges(
     records: Iterable[DigestRecord], expected: Mapping[str, Sequence[str]] | None = None
 ) -> tuple[list[Merge], list[Incomplete]]:
-    """Group records by the tag they are for. With `expected` (image -> platforms the plan built),
-    a tag with a missing platform is not created: a failed job never yields a partial image."""
+    """Group records by the target they were built for, one tag each. With `expected` (target
+    -> platforms the plan built), a tag with a missing platform is not created: a failed job never
+    yields a partial image."""
     grouped: dict[str, dict[str, DigestRecord]] = {}
     for record in records:
-        grouped.setdefault(record.image, {})[record.platform] = record
+        grouped.setdefault(record.target, {})[record.platform] = record
     merges, incomplete = [], []
-    for image in sorted(set(grouped) | set(expected or {})):
-        have = grouped.get(image, {})
-        wanted = list((expected or {}).get(image, sorted(have)))
+    for target in sorted(set(grouped) | set(expected or {})):
+        have = grouped.get(target, {})
+        wanted = list((expected or {}).get(target, sorted(have)))
         missing = tuple(p for p in wanted if p not in have)
-        if missing:
-            incomplete.append(Incomplete(image, missing))
+        image = next((r.image for r in have.values()), None)
+        if missing or image is None:
+            incomplete.append(Incomplete(target, image, missing))
             continue
         merges.append(Merge(image, tuple(have[p] for p in wanted)))
     return merges, incomplete

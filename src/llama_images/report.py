@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 SUCCESS, FAILURE, NOTHING = "success", "failure", "nothing to publish"
+# A plan with jobs: the run's result comes from the merge, which reports it.
+PLANNED = "planned"
 
 # Slack: a section's text holds at most 3000 characters and a message at most 50 blocks.
 SLACK_SECTION_LIMIT = 3000
@@ -48,6 +50,7 @@ class Report:
     skipped: tuple[Skipped, ...] = ()
     failed: tuple[str, ...] = ()  # one line each: what failed and why
     run_url: str | None = None
+    notes: tuple[str, ...] = ()  # how the run decided (e.g. as the weekly run), one line each
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +61,7 @@ class Report:
             "skipped": [s.as_json() for s in self.skipped],
             "failed": list(self.failed),
             "run_url": self.run_url,
+            "notes": list(self.notes),
         }
 
 
@@ -75,11 +79,32 @@ def report_from_json(data: Any) -> Report:
             for p in data.get("published", ())
         ),
         skipped=tuple(
-            Skipped(str(s["target"]), str(s["image"]), tuple(s.get("platforms", ())), str(s["reason"]))
+            Skipped(str(s["target"]), str(s.get("image", "")), tuple(s.get("platforms", ())), str(s["reason"]))
             for s in data.get("skipped", ())
         ),
         failed=tuple(str(f) for f in data.get("failed", ())),
         run_url=data.get("run_url"),
+        notes=tuple(str(n) for n in data.get("notes", ())),
+    )
+
+
+def redacted(report: Report, secrets: Sequence[str]) -> Report:
+    """The report with each secret value replaced by `***`: a message that quotes a credential
+    (none should) never carries it to Slack, which masks nothing."""
+
+    def clean(text: str) -> str:
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    return Report(
+        report.status,
+        tuple(Published(clean(p.image), p.digest, p.platforms) for p in report.published),
+        tuple(Skipped(clean(s.target), clean(s.image), s.platforms, clean(s.reason)) for s in report.skipped),
+        tuple(clean(f) for f in report.failed),
+        report.run_url,
+        tuple(clean(n) for n in report.notes),
     )
 
 
@@ -91,6 +116,7 @@ def status_of(published: Sequence[Published], failed: Sequence[str]) -> str:
 
 def plain_text(report: Report) -> str:
     lines = [f"status: {report.status}"]
+    lines += [f"note: {n}" for n in report.notes]
     lines += [f"published {p.image} {p.digest} [{', '.join(p.platforms)}]" for p in report.published]
     lines += [f"skipped {s.target} [{', '.join(s.platforms)}]: {s.reason}" for s in report.skipped]
     lines += [f"failed: {f}" for f in report.failed]
@@ -102,6 +128,7 @@ def plain_text(report: Report) -> str:
 def summary_markdown(report: Report, title: str) -> str:
     """A GitHub Actions step summary."""
     out = [f"## {title}: {report.status}", ""]
+    out += [*report.notes, ""] if report.notes else []
     if report.published:
         out += ["| Published | Digest | Platforms |", "|---|---|---|"]
         out += [f"| `{p.image}` | `{p.digest}` | {', '.join(p.platforms)} |" for p in report.published]
@@ -139,7 +166,7 @@ def slack_payload(report: Report, title: str) -> dict[str, Any]:
     """An incoming-webhook message within Slack's limits: long lists are cut with a count."""
     icon = {SUCCESS: ":white_check_mark:", FAILURE: ":x:"}.get(report.status, ":information_source:")
     heading = f"{icon} {title}: {report.status}"
-    lines: list[str] = []
+    lines: list[str] = [*report.notes]
     lines += [f"published `{p.image}` `{p.digest}` ({', '.join(p.platforms)})" for p in report.published]
     lines += [f"skipped `{s.target}` ({', '.join(s.platforms)}): {s.reason}" for s in report.skipped]
     lines += [f"failed: {f}" for f in report.failed]

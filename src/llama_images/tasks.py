@@ -22,6 +22,8 @@ from . import cli
 from .options import PUBLISHING, SELECTION, SKIPPING, Option
 
 BUILDER = Option("builder", "buildx builder to use instead of the local engine (remote BuildKit, kubernetes, ...)")
+# The publishing workflow's jobs: settings come from the environment the workflow sets.
+IN_WORKFLOW = "in the publishing workflow: the namespace and registry login from its variables and secrets"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ TASKS = (
             ),
             Option("job", "a job (JSON) from `invoke plan`: builds its one target and platform"),
             Option("report", "with --push: write what was published and skipped to this JSON file"),
+            Option("workflow", f"with --job, {IN_WORKFLOW} (environment variables, see README)", default=False),
         ),
     ),
     TaskSpec(
@@ -109,11 +112,16 @@ TASKS = (
             *SKIPPING,
             Option(
                 "workflow",
-                "read the selection from the publishing workflow's inputs and secrets "
-                "(environment variables, see README)",
+                "read the selection from the publishing workflow's inputs, variables and secrets "
+                "(environment variables, see README); --matrix and --registry may be given too",
                 default=False,
             ),
             Option("output", "write the plan (JSON) here instead of printing it"),
+            Option(
+                "report",
+                "write the run's report here when the run ends with the plan (nothing to build, or the plan "
+                "failed: its reason), else a 'planned' report; `invoke notify` posts the former",
+            ),
         ),
     ),
     TaskSpec(
@@ -125,6 +133,7 @@ TASKS = (
             Option("plan", "the plan (JSON) `invoke plan` wrote: a tag missing a planned platform is not created"),
             Option("report", "write what was published, skipped and failed to this JSON file"),
             BUILDER,
+            Option("workflow", f"{IN_WORKFLOW} (environment variables, see README)", default=False),
         ),
     ),
     TaskSpec(
@@ -134,7 +143,7 @@ TASKS = (
         (
             Option(
                 "report",
-                "the report `invoke build --report` or `invoke merge --report` wrote; "
+                "the report `invoke build`, `invoke merge` or `invoke plan` wrote (--report); "
                 "missing: the run failed before publishing",
             ),
             Option("title", "the message's title (default: Build llama.cpp images)"),

@@ -1,29 +1,29 @@
-"""The publishing workflow's inputs, read from the environment the workflow sets (pure).
+"""The publishing workflow's inputs, variables and secrets, read from the environment the workflow
+sets (pure).
 
-The workflow passes its inputs, variables and secrets through `env:` (never into a command line),
-and `invoke plan --workflow` turns them into task options here. For a workflow input, empty means
-"the default" (that is how GitHub's form works); on the command line an empty option stays an
-error.
+The workflow passes them through `env:` (never into a command line), and the tasks' `--workflow`
+turns them into task options here. For a workflow input, empty means "the default" (that is how
+GitHub's form works); on the command line an empty option stays an error.
 
-The namespace and the pushing user are repository *variables*, only the access token is a
-secret: the plan job's outputs (the strategy matrix, the plan) hold image names, which hold the
-namespace, and that is most often the user's own name; GitHub drops a job output that contains
-the value of a secret the job uses ("Skip output ... since it may contain secret"). A namespace
-or user name stored as a secret (the reference image's setup) is refused with the fix, and the
-plan never writes outputs that contain a secret's value (`secrets_in_outputs`).
+`DOCKERHUB_USERNAME` and `DOCKERHUB_NAMESPACE` may be repository variables or, as the reference
+image's README sets a fork up, secrets; `DOCKERHUB_TOKEN` is a secret. GitHub drops a job output
+that contains the value of a secret the job uses, and image names hold the namespace (most often
+the user's own name): so no output of the plan names an image. The plan hands each job its target,
+platform and selection; every job derives the namespace (and so the image names) from its own
+environment (`job_values`), and `secrets_in_outputs` guards the outputs.
 
 | Variable | Meaning |
 |---|---|
-| GITHUB_EVENT_NAME | `schedule`: newest release, both platforms, skip published tags and missing tarballs |
-| LLAMA_CPP_VERSION | release tag; empty: the newest release |
+| GITHUB_EVENT_NAME | `schedule`: the weekly run |
+| LLAMA_CPP_VERSION | release tag; empty: decide as the weekly run does (`WEEKLY`) |
 | CUDA_VERSION | CUDA version of the binaries; empty: the matrix's |
 | DOCKERHUB_REPO | repository; empty: `llama-cpp` |
-| MULTI_ARCH | `true`: linux/amd64 and linux/arm64; otherwise linux/amd64 |
+| MULTI_ARCH | `true`: linux/amd64 and linux/arm64; otherwise linux/amd64 (a release tag given) |
 | CUSTOM_IMAGE_TAG | replaces the release part of the tag; empty: none |
 | TARGETS | target id globs, comma-separated; empty: `*` |
-| REGISTRY_PASSWORD | the DOCKERHUB_TOKEN secret: missing skips the run |
-| REGISTRY_USERNAME, DOCKERHUB_NAMESPACE | the DOCKERHUB_USERNAME and DOCKERHUB_NAMESPACE variables: skip if missing |
-| DOCKERHUB_USERNAME_SECRET, DOCKERHUB_NAMESPACE_SECRET | those stored as secrets (the reference's setup): an error |
+| DOCKERHUB_TOKEN | the DOCKERHUB_TOKEN secret |
+| DOCKERHUB_USERNAME, DOCKERHUB_NAMESPACE | those settings as repository variables |
+| DOCKERHUB_USERNAME_SECRET, DOCKERHUB_NAMESPACE_SECRET | the same settings as repository secrets |
 """
 
 from __future__ import annotations
@@ -34,79 +34,143 @@ from typing import Any
 
 from .errors import UsageError
 
-# Repository secret -> the environment variable the workflow passes it in.
-SECRETS = {"DOCKERHUB_TOKEN": "REGISTRY_PASSWORD"}
-# Repository variable -> the environment variable the workflow passes it in.
-VARIABLES = {"DOCKERHUB_USERNAME": "REGISTRY_USERNAME", "DOCKERHUB_NAMESPACE": "DOCKERHUB_NAMESPACE"}
-# A variable stored as a secret instead -> the environment variable the plan job passes it in.
-MISPLACED_SECRETS = {name: f"{name}_SECRET" for name in VARIABLES}
 SETTINGS = "Settings > Secrets and variables > Actions"
 BOTH_PLATFORMS = "linux/amd64,linux/arm64"
+TOKEN, USERNAME, NAMESPACE = "DOCKERHUB_TOKEN", "DOCKERHUB_USERNAME", "DOCKERHUB_NAMESPACE"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A repository setting and the environment variables the workflow passes it in."""
+
+    name: str
+    variable_env: str | None  # carries vars.<name>; None: it must be a secret
+    secret_env: str  # carries secrets.<name>
+
+
+REPOSITORY_SETTINGS = (
+    Setting(TOKEN, None, TOKEN),
+    Setting(USERNAME, USERNAME, f"{USERNAME}_SECRET"),
+    Setting(NAMESPACE, NAMESPACE, f"{NAMESPACE}_SECRET"),
+)
+# What the registry module reads for `docker login`.
+REGISTRY_ENV = {USERNAME: "REGISTRY_USERNAME", TOKEN: "REGISTRY_PASSWORD"}
+
+
+@dataclass(frozen=True)
+class Publishing:
+    """Where and as whom a workflow run publishes."""
+
+    values: dict[str, str]  # setting name -> value, the missing ones left out
+    secret_values: dict[str, str]  # setting name -> value, for those stored as secrets
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(s.name for s in REPOSITORY_SETTINGS if s.name not in self.values)
+
+    @property
+    def namespace(self) -> str | None:
+        return self.values.get(NAMESPACE)
+
+    def describe_missing(self) -> str:
+        """e.g. "secret DOCKERHUB_TOKEN and DOCKERHUB_NAMESPACE (a repository variable or secret)"."""
+        parts = []
+        secrets = [s.name for s in REPOSITORY_SETTINGS if s.name in self.missing and s.variable_env is None]
+        either = [s.name for s in REPOSITORY_SETTINGS if s.name in self.missing and s.variable_env is not None]
+        if secrets:
+            parts.append(f"secret {', '.join(secrets)}")
+        if either:
+            parts.append(f"{', '.join(either)} ({'each ' if len(either) > 1 else ''}a repository variable or secret)")
+        return " and ".join(parts)
+
+    def registry_env(self) -> dict[str, str]:
+        """REGISTRY_USERNAME and REGISTRY_PASSWORD for the registry login."""
+        return {env: self.values[name] for name, env in REGISTRY_ENV.items() if name in self.values}
+
+
+def publishing(env: Mapping[str, str]) -> Publishing:
+    """The settings from either place; one stored both ways with two values is an error."""
+    values, secret_values = {}, {}
+    for setting in REPOSITORY_SETTINGS:
+        variable = env.get(setting.variable_env, "").strip() if setting.variable_env else ""
+        secret = env.get(setting.secret_env, "").strip()
+        if variable and secret and variable != secret:
+            raise UsageError(
+                f"{setting.name} is both a repository variable and a repository secret, with different "
+                f"values; under {SETTINGS}, delete the one you do not mean"
+            )
+        if variable or secret:
+            values[setting.name] = variable or secret
+        if secret:
+            secret_values[setting.name] = secret
+    return Publishing(values, secret_values)
+
+
+# What the weekly run publishes, as its reports say.
+WEEKLY = (
+    "the newest release on linux/amd64 and linux/arm64, leaving out tags the registry already has and "
+    "targets whose tarball the release lacks"
+)
 
 
 @dataclass(frozen=True)
 class WorkflowRun:
-    values: dict[str, Any]  # selection option values
+    values: dict[str, Any]  # selection option values, namespace included when set
     skip_existing: bool
     skip_unavailable: bool
-    missing_secrets: tuple[str, ...] = field(default=())
-    missing_variables: tuple[str, ...] = field(default=())
+    publishing: Publishing
+    notes: tuple[str, ...] = field(default=())  # how the run decided, for its reports
 
     @property
     def publish(self) -> bool:
-        return not self.missing_secrets and not self.missing_variables
-
-    @property
-    def missing(self) -> str:
-        """What is not set, e.g. "secrets DOCKERHUB_TOKEN and variable DOCKERHUB_NAMESPACE"."""
-        parts = []
-        for kind, names in (("secret", self.missing_secrets), ("variable", self.missing_variables)):
-            if names:
-                parts.append(f"{kind}{'s' if len(names) > 1 else ''} {', '.join(names)}")
-        return " and ".join(parts)
+        return not self.publishing.missing
 
 
 def workflow_run(env: Mapping[str, str]) -> WorkflowRun:
     def get(name: str) -> str:
         return env.get(name, "").strip()
 
-    misplaced = [name for name, variable in MISPLACED_SECRETS.items() if get(variable)]
-    if misplaced:
-        names = " and ".join(misplaced)
-        raise UsageError(
-            f"{names} {'is a repository secret' if len(misplaced) == 1 else 'are repository secrets'}: the "
-            "plan's outputs name the images (namespace included, often the user's name), and GitHub drops job "
-            f"outputs that contain a secret's value; under {SETTINGS}, add {names} as repository variables "
-            "(Variables tab) and delete the secrets"
-        )
-    scheduled = get("GITHUB_EVENT_NAME") == "schedule"
-    missing = tuple(secret for secret, variable in SECRETS.items() if not get(variable))
-    missing_variables = tuple(name for name, variable in VARIABLES.items() if not get(variable))
+    settings = publishing(env)
+    # The weekly run, and a manual run without a release tag (the reference's "leave empty to
+    # simulate a scheduled build"), decide alike: a failed week is retried, an old release is not
+    # rebuilt, and a tag is never published for one platform only (the next week would leave it
+    # so). A manual run with a tag builds what it names; a missing tarball fails it, naming it.
+    notes: tuple[str, ...] = ()
+    if get("GITHUB_EVENT_NAME") == "schedule":
+        notes = (f"weekly run: {WEEKLY}",)
+    elif not get("LLAMA_CPP_VERSION"):
+        notes = (f"LLAMA_CPP_VERSION is empty: decided as the weekly run does: {WEEKLY}",)
+    as_scheduled = bool(notes)
     values: dict[str, Any] = {
         "filter": [get("TARGETS") or "*"],
         "release": get("LLAMA_CPP_VERSION") or "latest",
         "repository": get("DOCKERHUB_REPO") or "llama-cpp",
-        "platform": BOTH_PLATFORMS if scheduled or get("MULTI_ARCH") == "true" else "linux/amd64",
+        "platform": BOTH_PLATFORMS if as_scheduled or get("MULTI_ARCH") == "true" else "linux/amd64",
     }
     for option, variable in (("cuda_version", "CUDA_VERSION"), ("tag", "CUSTOM_IMAGE_TAG")):
         if get(variable):
             values[option] = get(variable)
-    if get("DOCKERHUB_NAMESPACE"):
-        values["namespace"] = get("DOCKERHUB_NAMESPACE")
-    # A scheduled run publishes what is new and buildable; a manual run always builds what it
-    # names, and a missing tarball fails it with the asset named.
-    return WorkflowRun(values, scheduled, scheduled, missing_secrets=missing, missing_variables=missing_variables)
+    if settings.namespace:
+        values["namespace"] = settings.namespace
+    return WorkflowRun(values, as_scheduled, as_scheduled, settings, notes)
+
+
+def job_values(selection: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """A planned job's selection with the namespace from this job's own environment (the plan's
+    outputs never hold it)."""
+    if "namespace" in selection:
+        raise UsageError("--workflow takes the namespace from DOCKERHUB_NAMESPACE; the job must not name one")
+    namespace = publishing(env).namespace
+    if namespace is None:
+        raise UsageError(f"{NAMESPACE} is not set (a repository variable or secret, under {SETTINGS})")
+    return {**selection, "namespace": namespace}
 
 
 def secrets_in_outputs(outputs: Mapping[str, str], env: Mapping[str, str]) -> list[str]:
-    """Names of the secrets (never their values) whose value appears in a step output.
-
-    GitHub masks every secret a job uses and silently drops an output that contains one: the
-    build jobs would get an empty strategy matrix. Only the token is a secret, so this is a guard.
-    """
+    """Names of the settings stored as secrets (never their values) whose value appears in a
+    step output: GitHub would drop that output silently, and the build jobs get no matrix."""
     found = []
-    for secret, variable in SECRETS.items():
-        value = env.get(variable, "").strip()
-        if value and any(value in text for text in outputs.values()):
-            found.append(secret)
+    for name, value in publishing(env).secret_values.items():
+        if any(value in text for text in outputs.values()):
+            found.append(name)
     return found

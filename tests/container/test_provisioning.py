@@ -1,5 +1,6 @@
 """First-boot provisioning: PIP_PACKAGES from a package index and PROVISIONING_SCRIPT from a path
-and from a URL, both served by a loopback server the test starts.
+and from a URL, both served by a loopback server the test starts; a script in the reference
+image's style (`${WORKSPACE}`, `git clone`, `wget`, its tools) against a git repository served there.
 
 The server runs in a sidecar container whose network namespace the image joins, so it is on the
 image's own 127.0.0.1: no host port, no bridge address. The sidecar also publishes the image's
@@ -12,6 +13,7 @@ import base64
 import hashlib
 import io
 import json
+import subprocess
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -190,3 +192,69 @@ def test_a_failing_provisioning_script_is_shown_and_retried(run_container: Calla
     container.restart(timeout=10)
     wait_answering(container, 1111, "/api/health")
     wait_for(lambda: container.logs().decode().count("trying") == 2, 30, "not retried on the next boot", container)
+
+
+# A provisioning script in the reference image's style (its example scripts use ${WORKSPACE},
+# `git clone` and `wget`), and the tools and settings its scripts count on.
+REFERENCE_STYLE_SCRIPT = f"""#!/bin/bash
+set -euo pipefail
+cd "${{WORKSPACE}}"
+git clone http://127.0.0.1:{INDEX_PORT}/models.git "${{WORKSPACE}}/models-repo"
+git -C "${{WORKSPACE}}/models-repo" lfs install --local
+wget -q -O "${{DATA_DIRECTORY}}weights.bin" http://127.0.0.1:{INDEX_PORT}/weights.bin
+jq -r .name "${{WORKSPACE}}/models-repo/model.json" > "${{WORKSPACE}}/model-name"
+unzip -q -o "${{WORKSPACE}}/models-repo/bundle.zip" -d "${{WORKSPACE}}/unzipped"
+rsync -a "${{WORKSPACE}}/unzipped/" "${{WORKSPACE}}/synced/"
+uv --version
+ss -ltn | grep ':{INDEX_PORT} ' >/dev/null
+ip -o link show lo
+ps -p $$ -o comm=
+nc -z 127.0.0.1 {INDEX_PORT}
+printf '%s %s %s\\n' "${{PYTHONUNBUFFERED}}" "${{PIP_BREAK_SYSTEM_PACKAGES}}" "${{DATA_DIRECTORY}}" \\
+    > "${{WORKSPACE}}/settings"
+echo 'reference-style provisioning finished'
+"""
+
+
+def bare_repository(folder: Path) -> None:
+    """A git repository served over git's dumb HTTP protocol by a plain file server."""
+    work = folder.parent / "models-work"
+    work.mkdir()
+    (work / "model.json").write_text('{"name": "tiny-model"}\n')
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.writestr("config/settings.txt", "zipped\n")
+    (work / "bundle.zip").write_bytes(bundle.getvalue())
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    for command in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "models"]):
+        subprocess.run([*git, "-C", str(work), *command], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(folder)], check=True)
+    subprocess.run(["git", "-C", str(folder), "update-server-info"], check=True)
+
+
+def test_a_reference_style_provisioning_script_finds_its_settings_and_tools(
+    with_index: Callable[..., Any], served_files: Path
+) -> None:
+    """What a user met: WORKSPACE empty, git and wget (and jq, uv, ss, ...) missing, so such a
+    script failed at its first line."""
+    bare_repository(served_files / "models.git")
+    (served_files / "weights.bin").write_bytes(b"\x00weights\xff" * 100)
+    (served_files / "reference-style.sh").write_text(REFERENCE_STYLE_SCRIPT)
+    sidecar, container = with_index(
+        {"PROVISIONING_SCRIPT": f"http://127.0.0.1:{INDEX_PORT}/reference-style.sh", "OPEN_BUTTON_TOKEN": TOKEN}
+    )
+    wait_answering(sidecar, 1111, "/api/health", seconds=120)
+
+    def finished() -> bool:
+        state = request(sidecar, 1111, "/api/boot", headers=bearer()).json()["provisioning"] or ""
+        return state == "done" or state.startswith("failed")
+
+    wait_for(finished, 90, "provisioning did not finish", container)
+    log = exec_text(container, "cat", "/var/log/provisioning.log")[1]
+    assert request(sidecar, 1111, "/api/boot", headers=bearer()).json()["provisioning"] == "done", log
+    assert "reference-style provisioning finished" in log
+    assert exec_text(container, "cat", "/workspace/models-repo/model.json") == (0, '{"name": "tiny-model"}\n')
+    assert exec_text(container, "cat", "/workspace/model-name") == (0, "tiny-model\n")
+    assert exec_text(container, "cat", "/workspace/synced/config/settings.txt") == (0, "zipped\n")
+    assert exec_text(container, "stat", "-c", "%s", "/workspace/weights.bin") == (0, "900\n")
+    assert exec_text(container, "cat", "/workspace/settings") == (0, "1 1 /workspace/\n")

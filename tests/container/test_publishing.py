@@ -22,6 +22,7 @@ from typing import Any
 
 import bcrypt
 import pytest
+import yaml
 
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import NAMESPACE
@@ -80,6 +81,18 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthRegi
         log.close()
 
 
+@pytest.fixture
+def staging_images(auth_registry: AuthRegistry, client: Any) -> Iterator[list[str]]:
+    """Namespaces a test pushes to: the staging tags the engine's `docker` builder keeps locally
+    (`<tag>-<arch>-job`) are removed afterwards, so the shared engine does not fill up."""
+    namespaces: list[str] = []
+    yield namespaces
+    for image in client.images.list():
+        for tag in image.tags:
+            if any(tag.startswith(f"{auth_registry.address}/{namespace}/") for namespace in namespaces):
+                client.images.remove(tag)
+
+
 def invoke_as(registry: AuthRegistry, password: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DOCKER_CONFIG": str(registry.docker_config), "REGISTRY_USERNAME": USER,
            "REGISTRY_PASSWORD": password, "GITHUB_ACTIONS": ""}  # fmt: skip
@@ -112,10 +125,11 @@ def test_an_unknown_builder_fails_before_building(main_build: Any) -> None:
 
 
 def test_native_jobs_push_by_digest_and_merge_into_one_index_with_attestations(
-    main_build: Any, auth_registry: AuthRegistry, tmp_path: Path
+    main_build: Any, auth_registry: AuthRegistry, tmp_path: Path, staging_images: list[str]
 ) -> None:
     assert main_build.returncode == 0, main_build.stdout[-3000:]
     namespace = f"{NAMESPACE}-fanout{time.time_ns()}"
+    staging_images.append(namespace)
     chosen = selection(auth_registry, namespace)
     planned = invoke_as(auth_registry, PASSWORD, "plan", *chosen, "--skip-existing")
     assert planned.returncode == 0, planned.stderr
@@ -160,3 +174,66 @@ def test_native_jobs_push_by_digest_and_merge_into_one_index_with_attestations(
     replanned = json.loads(again.stdout)
     assert replanned["jobs"] == []
     assert replanned["skipped"][0]["reason"] == "already published"
+
+
+def test_a_fork_set_up_with_the_reference_secrets_publishes_through_the_workflow(
+    main_build: Any, auth_registry: AuthRegistry, tmp_path: Path, staging_images: list[str]
+) -> None:
+    """The publishing workflow run as GitHub runs it (tests/support/workflow_runner.py) in a fork
+    that keeps DOCKERHUB_USERNAME, DOCKERHUB_TOKEN and DOCKERHUB_NAMESPACE as secrets, as the
+    reference's README says: the plan's outputs survive GitHub's secret filter, each build job
+    receives its target and pushes under the secret namespace, the merge tags it, and Slack hears
+    of it. The next scheduled run has nothing to build and posts its skips; a manual run with an
+    empty LLAMA_CPP_VERSION decides the same."""
+    from llama_images.bench.measure import copy_checkout
+    from tests.support.loopback import Answer, Loopback, serve
+    from tests.support.workflow_runner import Workflow
+
+    assert main_build.returncode == 0, main_build.stdout[-3000:]
+    namespace = f"{NAMESPACE}-secrets{time.time_ns()}"
+    staging_images.append(namespace)
+    repository = copy_checkout(REPO_ROOT, tmp_path / "repository")
+    # The fork publishes to the loopback registry, its CPU images only (no GitHub here).
+    document = yaml.safe_load((repository / "matrix.yaml").read_text(encoding="utf-8"))
+    document["images"]["registry"] = auth_registry.address
+    document["flavors"] = {"cpu": document["flavors"]["cpu"]}
+    document["upstreams"] = {name: document["upstreams"][name] for name in document["flavors"]["cpu"]["upstreams"]}
+    (repository / "matrix.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    webhook = "/services/T000/B000/webhook-secret-part"
+    with serve(Loopback()) as slack:
+        slack.route(webhook, Answer(200, b"ok"))
+        secrets = {"DOCKERHUB_USERNAME": USER, "DOCKERHUB_TOKEN": PASSWORD, "DOCKERHUB_NAMESPACE": namespace,
+                   "SLACK_WEBHOOK_URL": slack.url + webhook}  # fmt: skip
+
+        def run(event: str, **inputs: Any) -> Workflow:
+            workflow = Workflow(REPO_ROOT / ".github/workflows/build-llama-cpp.yml", repository,
+                                tmp_path / f"run-{len(slack.received)}-{event}", event, inputs=inputs, secrets=secrets,
+                                environment={"DOCKER_CONFIG": str(auth_registry.docker_config)},
+                                extra_arguments={"invoke build": "--no-sbom"})  # fmt: skip
+            workflow.run()
+            return workflow
+
+        first = run("workflow_dispatch", LLAMA_CPP_VERSION="")
+        jobs = first.jobs
+        logs = "\n".join(s.output for job in jobs.values() for r in job.runs for s in r.steps)
+        assert jobs["plan"].dropped_outputs == [] and jobs["plan"].outputs["publish"] == "true", logs[-3000:]
+        assert [r.name for r in jobs["build"].runs] == ["build cpu_debian-forky_b11669-amd64",
+                                                        "build cpu_debian-forky_b11669-arm64"]  # fmt: skip
+        assert jobs["build"].result == "success", logs[-5000:]
+        assert jobs["merge"].result == "success", logs[-5000:]
+        assert PASSWORD not in logs
+        image = f"{auth_registry.address}/{namespace}/llama-cpp:b11669-cpu"
+        [published] = [json.loads(r.body)["text"] for r in slack.received]
+        assert ":white_check_mark: Build llama.cpp images: success" in published and f"published `{image}`" in published
+        # Next week: nothing new. The run says so on Slack; a manual run with an empty version alike.
+        weekly = run("schedule")
+        manual = run("workflow_dispatch", LLAMA_CPP_VERSION="")
+        for later in (weekly, manual):
+            assert later.jobs["plan"].outputs["publish"] == "false"
+            assert (later.jobs["build"].result, later.jobs["merge"].result) == ("skipped", "skipped")
+        weekly_text, manual_text = (json.loads(r.body)["text"] for r in slack.received[1:])
+        skip = "skipped `cpu/debian-forky/b11669` (linux/amd64, linux/arm64): already published"
+        assert skip in weekly_text and skip in manual_text
+        assert "nothing to publish" in weekly_text
+        for text in (published, weekly_text, manual_text):
+            assert PASSWORD not in text and "webhook-secret-part" not in text

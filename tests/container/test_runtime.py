@@ -292,7 +292,7 @@ def test_docker_stop_is_quick_and_restart_comes_back_serving(run_container: Call
     wait_answering(container, 8080, "/api")
     # One SIGTERM reaches llama-server (a second one makes it skip its own shutdown).
     assert exec_text(container, "supervisorctl", "stop", "llama")[0] == 0
-    llama_log = exec_text(container, "cat", "/var/log/supervisor/llama.log")[1]
+    llama_log = exec_text(container, "cat", "/var/log/portal/llama.log")[1]
     assert "cleaning up before exit" in llama_log and "second interrupt" not in llama_log, llama_log[-1500:]
     assert exec_text(container, "supervisorctl", "start", "llama")[0] == 0
     wait_answering(container, 8000, "/health")

@@ -1,12 +1,16 @@
-"""The HEALTHCHECK's decision and the portal's log rendering (pure parts)."""
+"""The HEALTHCHECK's decision, the portal's log rendering and the log copier (pure parts, files in a
+temporary folder)."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+from llama_runtime import logs
 from llama_runtime.health import problems, waiting_for
-from llama_runtime.logs import render_progress, tail
+from llama_runtime.logs import Follower, clean_copy, followed_files, program_log, render_progress, tail
 from llama_runtime.services import Service
 
 LLAMA = Service("llama", "llama.cpp server", 8000, 18000, program="llama", essential=True)
@@ -75,3 +79,57 @@ def test_jupyter_waits_for_essential_services_that_are_still_coming_up() -> None
     assert waiting_for(services, lambda h, p: p != 18000, programs(llama="BACKOFF")) == [LLAMA]
     # The portal waits for the others, not for itself.
     assert waiting_for(services, lambda h, p: False, programs(), exclude="portal") == [LLAMA]
+
+
+def test_each_programs_log_gets_a_clean_copy_beside_the_portal_folder(tmp_path: Path) -> None:
+    """The reference's layout: raw output in portal/<program>.log (the portal tails it), a clean
+    copy in <program>.log, growing as the program writes, and the same lines in `docker logs`."""
+    raw = program_log("llama", tmp_path)
+    raw.parent.mkdir()
+    raw.write_bytes(b"old line from an earlier boot\n")
+    quiet = program_log("portal", tmp_path)
+    quiet.touch()
+    out = io.StringIO()
+    follower = Follower(out, start={raw: raw.stat().st_size})
+    follower.copy_new_lines(followed_files(tmp_path))
+    assert (tmp_path / "portal.log").read_text() == (tmp_path / "llama.log").read_text() == ""  # there, empty
+    with raw.open("ab") as handle:
+        handle.write(b"\x1b[32mloading\x1b[0m model\n 10%\r 60%\r100%\npartial")
+    follower.copy_new_lines(followed_files(tmp_path))
+    assert clean_copy(raw) == tmp_path / "llama.log"
+    assert (tmp_path / "llama.log").read_text() == "loading model\n100%\n"
+    assert out.getvalue() == "llama | loading model\nllama | 100%\n"
+    with raw.open("ab") as handle:
+        handle.write(b" line\n")
+    follower.copy_new_lines(followed_files(tmp_path))
+    assert (tmp_path / "llama.log").read_text() == "loading model\n100%\npartial line\n"
+    assert raw.read_bytes().startswith(b"old line")  # the raw log keeps what was written
+
+
+def test_a_clean_copy_that_cannot_be_written_is_said_once_and_the_copy_to_stdout_goes_on(tmp_path: Path) -> None:
+    raw = program_log("jupyter", tmp_path)
+    raw.parent.mkdir()
+    (tmp_path / "jupyter.log").mkdir()  # not a file: cannot be appended to
+    out = io.StringIO()
+    follower = Follower(out)
+    for line in (b"one\n", b"two\n"):
+        with raw.open("ab") as handle:
+            handle.write(line)
+        follower.copy_new_lines([raw])
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if line.startswith("jupyter | ")] == ["jupyter | one", "jupyter | two"]
+    assert sum("cannot write the clean copy" in line for line in lines) == 1
+
+
+def test_a_clean_copy_past_its_limit_is_moved_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "CLEAN_COPY_MAX_BYTES", 10)
+    raw = logs.program_log("proxy", tmp_path)
+    raw.parent.mkdir()
+    raw.write_bytes(b"0123456789abc\n")
+    follower = logs.Follower(io.StringIO())
+    follower.copy_new_lines([raw])
+    assert (tmp_path / "proxy.log.1").read_text() == "0123456789abc\n"
+    with raw.open("ab") as handle:
+        handle.write(b"next\n")
+    follower.copy_new_lines([raw])
+    assert (tmp_path / "proxy.log").read_text() == "next\n"

@@ -25,7 +25,8 @@ else
     LLAMA_IMAGES_LOG_DIR=/run/llama-images/log
 fi
 export LLAMA_IMAGES_LOG_DIR
-mkdir -p /run/llama-images/status /run/llama-images/services.d /run/llama-images/boot "${LLAMA_IMAGES_LOG_DIR}/supervisor"
+# Programs log to portal/<program>.log; program "logs" keeps the clean copies <program>.log.
+mkdir -p /run/llama-images/status /run/llama-images/services.d /run/llama-images/boot "${LLAMA_IMAGES_LOG_DIR}/portal"
 boot_log="${LLAMA_IMAGES_LOG_DIR}/boot.log"
 steps_file=/run/llama-images/boot/steps
 : >"${steps_file}"
@@ -78,7 +79,7 @@ if (($#)); then
     exec "$@"
 fi
 # Where each existing log ends now: program "logs" copies only what this boot adds.
-for log in "${LLAMA_IMAGES_LOG_DIR}"/supervisor/*.log "${LLAMA_IMAGES_LOG_DIR}/provisioning.log"; do
+for log in "${LLAMA_IMAGES_LOG_DIR}"/portal/*.log; do
     [[ -f ${log} ]] && printf '%s\t%s\n' "$(stat -c %s "${log}")" "${log}"
 done >/run/llama-images/boot/log-offsets
 

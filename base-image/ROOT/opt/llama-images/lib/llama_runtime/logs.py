@@ -1,22 +1,45 @@
-"""Log files: copy them to the container's stdout as they grow (`docker logs`), and read their
-tail for the portal with carriage-return progress bars collapsed to their last state."""
+"""Log files: each program logs to `portal/<program>.log` in the log directory (the reference
+image's layout: what the portal tails, progress bars and colours as written). `follow` copies
+every new line, progress bars collapsed to their last state and terminal escapes removed, to the
+container's stdout (`docker logs`) and to the program's clean copy `<program>.log` beside the
+`portal/` folder (/var/log/llama.log)."""
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
+
+# Where Supervisor writes each program's log, inside the log directory (supervisord.conf).
+PROGRAM_LOGS = "portal"
+# A clean copy that grows past this is moved to `<program>.log.1` (one kept, as Supervisor keeps
+# one backup of the log it copies).
+CLEAN_COPY_MAX_BYTES = 20 * 1024 * 1024
+# CSI sequences (colours, cursor moves, erase) and two-character escapes.
+TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
 
 def log_dir() -> Path:
     return Path(os.environ.get("LLAMA_IMAGES_LOG_DIR", "/var/log"))
 
 
+def program_log(program: str, directory: Path | None = None) -> Path:
+    """The file Supervisor writes program `program`'s output to."""
+    return (directory or log_dir()) / PROGRAM_LOGS / f"{program}.log"
+
+
+def clean_copy(path: Path) -> Path:
+    """`<dir>/portal/llama.log` -> `<dir>/llama.log`."""
+    return path.parent.parent / path.name
+
+
 def followed_files(directory: Path) -> list[Path]:
-    return [*sorted((directory / "supervisor").glob("*.log")), directory / "provisioning.log"]
+    return sorted((directory / PROGRAM_LOGS).glob("*.log"))
 
 
 def boot_offsets(path: Path = Path("/run/llama-images/boot/log-offsets")) -> dict[Path, int]:
@@ -32,24 +55,30 @@ def boot_offsets(path: Path = Path("/run/llama-images/boot/log-offsets")) -> dic
     return found
 
 
-def follow(
-    paths: Iterable[Path] | None = None,
-    out: TextIO = sys.stdout,
-    poll: float = 0.3,
-    start: dict[Path, int] | None = None,
-) -> None:
-    """Print each new line of every file, prefixed with its name, from where it stood when
-    this boot began (`start`; earlier lines were shown by an earlier boot), forever."""
-    starts = boot_offsets() if start is None else start
-    offsets: dict[Path, tuple[int, int]] = {}  # path -> (inode, offset)
-    while True:
-        current = list(paths) if paths is not None else followed_files(log_dir())
-        for path in current:
+def clean_line(line: str) -> str:
+    """A line as a terminal would leave it, without colours: what the clean copy holds."""
+    return TERMINAL_ESCAPE.sub("", render_progress(line))
+
+
+@dataclass
+class Follower:
+    """Where each followed file was read up to; `start` gives the offsets this boot began at
+    (earlier lines were copied by an earlier boot)."""
+
+    out: TextIO
+    start: dict[Path, int] = field(default_factory=dict)
+    offsets: dict[Path, tuple[int, int]] = field(default_factory=dict)  # path -> (inode, offset)
+    unwritable: set[Path] = field(default_factory=set)
+
+    def copy_new_lines(self, paths: Iterable[Path]) -> None:
+        for path in paths:
             try:
                 stat = path.stat()
             except OSError:
                 continue
-            inode, offset = offsets.get(path, (stat.st_ino, starts.get(path, 0)))
+            if path not in self.offsets:
+                self.append_clean(clean_copy(path), [])  # the copy exists as soon as the log does
+            inode, offset = self.offsets.get(path, (stat.st_ino, self.start.get(path, 0)))
             if inode != stat.st_ino or stat.st_size < offset:
                 inode, offset = stat.st_ino, 0  # rotated or truncated
             if stat.st_size > offset:
@@ -58,12 +87,42 @@ def follow(
                     data = handle.read()
                 complete = data.rfind(b"\n") + 1
                 if complete:
+                    # Split on newlines only: a carriage return is a progress bar's redraw, not a line.
+                    text = data[:complete].decode(errors="replace")
+                    lines = [clean_line(line) for line in text.split("\n")[:-1]]
                     name = path.stem
-                    for line in data[:complete].decode(errors="replace").splitlines():
-                        out.write(f"{name} | {line}\n")
-                    out.flush()
+                    self.out.write("".join(f"{name} | {line}\n" for line in lines))
+                    self.out.flush()
+                    self.append_clean(clean_copy(path), lines)
                     offset += complete
-            offsets[path] = (inode, offset)
+            self.offsets[path] = (inode, offset)
+
+    def append_clean(self, path: Path, lines: list[str]) -> None:
+        try:
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write("".join(line + "\n" for line in lines))
+                size = handle.tell()
+            if size > CLEAN_COPY_MAX_BYTES:
+                path.replace(path.with_name(path.name + ".1"))
+            self.unwritable.discard(path)
+        except OSError as exc:
+            if path not in self.unwritable:  # said once, not for every line
+                self.unwritable.add(path)
+                self.out.write(f"logs | cannot write the clean copy {path}: {exc.strerror}\n")
+                self.out.flush()
+
+
+def follow(
+    paths: Iterable[Path] | None = None,
+    out: TextIO = sys.stdout,
+    poll: float = 0.3,
+    start: dict[Path, int] | None = None,
+) -> None:
+    """Copy each new line of every program's log, prefixed with its name, to `out` and to its
+    clean copy, from where it stood when this boot began, forever."""
+    follower = Follower(out, boot_offsets() if start is None else start)
+    while True:
+        follower.copy_new_lines(list(paths) if paths is not None else followed_files(log_dir()))
         time.sleep(poll)
 
 
