@@ -158,8 +158,12 @@ def test_a_refusing_registry_is_an_error_naming_the_fix_and_nothing_is_made(
 
 @pytest.mark.usefixtures("docker_printing")
 def test_an_unreachable_non_debian_upstream_is_an_upstream_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(EngineError, match=r"nvidia/cuda:12\.8\.1-runtime-ubuntu24\.04 \(cuda-12\.8\) is not in"):
+    # A build job on a host that cannot reach NVIDIA's registry: exit 5 (upstream), not 7 (issue 13).
+    with pytest.raises(
+        EngineError, match=r"nvidia/cuda:12\.8\.1-runtime-ubuntu24\.04 \(cuda-12\.8\) is not in"
+    ) as caught:
         make_upstreams("unresolvable Docker Hub", monkeypatch, CUDA)
+    assert caught.value.exit_code == 5
 
 
 def test_an_upstream_its_registry_has_needs_nothing_here() -> None:
