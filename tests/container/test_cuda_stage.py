@@ -238,6 +238,7 @@ def test_the_kernel_cache_is_on_the_volume_and_in_tmp_where_it_cannot_be(
     image_env = client.images.get(stage_image).attrs["Config"]["Env"]
     assert "CUDA_CACHE_PATH=/workspace/.cache/nv/ComputeCache" in image_env
     assert "CUDA_CACHE_MAXSIZE=4294967296" in image_env
+    assert "NVIDIA_DISABLE_REQUIRE=true" in image_env  # boot decides, not the toolkit's requirement check
     write_tiny_llama_gguf(tmp_path / "tiny.gguf")
     mounts = {str(tmp_path): {"bind": "/models", "mode": "ro"}}
     env = {"LLAMA_MODEL": "/models/tiny.gguf", "LLAMA_START_ATTEMPTS": "1"}
