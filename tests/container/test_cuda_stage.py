@@ -239,7 +239,8 @@ def test_the_kernel_cache_is_on_the_volume_and_in_tmp_where_it_cannot_be(
     assert "CUDA_CACHE_PATH=/workspace/.cache/nv/ComputeCache" in image_env
     assert "CUDA_CACHE_MAXSIZE=4294967296" in image_env
     assert "NVIDIA_DISABLE_REQUIRE=true" in image_env  # boot decides, not the toolkit's requirement check
-    write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    write_tiny_llama_gguf(tmp_path / "tiny.gguf").chmod(0o644)
+    tmp_path.chmod(0o755)  # readable by --user 1000
     mounts = {str(tmp_path): {"bind": "/models", "mode": "ro"}}
     env = {"LLAMA_MODEL": "/models/tiny.gguf", "LLAMA_START_ATTEMPTS": "1"}
     writable_volume = {"/run": "uid=1000,gid=1000", "/tmp": "", "/workspace": "uid=1000"}
@@ -252,10 +253,22 @@ def test_the_kernel_cache_is_on_the_volume_and_in_tmp_where_it_cannot_be(
     for options, path, moved in cases:
         container = client.containers.run(stage_image, detach=True, environment=env, volumes=mounts, **options)
         try:
-            logs = wait_logged(container, f"fake llama-server: CUDA_CACHE_PATH={path}")
+            logs = wait_llama_logged(container, f"fake llama-server: CUDA_CACHE_PATH={path}", options)
             assert ("CUDA's kernel cache cannot be written at /workspace/.cache/nv/ComputeCache" in logs) is moved
         finally:
             container.remove(force=True)
+
+
+def llama_log(container: Any) -> str:
+    """Program llama's log (the launcher's lines and llama-server's output)."""
+    return exec_text(container, "supervisorctl", "tail", "-100000", "llama")[1]
+
+
+def wait_llama_logged(container: Any, text: str, run: object = None, seconds: float = 60) -> str:
+    """Program llama's log once it shows `text` (`run`: the docker run options, for the message)."""
+    what = f"{text!r} not in llama's log (docker run options {run})"
+    wait_for(lambda: text in llama_log(container), seconds, what, container)
+    return llama_log(container)
 
 
 def wait_logged(container: Any, text: str, seconds: float = 60) -> str:
