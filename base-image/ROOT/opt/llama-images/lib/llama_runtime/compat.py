@@ -16,7 +16,6 @@ Stdlib only: this runs with the image's own python3 (>= 3.11).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -328,5 +327,5 @@ def decide(env: Mapping[str, str], disabled: bool, compat_dir: Path = COMPAT_DIR
     chosen = plan(Facts(needed, driver, gpus, compat_driver(names), disabled))
     if chosen.action == "none":
         return outcome(chosen, None, compat_dir)
-    probe = run_probe(compat_dir if chosen.action == "compat" else None, os.environ)
+    probe = run_probe(compat_dir if chosen.action == "compat" else None, env)
     return outcome(chosen, probe, compat_dir)
