@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from llama_serving import config, output, service
+from llama_serving import config, gpu, output, service
 from llama_serving.config import ConfigError, ModelSource, Plan, make_plan, shown_command
 
 from tests.conftest import REPO_ROOT
@@ -362,7 +362,7 @@ def test_an_unwritable_download_directory_fails_the_attempt_with_its_path(
     cache = tmp_path / "file" / "cache"  # under a file: mkdir fails (as root too)
     status = tmp_path / "status" / "llama"
     monkeypatch.setattr(service, "STATUS", status)
-    monkeypatch.setattr(service, "cpu_fallback_warning", lambda env: "CPU fallback (GPU not used): ")
+    monkeypatch.setattr(gpu, "check", lambda env, log: gpu.Check(warning="CPU fallback (GPU not used): "))
     made = plan(LLAMA_MODEL="https://host/tiny.gguf", LLAMA_CACHE=str(cache), LLAMA_START_ATTEMPTS="1")
     cause = service.Runner(made, {}).run()
     assert cause is not None and cause.startswith(f"cannot create {cache}/url for the download: ")

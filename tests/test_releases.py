@@ -189,7 +189,7 @@ def test_release_task_shows_what_the_newest_release_carries_with_actions_outputs
     plain = run_task("release", env={"GITHUB_API_URL": github.url, "GITHUB_ACTIONS": ""})
     assert plain.returncode == 0, plain.stderr
     assert "release b9300: CUDA 12.8: amd64, arm64" in plain.stdout
-    assert "buildable: cuda/cuda-12.9/latest -> docker.io/llamaimages/llama-cpp:b9300-cuda-12.9" in plain.stdout
+    assert "buildable: cuda/cuda-12.8/latest -> docker.io/llamaimages/llama-cpp:b9300-cuda-12.8" in plain.stdout
     outputs, summary = tmp_path / "outputs", tmp_path / "summary.md"
     actions = {"GITHUB_API_URL": github.url, "GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(outputs),
                "GITHUB_STEP_SUMMARY": str(summary)}  # fmt: skip

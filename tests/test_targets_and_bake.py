@@ -136,7 +136,7 @@ def test_bake_chains_each_derivative_onto_its_base_built_once() -> None:
     assert (packages["target"], packages["args"], "tags" in packages) == ("packages", base["args"], False)
     assert "base-packages_debian-forky" not in bake["group"]["default"]["targets"]
     cuda = bake["target"]["cuda_cuda-12_9_b9159"]
-    assert cuda["args"]["CUDA_VERSION"] == "12.8"
+    assert cuda["args"]["LLAMA_CPP_CUDA_VERSION"] == "12.8"
     assert cuda["args"]["LLAMA_CPP_FLAVOR"] == "cuda"
     assert cuda["args"]["LLAMA_CPP_RELEASE_URL"] == "https://github.com/ai-dock/llama.cpp-cuda/releases/download"
 

@@ -36,9 +36,9 @@ def test_matrix_lists_the_shipped_targets_with_tags_and_upstreams() -> None:
         "debian:forky-slim",
         "linux/amd64,linux/arm64",
     ]
-    assert rows["cuda/cuda-12.9/b11669"][:2] == [
-        "docker.io/llamaimages/llama-cpp:b11669-cuda-12.9",
-        "nvidia/cuda:12.9.1-runtime-ubuntu24.04",
+    assert rows["cuda/cuda-12.8/b11669"][:2] == [
+        "docker.io/llamaimages/llama-cpp:b11669-cuda-12.8",
+        "nvidia/cuda:12.8.1-runtime-ubuntu24.04",
     ]
     # Current llama.cpp-cuda releases carry CUDA 12.8 tarballs only: no CUDA 13 target.
     assert not any(target.startswith("cuda/cuda-13.") for target in rows)
@@ -47,9 +47,9 @@ def test_matrix_lists_the_shipped_targets_with_tags_and_upstreams() -> None:
 def test_bake_prints_the_default_targets_and_honours_overrides() -> None:
     default = json.loads(invoke("bake", "--print").stdout)
     assert default["group"]["default"]["targets"] == ["base_debian-forky", "cpu_debian-forky_b11669"]
-    custom = invoke("bake", "--filter", "cuda/cuda-12.9/*", "--tag", "my-build", "--repository", "mine")
-    target = json.loads(custom.stdout)["target"]["cuda_cuda-12_9_b11669"]
-    assert target["tags"] == ["docker.io/llamaimages/mine:my-build-cuda-12.9"]
+    custom = invoke("bake", "--filter", "cuda/cuda-12.8/*", "--tag", "my-build", "--repository", "mine")
+    target = json.loads(custom.stdout)["target"]["cuda_cuda-12_8_b11669"]
+    assert target["tags"] == ["docker.io/llamaimages/mine:my-build-cuda-12.8"]
 
 
 def test_bad_option_values_exit_2_without_traceback() -> None:
@@ -127,16 +127,16 @@ def test_bake_push_renders_what_build_push_builds(tmp_path: Path) -> None:
         env = {"GITHUB_API_URL": api.url}
         pushed = invoke_env(env, "bake", "--push", "--filter", "cuda/*")
         assert pushed.returncode == 0, pushed.stderr
-        args = json.loads(pushed.stdout)["target"]["cuda_cuda-12_9_b11669"]["args"]
+        args = json.loads(pushed.stdout)["target"]["cuda_cuda-12_8_b11669"]["args"]
         assert args["LLAMA_CPP_SHA256_ARM64"] == sha256_of("b11669", "12.8", "arm64")
         by_digest = json.loads(invoke_env(env, "bake", "--push", "--by-digest", "--filter", "cuda/*").stdout)
-        target = by_digest["target"]["cuda_cuda-12_9_b11669"]
+        target = by_digest["target"]["cuda_cuda-12_8_b11669"]
         assert "tags" not in target
         assert target["output"] == [
             "type=image,name=docker.io/llamaimages/llama-cpp,push-by-digest=true,name-canonical=true,push=true"
         ]
         # The base's packages stage is only the derivative's build context: never pushed.
-        assert "output" not in by_digest["target"]["base-packages_cuda-12_9"]
+        assert "output" not in by_digest["target"]["base-packages_cuda-12_8"]
 
 
 def invoke_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -180,20 +180,20 @@ def test_a_manual_workflow_run_plans_one_native_job_per_target_and_platform(tmp_
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert [(j["target"], j["platform"], j["runner"]) for j in plan["jobs"]] == [
-        ("cuda/cuda-12.9/b9300", "linux/amd64", "ubuntu-24.04"),
-        ("cuda/cuda-12.9/b9300", "linux/arm64", "ubuntu-24.04-arm"),
+        ("cuda/cuda-12.8/b9300", "linux/amd64", "ubuntu-24.04"),
+        ("cuda/cuda-12.8/b9300", "linux/arm64", "ubuntu-24.04-arm"),
     ]
-    assert plan["targets"] == {"base/cuda-12.9": ["linux/amd64", "linux/arm64"],
-                               "cuda/cuda-12.9/b9300": ["linux/amd64", "linux/arm64"]}  # fmt: skip
+    assert plan["targets"] == {"base/cuda-12.8": ["linux/amd64", "linux/arm64"],
+                               "cuda/cuda-12.8/b9300": ["linux/amd64", "linux/arm64"]}  # fmt: skip
     assert "someone" not in result.stdout  # the plan names no image: each job adds the namespace
     # Each job's selection builds exactly its target and platform, at the resolved release.
     selection = job_values(plan["jobs"][1]["selection"], WORKFLOW_SETTINGS)
     _, targets = select_targets(parse_selection(REPO_ROOT, selection))
     assert [(t.id, t.platforms) for t in targets] == [
-        ("base/cuda-12.9", ("linux/arm64",)),
-        ("cuda/cuda-12.9/b9300", ("linux/arm64",)),
+        ("base/cuda-12.8", ("linux/arm64",)),
+        ("cuda/cuda-12.8/b9300", ("linux/arm64",)),
     ]
-    assert targets[1].image == "docker.io/someone/llama-cpp:b9300-cuda-12.9"
+    assert targets[1].image == "docker.io/someone/llama-cpp:b9300-cuda-12.8"
 
 
 def test_a_tag_missing_a_planned_platform_is_not_created() -> None:

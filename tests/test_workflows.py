@@ -208,7 +208,7 @@ def test_a_scheduled_run_with_nothing_to_build_posts_its_skips_to_slack(
     assert ":information_source: Build llama.cpp images: nothing to publish" in text
     assert "weekly run: the newest release on linux/amd64 and linux/arm64" in text
     # Named by the release the run resolved, not `latest`.
-    assert f"skipped `cuda/cuda-12.9/b9300` (linux/amd64, linux/arm64): {SKIP_REASON}" in text
+    assert f"skipped `cuda/cuda-12.8/b9300` (linux/amd64, linux/arm64): {SKIP_REASON}" in text
     assert "actions/runs/4242" in text
     assert_no_secret_in(posted(slack))
 
@@ -279,19 +279,19 @@ def test_the_reference_secrets_setup_plans_the_jobs_and_images_that_variables_pl
         assert plan.result == "success" and plan.dropped_outputs == [], plan.runs[0].steps
         assert plan.outputs["publish"] == "true"
         outputs.append(plan.outputs)
-        assert run.names("build") == ["build cuda_cuda-12_9_b9300-amd64", "build cuda_cuda-12_9_b9300-arm64"]
+        assert run.names("build") == ["build cuda_cuda-12_8_b9300-amd64", "build cuda_cuda-12_8_b9300-arm64"]
         [step] = [s for s in run.definition["jobs"]["build"]["steps"] if s.get("name") == "Build and push by digest"]
         for entry in run.matrix_entries("build"):
             assert entry is not None
             env = run.expand("build", step["env"], entry)
-            assert json.loads(env["JOB"])["target"] == "cuda/cuda-12.9/b9300"
+            assert json.loads(env["JOB"])["target"] == "cuda/cuda-12.8/b9300"
             _, targets = select_targets(parse_selection(repository, job_values(entry["selection"], env)))
             images.append([(t.image, t.platforms) for t in targets])
     assert outputs[0] == outputs[1]
     assert "someone" not in json.dumps(outputs[0])
     assert images[:2] == images[2:]
-    assert images[0] == [("docker.io/someone/base-image:cuda-12.9", ("linux/amd64",)),
-                         ("docker.io/someone/llama-cpp:b9300-cuda-12.9", ("linux/amd64",))]  # fmt: skip
+    assert images[0] == [("docker.io/someone/base-image:cuda-12.8", ("linux/amd64",)),
+                         ("docker.io/someone/llama-cpp:b9300-cuda-12.8", ("linux/amd64",))]  # fmt: skip
 
 
 def test_runs_of_the_newest_release_are_named_by_it_in_jobs_and_artifacts(tmp_path: Path) -> None:
@@ -305,17 +305,17 @@ def test_runs_of_the_newest_release_are_named_by_it_in_jobs_and_artifacts(tmp_pa
         planned = invoke_task(env, "plan", "--release", "latest", "--filter", "cuda/*", "--namespace", "someone")
     assert planned.returncode == 0, planned.stderr
     plan = json.loads(planned.stdout)
-    assert [job["target"] for job in plan["jobs"]] == ["cuda/cuda-12.9/b9300"] * 2
-    assert set(plan["targets"]) == {"base/cuda-12.9", "cuda/cuda-12.9/b9300"}
+    assert [job["target"] for job in plan["jobs"]] == ["cuda/cuda-12.8/b9300"] * 2
+    assert set(plan["targets"]) == {"base/cuda-12.8", "cuda/cuda-12.8/b9300"}
     assert "latest" not in json.dumps(plan["jobs"]) + json.dumps(plan["targets"])
     run = Workflow(PUBLISHING, REPO_ROOT, tmp_path / "run", "workflow_dispatch")
     from .support.workflow_runner import JobResult, read_outputs
 
     run.jobs["plan"] = JobResult("success", read_outputs(output))
-    assert run.names("build") == ["build cuda_cuda-12_9_b9300-amd64", "build cuda_cuda-12_9_b9300-arm64"]
+    assert run.names("build") == ["build cuda_cuda-12_8_b9300-amd64", "build cuda_cuda-12_8_b9300-arm64"]
     [upload] = [s for s in run.definition["jobs"]["build"]["steps"] if "upload-artifact" in s.get("uses", "")]
     names = [run.expand("build", upload["with"], entry)["name"] for entry in run.matrix_entries("build")]
-    assert names == ["digests-cuda_cuda-12_9_b9300-amd64", "digests-cuda_cuda-12_9_b9300-arm64"]
+    assert names == ["digests-cuda_cuda-12_8_b9300-amd64", "digests-cuda_cuda-12_8_b9300-arm64"]
 
 
 def test_merge_and_notify_never_run_after_a_cancelled_run(

@@ -111,12 +111,12 @@ def render_image(matrix: Matrix, target: ImageTarget, options: RenderOptions) ->
         # The derivative names its base by image reference; the context below substitutes the
         # base's packages stage built in this same bake, once for all its derivatives.
         "BASE_IMAGE": familiar(target.base.image),
-        "LLAMA_CPP_FLAVOR": flavor_stage(target),
+        "LLAMA_CPP_FLAVOR": target.flavor.backend,
         "LLAMA_CPP_VERSION": target.release,
     }
     if flavor.source == SOURCE_RELEASE_TARBALL:
         cuda = target.binary_cuda or ""
-        args["CUDA_VERSION"] = cuda
+        args["LLAMA_CPP_CUDA_VERSION"] = cuda
         args["LLAMA_CPP_RELEASE_URL"] = matrix.release_source.download_url
         release = options.releases.get(target.release)
         if release is not None:
@@ -148,11 +148,6 @@ def familiar(image: str) -> str:
     """Docker Hub references without `docker.io/`: BuildKit matches a named context against the
     FROM reference as written, and only the familiar form matches."""
     return image.removeprefix("docker.io/")
-
-
-def flavor_stage(target: ImageTarget) -> str:
-    """The Dockerfile stage that installs llama.cpp for a flavor, by how it gets it."""
-    return "cuda" if target.flavor.source == SOURCE_RELEASE_TARBALL else "cpu"
 
 
 def labels(options: RenderOptions, *, title: str, description: str, version: str, base: str) -> dict[str, str]:

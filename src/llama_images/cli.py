@@ -21,7 +21,7 @@ from typing import Any
 from . import buildx, engine, github, gitinfo, registry, upstream_images, web
 from .bake import bake_name, to_json
 from .errors import BuildError, LlamaImagesError, RegistryError, UsageError
-from .matrix import MATRIX_FILE, load_matrix
+from .matrix import MATRIX_FILE, SOURCE_RELEASE_TARBALL, load_matrix
 from .options import parse_job, parse_selection, selection_values, text_value
 from .pipcert import pip_cert
 from .plan import Plan, Request, make_plan, render_plan, select_targets, skip_published, table
@@ -456,7 +456,12 @@ def job_selection(base: Mapping[str, Any], target: Target, platform: str) -> dic
     ('latest' becomes the tag it resolved to, so every job builds the same release)."""
     values = dict(base)
     values["platform"] = platform
-    if isinstance(target, ImageTarget) and run_id(target) != target.id:
+    if isinstance(target, ImageTarget) and target.flavor.source != SOURCE_RELEASE_TARBALL:
+        # The run's release and CUDA version choose tarballs; a job of a Debian-package target
+        # given them would be refused ("--release applies to release-tarball flavors").
+        values.pop("release", None)
+        values.pop("cuda_version", None)
+    elif isinstance(target, ImageTarget) and run_id(target) != target.id:
         values["release"] = target.release
     values["filter"] = [run_id(target)]
     return values

@@ -15,7 +15,9 @@ import yaml
 
 from .errors import MatrixError, Problem, did_you_mean
 from .model import (
+    BACKEND_CUDA,
     CUDA_VERSION,
+    DEBIAN_BACKENDS,
     DOCKER_TAG,
     GITHUB_REPOSITORY,
     HTTP_URL,
@@ -47,7 +49,9 @@ MATRIX_FILE = "matrix.yaml"
 MAX_MATRIX_BYTES = 1_000_000
 
 __all__ = [
+    "BACKEND_CUDA",
     "CUDA_VERSION",
+    "DEBIAN_BACKENDS",
     "DOCKER_TAG",
     "GITHUB_REPOSITORY",
     "HTTP_URL",
@@ -271,7 +275,7 @@ def has_tag_or_digest(image: str) -> bool:
 def read_flavors(
     top: NodeReader, upstreams: Mapping[str, Upstream], declared: set[str], problems: Problems
 ) -> dict[str, Flavor]:
-    section = top.mapping("flavors", "add 'flavors': how llama.cpp is installed (cuda, cpu)")
+    section = top.mapping("flavors", "add 'flavors': how llama.cpp is installed (cuda, cpu, vulkan)")
     flavors: dict[str, Flavor] = {}
     if section is None or not section.is_mapping:
         return flavors
@@ -329,6 +333,7 @@ def read_flavor(
         "releases", pattern=RELEASE, expected="a release tag", fix="write tags like b9159, or 'latest'"
     )
     tag = entry.text("tag", expected="a tag template", fix="e.g. '{release}-cuda-{cuda}'")
+    backend = read_backend(key, entry, source, problems)
     binary_cuda: dict[str, str] = {}
     if source == SOURCE_DEBIAN_PACKAGE:
         check_debian_flavor(key, entry, releases, problems)
@@ -347,9 +352,44 @@ def read_flavor(
                         f"upstream '{upstream_name}' lists {platform}, for which no prebuilt tarball exists",
                         f"give that upstream only {' and '.join(TARBALL_PLATFORMS)}",
                     )
-    if source and names and releases and tag is not None and (source != SOURCE_RELEASE_TARBALL or binary_cuda):
-        return Flavor(name, source, names, releases, tag, MappingProxyType(binary_cuda))
+    if (
+        source
+        and names
+        and releases
+        and tag is not None
+        and backend is not None
+        and (source != SOURCE_RELEASE_TARBALL or binary_cuda)
+    ):
+        return Flavor(name, source, names, releases, tag, MappingProxyType(binary_cuda), backend)
     return None
+
+
+def read_backend(key: str, entry: NodeReader, source: str | None, problems: Problems) -> str | None:
+    """The ggml backend: release tarballs are CUDA builds; Debian's packages give cpu or vulkan."""
+    choices = f"one of: {', '.join(DEBIAN_BACKENDS)}"
+    given = entry.text("backend", required=False, expected="a backend name", fix=choices)
+    node = entry.child("backend") or entry.node
+    if source == SOURCE_RELEASE_TARBALL:
+        if given not in (None, BACKEND_CUDA):
+            problems.add(
+                node,
+                join_key(key, "backend"),
+                f"backend '{given}' does not apply to release-tarball flavors (their binaries are CUDA builds)",
+                "remove it, or use source: debian-package for Debian's cpu and vulkan backends",
+            )
+            return None
+        return BACKEND_CUDA
+    if given is None:
+        return DEBIAN_BACKENDS[0]
+    if given not in DEBIAN_BACKENDS:
+        problems.add(
+            node,
+            join_key(key, "backend"),
+            f"unknown backend '{given}' for a debian-package flavor",
+            f"use one of: {', '.join(DEBIAN_BACKENDS)}{did_you_mean(given, DEBIAN_BACKENDS)}",
+        )
+        return None
+    return given
 
 
 def check_debian_flavor(key: str, entry: NodeReader, releases: tuple[str, ...] | None, problems: Problems) -> None:

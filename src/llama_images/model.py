@@ -15,6 +15,10 @@ from .errors import Problem
 SOURCE_RELEASE_TARBALL = "release-tarball"
 SOURCE_DEBIAN_PACKAGE = "debian-package"
 SOURCES = (SOURCE_RELEASE_TARBALL, SOURCE_DEBIAN_PACKAGE)
+# The ggml backend an image runs on; each is a stage of derivatives/llama-cpp/Dockerfile.
+# Release tarballs are CUDA builds; a debian-package flavor adds Debian's backend package.
+BACKEND_CUDA = "cuda"
+DEBIAN_BACKENDS = ("cpu", "vulkan")
 LATEST = "latest"
 TAG_FIELDS = ("release", "cuda", "flavor", "upstream")
 
@@ -83,6 +87,8 @@ class Flavor:
     tag: str
     # Upstream name -> CUDA version of the prebuilt binaries installed on it (tarball flavors).
     binary_cuda: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # The ggml backend: cuda for release tarballs, cpu or vulkan for Debian's packages.
+    backend: str = DEBIAN_BACKENDS[0]
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,13 @@ class Option:
 SELECTION = (
     Option("matrix", "matrix file (default: matrix.yaml of this checkout); `--matrix` alone means that one",
            value_optional=True),
-    Option("filter", "target id glob, e.g. 'cpu/*' or 'cuda/cuda-12.9/*'; repeat or comma-separate "
+    Option("filter", "target id glob, e.g. 'cpu/*' or 'cuda/cuda-12.8/*'; repeat or comma-separate "
            "(default: default_targets)", repeatable=True),
     Option("platform", "comma-separated platforms to narrow to, e.g. linux/amd64"),
     Option("release", "llama.cpp release (a tag like b9159, or 'latest') for release-tarball flavors"),
     Option("cuda_version", "CUDA version of the prebuilt llama.cpp binaries, e.g. 12.8"),
     Option("repository", "repository name instead of the matrix's (e.g. llama-cpp)"),
-    Option("tag", "custom tag replacing the release part of each tag, e.g. my-build -> my-build-cuda-12.9"),
+    Option("tag", "custom tag replacing the release part of each tag, e.g. my-build -> my-build-cuda-12.8"),
     Option("registry", "registry host instead of the matrix's, e.g. 127.0.0.1:5000"),
     Option("namespace", "namespace instead of the matrix's, e.g. your Docker Hub user"),
 )  # fmt: skip

@@ -149,14 +149,15 @@ def check_rendered_bake_files() -> None:
         assert printed.returncode == 0, printed.stderr
         bake = json.loads(printed.stdout)
         assert set(bake["group"]["default"]["targets"]) == {
-            "base_cuda-12_9", "base_debian-forky", "cuda_cuda-12_9_b11669", "cpu_debian-forky_b11669",
+            "base_cuda-12_8", "base_debian-forky", "cuda_cuda-12_8_b11669", "cpu_debian-forky_b11669",
+            "vulkan_debian-forky_b11669",
         }  # fmt: skip
-        cuda = bake["target"]["cuda_cuda-12_9_b11669"]
+        cuda = bake["target"]["cuda_cuda-12_8_b11669"]
         assert cuda["contexts"] == {
-            "llamaimages/base-image:cuda-12.9": "target:base-packages_cuda-12_9",
+            "llamaimages/base-image:cuda-12.8": "target:base-packages_cuda-12_8",
             "base-overlay": "base-image/ROOT",
         }
-        assert cuda["args"]["CUDA_VERSION"] == "12.8"
+        assert cuda["args"]["LLAMA_CPP_CUDA_VERSION"] == "12.8"
         assert ("cache-to" in cuda) == ("--push" in extra)
         checked = invoke("bake", "--check", "--filter", "cuda/*", *extra, timeout=120)
         assert checked.returncode == 0, checked.stderr

@@ -1,14 +1,17 @@
-"""The CUDA image on a real NVIDIA GPU host: built from the matrix, llama-server sees a CUDA
-device, and a model's layers are offloaded to it (the GPU's memory in use grows by more than
-half the model's size when they are).
+"""The CUDA and vulkan images on a real NVIDIA GPU host: built from the matrix, llama-server sees
+the GPU, a model's layers are offloaded to it (the GPU's memory in use grows by more than half the
+model's size when they are), it generates (the timing line of a completion), and boot's
+[cuda-compat] line tells what it decided.
 
-Needs a GPU, NVIDIA's container toolkit, and the registry and GitHub (NVIDIA's upstream image and
-the release tarball). Elsewhere it skips, saying which of these is missing.
+Needs a GPU, NVIDIA's container toolkit (its runtime, or CDI specs naming nvidia.com/gpu), and the
+registry and GitHub (NVIDIA's upstream image and the release tarball). Elsewhere it skips, saying
+which of these is missing; with REQUIRE_GPU=1 (a host meant for these tests) it fails instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import re
 import shutil
@@ -25,12 +28,14 @@ from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = [pytest.mark.container, pytest.mark.gpu]
 
-TARGET = "cuda/cuda-12.9/*"
-IMAGE = image_ref("llama-cpp", "b11669-cuda-12.9")
+CUDA_TARGET = "cuda/cuda-12.8/*"
+CUDA_IMAGE = image_ref("llama-cpp", "b11669-cuda-12.8")
+VULKAN_TARGET = "vulkan/*"
+VULKAN_IMAGE = image_ref("llama-cpp", "b11669-vulkan")
 BLOCKS = 4
-# GPU 0 only, the one whose memory is read: given every GPU, llama-server would split the layers
-# across them, and GPU 0's share of a multi-GPU host would fall below the threshold.
-GPU_0 = [docker.types.DeviceRequest(device_ids=["0"], capabilities=[["gpu"]])]
+CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
+# "-lv 4": llama-server then logs where each layer went ("offloaded 5/5 layers to GPU").
+OFFLOAD = "--n-gpu-layers 99 -lv 4"
 
 
 def gpu_unavailable() -> str | None:
@@ -38,15 +43,54 @@ def gpu_unavailable() -> str | None:
         return "no NVIDIA GPU on this host (nvidia-smi not found)"
     if subprocess.run(["nvidia-smi", "-L"], capture_output=True, check=False).returncode != 0:
         return "nvidia-smi finds no usable GPU"
-    runtimes = subprocess.run(
-        ["docker", "info", "--format", "{{json .Runtimes}} {{json .CDISpecDirs}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    if "nvidia" not in runtimes:
-        return "the Docker engine has no NVIDIA runtime (install nvidia-container-toolkit)"
+    if gpu_request() is None:
+        return "the Docker engine has no NVIDIA runtime and no CDI spec names nvidia.com/gpu (nvidia-container-toolkit)"
     return None
+
+
+def gpu_request() -> list[docker.types.DeviceRequest] | None:
+    """GPU 0 only, the one whose memory is read (given every GPU, llama-server would split the
+    layers across them): through NVIDIA's runtime (--gpus), else through CDI."""
+    runtimes = subprocess.run(
+        ["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True, check=False
+    ).stdout
+    if "nvidia" in runtimes:
+        return [docker.types.DeviceRequest(device_ids=["0"], capabilities=[["gpu"]])]
+    for directory in CDI_DIRS:
+        for spec in (*directory.glob("*.yaml"), *directory.glob("*.json")) if directory.is_dir() else ():
+            if "nvidia.com/gpu" in spec.read_text(encoding="utf-8", errors="replace"):
+                return [docker.types.DeviceRequest(driver="cdi", device_ids=["nvidia.com/gpu=0"])]
+    return None
+
+
+@pytest.fixture(scope="module")
+def gpu() -> list[docker.types.DeviceRequest]:
+    reason = gpu_unavailable()
+    if reason is not None:
+        if os.environ.get("REQUIRE_GPU") == "1":
+            pytest.fail(f"REQUIRE_GPU=1, but {reason}")
+        pytest.skip(reason)
+    request = gpu_request()
+    assert request is not None
+    return request
+
+
+def build(target: str) -> None:
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}[platform.machine()]
+    result = invoke("build", "--filter", target, "--platform", f"linux/{arch}", *namespace_args())
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def cuda_image(gpu: Any) -> str:
+    build(CUDA_TARGET)
+    return CUDA_IMAGE
+
+
+@pytest.fixture(scope="module")
+def vulkan_image(gpu: Any) -> str:
+    build(VULKAN_TARGET)
+    return VULKAN_IMAGE
 
 
 def gpu_memory_used_mib() -> int:
@@ -58,17 +102,6 @@ def gpu_memory_used_mib() -> int:
 
 
 @pytest.fixture(scope="module")
-def cuda_image() -> str:
-    reason = gpu_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}[platform.machine()]
-    result = invoke("build", "--filter", TARGET, "--platform", f"linux/{arch}", *namespace_args())
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return IMAGE
-
-
-@pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """About 800 MB of weights: far more than the GPU's memory moves for other reasons."""
     path = tmp_path_factory.mktemp("gpu-model") / "model.gguf"
@@ -76,16 +109,16 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def run_gpu(cuda_image: str, client: Any, model: Path) -> Iterator[Callable[[str], Any]]:
+def run_gpu(gpu: list[Any], client: Any, model: Path) -> Iterator[Callable[[str, str], Any]]:
     started: list[Any] = []
 
-    def run(llama_args: str) -> Any:
+    def run(image: str, llama_args: str) -> Any:
         container = client.containers.run(
-            cuda_image,
+            image,
             detach=True,
             environment={"LLAMA_MODEL": f"/models/{model.name}", "LLAMA_ARGS": llama_args},
             volumes={str(model.parent): {"bind": "/models", "mode": "ro"}},
-            device_requests=GPU_0,
+            device_requests=gpu,
         )
         started.append(container)
         wait_for(
@@ -102,24 +135,68 @@ def run_gpu(cuda_image: str, client: Any, model: Path) -> Iterator[Callable[[str
             container.remove(force=True)
 
 
-def test_llama_server_lists_a_cuda_device(cuda_image: str, client: Any) -> None:
-    output = client.containers.run(
-        cuda_image, ["llama-server", "--list-devices"], entrypoint=[], remove=True, stderr=True,
-        device_requests=GPU_0,
-    ).decode()  # fmt: skip
-    assert re.search(r"^\s*CUDA0: ", output, re.MULTILINE), output
+def list_devices(client: Any, image: str, gpu: list[Any]) -> str:
+    output: bytes = client.containers.run(
+        image, ["llama-server", "--list-devices"], entrypoint=[], remove=True, stderr=True, device_requests=gpu
+    )
+    return output.decode()
 
 
-def test_the_model_is_offloaded_to_the_gpu(run_gpu: Callable[[str], Any], model: Path) -> None:
-    on_cpu = run_gpu("--n-gpu-layers 0")
-    cpu_memory = gpu_memory_used_mib()
-    on_cpu.remove(force=True)
-    on_gpu = run_gpu("--n-gpu-layers 99")
+def generate(container: Any) -> str:
+    """A completion; its timing line in the log says the GPU's kernels ran."""
+    code, body = exec_text(
+        container, "curl", "-fsS", "http://127.0.0.1:18000/completion", "-H", "Content-Type: application/json",
+        "-d", '{"prompt": "Once upon a time", "n_predict": 16, "ignore_eos": true}',
+    )  # fmt: skip
+    assert code == 0, body
+    return body
+
+
+def assert_offloaded_and_generating(container: Any, model: Path, device: str, cpu_memory: int) -> None:
     gpu_memory = gpu_memory_used_mib()
-    logs = on_gpu.logs().decode(errors="replace")
+    logs = container.logs().decode(errors="replace")
     offloaded = re.search(r"offloaded (\d+)/(\d+) layers to GPU", logs)
     assert offloaded is not None and offloaded.group(1) == offloaded.group(2), logs[-3000:]
+    assert f"{device} model buffer size" in logs
     assert "CPU FALLBACK" not in logs
     model_mib = model.stat().st_size / 2**20
     assert gpu_memory - cpu_memory > model_mib / 2, (cpu_memory, gpu_memory, model_mib)
-    assert exec_text(on_gpu, "cat", "/run/llama-images/status/llama") == (0, f"serving /models/{model.name}\n")
+    assert '"tokens_predicted":16' in generate(container)
+    wait_for(lambda: "eval time =" in container.logs().decode(errors="replace"), 30, "no timing line", container)
+    timing = re.search(r"eval time = +([\d.]+) ms / +16 tokens", container.logs().decode(errors="replace"))
+    assert timing is not None and float(timing.group(1)) > 0
+    assert exec_text(container, "cat", "/run/llama-images/status/llama") == (0, f"serving /models/{model.name}\n")
+
+
+def test_llama_server_lists_a_cuda_device(cuda_image: str, client: Any, gpu: list[Any]) -> None:
+    assert re.search(r"^\s*CUDA0: ", list_devices(client, cuda_image, gpu), re.MULTILINE)
+
+
+def test_the_model_is_offloaded_to_the_gpu_and_generates(
+    run_gpu: Callable[[str, str], Any], cuda_image: str, model: Path
+) -> None:
+    on_cpu = run_gpu(cuda_image, "--n-gpu-layers 0")
+    cpu_memory = gpu_memory_used_mib()
+    on_cpu.remove(force=True)
+    on_gpu = run_gpu(cuda_image, OFFLOAD)
+    assert_offloaded_and_generating(on_gpu, model, "CUDA0", cpu_memory)
+    decided = [line for line in on_gpu.logs().decode(errors="replace").splitlines() if line.startswith("[cuda-compat]")]
+    # A driver for CUDA 12.8 (R570+) runs it natively; an older one on a data-center GPU only
+    # through the compat libraries, after a successful cuInit through them.
+    assert len(decided) == 1 and (
+        decided[0].startswith("[cuda-compat] not needed: the driver runs the image's CUDA natively")
+        or decided[0].startswith(
+            "[cuda-compat] using forward compatibility from /opt/llama-images/cuda-compat: cuInit OK"
+        )
+    ), decided
+    assert "cuInit OK" in decided[0]
+
+
+def test_the_vulkan_image_uses_the_gpu_through_nvidias_vulkan_driver(
+    run_gpu: Callable[[str, str], Any], vulkan_image: str, client: Any, model: Path, gpu: list[Any]
+) -> None:
+    listed = list_devices(client, vulkan_image, gpu)
+    assert re.search(r"^\s*Vulkan0: NVIDIA ", listed, re.MULTILINE), listed
+    cpu_memory = gpu_memory_used_mib()
+    on_gpu = run_gpu(vulkan_image, OFFLOAD)
+    assert_offloaded_and_generating(on_gpu, model, "Vulkan0", cpu_memory)

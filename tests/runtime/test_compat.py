@@ -1,49 +1,172 @@
-"""CUDA forward-compatibility decision over the cases the issue lists."""
+"""CUDA forward compatibility: the decision over recorded driver facts, and what the probe's answer
+makes of it. Driver lines and GPU names are as public reports show them (source in each comment)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from llama_runtime.compat import compat_decision
+from llama_runtime.compat import (
+    Facts,
+    Outcome,
+    Plan,
+    Probe,
+    compat_driver,
+    cuda_of_driver,
+    driver_from_proc,
+    gpu_class,
+    minimum_driver,
+    outcome,
+    plan,
+    run_probe,
+)
 
-H100 = ["NVIDIA H100 80GB HBM3"]
-RTX = ["NVIDIA GeForce RTX 4090"]
+COMPAT = Path("/opt/llama-images/cuda-compat")
+# libcuda.so.<version> in cuda-compat-12-8 (the toolkit and this image read the version from it).
+COMPAT_12_8 = "570.124.06"
+H100 = ("NVIDIA H100 80GB HBM3",)
+# nvidia-smi on a GeForce host (abetlen/llama-cpp-python#401): "NVIDIA-SMI 535.54.03  Driver Version:
+# 535.54.03  CUDA Version: 12.2", GPU "NVIDIA GeForce RTX 2080 Ti".
+RTX_2080 = ("NVIDIA GeForce RTX 2080 Ti",)
+
+
+def facts(driver: str | None, gpus: tuple[str, ...], **kwargs: object) -> Facts:
+    values: dict[str, object] = {"needed_cuda": "12.8", "compat_driver": COMPAT_12_8, "disabled": False}
+    values.update(kwargs)
+    return Facts(driver=driver, gpus=gpus, **values)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
-    ("driver", "image", "gpus", "use", "reason"),
+    ("text", "version"),
     [
-        ("12.9", "12.9.1", H100, False, "driver supports the image's CUDA natively"),
-        ("13.0", "12.9.1", H100, False, "driver supports the image's CUDA natively"),
-        ("12.2", "12.9.1", H100, True, "driver older than the image: using forward compatibility"),
-        ("12.4", "13.1.0", ["Tesla T4"], True, "driver older than the image: using forward compatibility"),
-        ("12.4", "13.1.0", RTX, False, "consumer GPU: forward compatibility unsupported"),
-        ("12.2", "12.9.1", RTX, False, "consumer GPU: forward compatibility unsupported"),
-        ("12.2", "12.9.1", ["NVIDIA RTX A6000"], False, "consumer GPU"),
-        (None, "12.9.1", [], False, "no GPU visible"),
-        ("garbled", "12.9.1", H100, False, "driver CUDA version unreadable ('garbled')"),
-        (None, "12.9.1", H100, False, "driver CUDA version unreadable (None)"),
-        ("12.2", None, H100, False, "not a CUDA image"),
+        # cloud VM with a Tesla T4 (a public setup guide): the proprietary module's line.
+        ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  525.60.13  Wed Nov 30 06:39:21 UTC 2022\n", "525.60.13"),
+        # Ubuntu 24.04, nvidia-driver-565-open (nix-community/nixGL#186): the open module's line.
+        (
+            "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  565.57.01  Release Build  "
+            "(dvs-builder@U16-A24-9-2)  Thu Oct 10 12:15:00 UTC 2024\n"
+            "GCC version:  gcc version 13.3.0 (Ubuntu 13.3.0-6ubuntu2~24.04)\n",
+            "565.57.01",
+        ),
+        # Two-part version (hyprwm/Hyprland#6715).
+        (
+            "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  555.58  Release Build  (portage@localhost)  "
+            "Sat Jun 29 14:36:22 MSK 2024\n",
+            "555.58",
+        ),
+        ("", None),
+        ("garbled\n", None),
     ],
 )
-def test_decision_table(
-    tmp_path: Path, driver: str | None, image: str | None, gpus: list[str], use: bool, reason: str
-) -> None:
-    decision = compat_decision(driver_cuda=driver, image_cuda=image, gpu_names=gpus, compat_dir=tmp_path)
-    assert decision.use is use
-    assert reason in decision.reason
-    assert "\n" not in decision.reason  # one log line
-    assert (decision.library_dir == tmp_path) is use
+def test_the_driver_version_is_read_from_both_kernel_modules(text: str, version: str | None) -> None:
+    assert driver_from_proc(text) == version
 
 
-def test_consumer_gpu_with_an_older_major_driver_is_told_to_upgrade(tmp_path: Path) -> None:
-    decision = compat_decision(driver_cuda="12.4", image_cuda="13.1", gpu_names=RTX, compat_dir=tmp_path)
-    assert "needs a newer driver" in decision.reason
+def test_the_compat_libraries_version_comes_from_the_library_name() -> None:
+    names = ["libcuda.so", "libcuda.so.1", f"libcuda.so.{COMPAT_12_8}", f"libnvidia-ptxjitcompiler.so.{COMPAT_12_8}"]
+    assert compat_driver(names) == COMPAT_12_8
+    assert compat_driver(["libcuda.so.1", "README"]) is None
 
 
-def test_switched_off_or_missing_libraries_are_not_used(tmp_path: Path) -> None:
-    off = compat_decision(driver_cuda="12.2", image_cuda="12.9", gpu_names=H100, compat_dir=tmp_path, disabled=True)
-    assert not off.use and "DISABLE_FORWARD_COMPAT=true" in off.reason
-    missing = compat_decision(driver_cuda="12.2", image_cuda="12.9", gpu_names=H100, compat_dir=tmp_path / "none")
-    assert not missing.use and "cuda-compat libraries missing" in missing.reason
+def test_driver_branches_map_to_the_cuda_they_run() -> None:
+    assert cuda_of_driver((535, 54, 3)) == (12, 2)
+    assert cuda_of_driver((570, 133, 20)) == (12, 8)
+    assert cuda_of_driver((580, 65, 6)) == (13, 0)
+    assert cuda_of_driver((470, 57, 2)) == (11, 4)
+    assert minimum_driver((12, 8)) == (570, 26)
+    assert minimum_driver((12, 7)) == (570, 26)  # no 12.7: the next release's driver
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("NVIDIA H100 80GB HBM3", "data-center"),
+        ("NVIDIA H200", "data-center"),
+        ("NVIDIA B200", "data-center"),
+        ("NVIDIA GB200", "data-center"),
+        ("NVIDIA GH200 480GB", "data-center"),
+        ("A100-SXM4-40GB", "data-center"),  # Tiiny-AI/PowerInfer#122
+        ("GRID A100D-4C", "data-center"),  # a vGPU (marella/ctransformers#87)
+        ("NVIDIA A10G", "data-center"),
+        ("NVIDIA L40S", "data-center"),
+        ("NVIDIA L4", "data-center"),
+        ("Tesla T4", "data-center"),
+        ("Tesla V100-SXM2-16GB", "data-center"),
+        ("NVIDIA GeForce RTX 4090", "consumer"),
+        ("NVIDIA GeForce RTX 2080 Ti", "consumer"),
+        ("NVIDIA TITAN RTX", "consumer"),
+        ("NVIDIA RTX A6000", "other"),  # professional: server SKUs are supported, the probe decides
+        ("NVIDIA RTX 6000 Ada Generation", "other"),
+        ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "other"),
+        ("Quadro RTX 8000", "other"),
+    ],
+)
+def test_gpu_classes(name: str, kind: str) -> None:
+    assert gpu_class(name) == kind
+
+
+@pytest.mark.parametrize(
+    ("given", "action", "reason"),
+    [
+        (facts("570.133.20", H100), "native", "the driver runs the image's CUDA natively"),
+        (facts("580.65.06", RTX_2080), "native", "the driver runs the image's CUDA natively"),
+        (facts("535.183.01", H100), "compat", f"compat libraries of driver {COMPAT_12_8} (CUDA 12.8)"),
+        (facts("525.125.06", ("GRID A100D-4C",)), "compat", "driver 525.125.06 (CUDA 12.0), GRID A100D-4C"),
+        (facts("550.54.15", ("NVIDIA RTX A6000",)), "compat", "driver 550.54.15 (CUDA 12.4)"),
+        (facts("535.54.03", RTX_2080), "native", "not GeForce/TITAN"),
+        # The banner of faster-whisper#653 said "CUDA Version: 12.1" on this 2080 Ti with a 470
+        # driver: the toolkit had put compat libraries in front (error 804). The driver's own
+        # version decides here, not the banner.
+        (facts("470.57.02", ("NVIDIA GeForce RTX 2080 Ti",)), "native", "driver 470.57.02 (CUDA 11.4)"),
+        (facts("565.57.01", H100), "native", "driver branch R565 is not one NVIDIA supports it on"),
+        (facts("535.183.01", H100, disabled=True), "native", "DISABLE_FORWARD_COMPAT=true: not used"),
+        (facts("535.183.01", H100, compat_driver=None), "native", "the image has no compat libraries for CUDA 12.8"),
+        (facts("535.183.01", H100, needed_cuda="12.9"), "native", "no compat libraries for CUDA 12.9"),
+        (facts("470.57.02", H100, needed_cuda="13.0", compat_driver="580.65.06"), "native", "branch R470"),
+        (facts(None, ()), "none", "no NVIDIA GPU visible (docker run --gpus all"),
+        (facts("535.183.01", H100, needed_cuda=None), "none", "not a CUDA image"),
+        (facts(None, H100), "native", "driver version unreadable (None) on NVIDIA H100 80GB HBM3"),
+    ],
+)
+def test_decision_table(given: Facts, action: str, reason: str) -> None:
+    chosen = plan(given)
+    assert chosen.action == action, chosen
+    assert reason in chosen.reason, chosen.reason
+
+
+def test_a_driver_too_old_for_the_image_is_told_which_driver_and_which_image_to_use() -> None:
+    chosen = plan(facts("535.54.03", RTX_2080))
+    assert "this image's CUDA 12.8 needs driver 570.26 or newer" in chosen.warning
+    assert "vulkan image (tag <release>-vulkan)" in chosen.warning
+    assert plan(facts("570.133.20", H100)).warning == ""
+
+
+def test_compat_libraries_are_used_only_when_cuinit_through_them_succeeds() -> None:
+    chosen = plan(facts("535.183.01", H100))
+    used = outcome(chosen, Probe(0, cuda=12080), COMPAT)
+    assert used.library_dir == COMPAT
+    assert used.line.startswith(f"using forward compatibility from {COMPAT}: cuInit OK, CUDA 12.8")
+    # The message is cuGetErrorString's for 804 (as in gpustack/gpustack#1540, a vLLM log).
+    refused = outcome(chosen, Probe(804, "forward compatibility was attempted on non supported HW"), COMPAT)
+    assert refused.library_dir is None
+    assert refused.line.startswith(
+        "not used: cuInit failed: error 804 (forward compatibility was attempted on non supported HW)"
+    )
+    assert "DISABLE_FORWARD_COMPAT=true skips the attempt" in refused.line
+    assert "needs driver 570.26 or newer" in refused.line
+
+
+def test_the_line_reports_the_native_probe_and_the_driver_advice() -> None:
+    line = outcome(plan(facts("535.54.03", RTX_2080)), Probe(0, cuda=12020), COMPAT).line
+    assert "not GeForce/TITAN" in line and "cuInit OK, CUDA 12.2" in line and "update the host's driver" in line
+    missing = outcome(Plan("native", "not needed"), Probe(None, "libcuda.so.1: cannot open shared object file"), COMPAT)
+    assert missing == Outcome("not needed; libcuda.so.1 not loaded (libcuda.so.1: cannot open shared object file)")
+    no_gpu = outcome(plan(facts(None, ())), None, COMPAT)
+    assert no_gpu.library_dir is None and "\n" not in no_gpu.line
+
+
+def test_the_probe_without_a_driver_library_says_so(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    probe = run_probe(tmp_path, env)
+    assert probe.code is None and "libcuda.so.1" in probe.message

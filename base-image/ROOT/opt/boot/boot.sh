@@ -2,7 +2,8 @@
 # Container entrypoint (PID 1 is tini). In order:
 #   1. check that /run and /tmp are writable (one line naming what to mount if not)
 #   2. store the access token root-only and drop it from the environment services inherit
-#   3. CUDA forward compatibility decision (one line), while 2 and 4 run
+#   3. CUDA forward compatibility: decided and probed with a real cuInit (one [cuda-compat] line),
+#      while 2 and 4 run; its library directory, if any, goes first on LD_LIBRARY_PATH
 #   4. every /etc/boot.d/*.sh in lexical order; a failing step is logged and boot goes on
 #   5. supervisord in the foreground; its program "proxy" renders the proxy config from the
 #      service declaration (boot steps' overrides included) as it starts Caddy
@@ -47,8 +48,9 @@ token_stored=$!
 # Only the proxy (through its root-only config) and the portal (root-only file) need the token.
 unset OPEN_BUTTON_TOKEN WEB_PASSWORD
 
-# The decision is a Python start too: it runs beside the boot steps (none of them needs the
-# compat libraries); its answer is read before Supervisor starts the services.
+# The decision is a Python start too (and, on a GPU host, a cuInit in a child process): it runs
+# beside the boot steps (none of them needs the compat libraries); its answer is read before
+# Supervisor starts the services, which inherit LD_LIBRARY_PATH.
 compat_answer=/run/llama-images/boot/cuda-compat
 "${runtime}" cuda-compat >"${compat_answer}" 2> >(tee -a "${boot_log}" >&2) &
 compat_decided=$!

@@ -180,20 +180,14 @@ def print_services(field: str | None) -> int:
 
 
 def cuda_compat() -> int:
-    """One log line with the decision; prints the library directory to use (or nothing)."""
-    from .compat import compat_decision, read_driver_cuda, read_gpu_names
+    """One [cuda-compat] log line with the decision (probed with a real cuInit); prints the
+    library directory to put first on LD_LIBRARY_PATH, or nothing."""
+    from .compat import decide
 
-    image_cuda = os.environ.get("CUDA_VERSION", "")
-    decision = compat_decision(
-        driver_cuda=read_driver_cuda(),
-        image_cuda=image_cuda,
-        gpu_names=read_gpu_names(),
-        compat_dir=Path("/usr/local/cuda/compat"),
-        disabled=env_flag(os.environ, "DISABLE_FORWARD_COMPAT", default=False),
-    )
-    print(f"[cuda-compat] {decision.reason}", file=sys.stderr, flush=True)
-    if decision.use:
-        print(decision.library_dir)
+    decided = decide(os.environ, disabled=env_flag(os.environ, "DISABLE_FORWARD_COMPAT", default=False))
+    print(f"[cuda-compat] {decided.line}", file=sys.stderr, flush=True)
+    if decided.library_dir is not None:
+        print(decided.library_dir)
     return 0
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from llama_runtime.services import RUNTIME_DIR, SHIPPED_DIR, STATUS_DIR, load_services
 
-from . import output
+from . import gpu, output
 from .config import ConfigError, Plan, make_plan, mask, shown_command
 
 NAME = "llama"
@@ -205,6 +205,7 @@ class Runner:
         self.secrets = plan.secret_values()
         self.stopping = threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
+        self.gpu = gpu.Check()  # GPU facts, the CPU-fallback warning, CUDA's cache (gpu.py)
         self.warning = ""  # a CPU fallback on a GPU host, shown in every status line
         self.stop_deadline = 0.0  # when llama-server must have ended, once stopping
 
@@ -221,7 +222,8 @@ class Runner:
 
     def run(self) -> str | None:
         """Start llama-server until it serves, or the attempts are used up: the cause then."""
-        self.warning = cpu_fallback_warning(self.env)
+        self.gpu = gpu.check(self.env, log)
+        self.warning = self.gpu.warning
         attempts = self.plan.retries.attempts
         failed = 0
         while not self.stopping.is_set():
@@ -292,6 +294,7 @@ class Runner:
     def child_environment(self) -> dict[str, str]:
         env = {k: v for k, v in self.env.items() if k not in {"PYTHONPATH", "PYTHONSAFEPATH"}}
         env.update(self.plan.environment())
+        env.update(self.gpu.environment)
         # The progress bars need a terminal (see Watch); colours would only clutter the log.
         env.setdefault("LLAMA_ARG_LOG_COLORS", "off")
         return env
@@ -475,9 +478,15 @@ class Watch:
         ended = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         with self.lock:
             lines = list(self.lines)
+        diagnosed = gpu.failure_cause(lines, self.runner.gpu.facts)  # a CUDA error, with its fix
         if served:
-            return Attempt(served=True, cause=ended)
-        cause = self.stalled or output.failure_cause(lines) or f"llama-server ended ({ended}) before it answered"
+            return Attempt(served=True, cause=f"{ended}; {diagnosed}" if diagnosed else ended)
+        cause = (
+            self.stalled
+            or diagnosed
+            or output.failure_cause(lines)
+            or f"llama-server ended ({ended}) before it answered"
+        )
         return Attempt(served=False, cause=mask(cause, self.runner.secrets), final=output.is_argument_error(lines))
 
 
@@ -548,40 +557,6 @@ def downloading_bytes(cache: str) -> int:
             with contextlib.suppress(OSError):
                 total += path.stat().st_size
     return total
-
-
-def cpu_fallback_warning(env: Mapping[str, str]) -> str:
-    """On a host whose GPUs nvidia-smi sees, check that llama-server lists a CUDA device; if it
-    does not, say so loudly (log) and return the status line's prefix."""
-    if shutil.which("nvidia-smi") is None:
-        return ""
-    try:
-        smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    gpus = [line.strip() for line in smi.stdout.splitlines() if line.startswith("GPU ")]
-    if smi.returncode != 0 or not gpus:
-        return ""
-    try:
-        listed = subprocess.run(
-            ["llama-server", "--list-devices"], capture_output=True, text=True, timeout=120, check=False, env=dict(env)
-        )
-        devices = (listed.stdout + listed.stderr).splitlines()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        devices = [f"(llama-server --list-devices failed: {exc})"]
-    cuda = [line.strip() for line in devices if line.strip().startswith("CUDA")]
-    if cuda:
-        log(f"GPU: {'; '.join(cuda)}")
-        return ""
-    shown = "; ".join(line.strip() for line in devices if line.strip()) or "nothing"
-    banner = "!" * 78
-    log(banner)
-    log(f"WARNING: CPU FALLBACK. nvidia-smi sees {len(gpus)} GPU(s) ({gpus[0]}),")
-    log("WARNING: but llama-server lists no CUDA device: it will run on the CPU, slowly.")
-    log(f"WARNING: llama-server --list-devices says: {shown}")
-    log("WARNING: use a CUDA image (tag ...-cuda-X.Y) whose CUDA major version the host driver supports.")
-    log(banner)
-    return "CPU fallback (GPU not used): "
 
 
 def status_line(warning: str, line: str) -> str:

@@ -1,0 +1,371 @@
+"""GPU facts for llama-server: whether the image's backend uses the host's GPU, CUDA errors in
+its output, and where CUDA keeps the kernels it compiles.
+
+- The CPU-fallback alarm (every flavor): a host with a GPU that llama-server does not list gets
+  a loud warning and a status-line prefix naming the fix: the image to use, or the `docker run`
+  flag that is missing. `verdict` decides from device facts (nvidia-smi, /dev nodes, the PCI
+  display devices in /sys) and `llama-server --list-devices` output.
+- CUDA errors 804, 803, 222, 35, 100 and 999 in llama-server's output become a cause that says
+  which driver the image needs, or what else to change (`diagnose`).
+- The JIT cache: CUDA_CACHE_PATH is on the /workspace volume; where that cannot be written
+  (read-only root, --user without a writable volume) it moves to /tmp for this container.
+
+Pure functions over facts, unit-tested; `read_facts` and `check` are the I/O edge.
+Stdlib only: this runs with the image's own python3 (>= 3.11).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llama_runtime.compat import cuda_of_driver, driver_from_proc, newer_driver_advice, parse_version
+
+BACKENDS = ("cuda", "vulkan", "cpu")
+# PCI vendor ids of display controllers (class 0x03xxxx) whose GPUs llama.cpp can use.
+VENDORS = {"0x10de": "NVIDIA", "0x1002": "AMD", "0x8086": "Intel"}
+# Vulkan devices that run on the CPU (Mesa's lavapipe reports "llvmpipe"): not a GPU.
+SOFTWARE_DEVICE = re.compile(r"llvmpipe|lavapipe|SwiftShader", re.IGNORECASE)
+DEVICE_LINE = re.compile(r"^\s*((CUDA|Vulkan|ROCm|SYCL|Metal|OpenCL)\d+):\s*(.*)$")
+CUDA_INIT_FAILURE = re.compile(r"ggml_cuda_init: failed to initialize CUDA: (.*)")
+WARNING_PREFIX = "CPU fallback (GPU not used): "
+CPU_CACHE_DIR = "/tmp/nv-compute-cache"  # where CUDA's JIT cache goes when /workspace is not writable
+# The images to name in advice (the matrix's tag templates: README "matrix.yaml reference").
+VULKAN_IMAGE = "the vulkan image (tag <release>-vulkan)"
+CUDA_IMAGE = "the CUDA image (tag <release>-cuda-<version>; its driver minimum is in the README)"
+DRI_FLAG = "--device /dev/dri"
+GPUS_FLAG = "--gpus all"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the container sees of the host's GPUs."""
+
+    backend: str = "cpu"  # LLAMA_CPP_BACKEND: the image's flavor
+    pci_vendors: tuple[str, ...] = ()  # GPUs on the host (PCI display controllers), by vendor
+    nvidia_smi: tuple[str, ...] = ()  # `nvidia-smi -L` lines: GPUs the container was given
+    nvidia_nodes: tuple[str, ...] = ()  # /dev/nvidia0, ...
+    render_nodes: tuple[str, ...] = ()  # /dev/dri/renderD128, ...
+    render_usable: bool = True  # this user can open the render nodes
+    render_group: int | None = None  # their group, for --group-add
+    driver: str | None = None  # /proc/driver/nvidia/version: the NVIDIA driver's own version
+    needed_cuda: str | None = None  # LLAMA_CPP_CUDA_VERSION: what the CUDA image's kernels need
+    capabilities: str = ""  # NVIDIA_DRIVER_CAPABILITIES
+    vulkan_devices_asked: str | None = None  # GGML_VK_VISIBLE_DEVICES: lavapipe is used only when named
+
+    @property
+    def nvidia(self) -> bool:
+        """An NVIDIA GPU on the host, given to the container or not."""
+        return bool(self.nvidia_smi or self.nvidia_nodes or "NVIDIA" in self.pci_vendors or self.driver)
+
+    @property
+    def others(self) -> tuple[str, ...]:
+        return tuple(sorted({v for v in self.pci_vendors if v != "NVIDIA"}))
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.nvidia or bool(self.others) or bool(self.render_nodes)
+
+    def describe(self) -> str:
+        if self.nvidia_smi:
+            more = ", ..." if len(self.nvidia_smi) > 1 else ""
+            return f"nvidia-smi sees {len(self.nvidia_smi)} GPU(s) ({self.nvidia_smi[0]}{more})"
+        vendors = sorted(set(self.pci_vendors)) or (["NVIDIA"] if self.nvidia else [])
+        if vendors:
+            return f"the host has {' and '.join(vendors)} GPU(s)"
+        return f"{len(self.render_nodes)} GPU render node(s) in /dev/dri"
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str  # CUDA0, Vulkan0
+    backend: str  # CUDA, Vulkan
+    description: str
+
+    @property
+    def software(self) -> bool:
+        return bool(SOFTWARE_DEVICE.search(self.description))
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.description}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the launcher logs before llama-server starts, and the status lines' prefix."""
+
+    lines: tuple[str, ...] = ()  # log lines (the warning block, or one note)
+    warning: str = ""  # WARNING_PREFIX when a GPU goes unused
+
+
+def parse_devices(output: str) -> list[Device]:
+    """Devices from `llama-server --list-devices`: '  CUDA0: NVIDIA GeForce RTX 3080 Ti (11909 MiB, ...)'."""
+    found = []
+    for line in output.splitlines():
+        match = DEVICE_LINE.match(line)
+        if match:
+            found.append(Device(match.group(1), match.group(2), match.group(3).strip()))
+    return found
+
+
+def needs_listing(facts: Facts) -> bool:
+    """Whether `llama-server --list-devices` can tell anything (it costs a second at boot)."""
+    return facts.has_gpu or (facts.backend == "vulkan" and facts.vulkan_devices_asked is not None)
+
+
+def verdict(facts: Facts, listed: str) -> Verdict:
+    """The CPU-fallback decision: a GPU the backend does not use is a loud warning with the fix."""
+    devices = parse_devices(listed)
+    hardware = [d for d in devices if not d.software]
+    if hardware:
+        return Verdict((f"GPU: {'; '.join(str(d) for d in hardware)}",))
+    software = [d for d in devices if d.software]
+    if not facts.has_gpu:
+        if software:
+            return Verdict(
+                (
+                    f"no GPU: llama-server uses {software[0]}, Mesa's Vulkan device on the CPU, as "
+                    "GGML_VK_VISIBLE_DEVICES asks (slower than the CPU backend; unset it to use that)",
+                )
+            )
+        if facts.backend == "vulkan":
+            return Verdict(
+                (
+                    "no GPU found: llama-server runs on the CPU backend. Mesa's lavapipe (a Vulkan device on "
+                    "the CPU) is present but slower; GGML_VK_VISIBLE_DEVICES=0 uses it anyway",
+                )
+            )
+        if facts.backend == "cuda":
+            return Verdict((f"no GPU visible: llama-server runs on the CPU (docker run {GPUS_FLAG} gives it one)",))
+        return Verdict()
+    shown = "; ".join(line.strip() for line in listed.splitlines() if line.strip()) or "nothing"
+    banner = "!" * 78
+    return Verdict(
+        (
+            banner,
+            f"WARNING: CPU FALLBACK. {facts.describe()},",
+            "WARNING: but llama-server lists no GPU device: it will run on the CPU, slowly.",
+            f"WARNING: llama-server --list-devices says: {shown}",
+            f"WARNING: {fix(facts, listed)}",
+            banner,
+        ),
+        WARNING_PREFIX,
+    )
+
+
+def fix(facts: Facts, listed: str) -> str:  # noqa: PLR0911 (one return per case)
+    """What the user changes so the backend uses the GPU: the image, or a docker run flag."""
+    if facts.backend == "cpu":
+        if facts.nvidia:
+            return f"this is the CPU image: use {CUDA_IMAGE}, or {VULKAN_IMAGE}, with {GPUS_FLAG}"
+        return f"this is the CPU image: use {VULKAN_IMAGE} with {DRI_FLAG}"
+    if facts.backend == "cuda":
+        if not facts.nvidia:
+            return f"the CUDA image needs an NVIDIA GPU: use {VULKAN_IMAGE} with {DRI_FLAG}"
+        if not (facts.nvidia_nodes or facts.nvidia_smi):
+            return f"the GPU is not given to the container: docker run {GPUS_FLAG} (NVIDIA Container Toolkit)"
+        failure = CUDA_INIT_FAILURE.search(listed)
+        found = diagnose([failure.group(0)], facts) if failure else None
+        return found or f"CUDA did not start (see the line above); {driver_advice(facts)}"
+    # vulkan
+    if facts.nvidia:
+        if not (facts.nvidia_nodes or facts.nvidia_smi):
+            return f"the GPU is not given to the container: docker run {GPUS_FLAG} (NVIDIA Container Toolkit)"
+        capabilities = {c.strip() for c in facts.capabilities.split(",")}
+        if not capabilities & {"graphics", "all"}:
+            return (
+                f"NVIDIA's Vulkan driver is mounted only with the graphics capability: NVIDIA_DRIVER_CAPABILITIES is "
+                f"'{facts.capabilities}'; leave the image's (compute,utility,graphics) or add graphics"
+            )
+        return "NVIDIA's Vulkan driver did not load (see the line above); the host driver's Vulkan files may be missing"
+    if not facts.render_nodes:
+        return f"the GPU is not given to the container: docker run {DRI_FLAG}"
+    if not facts.render_usable:
+        group = f" {facts.render_group}" if facts.render_group is not None else " <the render group's id>"
+        return f"this user cannot open /dev/dri's render nodes: docker run --group-add{group}"
+    return "Mesa's Vulkan drivers found no usable device on /dev/dri (see the line above)"
+
+
+def driver_advice(facts: Facts) -> str:
+    needed = parse_version(facts.needed_cuda)
+    if needed is None or len(needed) < 2:
+        return "check the host's driver"
+    return newer_driver_advice((needed[0], needed[1]))
+
+
+def driver_label(facts: Facts) -> str:
+    driver = parse_version(facts.driver)
+    cuda = cuda_of_driver(driver) if driver else None
+    if driver is None:
+        return "the host's driver"
+    return f"driver {facts.driver}" + (f" (CUDA {cuda[0]}.{cuda[1]})" if cuda else "")
+
+
+# CUDA errors in llama-server's output, by cuGetErrorString's text (ggml prints it) or by number
+# (older builds: "CUDA error 222 at ggml-cuda.cu:420: ...").
+CUDA_ERRORS: tuple[tuple[int, re.Pattern[str]], ...] = (
+    (804, re.compile(r"forward compatibility was attempted on non supported HW", re.IGNORECASE)),
+    (803, re.compile(r"system has unsupported display driver / cuda driver combination", re.IGNORECASE)),
+    (222, re.compile(r"provided PTX was compiled with an unsupported toolchain", re.IGNORECASE)),
+    (35, re.compile(r"CUDA driver version is insufficient for CUDA runtime version", re.IGNORECASE)),
+    (100, re.compile(r"no CUDA-capable device is detected", re.IGNORECASE)),
+    (999, re.compile(r"failed to initialize CUDA: unknown error", re.IGNORECASE)),
+)
+CUDA_ERROR_NUMBER = re.compile(r"CUDA error (\d+)\b")
+
+
+def cuda_error(lines: Iterable[str]) -> int | None:
+    """The first CUDA error llama-server printed that has a known cause."""
+    known = {code for code, _ in CUDA_ERRORS}
+    for line in lines:
+        for code, pattern in CUDA_ERRORS:
+            if pattern.search(line):
+                return code
+        number = CUDA_ERROR_NUMBER.search(line)
+        if number and int(number.group(1)) in known:
+            return int(number.group(1))
+    return None
+
+
+def diagnose(lines: Iterable[str], facts: Facts) -> str | None:
+    """A recognised CUDA error as a cause that says what to do; None for anything else."""
+    code = cuda_error(lines)
+    if code is None:
+        return None
+    driver = driver_label(facts)
+    advice = driver_advice(facts)
+    causes = {
+        804: f"CUDA error 804: forward-compatibility libraries were loaded on a GPU that does not support them "
+        f"(GeForce/TITAN; the image's boot never does this: check LD_LIBRARY_PATH and /etc/ld.so.conf.d); {driver}: "
+        f"{advice}",
+        803: f"CUDA error 803: the driver's kernel module and its CUDA library do not match ({driver}; a driver "
+        "updated without a reboot, or forward compatibility on a driver branch that does not support it): reboot "
+        "the host, or set DISABLE_FORWARD_COMPAT=true",
+        222: f"CUDA error 222: {driver} cannot compile this image's CUDA kernels (the release carries PTX only, "
+        f"which the driver compiles on first use): {advice}",
+        35: f"CUDA error 35: {driver} is older than this image's CUDA runtime: {advice}",
+        100: "CUDA error 100: no CUDA-capable device is visible in the container: docker run "
+        f"{GPUS_FLAG} (or NVIDIA_VISIBLE_DEVICES naming a GPU)",
+        999: "CUDA error 999 (unknown error) at initialisation: the host's nvidia_uvm module is often missing or "
+        "stale after a driver update (`sudo modprobe nvidia_uvm`, or reboot the host)",
+    }
+    return causes[code]
+
+
+def cuda_cache_environment(env: Mapping[str, str], writable: Callable[[Path], bool]) -> tuple[dict[str, str], str]:
+    """CUDA_CACHE_PATH for llama-server, and a log line: the volume's path when it can be
+    written, else CPU_CACHE_DIR (kernels are then compiled again in every new container)."""
+    wanted = env.get("CUDA_CACHE_PATH", "")
+    if env.get("LLAMA_CPP_BACKEND") != "cuda" or not wanted:
+        return {}, ""
+    if writable(Path(wanted)):
+        return {}, ""
+    return (
+        {"CUDA_CACHE_PATH": CPU_CACHE_DIR},
+        f"CUDA's kernel cache cannot be written at {wanted} (mount a writable /workspace volume): it is kept in "
+        f"{CPU_CACHE_DIR} for this container only, so the next one compiles the kernels again",
+    )
+
+
+def can_write_directory(path: Path) -> bool:
+    """Whether `path` exists (or can be made) and this user can write in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def pci_vendors(sys_root: Path) -> tuple[str, ...]:
+    """Vendors of the host's PCI display controllers (sysfs shows the host's devices in a container)."""
+    found = []
+    for device in sorted((sys_root / "bus/pci/devices").glob("*")):
+        try:
+            klass = (device / "class").read_text(encoding="ascii").strip()
+            vendor = (device / "vendor").read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        if klass.startswith("0x03") and vendor in VENDORS:
+            found.append(VENDORS[vendor])
+    return tuple(found)
+
+
+def read_facts(env: Mapping[str, str], sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev")) -> Facts:
+    render = tuple(sorted(str(p) for p in (dev_root / "dri").glob("renderD*")))
+    render_group = None
+    if render:
+        try:
+            render_group = Path(render[0]).stat().st_gid
+        except OSError:
+            render_group = None
+    try:
+        driver = driver_from_proc(Path("/proc/driver/nvidia/version").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        driver = None
+    return Facts(
+        backend=env.get("LLAMA_CPP_BACKEND", "cpu") if env.get("LLAMA_CPP_BACKEND") in BACKENDS else "cpu",
+        pci_vendors=pci_vendors(sys_root),
+        nvidia_smi=nvidia_smi_gpus(),
+        nvidia_nodes=tuple(sorted(str(p) for p in dev_root.glob("nvidia[0-9]*"))),
+        render_nodes=render,
+        render_usable=all(os.access(node, os.R_OK | os.W_OK) for node in render),
+        render_group=render_group,
+        driver=driver,
+        needed_cuda=env.get("LLAMA_CPP_CUDA_VERSION") or None,
+        capabilities=env.get("NVIDIA_DRIVER_CAPABILITIES", ""),
+        vulkan_devices_asked=env.get("GGML_VK_VISIBLE_DEVICES"),
+    )
+
+
+def nvidia_smi_gpus() -> tuple[str, ...]:
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    try:
+        smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    if smi.returncode != 0:
+        return ()
+    return tuple(line.strip() for line in smi.stdout.splitlines() if line.startswith("GPU "))
+
+
+def list_devices(env: Mapping[str, str]) -> str:
+    try:
+        listed = subprocess.run(
+            ["llama-server", "--list-devices"], capture_output=True, text=True, timeout=120, check=False, env=dict(env)
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(llama-server --list-devices failed: {exc})"
+    return listed.stdout + listed.stderr
+
+
+@dataclass(frozen=True)
+class Check:
+    """What the launcher keeps from the checks before the first start."""
+
+    facts: Facts = field(default_factory=Facts)
+    warning: str = ""  # the status lines' prefix
+    environment: Mapping[str, str] = field(default_factory=dict)  # for llama-server
+
+
+def check(env: Mapping[str, str], log: Callable[[str], None]) -> Check:
+    """Before the first start: the CPU-fallback verdict and the JIT cache, logged."""
+    facts = read_facts(env)
+    listed = list_devices(env) if needs_listing(facts) else ""
+    decided = verdict(facts, listed)
+    for line in decided.lines:
+        log(line)
+    environment, note = cuda_cache_environment(env, can_write_directory)
+    if note:
+        log(note)
+    return Check(facts, decided.warning, environment)
+
+
+def failure_cause(lines: Sequence[str], facts: Facts) -> str | None:
+    """The cause of a failed (or ended) start when it is a CUDA error the launcher recognises."""
+    return diagnose(lines, facts) if facts.backend == "cuda" else None

@@ -1,0 +1,114 @@
+"""The shipped flavors and the matrix's `backend` key: the CUDA image matches its binaries, the
+vulkan flavor is built, tagged and published like the CPU one (no Docker)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from llama_images.bake import RenderOptions, render
+from llama_images.errors import MatrixError
+from llama_images.matrix import load_matrix, parse_matrix
+from llama_images.targets import ImageTarget, expand, select
+
+from .conftest import REPO_ROOT
+from .matrices import VALID, broken
+from .test_tasks import WORKFLOW_SETTINGS, invoke_env, workflow_env
+
+OPTIONS = RenderOptions(revision="abc", created="2026-12-01T00:00:00Z")
+VULKAN = """\
+  vulkan:
+    source: debian-package
+    backend: vulkan
+    upstreams: [debian-forky]
+    releases: [b11669]
+    tag: "{release}-vulkan"
+"""
+
+
+def shipped_images() -> dict[str, ImageTarget]:
+    return {t.id: t for t in expand(load_matrix(REPO_ROOT / "matrix.yaml")) if isinstance(t, ImageTarget)}
+
+
+def test_the_shipped_cuda_image_runs_the_binaries_on_their_own_cuda() -> None:
+    cuda = [t for t in shipped_images().values() if t.flavor.backend == "cuda"]
+    assert cuda and all(t.base.upstream.cuda == t.binary_cuda for t in cuda)
+    assert {t.tag for t in cuda} == {"b11669-cuda-12.8"}
+    assert {t.base.upstream.image for t in cuda} == {"nvidia/cuda:12.8.1-runtime-ubuntu24.04"}
+
+
+def test_the_shipped_vulkan_flavor_is_the_cpu_flavor_plus_its_backend() -> None:
+    images = shipped_images()
+    vulkan, cpu = images["vulkan/debian-forky/b11669"], images["cpu/debian-forky/b11669"]
+    assert vulkan.tag == "b11669-vulkan" and vulkan.flavor.backend == "vulkan"
+    assert vulkan.platforms == ("linux/amd64", "linux/arm64")
+    assert vulkan.base == cpu.base and cpu.flavor.backend == "cpu"
+    matrix = load_matrix(REPO_ROOT / "matrix.yaml")
+    bake = render(matrix, select(expand(matrix), ["vulkan/*"]), OPTIONS)
+    args = bake["target"]["vulkan_debian-forky_b11669"]["args"]
+    # The cpu image's build arguments but the stage: BuildKit shares the cpu install layer.
+    cpu_args = render(matrix, select(expand(matrix), ["cpu/*"]), OPTIONS)["target"]["cpu_debian-forky_b11669"]["args"]
+    assert args == {**cpu_args, "LLAMA_CPP_FLAVOR": "vulkan"}
+    assert args == {"BASE_IMAGE": "llamaimages/base-image:debian-forky", "LLAMA_CPP_FLAVOR": "vulkan",
+                    "LLAMA_CPP_VERSION": "b11669"}  # fmt: skip
+
+
+def test_invoke_matrix_lists_the_vulkan_image() -> None:
+    from .test_tasks import invoke
+
+    listed = invoke("matrix").stdout
+    assert re.search(r"^vulkan/debian-forky/b11669 +docker\.io/llamaimages/llama-cpp:b11669-vulkan ", listed, re.M)
+
+
+def test_the_workflow_publishes_the_vulkan_image_on_native_runners() -> None:
+    from llama_images.options import parse_selection
+    from llama_images.plan import select_targets
+    from llama_images.workflow import job_values
+
+    from .support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
+
+    with serve(Loopback()) as api:
+        api.route(tag_path("b9300"), Answer(body=release("b9300", CURRENT)))
+        result = invoke_env(workflow_env(api.url, TARGETS="*", LLAMA_CPP_VERSION="b9300"), "plan", "--workflow")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    jobs = {(j["target"], j["platform"], j["runner"]): j for j in plan["jobs"]}
+    assert ("vulkan/debian-forky/b11669", "linux/amd64", "ubuntu-24.04") in jobs
+    arm64 = jobs[("vulkan/debian-forky/b11669", "linux/arm64", "ubuntu-24.04-arm")]
+    assert plan["targets"]["vulkan/debian-forky/b11669"] == ["linux/amd64", "linux/arm64"]
+    _, targets = select_targets(parse_selection(REPO_ROOT, job_values(arm64["selection"], WORKFLOW_SETTINGS)))
+    assert [t.image for t in targets][-1] == "docker.io/someone/llama-cpp:b11669-vulkan"
+
+
+def test_the_backend_defaults_to_cpu_and_release_tarballs_are_cuda() -> None:
+    matrix = parse_matrix(VALID + VULKAN)
+    assert {name: f.backend for name, f in matrix.flavors.items()} == {"cuda": "cuda", "cpu": "cpu", "vulkan": "vulkan"}
+    bake = render(matrix, select(expand(matrix), ["*"]), OPTIONS)
+    images = [t["args"] for t in bake["target"].values() if "LLAMA_CPP_FLAVOR" in t["args"]]
+    assert {args["LLAMA_CPP_FLAVOR"] for args in images} == {"cuda", "cpu", "vulkan"}
+    for args in images:
+        assert ("LLAMA_CPP_CUDA_VERSION" in args) == (args["LLAMA_CPP_FLAVOR"] == "cuda"), args
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "fix"),
+    [
+        (
+            VALID + VULKAN.replace("backend: vulkan", "backend: vulkn"),
+            "matrix.yaml:39: flavors.vulkan.backend: unknown backend 'vulkn' for a debian-package flavor",
+            "use one of: cpu, vulkan (did you mean 'vulkan'?)",
+        ),
+        (
+            broken("    source: release-tarball\n", "    source: release-tarball\n    backend: vulkan\n"),
+            "matrix.yaml:26: flavors.cuda.backend: backend 'vulkan' does not apply to release-tarball flavors",
+            "use source: debian-package for Debian's cpu and vulkan backends",
+        ),
+    ],
+)
+def test_a_wrong_backend_is_named_with_its_line_and_the_fix(text: str, message: str, fix: str) -> None:
+    with pytest.raises(MatrixError) as raised:
+        parse_matrix(text)
+    shown = str(raised.value)
+    assert message in shown and fix in shown, shown

@@ -1,0 +1,223 @@
+"""The launcher's GPU facts (llama_serving/gpu.py): the CPU-fallback decision for every flavor,
+CUDA errors in llama-server's output, and CUDA's kernel cache. The output lines are real, from
+public reports (source in each comment) or from this project's images where said."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llama_serving import gpu
+from llama_serving.gpu import Facts, cuda_cache_environment, diagnose, parse_devices, read_facts, verdict
+
+# --list-devices on a CUDA host (ollama/ollama#16508).
+LISTED_CUDA = """\
+Available devices:
+  CUDA0: NVIDIA GeForce RTX 3080 Ti (11909 MiB, 11650 MiB free)
+  CUDA1: NVIDIA RTX PRO 4000 Blackwell SFF Edition (24026 MiB, 23795 MiB free)
+"""
+# --list-devices of a Vulkan build on an NVIDIA GPU (ggml-org/llama.cpp#16659).
+LISTED_VULKAN = """\
+ggml_vulkan: Found 1 Vulkan devices:
+ggml_vulkan: 0 = NVIDIA GeForce RTX 2060 (NVIDIA) | uma: 0 | fp16: 1 | bf16: 1 | warp size: 32 | shared memory: 49152 \
+| int dot: 1 | matrix cores: NV_coopmat2
+Available devices:
+  Vulkan0: NVIDIA GeForce RTX 2060 (6144 MiB, 5136 MiB free)
+"""
+# This project's vulkan image with GGML_VK_VISIBLE_DEVICES=0 and no GPU: Mesa's lavapipe.
+LISTED_LAVAPIPE = "Available devices:\n  Vulkan0: llvmpipe (LLVM 21.1.8, 256 bits) (24105 MiB, 22648 MiB free)\n"
+# Any image without a usable device (this project's cpu image).
+LISTED_NONE = "Available devices:\n  (none)\n"
+# ggml_cuda_init's line when CUDA does not start (then the list is empty): noonghunna/club-3090#222,
+# ggml-org/llama.cpp#17542, ollama/ollama#7666 (driver 515.65.01), abetlen/llama-cpp-python#1890,
+# ggml-org/llama.cpp#7218.
+INIT = "ggml_cuda_init: failed to initialize CUDA: "
+INIT_804 = INIT + "forward compatibility was attempted on non supported HW"
+INIT_803 = INIT + "system has unsupported display driver / cuda driver combination"
+INIT_35 = INIT + "CUDA driver version is insufficient for CUDA runtime version"
+INIT_100 = INIT + "no CUDA-capable device is detected"
+INIT_999 = INIT + "unknown error"
+# A kernel launch on a driver older than the PTX (ggml-org/llama.cpp#6433), and the older format
+# (ggml-org/llama.cpp#1648).
+PTX_222 = [
+    "ggml_cuda_compute_forward: RMS_NORM failed",
+    "CUDA error: the provided PTX was compiled with an unsupported toolchain.",
+    "  current device: 0, in function ggml_cuda_compute_forward at F:\\LLM\\llama.cpp\\ggml-cuda.cu:2392",
+]
+PTX_222_OLD = [
+    "CUDA error 222 at .../llama.cpp/ggml-cuda.cu:420: the provided PTX was compiled with an unsupported toolchain."
+]
+SMI_H100 = ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5e1f0000-0000-0000-0000-000000000000)",)
+SMI_RTX = ("GPU 0: NVIDIA GeForce RTX 2080 Ti (UUID: GPU-6a96a2af-2271-5627-34c5-91dcb4f408aa)",)
+
+# The NVIDIA host as each flavor's container sees it with --gpus all: nvidia-smi, the device
+# nodes, the PCI device and the driver.
+NVIDIA_GIVEN = Facts(pci_vendors=("NVIDIA",), nvidia_smi=SMI_H100, nvidia_nodes=("/dev/nvidia0",), driver="570.133.20")
+# The same host without --gpus: the PCI device and /proc's driver version only.
+NVIDIA_NOT_GIVEN = Facts(pci_vendors=("NVIDIA",), driver="570.133.20")
+AMD_GIVEN = Facts(pci_vendors=("AMD",), render_nodes=("/dev/dri/renderD128",))
+AMD_NOT_GIVEN = Facts(pci_vendors=("AMD",))
+
+
+def facts(backend: str, host: Facts | None = None, **more: Any) -> Facts:
+    """The host as a container of `backend`'s image sees it."""
+    return replace(host or Facts(), backend=backend, **more)
+
+
+def test_devices_are_read_from_list_devices() -> None:
+    assert [str(d) for d in parse_devices(LISTED_CUDA)] == [
+        "CUDA0: NVIDIA GeForce RTX 3080 Ti (11909 MiB, 11650 MiB free)",
+        "CUDA1: NVIDIA RTX PRO 4000 Blackwell SFF Edition (24026 MiB, 23795 MiB free)",
+    ]
+    assert [d.name for d in parse_devices(LISTED_VULKAN)] == ["Vulkan0"]  # not the ggml_vulkan lines
+    assert [d.software for d in parse_devices(LISTED_LAVAPIPE)] == [True]
+    assert parse_devices(LISTED_NONE) == []
+
+
+@pytest.mark.parametrize(
+    ("given", "listed", "note"),
+    [
+        (facts("cuda", NVIDIA_GIVEN), LISTED_CUDA, "GPU: CUDA0: NVIDIA GeForce RTX 3080 Ti"),
+        (facts("vulkan", NVIDIA_GIVEN, capabilities="compute,utility,graphics"), LISTED_VULKAN, "GPU: Vulkan0: NVIDIA"),
+        (facts("cpu"), "", None),
+        (facts("cuda"), "", "no GPU visible: llama-server runs on the CPU (docker run --gpus all gives it one)"),
+        (facts("vulkan"), LISTED_NONE, "no GPU found: llama-server runs on the CPU backend. Mesa's lavapipe"),
+        (facts("vulkan", vulkan_devices_asked="0"), LISTED_LAVAPIPE, "no GPU: llama-server uses Vulkan0: llvmpipe"),
+    ],
+)
+def test_a_gpu_in_use_or_no_gpu_at_all_is_no_alarm(given: Facts, listed: str, note: str | None) -> None:
+    decided = verdict(given, listed)
+    assert decided.warning == ""
+    if note is None:
+        assert decided.lines == ()
+    else:
+        assert len(decided.lines) == 1 and decided.lines[0].startswith(note), decided.lines
+
+
+@pytest.mark.parametrize(
+    ("given", "listed", "fix"),
+    [
+        # The CPU image on GPU hosts: the image to use instead.
+        (facts("cpu", NVIDIA_GIVEN), LISTED_NONE, "this is the CPU image: use the CUDA image (tag <release>-cuda-"),
+        (facts("cpu", AMD_GIVEN), LISTED_NONE, "use the vulkan image (tag <release>-vulkan) with --device /dev/dri"),
+        # The CUDA image: the flag, the vendor, or the driver.
+        (facts("cuda", NVIDIA_NOT_GIVEN), LISTED_NONE, "the GPU is not given to the container: docker run --gpus all"),
+        (facts("cuda", AMD_GIVEN), LISTED_NONE, "the CUDA image needs an NVIDIA GPU: use the vulkan image"),
+        (
+            facts("cuda", NVIDIA_GIVEN, driver="515.65.01", needed_cuda="12.8", nvidia_smi=SMI_RTX),
+            f"{INIT_35}\n{LISTED_NONE}",
+            "CUDA error 35: driver 515.65.01 (CUDA 11.7) is older than this image's CUDA runtime: this image's "
+            "CUDA 12.8 needs driver 570.26 or newer",
+        ),
+        (
+            facts("cuda", NVIDIA_GIVEN, driver="470.57.02", nvidia_smi=SMI_RTX),
+            f"{INIT_804}\n{LISTED_NONE}",
+            "CUDA error 804: forward-compatibility libraries were loaded on a GPU that does not support them",
+        ),
+        (facts("cuda", NVIDIA_GIVEN), f"{INIT_803}\n{LISTED_NONE}", "CUDA error 803: the driver's kernel module"),
+        (facts("cuda", NVIDIA_GIVEN), f"{INIT_100}\n{LISTED_NONE}", "CUDA error 100: no CUDA-capable device"),
+        (facts("cuda", NVIDIA_GIVEN), f"{INIT_999}\n{LISTED_NONE}", "CUDA error 999 (unknown error)"),
+        # The vulkan image: the flag, the capability, the group.
+        (facts("vulkan", NVIDIA_NOT_GIVEN), LISTED_NONE, "docker run --gpus all"),
+        (
+            facts("vulkan", NVIDIA_GIVEN, capabilities="compute,utility"),
+            LISTED_NONE,
+            "NVIDIA's Vulkan driver is mounted only with the graphics capability: NVIDIA_DRIVER_CAPABILITIES is "
+            "'compute,utility'",
+        ),
+        (facts("vulkan", NVIDIA_GIVEN, capabilities="all"), LISTED_NONE, "NVIDIA's Vulkan driver did not load"),
+        (facts("vulkan", AMD_NOT_GIVEN), LISTED_NONE, "the GPU is not given to the container: docker run --device"),
+        (
+            facts("vulkan", AMD_GIVEN, render_usable=False, render_group=992),
+            LISTED_NONE,
+            "this user cannot open /dev/dri's render nodes: docker run --group-add 992",
+        ),
+        # Only lavapipe listed on a GPU host is still a fallback.
+        (facts("vulkan", AMD_GIVEN, vulkan_devices_asked="0"), LISTED_LAVAPIPE, "Mesa's Vulkan drivers found no"),
+    ],
+)
+def test_an_unused_gpu_is_a_loud_warning_naming_the_fix(given: Facts, listed: str, fix: str) -> None:
+    decided = verdict(given, listed)
+    assert decided.warning == "CPU fallback (GPU not used): "
+    assert decided.lines[1].startswith("WARNING: CPU FALLBACK. ")
+    assert decided.lines[2] == "WARNING: but llama-server lists no GPU device: it will run on the CPU, slowly."
+    assert decided.lines[4].startswith("WARNING: ") and fix in decided.lines[4], decided.lines[4]
+    assert decided.lines[0] == decided.lines[-1] == "!" * 78
+
+
+def test_the_warning_names_what_the_container_sees() -> None:
+    lines = verdict(facts("cpu", NVIDIA_GIVEN), LISTED_NONE).lines
+    assert lines[1] == f"WARNING: CPU FALLBACK. nvidia-smi sees 1 GPU(s) ({SMI_H100[0]}),"
+    assert lines[3] == "WARNING: llama-server --list-devices says: Available devices:; (none)"
+    assert verdict(facts("vulkan", AMD_NOT_GIVEN), LISTED_NONE).lines[1] == (
+        "WARNING: CPU FALLBACK. the host has AMD GPU(s),"
+    )
+
+
+def test_list_devices_runs_only_where_it_can_tell_something() -> None:
+    assert not gpu.needs_listing(facts("cpu"))
+    assert not gpu.needs_listing(facts("vulkan"))
+    assert gpu.needs_listing(facts("vulkan", vulkan_devices_asked="0"))
+    assert gpu.needs_listing(facts("cpu", AMD_NOT_GIVEN))
+
+
+@pytest.mark.parametrize(
+    ("lines", "start"),
+    [
+        (PTX_222, "CUDA error 222: driver 535.183.01 (CUDA 12.2) cannot compile this image's CUDA kernels"),
+        (PTX_222_OLD, "CUDA error 222: driver 535.183.01 (CUDA 12.2) cannot compile"),
+        ([f"0.00.031.404 E {INIT_804}"], "CUDA error 804"),
+        ([INIT_803], "CUDA error 803"),
+        ([INIT_35], "CUDA error 35"),
+        ([INIT_100], "CUDA error 100"),
+    ],
+)
+def test_cuda_errors_become_causes_that_name_the_driver_the_image_needs(lines: list[str], start: str) -> None:
+    cause = diagnose(lines, facts("cuda", NVIDIA_GIVEN, driver="535.183.01", needed_cuda="12.8"))
+    assert cause is not None and cause.startswith(start), cause
+    if start.startswith(("CUDA error 222", "CUDA error 35")):
+        assert "needs driver 570.26 or newer: update the host's driver, or use the vulkan image" in cause
+
+
+def test_other_errors_are_left_to_the_generic_cause() -> None:
+    assert (
+        diagnose(["llama_model_load: error loading model: tensor 'x' data is not within the file bounds"], Facts())
+        is None
+    )
+    assert diagnose(["CUDA error 2 at ggml-cuda.cu:1: out of memory"], Facts()) is None
+    assert gpu.failure_cause(PTX_222, facts("vulkan")) is None  # CUDA errors only from the CUDA image
+
+
+def test_the_kernel_cache_moves_to_tmp_where_workspace_cannot_be_written() -> None:
+    env = {"LLAMA_CPP_BACKEND": "cuda", "CUDA_CACHE_PATH": "/workspace/.cache/nv/ComputeCache"}
+    assert cuda_cache_environment(env, lambda path: True) == ({}, "")
+    moved, note = cuda_cache_environment(env, lambda path: False)
+    assert moved == {"CUDA_CACHE_PATH": "/tmp/nv-compute-cache"}
+    assert "cannot be written at /workspace/.cache/nv/ComputeCache" in note and "compiles the kernels again" in note
+    assert cuda_cache_environment({**env, "LLAMA_CPP_BACKEND": "vulkan"}, lambda path: False) == ({}, "")
+
+
+def test_facts_are_read_from_sysfs_and_dev(tmp_path: Path) -> None:
+    devices = tmp_path / "sys/bus/pci/devices"
+    for address, klass, vendor in (
+        ("0000:01:00.0", "0x030200", "0x10de"),  # NVIDIA 3D controller
+        ("0000:02:00.0", "0x030000", "0x1a03"),  # the board's ASPEED VGA: not a GPU for llama.cpp
+        ("0000:03:00.0", "0x068000", "0x10de"),  # an NVSwitch bridge: not a display controller
+        ("0000:04:00.0", "0x030000", "0x1002"),  # AMD
+    ):
+        (devices / address).mkdir(parents=True)
+        (devices / address / "class").write_text(f"{klass}\n", encoding="ascii")
+        (devices / address / "vendor").write_text(f"{vendor}\n", encoding="ascii")
+    (tmp_path / "dev/dri").mkdir(parents=True)
+    (tmp_path / "dev/dri/renderD128").write_text("", encoding="ascii")
+    (tmp_path / "dev/nvidia0").write_text("", encoding="ascii")
+    (tmp_path / "dev/nvidiactl").write_text("", encoding="ascii")
+    env = {"LLAMA_CPP_BACKEND": "vulkan", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,graphics"}
+    found = read_facts(env, tmp_path / "sys", tmp_path / "dev")
+    assert found.pci_vendors == ("NVIDIA", "AMD")
+    assert found.nvidia_nodes == (str(tmp_path / "dev/nvidia0"),)
+    assert found.render_nodes == (str(tmp_path / "dev/dri/renderD128"),)
+    assert found.backend == "vulkan" and found.capabilities == "compute,utility,graphics"
+    assert read_facts({"LLAMA_CPP_BACKEND": "rocm"}, tmp_path / "none", tmp_path / "none").backend == "cpu"
