@@ -1,0 +1,702 @@
+"""The download phase before llama-server starts: a hub repo's files or a URL's file fetched with
+aria2 (several connections per file, the parts of a split model side by side, resumed from its
+control file after an interruption), each checked against the hub's sha256 before it enters the
+cache, in the cache layout llama-server itself reads. A model already in the cache is not fetched
+again; one in another cache on the volume (the reference image's /workspace/llama.cpp, a hub
+cache such as $HF_HOME/hub) is linked in after its sha256 is checked; with the hub unreachable a
+cached model is served as it is.
+
+The hub is asked what llama-server's own `-hf` asks (GET /api/models/<repo>/refs, GET
+/api/models/<repo>/tree/<commit>?recursive=true, HEAD /<repo>/resolve/<commit>/<path>). Tokens
+travel in request headers and aria2's input (its stdin), never in its arguments or the log.
+
+Stdlib only: this runs with the image's own python3 (>= 3.11).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+
+from . import hub
+from .config import ModelSource, Plan, mask_url
+from .hub import HubError, RepoCache, RepoFile, Transfer
+
+USER_AGENT = "llama-images"
+REDIRECTS = 5
+# Marks a snapshot made offline from a cache that records no commit (the flat layout).
+LOCAL_COMMIT = "0" * 40
+STATUS_SECONDS = 1.0
+
+
+class DownloadError(Exception):
+    """A download that failed: one line with the cause (no secret in it)."""
+
+
+class Unreachable(DownloadError):
+    """The server could not be asked at all (refused, no route, no name, no answer in time)."""
+
+
+@dataclass
+class Ui:
+    """How the phase talks to its program: status and log lines, a stop, the running aria2."""
+
+    status: Callable[[str], None]
+    log: Callable[[str], None]
+    stopping: threading.Event
+    register: Callable[[subprocess.Popen[bytes] | None], None]
+    log_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache: str
+    endpoint: str  # the hub, with a trailing slash
+    token: str | None
+    connections: int
+    stall_timeout: float
+    other_caches: tuple[str, ...]
+    offline: bool = False  # --offline in LLAMA_ARGS: the cache only
+    mmproj: bool = True  # --no-mmproj in LLAMA_ARGS: not the projector
+    hf_file: str | None = None  # --hf-file in LLAMA_ARGS
+
+
+@dataclass
+class Prepared:
+    """What the phase found: the file each hub repo serves, and whether the hub was unreachable."""
+
+    hf_files: dict[str, str] = field(default_factory=dict)  # LLAMA_MODEL entry -> repo path
+    offline: bool = False
+
+
+def prepare(plan: Plan, settings: Settings, ui: Ui) -> Prepared:
+    """Every model of the plan in the cache, or DownloadError with the cause."""
+    prepared = Prepared()
+    for source in plan.sources:
+        if ui.stopping.is_set():
+            break
+        if source.kind == "hf":
+            path, offline = prepare_repo(source.value, settings, ui)
+            prepared.hf_files[source.value] = path
+            prepared.offline |= offline
+        elif source.kind == "url":
+            prepare_url(source, settings, ui)
+    return prepared
+
+
+# ---- HTTP ----------------------------------------------------------------------------------
+
+
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+OPENER = urllib.request.build_opener(NoRedirects)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.rpartition("@")[2].lower()
+
+
+def credentials(url: str) -> tuple[str, str | None]:
+    """(the URL without user and password, a basic Authorization header for them)."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    pair = f"{parts.username}:{parts.password or ''}"
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+def ask(method: str, url: str, authorization: str | None, timeout: float) -> Answer:
+    """One request, redirects not followed; Unreachable when nothing answers."""
+    request = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT})
+    if authorization:
+        request.add_header("Authorization", authorization)
+    request.add_header("Accept", "application/json")
+    try:
+        with OPENER.open(request, timeout=timeout) as response:
+            return Answer(response.status, dict(response.headers), response.read() if method != "HEAD" else b"")
+    except urllib.error.HTTPError as exc:
+        with contextlib.suppress(OSError):
+            body = exc.read()
+        return Answer(exc.code, dict(exc.headers or {}), body if method != "HEAD" else b"")
+    except TimeoutError:
+        raise Unreachable(f"no download progress for {timeout:g} s: {mask_url(url)} did not answer") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
+            raise Unreachable(f"no download progress for {timeout:g} s: {mask_url(url)} did not answer") from None
+        raise Unreachable(f"cannot reach {mask_url(url)}: {getattr(reason, 'strerror', None) or reason}") from None
+
+
+def failure(answer: Answer, method: str, url: str) -> str:
+    """`GET failed (401): <the server's error>` (llama-server's wording), with the URL."""
+    message = ""
+    found = hub.read_json(answer.body.decode(errors="replace")) if answer.body else None
+    if isinstance(found, dict) and isinstance(found.get("error"), str):
+        message = f": {found['error']}"
+    return f"{method} failed ({answer.status}){message} ({mask_url(url)})"
+
+
+def api_get(url: str, settings: Settings) -> Any:
+    answer = ask("GET", url, bearer(settings), settings.stall_timeout)
+    if answer.status != 200:
+        hint = "; set HF_TOKEN to a token with access to it" if answer.status in (401, 403) else ""
+        raise DownloadError(failure(answer, "GET", url) + hint)
+    found = hub.read_json(answer.body.decode(errors="replace"))
+    if found is None:
+        raise DownloadError(f"GET {mask_url(url)}: the answer is not JSON")
+    return found
+
+
+def bearer(settings: Settings) -> str | None:
+    return f"Bearer {settings.token}" if settings.token else None
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a file's bytes are fetched from, and how."""
+
+    url: str
+    authorization: str | None
+    size: int
+    ranges: bool
+    etag: str = ""
+    sha256: str | None = None
+
+
+def locate(url: str, authorization: str | None, settings: Settings) -> Located:
+    """HEAD, following redirects by hand: a token (or password) goes only to the origin it was
+    meant for, never to the CDN a hub redirects to (whose signed URL is its credential)."""
+    first = origin(url)
+    linked_size = -1
+    linked_sha = None
+    for _ in range(REDIRECTS + 1):
+        answer = ask("HEAD", url, authorization, settings.stall_timeout)
+        headers = {k.lower(): v for k, v in answer.headers.items()}
+        linked_size = int(headers["x-linked-size"]) if headers.get("x-linked-size", "").isdigit() else linked_size
+        linked = headers.get("x-linked-etag", "").strip('"')
+        linked_sha = linked if hub.SHA256.fullmatch(linked) else linked_sha
+        if answer.status in (301, 302, 303, 307, 308) and headers.get("location"):
+            url = urljoin(url, headers["location"])
+            if origin(url) != first:
+                authorization = None
+                # A signed URL may answer only the method it was signed for: it is not asked first.
+                return Located(url, None, linked_size, True, linked_sha or "", linked_sha)
+            continue
+        if answer.status >= 400:
+            hint = "; set HF_TOKEN to a token with access to it" if answer.status in (401, 403) else ""
+            raise DownloadError(failure(answer, "HEAD", url) + hint)
+        length = headers.get("content-length", "")
+        size = int(length) if length.isdigit() else linked_size
+        ranges = headers.get("accept-ranges", "none").lower() != "none"
+        return Located(url, authorization, size, ranges, headers.get("etag", ""), linked_sha)
+    raise DownloadError(f"more than {REDIRECTS} redirects from {mask_url(url)}")
+
+
+# ---- a hub repo ----------------------------------------------------------------------------
+
+
+def prepare_repo(value: str, settings: Settings, ui: Ui) -> tuple[str, bool]:
+    """The repo's chosen files in the cache: (the model file's path in the repo, offline)."""
+    repo, tag = hub.split_repo(value)
+    cache = RepoCache(settings.cache, repo)
+    listing: tuple[str, list[RepoFile]] | None = None
+    problem: DownloadError | None = None
+    if not settings.offline:
+        try:
+            listing = list_repo(repo, settings)
+        except DownloadError as exc:
+            problem = exc
+    if listing is None:
+        # As llama-server does: without the hub's answer, the cache serves if it holds the model.
+        path = serve_cached(repo, tag, settings, ui)
+        if path is not None:
+            why = "--offline" if settings.offline else f"the hub failed: {problem}"
+            ui.log(f"{value}: serving the cached copy ({why})")
+            return path, True
+        if problem is None:
+            raise DownloadError(f"{value} is not in the cache ({settings.cache}) and --offline forbids the hub")
+        raise problem
+    commit, files = listing
+    try:
+        chosen = hub.choose_files(files, repo, tag, settings.hf_file, settings.mmproj)
+    except HubError as exc:
+        raise DownloadError(str(exc)) from None
+    missing = [file for file in chosen if not in_cache(cache, file)]
+    for file in list(missing):
+        if adopt(cache, file, repo, settings, ui):
+            missing.remove(file)
+    if missing:
+        fetch_repo_files(cache, commit, missing, settings, ui)
+    for file in chosen:
+        link_snapshot(cache, commit, file)
+    write_text(cache.ref(), commit)
+    return chosen[0].path, False
+
+
+def list_repo(repo: str, settings: Settings) -> tuple[str, list[RepoFile]]:
+    api = f"{settings.endpoint}api/models/{repo}"
+    try:
+        commit = hub.parse_refs(api_get(f"{api}/refs", settings), repo)
+        files = hub.parse_tree(api_get(f"{api}/tree/{commit}?recursive=true", settings))
+    except HubError as exc:
+        raise DownloadError(str(exc)) from None
+    return commit, files
+
+
+def in_cache(cache: RepoCache, file: RepoFile) -> bool:
+    """The blob is there, whole (a blob only ever enters the cache checked)."""
+    blob = Path(cache.blob(file.oid))
+    with contextlib.suppress(OSError):
+        return blob.is_file() and (file.size < 0 or blob.stat().st_size == file.size)
+    return False
+
+
+def link_snapshot(cache: RepoCache, commit: str, file: RepoFile) -> None:
+    """snapshots/<commit>/<path> -> ../../blobs/<oid>, as llama-server and huggingface_hub write it."""
+    entry = Path(cache.snapshot(commit, file.path))
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    target = cache.link_target(file.path, file.oid)
+    if entry.is_symlink() and str(entry.readlink()) == target:
+        return
+    temporary = entry.with_name(f".{entry.name}.link")
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(target)
+    temporary.replace(entry)
+
+
+def write_text(path: str, text: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(target)
+
+
+def fetch_repo_files(cache: RepoCache, commit: str, files: Sequence[RepoFile], settings: Settings, ui: Ui) -> None:
+    transfers = []
+    blobs = Path(cache.blob("x")).parent
+    blobs.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        url = f"{settings.endpoint}{quote(cache.repo)}/resolve/{commit}/{quote(file.path)}"
+        located = locate(url, bearer(settings), settings)
+        transfers.append(transfer_for(located, str(blobs), file.oid + hub.INCOMPLETE, file.size, file.name,
+                                      file.sha256, settings))  # fmt: skip
+    run_aria2(transfers, settings, ui)
+    for file, transfer in zip(files, transfers, strict=True):
+        Path(transfer.path).replace(cache.blob(file.oid))
+
+
+def transfer_for(
+    located: Located, directory: str, out: str, size: int, shown: str, sha256: str | None, settings: Settings
+) -> Transfer:
+    connections = settings.connections if located.ranges else 1
+    if not located.ranges:
+        # A partial file cannot be resumed from a server that ignores ranges: start it again.
+        discard(f"{directory}/{out}")
+    headers = (f"Authorization: {located.authorization}",) if located.authorization else ()
+    return Transfer(
+        located.url, directory, out, size if size >= 0 else located.size, shown, sha256, headers, connections
+    )
+
+
+def discard(path: str) -> None:
+    for name in (path, path + ".aria2"):
+        Path(name).unlink(missing_ok=True)
+
+
+# ---- the cache when the hub cannot be asked ----------------------------------------------------
+
+
+def serve_cached(repo: str, tag: str, settings: Settings, ui: Ui) -> str | None:
+    """The model's path if the cache can serve it as it is, after linking in a copy from another
+    cache when ours has none."""
+    ours = cached_choice(settings.cache, repo, tag, settings)
+    if ours is not None:
+        return ours
+    for other in settings.other_caches:
+        path = import_hub_layout(other, repo, tag, settings, ui) or import_flat_layout(other, repo, tag, settings, ui)
+        if path is not None:
+            return path
+    return None
+
+
+def snapshot_files(cache: str, repo: str) -> tuple[str, list[RepoFile]] | None:
+    """(commit, files) of the snapshot refs/ names in a hub-layout cache, files that exist."""
+    repo_cache = RepoCache(cache, repo)
+    refs = Path(repo_cache.ref()).parent
+    commit = ""
+    with contextlib.suppress(OSError):
+        names = sorted(refs.iterdir(), key=lambda p: p.name != "main")
+        for ref in names:
+            text = ref.read_text(encoding="utf-8").strip()
+            if hub.COMMIT.fullmatch(text) and Path(repo_cache.snapshot(text)).is_dir():
+                commit = text
+                break
+    if not commit:
+        return None
+    root = Path(repo_cache.snapshot(commit))
+    files = []
+    for entry in sorted(root.rglob("*")):
+        if entry.is_file():  # follows the link: a dangling one is no file
+            target = entry.resolve()
+            files.append(RepoFile(entry.relative_to(root).as_posix(), target.stat().st_size, target.name))
+    return commit, files
+
+
+def cached_choice(cache: str, repo: str, tag: str, settings: Settings) -> str | None:
+    found = snapshot_files(cache, repo)
+    if found is None:
+        return None
+    try:
+        chosen = hub.choose_files(found[1], repo, tag, settings.hf_file, mmproj=False)
+    except HubError:
+        return None
+    return chosen[0].path
+
+
+def verified(path: Path, sha256: str | None, ui: Ui) -> bool:
+    """Whether a file found in another cache hashes to what the hub publishes for it."""
+    if sha256 is None:
+        return True
+    ui.status(f"checking {path.name}")
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+            if ui.stopping.is_set():
+                return False
+    if digest.hexdigest() != sha256:
+        ui.log(f"{path}: sha256 differs from the hub's {sha256}: not used")
+        return False
+    return True
+
+
+def sha256_of(path: Path, ui: Ui) -> str | None:
+    ui.status(f"checking {path.name}")
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+            if ui.stopping.is_set():
+                return None
+    return digest.hexdigest()
+
+
+def link_blob(source: Path, blob: Path) -> None:
+    """The blob as a hard link to a file found elsewhere on the volume (no copy, and the other
+    cache keeps working); a symbolic link where a hard one cannot be made."""
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    temporary = blob.with_name(f"{blob.name}.link")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        temporary.symlink_to(source.resolve())
+    temporary.replace(blob)
+
+
+def candidates(other: str, repo: str, file: RepoFile) -> list[Path]:
+    """Where another cache would hold the file: the hub layout's blob, the flat layout's name."""
+    found = [Path(RepoCache(other, repo).blob(file.oid)), Path(other) / hub.flat_name(repo, file.path)]
+    return [path for path in found if path.is_file() and (file.size < 0 or path.stat().st_size == file.size)]
+
+
+def adopt(cache: RepoCache, file: RepoFile, repo: str, settings: Settings, ui: Ui) -> bool:
+    """The file linked in from another cache on the volume, if one holds it with the right sha256."""
+    for other in settings.other_caches:
+        for path in candidates(other, repo, file):
+            if verified(path, file.sha256, ui):
+                link_blob(path, Path(cache.blob(file.oid)))
+                ui.log(f"{repo}: {file.path} found in {path}: linked into the cache, not downloaded")
+                return True
+    return False
+
+
+def import_hub_layout(other: str, repo: str, tag: str, settings: Settings, ui: Ui) -> str | None:
+    """A repo in another hub-layout cache (the reference's $HF_HOME/hub) linked into ours."""
+    found = snapshot_files(other, repo)
+    if found is None:
+        return None
+    commit, files = found
+    try:
+        chosen = hub.choose_files(files, repo, tag, settings.hf_file, settings.mmproj)
+    except HubError:
+        return None
+    cache = RepoCache(settings.cache, repo)
+    snapshot = Path(RepoCache(other, repo).snapshot(commit))
+    for file in chosen:
+        source = (snapshot / file.path).resolve()
+        sha256 = file.oid if hub.SHA256.fullmatch(file.oid) else None  # an LFS blob is named by it
+        if not verified(source, sha256, ui):
+            return None
+        link_blob(source, Path(cache.blob(file.oid)))
+        link_snapshot(cache, commit, file)
+    write_text(cache.ref(), commit)
+    ui.log(f"{repo}: linked in from {other} (hub layout)")
+    return chosen[0].path
+
+
+def import_flat_layout(other: str, repo: str, tag: str, settings: Settings, ui: Ui) -> str | None:
+    """A repo in the flat layout of older llama.cpp builds (the reference's /workspace/llama.cpp:
+    <org>_<repo>_<file> beside manifest=<org>=<repo>=<tag>.json) linked into ours."""
+    folder = Path(other)
+    prefix = hub.flat_name(repo, "")
+    files: list[RepoFile] = []
+    with contextlib.suppress(OSError):
+        for manifest in sorted(folder.glob("manifest=*.json")):
+            named = hub.flat_manifest_repo(manifest.name)
+            if named is None or named[0].replace("/", "_") != repo.replace("/", "_"):
+                continue
+            if named[1] in (tag or "latest", tag.upper() if tag else "latest"):
+                body = hub.read_json(manifest.read_text(encoding="utf-8", errors="replace"))
+                files = [f for f in hub.flat_manifest_files(body) if (folder / hub.flat_name(repo, f.path)).is_file()]
+                break
+        if not files:  # no manifest: the files the folder holds for this repo, by name
+            for path in sorted(folder.glob(f"{prefix}*.gguf")):
+                files.append(RepoFile(path.name.removeprefix(prefix), path.stat().st_size, ""))
+    if not files:
+        return None
+    try:
+        chosen = hub.choose_files(files, repo, tag, settings.hf_file, settings.mmproj)
+    except HubError:
+        return None
+    cache = RepoCache(settings.cache, repo)
+    imported = []
+    for file in chosen:
+        source = folder / hub.flat_name(repo, file.path)
+        sha256 = file.sha256 if file.sha256 and verified(source, file.sha256, ui) else sha256_of(source, ui)
+        if sha256 is None:
+            return None
+        link_blob(source, Path(cache.blob(sha256)))
+        imported.append(RepoFile(file.path, file.size, sha256, sha256))
+    for file in imported:
+        link_snapshot(cache, LOCAL_COMMIT, file)
+    write_text(cache.ref(), LOCAL_COMMIT)
+    ui.log(f"{repo}: linked in from {other} (the flat layout of older llama.cpp builds)")
+    return imported[0].path
+
+
+# ---- a URL -----------------------------------------------------------------------------------
+
+
+def prepare_url(source: ModelSource, settings: Settings, ui: Ui) -> None:
+    """The URL's file at its cache path; a cached copy is kept while the server's ETag is the same
+    (llama-server's rule, with its `<file>.etag` beside it) and used when the server is unreachable."""
+    final = Path(source.download_path(settings.cache))
+    etag_file = final.with_name(final.name + ".etag")
+    url, basic = credentials(source.value)
+    authorization = basic or (bearer(settings) if origin(url) == origin(settings.endpoint) else None)
+    try:
+        located = locate(url, authorization, settings)
+    except DownloadError as exc:
+        if final.is_file():
+            ui.log(f"{source.shown()}: serving the cached copy ({exc})")
+            return
+        raise
+    with contextlib.suppress(OSError):
+        if final.is_file() and (not located.etag or etag_file.read_text(encoding="utf-8").strip() == located.etag):
+            return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    transfer = transfer_for(located, str(final.parent), final.name + hub.INCOMPLETE, located.size, final.name,
+                            located.sha256, settings)  # fmt: skip
+    run_aria2([transfer], settings, ui)
+    problem = gguf_problem(Path(transfer.path))
+    if problem:
+        discard(transfer.path)
+        raise DownloadError(f"{source.shown()}: {problem}")
+    Path(transfer.path).replace(final)
+    if located.etag:
+        write_text(str(etag_file), located.etag)
+
+
+def gguf_problem(path: Path) -> str | None:
+    with contextlib.suppress(OSError), path.open("rb") as handle:
+        magic = handle.read(4)
+        return None if magic == b"GGUF" else f"the download is not a GGUF file (it starts with {magic!r})"
+    return "the download cannot be read"
+
+
+# ---- aria2 -----------------------------------------------------------------------------------
+
+ARIA2_EXIT = {
+    2: "timed out",
+    3: "not found",
+    6: "network problem",
+    8: "the server cannot resume the download",
+    9: "not enough disk space",
+    19: "the host name does not resolve",
+    22: "unexpected HTTP answer",
+    24: "authorization failed",
+    32: "sha256 mismatch",
+}
+
+
+def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None:
+    """aria2 until every transfer is done and checked; DownloadError (the cause) otherwise."""
+    for transfer in transfers:
+        # A file without its control file cannot say which of its parts arrived: start it again.
+        if Path(transfer.path).exists() and not Path(transfer.path + ".aria2").exists():
+            discard(transfer.path)
+    command = [*die_with_parent(), *hub.aria2_command(transfers, os.getpid())]
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError as exc:
+        raise DownloadError(f"cannot run aria2c: {exc.strerror}") from None
+    ui.register(process)
+    progress = hub.Progress()
+    lock = threading.Lock()
+    assert process.stdin is not None and process.stdout is not None
+    stdout = process.stdout
+
+    def read() -> None:
+        for raw in stdout:
+            with lock:
+                progress.read(raw.decode(errors="replace"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        process.stdin.write(hub.aria2_input(transfers).encode())
+        process.stdin.close()
+    except OSError:
+        pass
+    stalled = watch_aria2(process, transfers, progress, lock, settings, ui)
+    reader.join(timeout=5)
+    ui.register(None)
+    code = process.returncode
+    if ui.stopping.is_set():
+        raise DownloadError("stopped")
+    if stalled:
+        raise DownloadError(stalled)
+    if code == 0:
+        for transfer in transfers:
+            size = Path(transfer.path).stat().st_size if Path(transfer.path).exists() else -1
+            if transfer.size >= 0 and size != transfer.size:
+                discard(transfer.path)
+                raise DownloadError(f"download failed: {transfer.shown} has {size} bytes, not {transfer.size}")
+        return
+    with lock:
+        detail = mask_urls(progress.cause())
+        errors = list(progress.errors)
+    if code == 32:
+        for transfer in transfers:
+            if any(f"file={transfer.path}" in line for line in errors) or len(transfers) == 1:
+                discard(transfer.path)  # never kept, never served: fetched again from scratch
+        bad = [t.shown for t in transfers if not Path(t.path).exists()]
+        raise DownloadError(
+            f"download failed: sha256 mismatch: {', '.join(bad) or 'a file'} is not what the hub published "
+            "(the corrupt download was discarded)"
+        )
+    if code == 8 or code < 0 or code > 100:
+        for transfer in transfers:
+            discard(transfer.path)
+    meaning = ARIA2_EXIT.get(code, f"aria2c exit status {code}")
+    raise DownloadError(f"download failed: {meaning}" + (f": {detail}" if detail and detail != meaning else ""))
+
+
+def watch_aria2(
+    process: subprocess.Popen[bytes],
+    transfers: Sequence[Transfer],
+    progress: hub.Progress,
+    lock: threading.Lock,
+    settings: Settings,
+    ui: Ui,
+) -> str:
+    """Status and log lines while aria2 runs; ends a download that stops moving (the cause)."""
+    last_done = -1
+    moved = time.monotonic()
+    logged = 0.0
+    shown = 0.0
+    while True:
+        try:
+            process.wait(timeout=0.5)
+            return ""
+        except subprocess.TimeoutExpired:
+            pass
+        if ui.stopping.is_set():
+            end(process)
+            return ""
+        with lock:
+            done = {t.path: progress.done.get(t.path, 0) for t in transfers}
+            rate = sum(progress.rate.get(t.path, 0) for t in transfers)
+        now = time.monotonic()
+        total = sum(done.values())
+        if total != last_done:
+            last_done, moved = total, now
+        if now - moved > settings.stall_timeout:
+            end(process)
+            return f"no download progress for {settings.stall_timeout:g} s"
+        line = hub.progress_line(transfers, done, rate)
+        if now - shown >= STATUS_SECONDS:
+            shown = now
+            ui.status(line)
+        if now - logged >= ui.log_seconds:
+            logged = now
+            ui.log(line)
+
+
+def end(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (aria2 then saves its control files), SIGKILL if it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait()
+
+
+def die_with_parent() -> list[str]:
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
+def mask_urls(text: str) -> str:
+    return re.sub(r"https?://\S+", lambda m: mask_url(m.group(0)), text)
+
+
+def settings_from(plan: Plan, env: Mapping[str, str]) -> Settings:
+    """The phase's settings from the plan (LLAMA_ARGS read there) and the environment."""
+    from .config import option_value
+
+    args = list(plan.args)
+    token = plan.secrets.get("HF_TOKEN") or None
+    return Settings(
+        cache=plan.cache,
+        endpoint=plan.endpoint,
+        token=token if token and hub.HF_TOKEN_SHAPE.fullmatch(token) else None,
+        connections=plan.connections,
+        stall_timeout=plan.retries.stall_timeout,
+        other_caches=plan.other_caches,
+        offline="--offline" in args or env.get("LLAMA_ARG_OFFLINE", "") in ("1", "true"),
+        mmproj="--no-mmproj" not in args,
+        hf_file=option_value(args, "-hff", "--hf-file") or env.get("LLAMA_ARG_HF_FILE") or None,
+    )
