@@ -109,6 +109,7 @@ class FakeHub:
     requests: list[RecordedRequest] = field(default_factory=list)
     cdn_port: int = 0
     peak_downloads: int = 0  # the most file downloads (GET bodies) in flight at once
+    bytes_sent: int = 0  # file bytes sent, both origins together
     _downloads: int = 0
     _server: ThreadingHTTPServer | None = None
     _cdn_server: ThreadingHTTPServer | None = None
@@ -375,6 +376,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             if hub._link is not None:
                 hub._link.take(len(piece))
             self.wfile.write(piece)
+            with hub._lock:
+                hub.bytes_sent += len(piece)
             if hub.download_rate:
                 self.wfile.flush()
                 # Paced against the start, so sleeping's overhead does not slow a connection down.

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -612,7 +613,7 @@ def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None
             f"download failed: sha256 mismatch: {', '.join(bad) or 'a file'} is not what the hub published "
             "(the corrupt download was discarded)"
         )
-    if code == 8 or code < 0 or code > 100:
+    if code in (8, -signal.SIGABRT):  # cannot resume (aria2 1.36 may abort on it): start again
         for transfer in transfers:
             discard(transfer.path)
     meaning = ARIA2_EXIT.get(code, f"aria2c exit status {code}")
