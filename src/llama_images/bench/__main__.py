@@ -11,7 +11,7 @@ from typing import Any
 
 from . import measure, report
 
-MEASUREMENTS = ("update", "matrix", "boot", "load", "size")
+MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "download")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,14 +31,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--targets", type=int, default=3, help="CPU targets in the matrix build (default 3)")
     parser.add_argument("--boot-runs", type=int, default=5, help="boot runs of each kind (default 5)")
     parser.add_argument("--load-repeats", type=int, default=3, help="runs of each load (default 3)")
-    parser.add_argument("--image", help="measure boot, load and size on this image instead of building one")
+    parser.add_argument("--download-runs", type=int, default=3, help="downloads of each kind and scenario (default 3)")
+    parser.add_argument(
+        "--download-mb", type=int, default=300, help="size of the model the download serves, in MB (default 300)"
+    )
+    parser.add_argument("--image", help="measure boot, load, size and download on this image instead of building one")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(MEASUREMENTS))
     if unknown:
         parser.error(f"--only: unknown measurement(s) {', '.join(unknown)}; choose from {', '.join(MEASUREMENTS)}")
-    if args.targets < 2 or args.boot_runs < 5 or args.load_repeats < 1:
-        parser.error("--targets must be at least 2, --boot-runs at least 5, --load-repeats at least 1")
+    if args.targets < 2 or args.boot_runs < 5 or args.load_repeats < 1 or args.download_runs < 1:
+        parser.error(
+            "--targets must be at least 2, --boot-runs at least 5, --load-repeats and --download-runs at least 1"
+        )
+    if args.download_mb < 10:
+        parser.error("--download-mb must be at least 10")
     args.only = chosen
     return args
 
@@ -58,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measure.ensure_upstream(ctx)
         image = args.image
-        if image is None and {"boot", "load", "size"} & set(args.only):
+        if image is None and {"boot", "load", "size", "download"} & set(args.only):
             image = measure.build_image(ctx)
         steps = {
             "update": lambda: measure.measure_update(ctx),
@@ -66,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             "boot": lambda: measure.measure_boot(ctx, image, args.boot_runs),
             "load": lambda: measure.measure_load(ctx, image, args.load_repeats),
             "size": lambda: measure.measure_size(ctx, image),
+            "download": lambda: measure.measure_download(ctx, image, args.download_runs, args.download_mb * 1_000_000),
         }
         for name in MEASUREMENTS:
             if name in args.only:

@@ -14,6 +14,9 @@ MATRIX_MAX_RATIO = 0.6
 BOOT_MAX_ADDED_SECONDS = 0.5
 LOAD_MIN_THROUGHPUT_RATIO = 0.9
 LOAD_MAX_P50_ADDED_MS = 2.0
+# Issue 18's: the launcher's download against llama-server's own -hf, time to healthy.
+DOWNLOAD_MIN_SPEEDUP = 5.0  # with a per-connection cap
+DOWNLOAD_MIN_LINK_RATIO = 0.95  # when the link is the limit: no slower than one connection (noise allowed)
 
 
 def verdicts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -91,6 +94,22 @@ def verdicts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             f"streams ({direct_errors} direct)",
             proxy_errors == 0 and bool(streams),
         )
+    download = results.get("download")
+    if download:
+        for scenario, figures in download["scenarios"].items():
+            capped = scenario == "per-connection cap"
+            minimum = DOWNLOAD_MIN_SPEEDUP if capped else DOWNLOAD_MIN_LINK_RATIO
+            medians = figures["median_seconds"]
+            add(
+                f"download: {scenario}",
+                f">= {minimum:g}x llama-server's -hf, time to healthy"
+                if capped
+                else "no slower than llama-server's one connection",
+                f"{fmt_ratio(figures['speedup'])} ("
+                + " vs ".join(f"{value:.1f} s" for value in medians.values())
+                + ")",
+                figures["speedup"] is not None and figures["speedup"] >= minimum,
+            )
     return found
 
 
@@ -254,9 +273,28 @@ def render(results: Mapping[str, Any]) -> str:
                 for layer in size["largest_layers"]
             ],
         )
+    download = results.get("download")
+    if download:
+        lines += [
+            "",
+            f"6. Cold start with a model download ({human_bytes(download['bytes'])} from a loopback hub, "
+            f"docker run -> /health 200 through the proxy, median of {download['runs']} interleaved runs)",
+        ]
+        rows = []
+        for scenario, found in download["scenarios"].items():
+            limit = (
+                f"{human_bytes(found['rate'])}/s per connection"
+                if found["rate"]
+                else f"{human_bytes(found['link_rate'])}/s in all"
+            )
+            for way, value in found["median_seconds"].items():
+                runs = " ".join(f"{s:.1f}" for s in found["seconds"][way])
+                rows.append([scenario, limit, way, f"{value:.1f} s", runs])
+            rows.append([scenario, limit, "speed-up", fmt_ratio(found["speedup"]), ""])
+        lines += table(["scenario", "limit", "download", "median", "runs"], rows)
     found = verdicts(results)
     if found:
-        lines += ["", "Targets (issue 8)"]
+        lines += ["", "Targets (issues 8 and 18)"]
         lines += table(
             ["", "measure", "target", "measured"],
             [["met" if v["met"] else "MISSED", v["name"], v["target"], v["measured"]] for v in found],
