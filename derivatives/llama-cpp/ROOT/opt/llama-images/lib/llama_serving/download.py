@@ -586,6 +586,7 @@ def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None
         process.stdin.close()
     except OSError:
         pass
+    started = time.monotonic()
     stalled = watch_aria2(process, transfers, progress, lock, settings, ui)
     reader.join(timeout=5)
     ui.register(None)
@@ -600,6 +601,11 @@ def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None
             if transfer.size >= 0 and size != transfer.size:
                 discard(transfer.path)
                 raise DownloadError(f"download failed: {transfer.shown} has {size} bytes, not {transfer.size}")
+        took = max(time.monotonic() - started, 0.001)
+        total = sum(max(t.size, 0) for t in transfers)
+        names = ", ".join(t.shown for t in transfers)
+        checked = " (sha256 checked)" if all(t.sha256 for t in transfers) else ""
+        ui.log(f"downloaded {names}{checked}: {total / 1e6:.1f} MB in {took:.1f} s ({hub.human_rate(total / took)})")
         return
     with lock:
         detail = mask_urls(progress.cause())
@@ -630,8 +636,7 @@ def watch_aria2(
 ) -> str:
     """Status and log lines while aria2 runs; ends a download that stops moving (the cause)."""
     last_done = -1
-    moved = time.monotonic()
-    logged = 0.0
+    moved = logged = time.monotonic()  # the first log line after log_seconds, with figures in it
     shown = 0.0
     while True:
         try:
