@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,17 @@ def test_a_killed_container_downloads_only_the_rest_on_its_next_start(
 ) -> None:
     big = padded(models, 8_000_000)
     workspace = {str(tmp_path): "/workspace"}
-    with FakeHub(bridge_gateway(client), download_rate=100_000) as slow:  # 16 x 100 kB/s
+    with FakeHub(bridge_gateway(client), download_rate=50_000) as slow:  # 16 x 50 kB/s: 10 s
         slow.add_repo(REPO, {"tiny-Q4_K_M.gguf": big})
         env = {"LLAMA_MODEL": REPO, "HF_ENDPOINT": slow.url}
         first = start_llama(env=env, volumes=workspace, read_only=False)
-        first.wait(lambda: slow.bytes_sent > len(big) // 3, 60, "a third of the download did not arrive")
+        blobs = tmp_path / ".cache/llama/models--org--repo-GGUF/blobs"
+
+        def half_kept() -> bool:  # half of it arrived, and aria2 has saved its control file since
+            return slow.bytes_sent > len(big) // 2 and any(blobs.glob("*.aria2"))
+
+        first.wait(half_kept, 60, "half of the download did not arrive")
+        time.sleep(2.5)  # aria2 saves its control file every 2 s
         first.container.kill()  # SIGKILL, as a host that goes away
         sent = slow.bytes_sent
         slow.download_rate = 1_000_000
