@@ -35,6 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--download-mb", type=int, default=300, help="size of the model the download serves, in MB (default 300)"
     )
+    parser.add_argument(
+        "--download-rate-mb", type=int, default=20, help="the hub's cap per connection, MB/s (default 20)"
+    )
+    parser.add_argument("--download-link-mb", type=int, default=40, help="the link's cap, MB/s (default 40)")
     parser.add_argument("--image", help="measure boot, load, size and download on this image instead of building one")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -45,8 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(
             "--targets must be at least 2, --boot-runs at least 5, --load-repeats and --download-runs at least 1"
         )
-    if args.download_mb < 10:
-        parser.error("--download-mb must be at least 10")
+    if args.download_mb < 10 or args.download_rate_mb < 1 or args.download_link_mb < 1:
+        parser.error("--download-mb must be at least 10, --download-rate-mb and --download-link-mb at least 1")
     args.only = chosen
     return args
 
@@ -74,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
             "boot": lambda: measure.measure_boot(ctx, image, args.boot_runs),
             "load": lambda: measure.measure_load(ctx, image, args.load_repeats),
             "size": lambda: measure.measure_size(ctx, image),
-            "download": lambda: measure.measure_download(ctx, image, args.download_runs, args.download_mb * 1_000_000),
+            "download": lambda: measure.measure_download(
+                ctx,
+                image,
+                args.download_runs,
+                args.download_mb * 1_000_000,
+                args.download_rate_mb * 1_000_000,
+                args.download_link_mb * 1_000_000,
+            ),
         }
         for name in MEASUREMENTS:
             if name in args.only:

@@ -730,12 +730,6 @@ def measure_size(ctx: Context, image: str) -> dict[str, Any]:
 
 DOWNLOAD_REPO = "bench/model-GGUF"
 DOWNLOAD_FILE = "bench-Q4_K_M.gguf"  # the quant llama-server's -hf picks by default
-# The two situations a rented machine meets: a CDN that caps each connection, and a link that is
-# the limit whatever the number of connections.
-DOWNLOAD_SCENARIOS = {
-    "per-connection cap": {"rate": 20_000_000, "link_rate": 0},
-    "link cap": {"rate": 0, "link_rate": 40_000_000},
-}
 DOWNLOAD_WAYS = {"launcher, 16 connections": "16", "llama-server's own -hf": "0"}
 
 
@@ -798,11 +792,17 @@ def download_once(image: str, endpoint: str, token: str, connections: str, timeo
         return time.monotonic() - started
 
 
-def measure_download(ctx: Context, image: str, runs: int, size: int) -> dict[str, Any]:
+def download_scenarios(rate: int, link_rate: int) -> dict[str, dict[str, int]]:
+    """The two situations a rented machine meets: a CDN that caps each connection, and a link that
+    is the limit whatever the number of connections."""
+    return {"per-connection cap": {"rate": rate, "link_rate": 0}, "link cap": {"rate": 0, "link_rate": link_rate}}
+
+
+def measure_download(ctx: Context, image: str, runs: int, size: int, rate: int, link_rate: int) -> dict[str, Any]:
     model = download_model(ctx, size)
     token = secrets.token_urlsafe(18)
     scenarios: dict[str, Any] = {}
-    for scenario, limits in DOWNLOAD_SCENARIOS.items():
+    for scenario, limits in download_scenarios(rate, link_rate).items():
         seconds: dict[str, list[float]] = {way: [] for way in DOWNLOAD_WAYS}
         with fake_hub(ctx, model, limits["rate"], limits["link_rate"]) as endpoint:
             for number in range(runs):
