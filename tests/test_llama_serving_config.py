@@ -137,6 +137,22 @@ def test_each_source_becomes_llama_servers_own_option() -> None:
     assert by_itself.environment() == {"LLAMA_ARG_MODEL_URL": "https://host/dir/tiny.gguf"}  # not in `ps`
 
 
+@pytest.mark.parametrize(
+    ("args", "downloads"),
+    [("-c 512 -hff m-Q8_0.gguf", False), ("-hfd org/draft-GGUF", True), ("--mmproj-url https://h/p.gguf", True),
+     ("--hf-repo-draft org/d", True), ("-mu https://h/m.gguf", True), ("--model-draft /m/d.gguf", False)],
+)  # fmt: skip
+def test_llama_args_that_download_keep_llama_server_online(args: str, downloads: bool) -> None:
+    assert plan(LLAMA_MODEL="org/r", LLAMA_ARGS=args).args_download is downloads
+
+
+def test_a_prepared_hub_model_is_served_from_the_cache_by_name() -> None:
+    made = plan(LLAMA_MODEL="org/r:Q8_0", LLAMA_ARGS="-c 512")
+    assert made.command(hf_file="m-Q8_0.gguf", offline=True)[5:] == [
+        "-hf", "org/r:Q8_0", "-hff", "m-Q8_0.gguf", "--offline", "-c", "512",
+    ]  # fmt: skip
+
+
 def test_llama_args_come_last_so_they_override() -> None:
     assert plan(LLAMA_MODEL="/m/x.gguf", LLAMA_ARGS="-c 256 --alias x").command()[-4:] == ["-c", "256", "--alias", "x"]
 

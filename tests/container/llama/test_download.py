@@ -90,7 +90,7 @@ def test_llama_download_connections_0_leaves_the_download_to_llama_server(
     hub.add_repo(REPO, {"tiny-Q4_K_M.gguf": (models.dir / "tiny.gguf").read_bytes()})
     llama = start_llama(env={"LLAMA_MODEL": REPO, "HF_ENDPOINT": hub.url, "LLAMA_DOWNLOAD_CONNECTIONS": "0"})
     llama.wait_healthy()
-    assert {r.user_agent for r in hub.requests} == {"llama-cpp/b11669-Debian"}
+    assert {r.user_agent for r in hub.requests} == {"llama-cpp/b11669-Debian"}  # llama-server alone
     assert len(hub.file_gets()) == 1
 
 

@@ -5,10 +5,11 @@ by llama-server's own `-hf` from the cache, against a loopback fake of the hub; 
 What the bundled llama-server (Debian's build 11669) requests for `-hf org/repo`, observed against
 the fake hub: GET /api/models/org/repo/refs, GET /api/models/org/repo/tree/<commit>?recursive=true,
 then HEAD and GET /org/repo/resolve/<commit>/<file> (a resumed download sends `Range: bytes=N-`).
-The launcher asks the same first (its own user agent), fetches the file with ranged GETs, and
-writes the cache in the hub's layout llama-server reads: models--org--repo/{blobs,refs,
-snapshots/<commit>/<file>}; llama-server then finds the file there (it asks refs and tree again,
-and downloads nothing). With LLAMA_DOWNLOAD_CONNECTIONS=0 llama-server downloads by itself.
+The launcher asks the same (its own user agent), fetches the file with ranged GETs, and writes
+the cache in the hub's layout llama-server reads: models--org--repo/{blobs,refs,
+snapshots/<commit>/<file>}; llama-server, started with `--offline`, finds the file there (in router
+mode, where it loads a model on first use, it asks refs and tree again and downloads nothing).
+With LLAMA_DOWNLOAD_CONNECTIONS=0 llama-server downloads by itself.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from tests.support.fake_hf_hub import FakeHub, Fault
 pytestmark = pytest.mark.container
 
 REPO = "org/repo-GGUF"
-USER_AGENT = "llama-cpp/b11669-Debian"  # llama-server's; the launcher's is "llama-images", aria2's "aria2/..."
 TOKEN = "hf_" + "G4t3d" * 7  # llama-server sends only tokens that look like Hugging Face's
 # Read by the bundled llama-server, in this order (observed: strings in its library, then runs).
 CACHE_VARIABLES = {
@@ -51,13 +51,14 @@ def chat(llama: Llama, model: str | None = None) -> dict[str, Any]:
     return answer
 
 
-def expected_requests(hub: FakeHub, file: str) -> list[str]:
-    """The launcher's listing and HEAD, its GETs of the file (one or more ranges), llama-server's listing."""
+def expected_requests(hub: FakeHub, file: str, router: bool = False) -> list[str]:
+    """The launcher's listing and HEAD, its GETs of the file (one or more ranges), and in router
+    mode llama-server's own listing when it loads the model."""
     commit = hub.repos[REPO].commit
     listing = [f"GET /api/models/{REPO}/refs", f"GET /api/models/{REPO}/tree/{commit}?recursive=true"]
     gets = [line for line in hub.request_lines() if line == f"GET /{REPO}/resolve/{commit}/{file}"]
     assert gets, hub.request_lines()
-    return [*listing, f"HEAD /{REPO}/resolve/{commit}/{file}", *gets, *listing]
+    return [*listing, f"HEAD /{REPO}/resolve/{commit}/{file}", *gets, *(listing if router else [])]
 
 
 def test_a_hub_repo_is_downloaded_by_hf_into_the_workspace_and_served_from_there_offline(
@@ -70,8 +71,8 @@ def test_a_hub_repo_is_downloaded_by_hf_into_the_workspace_and_served_from_there
     first.wait_healthy()
     assert hub.request_lines() == expected_requests(hub, "tiny-Q4_K_M.gguf")  # the default quant
     agents = [r.user_agent for r in hub.requests]
-    assert agents[:3] == ["llama-images"] * 3 and agents[-2:] == [USER_AGENT] * 2
-    assert {agent.split("/")[0] for agent in agents[3:-2] if agent} == {"aria2"}
+    assert agents[:3] == ["llama-images"] * 3 and {(agent or "").split("/")[0] for agent in agents[3:]} == {"aria2"}
+    assert "-hf org/repo-GGUF -hff tiny-Q4_K_M.gguf --offline" in first.llama_log()
     assert chat(first)["choices"][0]["message"]["role"] == "assistant"
     # Every cache variable the bundled llama-server reads points into the /workspace volume.
     code, env = first.exec("env")
@@ -253,5 +254,5 @@ def test_a_list_in_llama_model_serves_files_and_hub_repos_side_by_side(
     assert model_ids(llama.curl("/v1/models")[1]) == ["alpha", REPO]
     assert chat(llama, REPO)["model"] == REPO
     assert chat(llama, "alpha")["model"] == "alpha"
-    assert hub.request_lines() == expected_requests(hub, "tiny-Q8_0.gguf")  # downloaded before it started
+    assert hub.request_lines() == expected_requests(hub, "tiny-Q8_0.gguf", router=True)  # fetched before it started
     llama.wait_status(f"serving 2 models (loaded: alpha, {REPO})")

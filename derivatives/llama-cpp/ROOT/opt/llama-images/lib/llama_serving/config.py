@@ -49,6 +49,10 @@ MODEL_VARIABLES = (
     "LLAMA_ARG_MODELS_PRESET",
 )
 
+# LLAMA_ARGS options that make llama-server download by itself (a draft or vocoder repo, a URL);
+# without any, it is started --offline once the launcher has put the model in the cache.
+DOWNLOAD_OPTION = re.compile(r"--?(hf[a-z]*|hf-repo[a-z-]*|[a-z-]*-url|mu|dr|docker-repo)")
+OFFLINE_SAFE_OPTIONS = frozenset({"-hff", "--hf-file"})  # a file of the launcher's repo
 HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?")
 HOSTS = re.compile(r"[A-Za-z0-9.:\[\]_-]+(,[A-Za-z0-9.:\[\]_-]+)*")
 # `--option=value` and `-o=value` (short options too: `-hft=TOKEN` is a secret option).
@@ -129,6 +133,11 @@ class Plan:
     other_caches: tuple[str, ...] = ()  # caches on the volume models are linked in from
 
     @property
+    def args_download(self) -> bool:
+        """LLAMA_ARGS make llama-server download something besides the model (a draft model)."""
+        return any(DOWNLOAD_OPTION.fullmatch(w) and w not in OFFLINE_SAFE_OPTIONS for w in self.args)
+
+    @property
     def downloads(self) -> bool:
         """The launcher downloads models before llama-server starts (llama_serving.download)."""
         return self.connections > 0 and any(source.kind in ("hf", "url") for source in self.sources)
@@ -148,7 +157,8 @@ class Plan:
 
     def command(self, preset: str | None = None, hf_file: str | None = None, offline: bool = False) -> list[str]:
         """llama-server's arguments; `preset` is the models file written for router mode, `hf_file`
-        the repo's file the download chose, `offline` when the hub failed and the cache serves."""
+        the repo's file the download chose, `offline` when llama-server must not ask the hub (the
+        launcher has the model in the cache, or the hub failed and the cache serves)."""
         command = ["llama-server"]
         if not self.listen.host_in_args:
             command += ["--host", self.listen.host]

@@ -271,7 +271,12 @@ class Runner:
         if problem is not None or self.stopping.is_set():
             return Attempt(served=False, cause=problem or "stopped")
         hf_file = downloaded.hf_files.get(self.plan.sources[0].value) if downloaded and not self.plan.router else None
-        command = self.plan.command(preset, hf_file=hf_file, offline=bool(downloaded and downloaded.offline))
+        # The model is in the cache: llama-server need not ask the hub again (a stalled hub would
+        # hold it up), unless LLAMA_ARGS have it download more.
+        offline = downloaded is not None and (
+            downloaded.offline or (hf_file is not None and not self.plan.args_download)
+        )
+        command = self.plan.command(preset, hf_file=hf_file, offline=offline)
         shown = shown_command(command, self.plan)
         log(f"starting llama-server (attempt {number}/{self.plan.retries.attempts}): {shown}")
         self.status("starting")
