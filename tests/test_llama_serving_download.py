@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -162,6 +163,21 @@ def test_aria2_progress_is_read_back_and_shown_as_percent_and_speed() -> None:
     assert progress.cause() == "Invalid range header."
 
 
+def control_file(bits: str, piece: int = 1 << 20, total: int = 10 << 20) -> bytes:
+    """aria2's control file (format version 1): no info hash, the bitfield of pieces done."""
+    bitfield = int(bits.ljust(-(-len(bits) // 8) * 8, "0"), 2).to_bytes(-(-len(bits) // 8), "big")
+    head = struct.pack(">HII", 1, 0, 0) + struct.pack(">IQQI", piece, total, 0, len(bitfield))
+    return head + bitfield + struct.pack(">I", 0)
+
+
+def test_the_sha256_follows_the_pieces_aria2_records_as_done_in_order() -> None:
+    assert hub.completed_prefix(control_file("1110100000")) == 3 << 20
+    assert hub.completed_prefix(control_file("1111111111111111")) == 10 << 20  # at most the file
+    assert hub.completed_prefix(control_file("0111")) == 0
+    assert hub.completed_prefix(control_file("1111")[:20]) is None  # cut short while written
+    assert hub.completed_prefix(b"\x00\x07garbage") is None
+
+
 def test_aria2_gets_no_secret_in_its_arguments() -> None:
     transfer = hub.Transfer("http://h/x", "/c", "a", 1, "a", "f" * 64, ("Authorization: Bearer hf_x",), 16)
     assert "hf_x" not in " ".join(hub.aria2_command([transfer], 1))
@@ -193,6 +209,25 @@ def test_a_repo_is_fetched_with_many_ranged_connections_into_the_hub_layout(fake
     assert fake_hub.file_gets("m-Q8_0.gguf") == []  # only the chosen quant
     assert any(re.fullmatch(r"downloading m-Q4_K_M\.gguf \d{1,3}% \(.+/s\)", line) for line in recorder.statuses)
     assert not list((cache / "models--org--repo-GGUF/blobs").glob("*.incomplete*"))
+
+
+def test_the_sha256_is_taken_while_the_file_downloads(tmp_path: Path) -> None:
+    """As far as aria2's control file records pieces done, in order; the rest once it has ended."""
+    data = gguf(12 * MB)
+    path = tmp_path / "blob.incomplete"
+    path.write_bytes(data[: 5 << 20] + bytes(3 << 20))  # 5 pieces of 1 MiB done, then pieces in flight
+    Path(f"{path}.aria2").write_bytes(control_file("11111000", total=len(data)))
+    following = download.FollowingHash(str(path))
+    following.start()
+    deadline = time.monotonic() + 10
+    while following.hashed < 5 << 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.6)
+    assert following.hashed == 5 << 20  # not into the pieces still in flight
+    path.write_bytes(data)  # aria2 ends: every piece in, the control file removed
+    Path(f"{path}.aria2").unlink()
+    following.stop()
+    assert following.finish() == hashlib.sha256(data).hexdigest()
 
 
 def test_a_second_start_downloads_nothing(fake_hub: FakeHub, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import math
 import os
 import re
 import signal
@@ -553,7 +554,6 @@ ARIA2_EXIT = {
     19: "the host name does not resolve",
     22: "unexpected HTTP answer",
     24: "authorization failed",
-    32: "sha256 mismatch",
 }
 
 
@@ -587,7 +587,14 @@ def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None
     except OSError:
         pass
     started = time.monotonic()
-    stalled = watch_aria2(process, transfers, progress, lock, settings, ui)
+    hashes = {transfer.path: FollowingHash(transfer.path) for transfer in transfers if transfer.sha256}
+    for following in hashes.values():
+        following.start()
+    try:
+        stalled = watch_aria2(process, transfers, progress, lock, settings, ui)
+    finally:
+        for following in hashes.values():
+            following.stop()
     reader.join(timeout=5)
     ui.register(None)
     code = process.returncode
@@ -601,6 +608,18 @@ def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None
             if transfer.size >= 0 and size != transfer.size:
                 discard(transfer.path)
                 raise DownloadError(f"download failed: {transfer.shown} has {size} bytes, not {transfer.size}")
+        mismatched = []
+        for transfer in transfers:
+            if transfer.path in hashes:
+                ui.status(f"checking {transfer.shown} (sha256)")
+                if hashes[transfer.path].finish() != transfer.sha256:
+                    discard(transfer.path)  # never kept, never served: fetched again from scratch
+                    mismatched.append(transfer.shown)
+        if mismatched:
+            raise DownloadError(
+                f"download failed: sha256 mismatch: {', '.join(mismatched)} is not what the hub published "
+                "(the corrupt download was discarded)"
+            )
         took = max(time.monotonic() - started, 0.001)
         total = sum(max(t.size, 0) for t in transfers)
         names = ", ".join(t.shown for t in transfers)
@@ -609,21 +628,51 @@ def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None
         return
     with lock:
         detail = mask_urls(progress.cause())
-        errors = list(progress.errors)
-    if code == 32:
-        for transfer in transfers:
-            if any(f"file={transfer.path}" in line for line in errors) or len(transfers) == 1:
-                discard(transfer.path)  # never kept, never served: fetched again from scratch
-        bad = [t.shown for t in transfers if not Path(t.path).exists()]
-        raise DownloadError(
-            f"download failed: sha256 mismatch: {', '.join(bad) or 'a file'} is not what the hub published "
-            "(the corrupt download was discarded)"
-        )
     if code in (8, -signal.SIGABRT):  # cannot resume (aria2 1.36 may abort on it): start again
         for transfer in transfers:
             discard(transfer.path)
     meaning = ARIA2_EXIT.get(code, f"aria2c exit status {code}")
     raise DownloadError(f"download failed: {meaning}" + (f": {detail}" if detail and detail != meaning else ""))
+
+
+class FollowingHash(threading.Thread):
+    """The sha256 of a file aria2 is still writing, taken in file order as far as its control
+    file records the pieces done (aria2 fetches them in order: --stream-piece-selector=inorder),
+    so that little is left to read once the download ends."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.digest = hashlib.sha256()
+        self.hashed = 0
+        self.ended = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self.ended.wait(0.5):
+            with contextlib.suppress(OSError):
+                done = hub.completed_prefix(Path(self.path + ".aria2").read_bytes())
+                if done:
+                    self.advance(done)
+
+    def advance(self, limit: float) -> None:
+        with self.lock, contextlib.suppress(FileNotFoundError), Path(self.path).open("rb") as handle:
+            handle.seek(self.hashed)
+            while self.hashed < limit and not (self.ended.is_set() and limit != math.inf):
+                chunk = handle.read(int(min(4 * hub.MIB, limit - self.hashed)))
+                if not chunk:
+                    break
+                self.digest.update(chunk)
+                self.hashed += len(chunk)
+
+    def stop(self) -> None:
+        self.ended.set()
+        self.join()
+
+    def finish(self) -> str:
+        """The whole file's sha256, once aria2 has ended well: the rest is read now."""
+        self.advance(math.inf)
+        return self.digest.hexdigest()
 
 
 def watch_aria2(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -24,6 +25,7 @@ QUANT_TAG = re.compile(r"[-.]([A-Z0-9_]+)$", re.IGNORECASE)
 DEFAULT_TAGS = ("Q4_K_M", "Q8_0")  # llama-server's choice when no quant is named
 NOT_MODELS = ("mmproj", "imatrix", "mtp-", "eagle3-", "dflash-", "dspark-")
 INCOMPLETE = ".incomplete"  # a download in progress; aria2 keeps its state beside it (.aria2)
+MIB = 1 << 20
 
 
 class HubError(Exception):
@@ -293,6 +295,13 @@ class Transfer:
     def path(self) -> str:
         return f"{self.directory.rstrip('/')}/{self.out}"
 
+    @property
+    def chunk(self) -> int:
+        """Bytes each ranged request asks for: enough requests to keep every connection busy and
+        the pieces in flight a small window behind which the sha256 follows, few enough that a
+        request's round trip is a small share of it (1-32 MiB)."""
+        return min(max(self.size // (4 * self.connections), MIB), 32 * MIB) if self.size > 0 else MIB
+
 
 def aria2_input(transfers: Sequence[Transfer]) -> str:
     """aria2's input file (read from its stdin): URIs and per-download options, secrets included."""
@@ -307,9 +316,8 @@ def aria2_input(transfers: Sequence[Transfer]) -> str:
             "out": transfer.out,
             "split": str(transfer.connections),
             "max-connection-per-server": str(transfer.connections),
+            "min-split-size": str(transfer.chunk),
         }
-        if transfer.sha256:
-            options["checksum"] = f"sha-256={transfer.sha256}"
         lines += [f"  {key}={value}" for key, value in options.items()]
         lines += [f"  header={header}" for header in transfer.headers]
     return "\n".join(lines) + "\n"
@@ -325,7 +333,10 @@ ARIA2_OPTIONS = (
     "--auto-file-renaming=false",
     "--file-allocation=none",
     "--auto-save-interval=2",  # the control file, so a killed download resumes
-    "--min-split-size=1M",
+    # Pieces in file order, so the sha256 follows the download (completed_prefix) instead of
+    # reading the whole file again after it.
+    "--stream-piece-selector=inorder",
+    "--disk-cache=0",  # what the control file records as done is in the file already
     "--max-tries=5",
     "--retry-wait=2",
     "--connect-timeout=30",
@@ -343,6 +354,32 @@ def aria2_command(transfers: Sequence[Transfer], parent_pid: int) -> list[str]:
     """aria2c's arguments: no URI, header or checksum (those come on stdin)."""
     return ["aria2c", *ARIA2_OPTIONS, f"--max-concurrent-downloads={max(len(transfers), 1)}",
             f"--stop-with-process={parent_pid}"]  # fmt: skip
+
+
+def completed_prefix(control: bytes) -> int | None:
+    """How many bytes from the start of a file aria2's control file (`<file>.aria2`, written every
+    --auto-save-interval) records as done: the pieces before the first missing one. None if it
+    cannot be read (cut short, another format)."""
+    try:
+        version = struct.unpack_from(">H", control, 0)[0]
+        order = ">" if version == 1 else "<" if version == 0 else ""
+        if not order:
+            return None
+        info_hash_length = struct.unpack_from(order + "I", control, 6)[0]
+        offset = 10 + info_hash_length
+        piece, total, _, bitfield_length = struct.unpack_from(order + "IQQI", control, offset)
+        bitfield = control[offset + 24 : offset + 24 + bitfield_length]
+    except struct.error:
+        return None
+    if len(bitfield) != bitfield_length or piece <= 0:
+        return None
+    done = 0
+    for byte in bitfield:
+        if byte != 0xFF:
+            done += 8 - (byte ^ 0xFF).bit_length()  # the leading ones: the pieces before a gap
+            break
+        done += 8
+    return min(done * int(piece), int(total))
 
 
 # "[#2089b0 400000000B/1200000000B(33%) CN:16 DL:115000000B ETA:7s]" then "FILE: /path"
