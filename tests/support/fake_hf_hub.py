@@ -26,6 +26,7 @@ serve one repository by hand.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import re
@@ -40,6 +41,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["FakeHub", "Fault", "HubRepo", "RecordedRequest"]
+
+
+@functools.cache
+def _digest(kind: str, data: bytes) -> str:
+    """A file's digest, once per file: a benchmark's file is hundreds of MB, asked for per request."""
+    if kind == "git":
+        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    return hashlib.new(kind, data).hexdigest()
 
 
 class Fault(Enum):
@@ -83,11 +92,11 @@ class HubRepo:
                 "type": "file",
                 "path": path,
                 "size": len(data),
-                "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),
+                "oid": _digest("git", data),
             }
             if path.endswith(".gguf"):
                 # Large files live in Git LFS on the real hub; the lfs oid is the sha256.
-                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                entry["lfs"] = {"oid": _digest("sha256", data), "size": len(data), "pointerSize": 134}
             entries.append(entry)
         return entries
 
@@ -302,7 +311,7 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     def _redirect_to_cdn(self, repo: HubRepo, data: bytes, head: bool) -> None:
         """huggingface.co's answer for an LFS file: 302 to a signed URL on another origin."""
-        sha256 = hashlib.sha256(data).hexdigest()
+        sha256 = _digest("sha256", data)
         signature = hashlib.sha256(f"{repo.name}{sha256}".encode()).hexdigest()[:32]
         self.send_response(302)
         self.send_header("Location", f"{self.fake_hub.cdn_url}/cdn/{sha256}?X-Amz-Signature={signature}")
@@ -320,14 +329,14 @@ class _HubHandler(BaseHTTPRequestHandler):
         sha256 = urlsplit(self.path).path.removeprefix("/cdn/")
         for repo in self.fake_hub.repos.values():
             for data in repo.files.values():
-                if hashlib.sha256(data).hexdigest() == sha256:
+                if _digest("sha256", data) == sha256:
                     self._file(repo.commit, data, head)
                     return
         self._json(404, {"error": "NoSuchKey"}, head)
 
     def _file(self, commit: str, data: bytes, head: bool) -> None:
         hub = self.fake_hub
-        sha256 = hashlib.sha256(data).hexdigest()
+        sha256 = _digest("sha256", data)
         wanted = self._range(len(data)) if hub.ranges else None
         if wanted == "unsatisfiable":
             self.send_response(416)
