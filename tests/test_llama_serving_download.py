@@ -239,6 +239,27 @@ def test_a_second_start_downloads_nothing(fake_hub: FakeHub, tmp_path: Path) -> 
     assert fake_hub.bytes_sent == sent
 
 
+@pytest.mark.parametrize("linked", [True, False], ids=["blob and link", "file in the snapshot"])
+def test_a_cache_llama_server_made_itself_is_used_as_it_is(fake_hub: FakeHub, tmp_path: Path, linked: bool) -> None:
+    """llama-server's own -hf writes the same layout (the file itself in the snapshot where it
+    cannot make links): nothing is downloaded again."""
+    data = gguf(MB)
+    repo = fake_hub.add_repo(REPO, {"m-Q4_K_M.gguf": data})
+    cache = tmp_path / "cache"
+    entry = snapshot(cache, repo.commit, "m-Q4_K_M.gguf")
+    entry.parent.mkdir(parents=True)
+    if linked:
+        blob(cache, data).parent.mkdir(parents=True)
+        blob(cache, data).write_bytes(data)
+        entry.symlink_to(f"../../blobs/{hashlib.sha256(data).hexdigest()}")
+    else:
+        entry.write_bytes(data)
+    (cache / "models--org--repo-GGUF/refs").mkdir()
+    (cache / "models--org--repo-GGUF/refs/main").write_text(repo.commit)
+    assert prepare(make(cache, fake_hub.url)).hf_files == {REPO: "m-Q4_K_M.gguf"}
+    assert fake_hub.file_gets() == [] and entry.read_bytes() == data and entry.is_symlink() is linked
+
+
 def test_a_split_model_downloads_its_parts_side_by_side(fake_hub: FakeHub, tmp_path: Path) -> None:
     parts = {f"m-Q4_K_M-0000{i}-of-00003.gguf": gguf(2 * MB, i) for i in (1, 2, 3)}
     fake_hub.download_rate = MB

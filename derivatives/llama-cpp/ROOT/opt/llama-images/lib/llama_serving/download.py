@@ -205,7 +205,6 @@ def locate(url: str, authorization: str | None, settings: Settings) -> Located:
         if answer.status in (301, 302, 303, 307, 308) and headers.get("location"):
             url = urljoin(url, headers["location"])
             if origin(url) != first:
-                authorization = None
                 # A signed URL may answer only the method it was signed for: it is not asked first.
                 return Located(url, None, linked_size, True, linked_sha or "", linked_sha)
             continue
@@ -248,7 +247,7 @@ def prepare_repo(value: str, settings: Settings, ui: Ui) -> tuple[str, bool]:
         chosen = hub.choose_files(files, repo, tag, settings.hf_file, settings.mmproj)
     except HubError as exc:
         raise DownloadError(str(exc)) from None
-    missing = [file for file in chosen if not in_cache(cache, file)]
+    missing = [file for file in chosen if not in_cache(cache, file, commit)]
     for file in list(missing):
         if adopt(cache, file, repo, settings, ui):
             missing.remove(file)
@@ -270,12 +269,17 @@ def list_repo(repo: str, settings: Settings) -> tuple[str, list[RepoFile]]:
     return commit, files
 
 
-def in_cache(cache: RepoCache, file: RepoFile) -> bool:
-    """The blob is there, whole (a blob only ever enters the cache checked)."""
-    blob = Path(cache.blob(file.oid))
+def whole(path: Path, size: int) -> bool:
     with contextlib.suppress(OSError):
-        return blob.is_file() and (file.size < 0 or blob.stat().st_size == file.size)
+        return path.is_file() and (size < 0 or path.stat().st_size == size)
     return False
+
+
+def in_cache(cache: RepoCache, file: RepoFile, commit: str) -> bool:
+    """The blob is there, whole (a blob only ever enters the cache checked); or the snapshot holds
+    the file itself, as llama-server writes it where it cannot make links."""
+    entry = Path(cache.snapshot(commit, file.path))
+    return whole(Path(cache.blob(file.oid)), file.size) or (not entry.is_symlink() and whole(entry, file.size))
 
 
 def link_snapshot(cache: RepoCache, commit: str, file: RepoFile) -> None:
@@ -283,7 +287,7 @@ def link_snapshot(cache: RepoCache, commit: str, file: RepoFile) -> None:
     entry = Path(cache.snapshot(commit, file.path))
     entry.parent.mkdir(parents=True, exist_ok=True)
     target = cache.link_target(file.path, file.oid)
-    if entry.is_symlink() and str(entry.readlink()) == target:
+    if (entry.is_symlink() and str(entry.readlink()) == target) or (not entry.is_symlink() and whole(entry, file.size)):
         return
     temporary = entry.with_name(f".{entry.name}.link")
     temporary.unlink(missing_ok=True)
