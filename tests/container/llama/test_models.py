@@ -258,4 +258,4 @@ def test_a_list_in_llama_model_serves_files_and_hub_repos_side_by_side(
     assert chat(llama, REPO)["model"] == REPO
     assert chat(llama, "alpha")["model"] == "alpha"
     assert hub.request_lines() == expected_requests(hub, "tiny-Q8_0.gguf", router=True)  # fetched before it started
-    llama.wait_status(f"serving 2 models (loaded: alpha, {REPO})")
+    llama.wait_status(f"serving 3 models (loaded: alpha, {REPO})")  # with the cached name
