@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_serving import download, hub
+from llama_serving import caches, download, hub
 from llama_serving.config import Plan, make_plan
 from llama_serving.download import DownloadError, Prepared, Ui
 from llama_serving.hub import RepoFile
@@ -415,9 +415,9 @@ def test_the_reference_images_flat_cache_is_served_with_the_hub_unreachable(tmp_
     cache = tmp_path / ".cache/llama"
     prepared = prepare(make(cache, "http://127.0.0.1:9"))  # nothing listens there
     assert prepared.offline and prepared.hf_files == {REPO: "m-Q4_K_M.gguf"}
-    served = snapshot(cache, download.LOCAL_COMMIT, "m-Q4_K_M.gguf")
+    served = snapshot(cache, caches.LOCAL_COMMIT, "m-Q4_K_M.gguf")
     assert served.read_bytes() == data and blob(cache, data).stat().st_ino == source.stat().st_ino  # linked
-    assert (cache / "models--org--repo-GGUF/refs/main").read_text() == download.LOCAL_COMMIT
+    assert (cache / "models--org--repo-GGUF/refs/main").read_text() == caches.LOCAL_COMMIT
 
 
 def test_the_reference_images_hub_cache_is_served_with_the_hub_unreachable(fake_hub: FakeHub, tmp_path: Path) -> None:

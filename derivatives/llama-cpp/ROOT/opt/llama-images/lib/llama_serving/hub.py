@@ -413,9 +413,6 @@ class Progress:
             self.errors.append(line)
             del self.errors[:-20]
 
-    def finished(self, path: str, size: int) -> None:
-        self.done[path], self.rate[path] = size, 0
-
     def cause(self) -> str:
         """The most telling error aria2 printed: its last `errorCode=N message`, else its last error."""
         for line in reversed(self.errors):
