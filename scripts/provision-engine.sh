@@ -7,7 +7,7 @@
 #   - arm64 emulation (qemu-user-static + binfmt_misc),
 #   - debootstrap, which creates upstream images that cannot be pulled,
 #   - with --test-tools: what the tests need besides the engine (Debian's chromium and
-#     chromium-driver for the portal's browser test).
+#     chromium-driver for the portal's browser test, aria2 for the launcher's download tests).
 # Every part is checked first and left alone when it already works, so a host that has an
 # engine is not touched. Re-running is safe.
 set -euo pipefail
@@ -18,7 +18,7 @@ STATE_DIR="${LLAMA_IMAGES_STATE_DIR:-/var/lib/llama-images}"
 LOG_DIR="${LLAMA_IMAGES_LOG_DIR:-/var/log/llama-images}"
 SID_PACKAGES=(docker.io containerd tini-static docker-buildx)
 HOST_PACKAGES=(runc iptables debootstrap qemu-user-static binfmt-support docker-registry ca-certificates)
-TEST_PACKAGES=(chromium chromium-driver)
+TEST_PACKAGES=(chromium chromium-driver aria2)
 
 log() { printf 'engine: %s\n' "$*" >&2; }
 die() { printf 'engine: error: %s\n' "$*" >&2; exit 1; }
@@ -167,7 +167,7 @@ install_test_tools() {
     done
     [ "${#missing[@]}" -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
-        log "the browser test needs ${missing[*]}: install them (apt-get install ${missing[*]}); it skips until then"
+        log "the tests need ${missing[*]}: install them (apt-get install ${missing[*]}); those tests skip until then"
         return 0
     fi
     install_packages "${missing[@]}"

@@ -4,6 +4,7 @@ CI (CI=true) a missing engine fails the run, so they never pass by being skipped
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("container"):
             item.add_marker(skip)
+
+
+def require_host_tools(tools: tuple[str, ...], packages: str) -> None:
+    """A host program a test drives (the browser, aria2c): missing, the test skips with one line
+    saying what to install, and under CI it fails (`nox -s test` installs them as root)."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if not missing:
+        return
+    message = f"{', '.join(missing)} missing: apt-get install {packages} (as root, nox -s test does)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
 
 
 @pytest.fixture

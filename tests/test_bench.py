@@ -294,7 +294,7 @@ def test_the_table_shows_every_measurement_and_the_targets() -> None:
     expected_parts = (
         *("machine: 2 cores", "1. Update pull delta", "base script edit", "30.0 kB", "5.0%", "2. Matrix build"),
         *("0.50x", "3. Boot to healthy", "+0.50 s", "4. Proxy under load", "0.95x", "+1.50", "5. Image size"),
-        *("800.0 MB", "4.00x", "255.0 MB", "Targets (issues 8 and 17)"),
+        *("800.0 MB", "4.00x", "255.0 MB", "Targets (issues 8, 17 and 18)"),
     )
     for expected in expected_parts:
         assert expected in text, expected
@@ -349,3 +349,36 @@ def test_the_portals_targets_and_table() -> None:
     for expected in ("6. Instance Portal", "/static/portal.js", "20.0 kB", "one refresh (every 2 s) downloads 4.2 kB",
                      "2.00%", "99.0 tokens/s", "0.99x"):  # fmt: skip
         assert expected in text, expected
+
+
+def download_results(capped: tuple[float, float], link: tuple[float, float]) -> dict[str, Any]:
+    def scenario(rate: int, link_rate: int, ours: float, theirs: float) -> dict[str, Any]:
+        return {
+            "rate": rate,
+            "link_rate": link_rate,
+            "seconds": {"launcher, 16 connections": [ours], "llama-server's own -hf": [theirs]},
+            "median_seconds": {"launcher, 16 connections": ours, "llama-server's own -hf": theirs},
+            "speedup": round(theirs / ours, 2),
+        }
+
+    return {
+        "download": {
+            "image": "x",
+            "bytes": 300_000_000,
+            "runs": 1,
+            "scenarios": {
+                "per-connection cap": scenario(20_000_000, 0, *capped),
+                "link cap": scenario(0, 40_000_000, *link),
+            },
+        }
+    }
+
+
+def test_the_download_meets_its_targets_at_5x_under_a_per_connection_cap_and_no_slower_on_the_link() -> None:
+    met = {v["name"]: v["met"] for v in report.verdicts(download_results((3.0, 15.0), (8.0, 8.0)))}
+    assert met == {"download: per-connection cap": True, "download: link cap": True}
+    missed = {v["name"]: v["met"] for v in report.verdicts(download_results((3.1, 15.0), (9.0, 8.0)))}
+    assert missed == {"download: per-connection cap": False, "download: link cap": False}
+    text = report.render(download_results((3.0, 15.0), (8.0, 8.0)))
+    assert "7. Cold start with a model download (300.0 MB" in text and "20.0 MB/s per connection" in text
+    assert "5.00x" in text and "40.0 MB/s in all" in text

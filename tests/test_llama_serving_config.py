@@ -134,7 +134,25 @@ def test_each_source_becomes_llama_servers_own_option() -> None:
     assert plan(LLAMA_MODEL="/m/x.gguf").command()[5:] == ["-m", "/m/x.gguf", *MONITORING]
     from_url = plan(LLAMA_MODEL="https://host/dir/tiny.gguf", LLAMA_CACHE="/c")
     assert from_url.command()[5] == "-m" and re.fullmatch(r"/c/url/[0-9a-f]{12}-tiny\.gguf", from_url.command()[6])
-    assert from_url.environment() == {"LLAMA_ARG_MODEL_URL": "https://host/dir/tiny.gguf"}  # not in `ps`
+    assert from_url.environment() == {}  # the launcher downloads it: llama-server gets only the file
+    by_itself = plan(LLAMA_MODEL="https://host/dir/tiny.gguf", LLAMA_DOWNLOAD_CONNECTIONS="0")
+    assert by_itself.environment() == {"LLAMA_ARG_MODEL_URL": "https://host/dir/tiny.gguf"}  # not in `ps`
+
+
+@pytest.mark.parametrize(
+    ("args", "downloads"),
+    [("-c 512 -hff m-Q8_0.gguf", False), ("-hfd org/draft-GGUF", True), ("--mmproj-url https://h/p.gguf", True),
+     ("--hf-repo-draft org/d", True), ("-mu https://h/m.gguf", True), ("--model-draft /m/d.gguf", False)],
+)  # fmt: skip
+def test_llama_args_that_download_keep_llama_server_online(args: str, downloads: bool) -> None:
+    assert plan(LLAMA_MODEL="org/r", LLAMA_ARGS=args).args_download is downloads
+
+
+def test_a_prepared_hub_model_is_served_from_the_cache_by_name() -> None:
+    made = plan(LLAMA_MODEL="org/r:Q8_0", LLAMA_ARGS="-c 512")
+    assert made.command(hf_file="m-Q8_0.gguf", offline=True)[5:] == [
+        "-hf", "org/r:Q8_0", "-hff", "m-Q8_0.gguf", "--offline", "--metrics", "--slots", "-c", "512",
+    ]  # fmt: skip
 
 
 def test_llama_args_come_last_so_they_override() -> None:
@@ -186,16 +204,21 @@ def test_a_models_dir_or_a_list_starts_router_mode() -> None:
     preset = listed.preset()
     assert "[org/a-GGUF]\nhf-repo = org/a-GGUF\n" in preset
     assert "[b]\nmodel = /models/b.gguf\n" in preset
-    assert re.search(r"\[c\]\nmodel-url = https://h/c.gguf\nmodel = /c/url/[0-9a-f]{12}-c\.gguf\n", preset)
+    assert re.search(r"\[c\]\nmodel = /c/url/[0-9a-f]{12}-c\.gguf\n", preset)  # downloaded before it starts
+    by_itself = plan(LLAMA_MODEL="https://h/c.gguf,/m/d.gguf", LLAMA_CACHE="/c", LLAMA_DOWNLOAD_CONNECTIONS="0")
+    assert re.search(r"\[c\]\nmodel-url = https://h/c.gguf\nmodel = /c/url/[0-9a-f]{12}-c\.gguf\n", by_itself.preset())
 
 
 @pytest.mark.parametrize("url", ["https://me:pa55word@h/c.gguf", "https://h/c.gguf?X-Amz-Signature=s1gned"])
 def test_router_mode_refuses_a_url_with_credentials(url: str) -> None:
     """The router passes each model's settings to its model process as arguments (ps would show them)."""
     with pytest.raises(ConfigError, match="carries credentials") as caught:
-        make_plan({"LLAMA_MODEL": f"/models/a.gguf,{url}"}, PORT)
+        make_plan({"LLAMA_MODEL": f"/models/a.gguf,{url}", "LLAMA_DOWNLOAD_CONNECTIONS": "0"}, PORT)
     assert "pa55word" not in str(caught.value) and "s1gned" not in str(caught.value)
     assert plan(LLAMA_MODEL=url).sources[0].kind == "url"  # alone, it travels in the environment
+    # Downloaded by the launcher, the URL never reaches llama-server: the router gets the file.
+    downloaded = plan(LLAMA_MODEL=f"/models/a.gguf,{url}")
+    assert "pa55word" not in downloaded.preset() and "s1gned" not in downloaded.preset()
 
 
 def test_two_list_entries_with_one_name_are_refused() -> None:
@@ -219,6 +242,7 @@ def test_the_start_line_masks_every_secret() -> None:
         LLAMA_MODEL="https://user:pw-secret@host/tiny.gguf?token=q-secret",
         LLAMA_ARGS="--api-key=key-secret --hf-token hf_secret",
         LLAMA_API_KEY="other-key",
+        LLAMA_DOWNLOAD_CONNECTIONS="0",
     )
     line = shown_command(made.command(), made)
     for secret in ("pw-secret", "q-secret", "key-secret", "hf_secret", "other-key"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service as ChromeService
 
 from llama_images.engine import LOCAL_REGISTRY
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, require_host_tools
 
 # Several checkouts may share one engine (e.g. worktrees): each can build and test its images
 # under a namespace of its own, so one checkout's build never replaces another's image.
@@ -139,12 +138,7 @@ def run_container(main_build: Any, client: Any) -> Iterator[Callable[..., Any]]:
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
     """Headless Chromium (Debian's, with its driver); under CI a missing browser fails the test."""
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if shutil.which(path) is None]
-    if missing:
-        message = f"{', '.join(missing)} missing: apt-get install chromium chromium-driver (as root, nox -s test does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_host_tools((CHROMIUM, CHROMEDRIVER), "chromium chromium-driver")
     options = Options()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):

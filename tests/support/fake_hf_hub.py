@@ -9,17 +9,27 @@ this order (tests/container/llama/test_models.py records and checks it):
 2. `GET  /api/models/<org>/<repo>/tree/<commit>?recursive=true`: the files, GGUFs with `lfs`;
 3. `HEAD /<org>/<repo>/resolve/<commit>/<path>`, then `GET` of the same URL: the file's bytes.
 
+File downloads answer ranged requests (`Range: bytes=A-B`, `A-`, `-N`) with 206, as the hub's CDN
+does, unless `ranges=False` (then every GET gets the whole file and `Accept-Ranges: none`).
+`download_rate` caps each connection (a CDN's per-connection limit), `link_rate` all of them
+together (the machine's link). With `cdn=True` a resolve of an LFS file answers 302 to a second
+origin (another port) holding a signed URL, as huggingface.co does; that origin refuses requests
+that carry an `Authorization` header, as a presigned object store does.
+
 A repository can be gated (answers 401 unless `Authorization: Bearer <its token>` is sent), and
-the whole hub can be told to fail: answer 500, stall (a timeout for the client), or cut a file
-download short. Every request is recorded. Run `python -m tests.support.fake_hf_hub MODEL.gguf`
-to serve one repository by hand.
+the whole hub can be told to fail: answer 500, stall (a timeout for the client), cut a file
+download short, stall in the middle of a file, or serve bytes that differ from the sha256 its
+tree lists. Every request is recorded. Run `python -m tests.support.fake_hf_hub MODEL.gguf` to
+serve one repository by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -33,6 +43,14 @@ from urllib.parse import unquote, urlsplit
 __all__ = ["FakeHub", "Fault", "HubRepo", "RecordedRequest"]
 
 
+@functools.cache
+def _digest(kind: str, data: bytes) -> str:
+    """A file's digest, once per file: a benchmark's file is hundreds of MB, asked for per request."""
+    if kind == "git":
+        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    return hashlib.new(kind, data).hexdigest()
+
+
 class Fault(Enum):
     """How the hub misbehaves, for every request that follows."""
 
@@ -40,6 +58,8 @@ class Fault(Enum):
     SERVER_ERROR = "500"  # every request answers 500
     STALL = "stall"  # requests are accepted and never answered
     TRUNCATE = "truncate"  # file downloads announce their full length, then stop half way
+    STALL_DOWNLOAD = "stall-download"  # file downloads send half of what they announce, then hang
+    CORRUPT = "corrupt"  # file downloads serve other bytes than the tree's sha256 (same length)
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,7 @@ class RecordedRequest:
     authorization: str | None
     user_agent: str | None
     range: str | None = None
+    origin: str = "hub"  # "hub", or "cdn" for the second origin of cdn=True
 
 
 @dataclass
@@ -71,11 +92,11 @@ class HubRepo:
                 "type": "file",
                 "path": path,
                 "size": len(data),
-                "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),
+                "oid": _digest("git", data),
             }
             if path.endswith(".gguf"):
                 # Large files live in Git LFS on the real hub; the lfs oid is the sha256.
-                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                entry["lfs"] = {"oid": _digest("sha256", data), "size": len(data), "pointerSize": 134}
             entries.append(entry)
         return entries
 
@@ -87,13 +108,23 @@ class FakeHub:
     host: str = "127.0.0.1"
     port: int = 0
     fault: Fault = Fault.NONE
-    # Bytes per second for file downloads (0: as fast as possible), so progress can be watched.
+    # Bytes per second of each file download connection (0: as fast as possible): a CDN's cap.
     download_rate: int = 0
+    # Bytes per second of all file downloads together (0: no limit): the link's capacity.
+    link_rate: int = 0
+    ranges: bool = True  # False: Range headers are ignored, as by a server without range support
+    cdn: bool = False  # LFS files are served by a second origin the hub redirects to
     repos: dict[str, HubRepo] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
+    cdn_port: int = 0
+    peak_downloads: int = 0  # the most file downloads (GET bodies) in flight at once
+    bytes_sent: int = 0  # file bytes sent, both origins together
+    _downloads: int = 0
     _server: ThreadingHTTPServer | None = None
+    _cdn_server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _release: threading.Event = field(default_factory=threading.Event)
+    _link: _Bucket | None = None
 
     def add_repo(self, name: str, files: Mapping[str, bytes], token: str | None = None) -> HubRepo:
         repo = HubRepo(name, dict(files), token)
@@ -106,27 +137,44 @@ class FakeHub:
         assert self.port, "the hub has not been started"
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def cdn_url(self) -> str:
+        assert self.cdn_port, "the hub has no CDN origin (cdn=True) or has not been started"
+        return f"http://{self.host}:{self.cdn_port}"
+
     def start(self) -> FakeHub:
         hub = self
 
         class Handler(_HubHandler):
             fake_hub = hub
+            origin = "hub"
+
+        class CdnHandler(_HubHandler):
+            fake_hub = hub
+            origin = "cdn"
 
         self._release.clear()
+        self._link = _Bucket(self.link_rate) if self.link_rate else None
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         # Keep the port: a restarted hub answers where the container expects it.
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        if self.cdn:
+            self._cdn_server = ThreadingHTTPServer((self.host, self.cdn_port), CdnHandler)
+            self._cdn_server.daemon_threads = True
+            self.cdn_port = self._cdn_server.server_address[1]
+            threading.Thread(target=self._cdn_server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
         """Stop answering: afterwards connections are refused, as for an unreachable hub."""
         self._release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        for server in (self._server, self._cdn_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        self._server = self._cdn_server = None
 
     def __enter__(self) -> FakeHub:
         return self.start()
@@ -143,9 +191,43 @@ class FakeHub:
         with self._lock:
             return [f"{r.method} {r.path}" for r in self.requests]
 
+    def file_gets(self, name: str = "") -> list[RecordedRequest]:
+        """GETs of file bytes (either origin), of files whose path ends with `name`."""
+        with self._lock:
+            found = [r for r in self.requests if r.method == "GET" and ("/resolve/" in r.path or r.origin == "cdn")]
+        return [r for r in found if urlsplit(r.path).path.endswith(name)]
+
+    def _download_started(self) -> None:
+        with self._lock:
+            self._downloads += 1
+            self.peak_downloads = max(self.peak_downloads, self._downloads)
+
+    def _download_ended(self) -> None:
+        with self._lock:
+            self._downloads -= 1
+
+
+class _Bucket:
+    """A token bucket shared by every connection: the link's capacity."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.lock = threading.Lock()
+        self.next_free = time.monotonic()
+
+    def take(self, size: int) -> None:
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_free)
+            self.next_free = start + size / self.rate
+            wait = self.next_free - now
+        if wait > 0:
+            time.sleep(wait)
+
 
 class _HubHandler(BaseHTTPRequestHandler):
     fake_hub: FakeHub
+    origin: str
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:
@@ -162,7 +244,12 @@ class _HubHandler(BaseHTTPRequestHandler):
         headers = self.headers
         hub.record(
             RecordedRequest(
-                self.command, self.path, headers.get("Authorization"), headers.get("User-Agent"), headers.get("Range")
+                self.command,
+                self.path,
+                headers.get("Authorization"),
+                headers.get("User-Agent"),
+                headers.get("Range"),
+                self.origin,
             )
         )
         if hub.fault is Fault.STALL:
@@ -170,6 +257,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             return
         if hub.fault is Fault.SERVER_ERROR:
             self._json(500, {"error": "Internal Error"}, head)
+            return
+        if self.origin == "cdn":
+            self._cdn(head)
             return
         route = self._route()
         if route is None:
@@ -185,7 +275,10 @@ class _HubHandler(BaseHTTPRequestHandler):
         elif kind == "tree" and rest == repo.commit:
             self._json(200, repo.tree(), head)
         elif kind == "resolve" and (path := self._resolve(repo, rest)) is not None:
-            self._file(repo, repo.files[path], head)
+            if hub.cdn and path.endswith(".gguf"):
+                self._redirect_to_cdn(repo, repo.files[path], head)
+            else:
+                self._file(repo.commit, repo.files[path], head)
         else:
             self._json(404, {"error": "Entry not found"}, head)
 
@@ -216,46 +309,105 @@ class _HubHandler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(data)
 
-    def _file(self, repo: HubRepo, data: bytes, head: bool) -> None:
-        hub = self.fake_hub
-        sha256 = hashlib.sha256(data).hexdigest()
-        start = self._range_start(len(data))
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data) - start))
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("ETag", f'"{sha256}"')
+    def _redirect_to_cdn(self, repo: HubRepo, data: bytes, head: bool) -> None:
+        """huggingface.co's answer for an LFS file: 302 to a signed URL on another origin."""
+        sha256 = _digest("sha256", data)
+        signature = hashlib.sha256(f"{repo.name}{sha256}".encode()).hexdigest()[:32]
+        self.send_response(302)
+        self.send_header("Location", f"{self.fake_hub.cdn_url}/cdn/{sha256}?X-Amz-Signature={signature}")
+        self.send_header("X-Linked-Size", str(len(data)))
         self.send_header("X-Linked-Etag", f'"{sha256}"')
         self.send_header("X-Repo-Commit", repo.commit)
-        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _cdn(self, head: bool) -> None:
+        """The second origin: files by sha256, refusing a second credential as S3 does."""
+        if self.headers.get("Authorization"):
+            self._json(400, {"error": "Only one auth mechanism allowed"}, head)
+            return
+        sha256 = urlsplit(self.path).path.removeprefix("/cdn/")
+        for repo in self.fake_hub.repos.values():
+            for data in repo.files.values():
+                if _digest("sha256", data) == sha256:
+                    self._file(repo.commit, data, head)
+                    return
+        self._json(404, {"error": "NoSuchKey"}, head)
+
+    def _file(self, commit: str, data: bytes, head: bool) -> None:
+        hub = self.fake_hub
+        sha256 = _digest("sha256", data)
+        wanted = self._range(len(data)) if hub.ranges else None
+        if wanted == "unsatisfiable":
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        start, end = wanted if isinstance(wanted, tuple) else (0, len(data) - 1)
+        self.send_response(206 if wanted else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end + 1 - start))
+        if wanted:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.send_header("ETag", f'"{sha256}"')
+        self.send_header("X-Linked-Etag", f'"{sha256}"')
+        self.send_header("X-Repo-Commit", commit)
+        self.send_header("Accept-Ranges", "bytes" if hub.ranges else "none")
         self.end_headers()
         if head:
             return
-        body = data[start:]
-        if hub.fault is Fault.TRUNCATE:
-            # The announced length, then half of it and a closed connection: an interrupted download.
+        if hub.fault is Fault.CORRUPT:
+            data = bytes(b ^ 0xFF for b in data[:16]) + data[16:]
+        body = memoryview(data)[start : end + 1]  # no copy: a benchmark serves hundreds of MB
+        if hub.fault in (Fault.TRUNCATE, Fault.STALL_DOWNLOAD):
+            # The announced length, then half of it: an interrupted (or hanging) download.
             body = body[: len(body) // 2]
             self.close_connection = True
-        chunk = 64 * 1024
+        hub._download_started()
         try:
-            for offset in range(0, len(body), chunk):
-                if hub._release.is_set():
-                    return
-                self.wfile.write(body[offset : offset + chunk])
-                if hub.download_rate:
-                    self.wfile.flush()
-                    time.sleep(chunk / hub.download_rate)
+            self._send_body(body)
+            if hub.fault is Fault.STALL_DOWNLOAD:
+                hub._release.wait(600)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        finally:
+            hub._download_ended()
 
-    def _range_start(self, size: int) -> int:
-        """The first byte a `Range: bytes=N-` request asks for (a resumed download), else 0."""
+    def _send_body(self, body: memoryview) -> None:
+        hub = self.fake_hub
+        chunk = 256 * 1024
+        started = time.monotonic()
+        for offset in range(0, len(body), chunk):
+            if hub._release.is_set():
+                return
+            piece = body[offset : offset + chunk]
+            if hub._link is not None:
+                hub._link.take(len(piece))
+            self.wfile.write(piece)
+            with hub._lock:
+                hub.bytes_sent += len(piece)
+            if hub.download_rate:
+                self.wfile.flush()
+                # Paced against the start, so sleeping's overhead does not slow a connection down.
+                ahead = started + (offset + len(piece)) / hub.download_rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+
+    def _range(self, size: int) -> tuple[int, int] | str | None:
+        """(first, last) byte of a single-range request, "unsatisfiable", or None (no Range)."""
         wanted = self.headers.get("Range", "")
-        if wanted.startswith("bytes=") and wanted.endswith("-") and wanted[6:-1].isdigit():
-            start = int(wanted[6:-1])
-            return start if start < size else 0
-        return 0
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", wanted.strip())
+        if match is None or match.groups() == ("", ""):
+            return None
+        first, last = match.groups()
+        if first == "":  # the last N bytes
+            start, end = max(size - int(last), 0), size - 1
+        else:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+        if start >= size or start > end:
+            return "unsatisfiable"
+        return start, end
 
 
 def main() -> int:
@@ -265,9 +417,14 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token", help="make the repository gated behind this token")
-    parser.add_argument("--rate", type=int, default=0, help="download bytes per second (0: unlimited)")
+    parser.add_argument("--rate", type=int, default=0, help="bytes per second per connection (0: unlimited)")
+    parser.add_argument("--link-rate", type=int, default=0, help="bytes per second in all (0: unlimited)")
+    parser.add_argument("--no-ranges", action="store_true", help="ignore Range headers")
+    parser.add_argument("--cdn", action="store_true", help="redirect LFS files to a second origin")
     args = parser.parse_args()
-    hub = FakeHub(args.host, args.port, download_rate=args.rate)
+    hub = FakeHub(
+        args.host, args.port, download_rate=args.rate, link_rate=args.link_rate, ranges=not args.no_ranges, cdn=args.cdn
+    )
     hub.add_repo(args.repo, {path.name: path.read_bytes() for path in args.files}, args.token)
     with hub:
         print(f"HF_ENDPOINT={hub.url}  LLAMA_MODEL={args.repo}", flush=True)

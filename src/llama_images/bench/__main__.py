@@ -11,7 +11,7 @@ from typing import Any
 
 from . import measure, portal, report
 
-MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal")
+MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal", "download")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,16 +33,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--load-repeats", type=int, default=3, help="runs of each load (default 3)")
     parser.add_argument("--portal-seconds", type=float, default=30, help="seconds of each portal phase (default 30)")
     parser.add_argument("--portal-rounds", type=int, default=3, help="rounds of page closed/open (default 3)")
-    parser.add_argument("--image", help="measure boot, load, size and portal on this image instead of building one")
+    parser.add_argument("--download-runs", type=int, default=3, help="downloads of each kind and scenario (default 3)")
+    parser.add_argument(
+        "--download-mb", type=int, default=300, help="size of the model the download serves, in MB (default 300)"
+    )
+    parser.add_argument(
+        "--download-rate-mb", type=int, default=20, help="the hub's cap per connection, MB/s (default 20)"
+    )
+    parser.add_argument("--download-link-mb", type=int, default=40, help="the link's cap, MB/s (default 40)")
+    parser.add_argument("--image", help="measure boot, load, size, portal and download on this image instead of building one")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(MEASUREMENTS))
     if unknown:
         parser.error(f"--only: unknown measurement(s) {', '.join(unknown)}; choose from {', '.join(MEASUREMENTS)}")
-    if args.targets < 2 or args.boot_runs < 5 or args.load_repeats < 1 or args.portal_rounds < 1:
+    if (
+        args.targets < 2
+        or args.boot_runs < 5
+        or args.load_repeats < 1
+        or args.portal_rounds < 1
+        or args.download_runs < 1
+    ):
         parser.error(
-            "--targets must be at least 2, --boot-runs at least 5, --load-repeats and --portal-rounds at least 1"
+            "--targets must be at least 2, --boot-runs at least 5, --load-repeats, --portal-rounds and "
+            "--download-runs at least 1"
         )
+    if args.download_mb < 10 or args.download_rate_mb < 1 or args.download_link_mb < 1:
+        parser.error("--download-mb must be at least 10, --download-rate-mb and --download-link-mb at least 1")
     args.only = chosen
     return args
 
@@ -62,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measure.ensure_upstream(ctx)
         image = args.image
-        if image is None and {"boot", "load", "size", "portal"} & set(args.only):
+        if image is None and {"boot", "load", "size", "portal", "download"} & set(args.only):
             image = measure.build_image(ctx)
         steps = {
             "update": lambda: measure.measure_update(ctx),
@@ -71,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
             "load": lambda: measure.measure_load(ctx, image, args.load_repeats),
             "size": lambda: measure.measure_size(ctx, image),
             "portal": lambda: portal.measure_portal(ctx, image, args.portal_seconds, args.portal_rounds),
+            "download": lambda: measure.measure_download(
+                ctx,
+                image,
+                args.download_runs,
+                args.download_mb * 1_000_000,
+                args.download_rate_mb * 1_000_000,
+                args.download_link_mb * 1_000_000,
+            ),
         }
         for name in MEASUREMENTS:
             if name in args.only:

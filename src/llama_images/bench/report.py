@@ -18,6 +18,9 @@ LOAD_MAX_P50_ADDED_MS = 2.0
 PORTAL_PAGE_MAX_BYTES = 60_000
 PORTAL_MAX_CPU_PERCENT = 5.0
 PORTAL_MIN_GENERATION_RATIO = 0.95
+# Issue 18's: the launcher's download against llama-server's own -hf, time to healthy.
+DOWNLOAD_MIN_SPEEDUP = 5.0  # with a per-connection cap
+DOWNLOAD_MIN_LINK_RATIO = 0.95  # when the link is the limit: no slower than one connection (noise allowed)
 
 
 def verdicts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -118,6 +121,22 @@ def verdicts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             f"{fmt_ratio(portal['generation_ratio'])} ({speed['open']:.1f} vs {speed['closed']:.1f} tokens/s)",
             portal["generation_ratio"] is not None and portal["generation_ratio"] >= PORTAL_MIN_GENERATION_RATIO,
         )
+    download = results.get("download")
+    if download:
+        for scenario, figures in download["scenarios"].items():
+            capped = scenario == "per-connection cap"
+            minimum = DOWNLOAD_MIN_SPEEDUP if capped else DOWNLOAD_MIN_LINK_RATIO
+            medians = figures["median_seconds"]
+            add(
+                f"download: {scenario}",
+                f">= {minimum:g}x llama-server's -hf, time to healthy"
+                if capped
+                else "no slower than llama-server's one connection",
+                f"{fmt_ratio(figures['speedup'])} ("
+                + " vs ".join(f"{value:.1f} s" for value in medians.values())
+                + ")",
+                figures["speedup"] is not None and figures["speedup"] >= minimum,
+            )
     return found
 
 
@@ -309,9 +328,28 @@ def render(results: Mapping[str, Any]) -> str:
                 for state in ("closed", "open")
             ],
         )
+    download = results.get("download")
+    if download:
+        lines += [
+            "",
+            f"7. Cold start with a model download ({human_bytes(download['bytes'])} from a loopback hub, "
+            f"docker run -> /health 200 through the proxy, median of {download['runs']} interleaved runs)",
+        ]
+        rows = []
+        for scenario, found in download["scenarios"].items():
+            limit = (
+                f"{human_bytes(found['rate'])}/s per connection"
+                if found["rate"]
+                else f"{human_bytes(found['link_rate'])}/s in all"
+            )
+            for way, value in found["median_seconds"].items():
+                runs = " ".join(f"{s:.1f}" for s in found["seconds"][way])
+                rows.append([scenario, limit, way, f"{value:.1f} s", runs])
+            rows.append([scenario, limit, "speed-up", fmt_ratio(found["speedup"]), ""])
+        lines += table(["scenario", "limit", "download", "median", "runs"], rows)
     found = verdicts(results)
     if found:
-        lines += ["", "Targets (issues 8 and 17)"]
+        lines += ["", "Targets (issues 8, 17 and 18)"]
         lines += table(
             ["", "measure", "target", "measured"],
             [["met" if v["met"] else "MISSED", v["name"], v["target"], v["measured"]] for v in found],

@@ -231,7 +231,7 @@ def unavailable(llama: Llama) -> dict[str, Any]:
 def test_the_proxy_says_why_llama_does_not_answer(main_build: Any, client: Any, models: Models) -> None:
     """No model, a download under way, a failed model: 503 with the status line, not a reset."""
     data = (models.dir / "tiny.gguf").read_bytes() + bytes(4_000_000)
-    with FakeHub(bridge_gateway(client), download_rate=500_000) as slow:
+    with FakeHub(bridge_gateway(client), download_rate=30_000) as slow:  # 16 connections: about 8 s
         slow.add_repo("org/repo-GGUF", {"tiny-Q8_0.gguf": data})
         cases = {
             "none": {},
@@ -250,7 +250,9 @@ def test_the_proxy_says_why_llama_does_not_answer(main_build: Any, client: Any, 
             none.wait(lambda: unavailable(none).get("status") == "no model configured", 60, "no 503 'no model'")
             assert unavailable(none)["service"] == "llama"
             downloading.wait(
-                lambda: re.fullmatch(r"downloading tiny-Q8_0\.gguf \d+%", unavailable(downloading).get("status", ""))
+                lambda: re.fullmatch(
+                    r"downloading tiny-Q8_0\.gguf \d+% \(.+/s\)", unavailable(downloading).get("status", "")
+                )
                 is not None, 60, "no 503 with the download's progress",
             )  # fmt: skip
             failed.wait_state("FATAL", 60)

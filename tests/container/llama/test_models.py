@@ -1,12 +1,15 @@
-"""Model sources in the CPU image: a Hugging Face repo through llama-server's own `-hf` against a
-loopback fake of the hub, the cache on /workspace, a URL, several models in router mode, and
-downloads that fail.
+"""Model sources in the CPU image: a Hugging Face repo downloaded by the launcher (aria2) and served
+by llama-server's own `-hf` from the cache, against a loopback fake of the hub; the cache on
+/workspace, a URL, several models in router mode, and downloads that fail.
 
 What the bundled llama-server (Debian's build 11669) requests for `-hf org/repo`, observed against
-the fake hub and checked here: GET /api/models/org/repo/refs, GET
-/api/models/org/repo/tree/<commit>?recursive=true, then HEAD and GET /org/repo/resolve/<commit>/<file>
-(a resumed download sends `Range: bytes=N-`). The cache takes the hub's layout:
-models--org--repo/{blobs,refs,snapshots/<commit>/<file>}.
+the fake hub: GET /api/models/org/repo/refs, GET /api/models/org/repo/tree/<commit>?recursive=true,
+then HEAD and GET /org/repo/resolve/<commit>/<file> (a resumed download sends `Range: bytes=N-`).
+The launcher asks the same (its own user agent), fetches the file with ranged GETs, and writes
+the cache in the hub's layout llama-server reads: models--org--repo/{blobs,refs,
+snapshots/<commit>/<file>}; llama-server, started with `--offline`, finds the file there (in router
+mode, where it loads a model on first use, it asks refs and tree again and downloads nothing).
+With LLAMA_DOWNLOAD_CONNECTIONS=0 llama-server downloads by itself.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from tests.support.fake_hf_hub import FakeHub, Fault
 pytestmark = pytest.mark.container
 
 REPO = "org/repo-GGUF"
-USER_AGENT = "llama-cpp/b11669-Debian"
 TOKEN = "hf_" + "G4t3d" * 7  # llama-server sends only tokens that look like Hugging Face's
 # Read by the bundled llama-server, in this order (observed: strings in its library, then runs).
 CACHE_VARIABLES = {
@@ -49,14 +51,14 @@ def chat(llama: Llama, model: str | None = None) -> dict[str, Any]:
     return answer
 
 
-def expected_requests(hub: FakeHub, file: str) -> list[str]:
+def expected_requests(hub: FakeHub, file: str, router: bool = False) -> list[str]:
+    """The launcher's listing and HEAD, its GETs of the file (one or more ranges), and in router
+    mode llama-server's own listing when it loads the model."""
     commit = hub.repos[REPO].commit
-    return [
-        f"GET /api/models/{REPO}/refs",
-        f"GET /api/models/{REPO}/tree/{commit}?recursive=true",
-        f"HEAD /{REPO}/resolve/{commit}/{file}",
-        f"GET /{REPO}/resolve/{commit}/{file}",
-    ]
+    listing = [f"GET /api/models/{REPO}/refs", f"GET /api/models/{REPO}/tree/{commit}?recursive=true"]
+    gets = [line for line in hub.request_lines() if line == f"GET /{REPO}/resolve/{commit}/{file}"]
+    assert gets, hub.request_lines()
+    return [*listing, f"HEAD /{REPO}/resolve/{commit}/{file}", *gets, *(listing if router else [])]
 
 
 def test_a_hub_repo_is_downloaded_by_hf_into_the_workspace_and_served_from_there_offline(
@@ -68,7 +70,9 @@ def test_a_hub_repo_is_downloaded_by_hf_into_the_workspace_and_served_from_there
     first = start_llama(env={"LLAMA_MODEL": REPO, "HF_ENDPOINT": hub.url}, volumes=workspace, read_only=False)
     first.wait_healthy()
     assert hub.request_lines() == expected_requests(hub, "tiny-Q4_K_M.gguf")  # the default quant
-    assert {r.user_agent for r in hub.requests} == {USER_AGENT}
+    agents = [r.user_agent for r in hub.requests]
+    assert agents[:3] == ["llama-images"] * 3 and {(agent or "").split("/")[0] for agent in agents[3:]} == {"aria2"}
+    assert "-hf org/repo-GGUF -hff tiny-Q4_K_M.gguf --offline" in first.llama_log()
     assert chat(first)["choices"][0]["message"]["role"] == "assistant"
     # Every cache variable the bundled llama-server reads points into the /workspace volume.
     code, env = first.exec("env")
@@ -104,13 +108,15 @@ def test_a_gated_repo_is_served_with_hf_token_which_never_reaches_the_log(
     assert {r.authorization for r in hub.requests} == {f"Bearer {TOKEN}"}
     llama.wait_logged("[llama] ready: serving")
     assert TOKEN not in llama.log() and "HF_TOKEN=***" in llama.log()
+    assert TOKEN not in llama.status_line()
 
 
 def test_download_progress_is_logged_and_shown_and_an_interrupted_download_resumes(
     main_build: Any, start_llama: Callable[..., Llama], models: Models, client: Any, tmp_path: Path
 ) -> None:
     big = (models.dir / "tiny.gguf").read_bytes() + bytes(6_000_000)  # padding after the tensors
-    with FakeHub(bridge_gateway(client), download_rate=1_500_000) as slow:
+    # 16 connections of 100 kB/s each: about 4 s for the file.
+    with FakeHub(bridge_gateway(client), download_rate=100_000) as slow:
         slow.add_repo(REPO, {"tiny-Q8_0.gguf": big})
         llama = start_llama(env={"LLAMA_MODEL": REPO, "HF_ENDPOINT": slow.url},
                             volumes={str(tmp_path): "/workspace"}, read_only=False)  # fmt: skip
@@ -118,17 +124,20 @@ def test_download_progress_is_logged_and_shown_and_an_interrupted_download_resum
 
         def downloading_a_fifth() -> bool:
             seen.append(llama.status_line())
-            match = re.fullmatch(r"downloading tiny-Q8_0\.gguf (\d+)%", seen[-1])
+            match = re.fullmatch(r"downloading tiny-Q8_0\.gguf (\d+)% \(\d.* [kMG]?B/s\)", seen[-1])
             return match is not None and 20 <= int(match.group(1)) < 100
 
         llama.wait(downloading_a_fifth, 30, "no download progress in the status line")
-        assert llama.exec("supervisorctl", "restart", "llama")[0] == 0  # interrupt it
+        assert llama.exec("supervisorctl", "stop", "llama")[0] == 0  # interrupt it
+        sent = slow.bytes_sent  # counted once the stopped download's connections are closed
+        assert llama.exec("supervisorctl", "start", "llama")[0] == 0
         llama.wait_healthy(60)
         llama.wait_status(f"serving {REPO}")
-    assert re.search(r"^\[llama\] downloading tiny-Q8_0\.gguf: \d+%$", llama.llama_log(), re.MULTILINE)
-    resumed = [r.range for r in slow.requests if r.method == "GET" and "/resolve/" in r.path]
-    assert resumed[0] is None and re.fullmatch(r"bytes=[1-9]\d*-", resumed[-1] or ""), resumed
-    blob = next((tmp_path / ".cache/llama/models--org--repo-GGUF/blobs").iterdir())
+        resumed_bytes = slow.bytes_sent - sent
+    log = llama.llama_log()
+    assert re.search(r"^\[llama\] downloading tiny-Q8_0\.gguf \d+% \(.+/s\)$", log, re.MULTILINE)
+    assert resumed_bytes < len(big) * 0.9, (resumed_bytes, len(big))  # only the rest
+    (blob,) = (tmp_path / ".cache/llama/models--org--repo-GGUF/blobs").iterdir()
     assert blob.read_bytes() == big
 
 
@@ -141,7 +150,7 @@ def test_a_url_is_downloaded_into_the_cache_and_served_from_it_offline(
     first = start_llama(env={"LLAMA_MODEL": url}, volumes=workspace, read_only=False)
     first.wait_healthy()
     path = f"/{REPO}/resolve/main/tiny.gguf?signature=s3cret-sig"
-    assert hub.request_lines() == [f"HEAD {path}", f"GET {path}"]
+    assert hub.request_lines()[0] == f"HEAD {path}" and set(hub.request_lines()[1:]) == {f"GET {path}"}
     first.wait_logged("[llama] ready: serving")
     assert "s3cret-sig" not in first.log() and "tiny.gguf?***" in first.log()
     code, cmdlines = first.sh("cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
@@ -170,8 +179,9 @@ FAILING = {
     # Each start takes longer than Supervisor's startsecs: still three starts.
     "hub never answers": Failing("no download progress for 5 s", Fault.STALL, env={"LLAMA_STALL_TIMEOUT": "5"}),
     "download cut short": Failing("download failed", fault=Fault.TRUNCATE),
+    "download corrupt": Failing("sha256 mismatch: tiny-Q8_0.gguf is not what the hub published", fault=Fault.CORRUPT),
     "gated repo without token": Failing("GET failed (401): Access to model org/repo-GGUF is restricted", token=TOKEN),
-    "url not found": Failing("failed with status code: 404", url_path=f"/{REPO}/resolve/main/none.gguf"),
+    "url not found": Failing("HEAD failed (404)", url_path=f"/{REPO}/resolve/main/none.gguf"),
 }
 
 
@@ -202,8 +212,12 @@ def test_a_failing_download_ends_fatal_after_bounded_retries(
     llama.wait_state("FATAL", 120)
     attempts = llama.failed_attempts()
     assert len(attempts) == 3 and all(cause in line for line in attempts), llama.llama_log()[-3000:]
-    assert llama.starts() == 3
+    assert llama.starts() == 0  # the download failed: llama-server was never started on it
     assert llama.status_line().startswith("failed: ") and cause in llama.status_line()
+    # A corrupt or cut-short file never enters the cache, so llama-server is never given one.
+    cached = "find /workspace/.cache/llama -path '*/snapshots/*' -o -path '*/blobs/*' ! -name '*.incomplete*'"
+    code, listing = llama.sh(cached)
+    assert code == 0 and listing.strip() == "", listing
 
 
 # Router mode
@@ -238,9 +252,10 @@ def test_a_list_in_llama_model_serves_files_and_hub_repos_side_by_side(
         volumes=models.volumes,
     )
     llama.wait_healthy()
-    assert model_ids(llama.curl("/v1/models")[1]) == ["alpha", REPO]
-    assert hub.requests == []  # loaded on first use
+    # The repo was downloaded before the router started, so llama-server also lists what it finds in
+    # the cache under the name it gives cached models (org/repo:QUANT), as on any later start.
+    assert model_ids(llama.curl("/v1/models")[1]) == ["alpha", REPO, f"{REPO}:Q8_0"]
     assert chat(llama, REPO)["model"] == REPO
     assert chat(llama, "alpha")["model"] == "alpha"
-    assert hub.request_lines() == expected_requests(hub, "tiny-Q8_0.gguf")
-    llama.wait_status(f"serving 2 models (loaded: alpha, {REPO})")
+    assert hub.request_lines() == expected_requests(hub, "tiny-Q8_0.gguf", router=True)  # fetched before it started
+    llama.wait_status(f"serving 3 models (loaded: alpha, {REPO})")  # with the cached name

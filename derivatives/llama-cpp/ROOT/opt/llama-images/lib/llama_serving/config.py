@@ -25,6 +25,11 @@ DEFAULT_ATTEMPTS = 3  # llama-server starts before giving up (FATAL)
 DEFAULT_RETRY_DELAY = 5.0  # seconds before the second start; doubles for each further one
 DEFAULT_STALL_TIMEOUT = 300.0  # seconds without download progress before a start is abandoned
 DEFAULT_MODELS_MAX = 1  # router mode: models loaded at once (one GPU's memory, predictably)
+DEFAULT_CACHE = "/workspace/.cache/llama"  # LLAMA_CACHE unset (the image sets it to this)
+DEFAULT_ENDPOINT = "https://huggingface.co/"  # what llama-server asks without MODEL_ENDPOINT/HF_ENDPOINT
+DEFAULT_CONNECTIONS = 16  # per file; aria2 opens at most 16 to one server
+MAX_CONNECTIONS = 16
+DEFAULT_WORKSPACE = "/workspace"
 
 # Options whose value is a secret: it goes into llama-server's environment (which it reads
 # itself), never into its arguments (visible in `ps`) or the log.
@@ -51,6 +56,10 @@ MONITORING = (
     ("--metrics", ("--metrics",), "LLAMA_ARG_ENDPOINT_METRICS"),
     ("--slots", ("--slots", "--no-slots"), "LLAMA_ARG_ENDPOINT_SLOTS"),
 )
+# LLAMA_ARGS options that make llama-server download by itself (a draft or vocoder repo, a URL);
+# without any, it is started --offline once the launcher has put the model in the cache.
+DOWNLOAD_OPTION = re.compile(r"--?(hf[a-z]*|hf-repo[a-z-]*|[a-z-]*-url|mu|dr|docker-repo)")
+OFFLINE_SAFE_OPTIONS = frozenset({"-hff", "--hf-file"})  # a file of the launcher's repo
 HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9._-]+)?")
 HOSTS = re.compile(r"[A-Za-z0-9.:\[\]_-]+(,[A-Za-z0-9.:\[\]_-]+)*")
 # `--option=value` and `-o=value` (short options too: `-hft=TOKEN` is a secret option).
@@ -124,9 +133,22 @@ class Plan:
     args: tuple[str, ...]  # LLAMA_ARGS, split, secrets taken out
     listen: Listen
     secrets: Mapping[str, str] = field(default_factory=dict)  # variable -> value for llama-server
-    cache: str = "/workspace/.cache/llama"
+    cache: str = DEFAULT_CACHE
     retries: Retries = Retries()
     monitoring: tuple[str, ...] = ()  # --metrics, --slots: added unless LLAMA_ARGS decides
+    connections: int = DEFAULT_CONNECTIONS  # 0: llama-server downloads by itself
+    endpoint: str = DEFAULT_ENDPOINT
+    other_caches: tuple[str, ...] = ()  # caches on the volume models are linked in from
+
+    @property
+    def args_download(self) -> bool:
+        """LLAMA_ARGS make llama-server download something besides the model (a draft model)."""
+        return any(DOWNLOAD_OPTION.fullmatch(w) and w not in OFFLINE_SAFE_OPTIONS for w in self.args)
+
+    @property
+    def downloads(self) -> bool:
+        """The launcher downloads models before llama-server starts (llama_serving.download)."""
+        return self.connections > 0 and any(source.kind in ("hf", "url") for source in self.sources)
 
     @property
     def router(self) -> bool:
@@ -141,8 +163,10 @@ class Plan:
             return self.sources[0].shown()
         return "the model named in LLAMA_ARGS"
 
-    def command(self, preset: str | None = None) -> list[str]:
-        """llama-server's arguments; `preset` is the models file written for router mode."""
+    def command(self, preset: str | None = None, hf_file: str | None = None, offline: bool = False) -> list[str]:
+        """llama-server's arguments; `preset` is the models file written for router mode, `hf_file`
+        the repo's file the download chose, `offline` when llama-server must not ask the hub (the
+        launcher has the model in the cache, or the hub failed and the cache serves)."""
         command = ["llama-server"]
         if not self.listen.host_in_args:
             command += ["--host", self.listen.host]
@@ -155,7 +179,9 @@ class Plan:
             if self.sources and preset is not None:
                 command += ["--models-preset", preset]
         elif self.sources:
-            command += model_arguments(self.sources[0], self.cache)
+            command += model_arguments(self.sources[0], self.cache, hf_file)
+        if offline:
+            command.append("--offline")
         return [*command, *self.monitoring, *self.args]
 
     def preset(self) -> str:
@@ -166,6 +192,8 @@ class Plan:
                 keys = {"hf-repo": source.value}
             elif source.kind == "file":
                 keys = {"model": source.value}
+            elif self.downloads:  # downloaded before the router starts: it needs only the file
+                keys = {"model": source.download_path(self.cache)}
             else:
                 keys = {"model-url": source.value, "model": source.download_path(self.cache)}
             sections.append(f"[{source.name}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items()))
@@ -174,7 +202,7 @@ class Plan:
     def environment(self) -> dict[str, str]:
         """What llama-server gets in its environment besides ours: the secrets, and a model's URL."""
         env = dict(self.secrets)
-        if not self.router and self.sources and self.sources[0].kind == "url":
+        if not self.router and not self.downloads and self.sources and self.sources[0].kind == "url":
             env[URL_VARIABLE] = self.sources[0].value
         return env
 
@@ -190,9 +218,9 @@ class Plan:
         return [v for v in values if len(v) >= 3]
 
 
-def model_arguments(source: ModelSource, cache: str) -> list[str]:
+def model_arguments(source: ModelSource, cache: str, hf_file: str | None = None) -> list[str]:
     if source.kind == "hf":
-        return ["-hf", source.value]
+        return ["-hf", source.value, *(["-hff", hf_file] if hf_file else [])]
     if source.kind == "file":
         return ["-m", source.value]
     # The URL travels in the environment (URL_VARIABLE), as a URL may carry credentials. The
@@ -328,7 +356,13 @@ def make_plan(env: Mapping[str, str], default_port: int, taken_ports: Mapping[in
     model_elsewhere = any(word in MODEL_OPTIONS for word in args) or any(env.get(v) for v in MODEL_VARIABLES)
     if not sources and models_dir is None and not model_elsewhere:
         return None
-    if models_dir is not None or len(sources) > 1:
+    connections = int(number(env, "LLAMA_DOWNLOAD_CONNECTIONS", DEFAULT_CONNECTIONS, 0, integer=True))
+    if connections > MAX_CONNECTIONS:
+        raise ConfigError(
+            f"LLAMA_DOWNLOAD_CONNECTIONS={connections} is more than {MAX_CONNECTIONS} (aria2's most per server); "
+            "choose 1-16, or 0 to leave downloads to llama-server"
+        )
+    if connections == 0 and (models_dir is not None or len(sources) > 1):
         for source in sources:
             parts = urlsplit(source.value) if source.kind == "url" else None
             if parts is not None and (parts.password or parts.query):
@@ -338,6 +372,7 @@ def make_plan(env: Mapping[str, str], default_port: int, taken_ports: Mapping[in
                     "llama-server passes a model's URL on a command line (visible in ps); download it "
                     "into LLAMA_MODELS_DIR, or serve it alone"
                 )
+    cache = env.get("LLAMA_CACHE", "").strip() or DEFAULT_CACHE
     retries = Retries(
         attempts=int(number(env, "LLAMA_START_ATTEMPTS", DEFAULT_ATTEMPTS, 1, integer=True)),
         delay=number(env, "LLAMA_RETRY_DELAY", DEFAULT_RETRY_DELAY, 0),
@@ -350,10 +385,31 @@ def make_plan(env: Mapping[str, str], default_port: int, taken_ports: Mapping[in
         args=tuple(args),
         listen=listen_from(args, env, default_port, taken_ports or {}),
         secrets=secrets,
-        cache=env.get("LLAMA_CACHE", "").strip() or "/workspace/.cache/llama",
+        cache=cache,
         retries=retries,
         monitoring=monitoring_options(args, env),
+        connections=connections,
+        endpoint=hub_endpoint(env),
+        other_caches=other_caches(env, cache),
     )
+
+
+def hub_endpoint(env: Mapping[str, str]) -> str:
+    """The hub llama-server would ask (MODEL_ENDPOINT, then HF_ENDPOINT), with a trailing slash."""
+    found = env.get("MODEL_ENDPOINT", "").strip() or env.get("HF_ENDPOINT", "").strip() or DEFAULT_ENDPOINT
+    return found.rstrip("/") + "/"
+
+
+def other_caches(env: Mapping[str, str], cache: str) -> tuple[str, ...]:
+    """Caches on the volume whose models are linked in rather than downloaded again: the reference
+    image's (its llama.cpp builds wrote ${WORKSPACE}/llama.cpp, flat; newer ones $HF_HOME/hub, which
+    it sets to ${WORKSPACE}/.hf_home), and the Hugging Face hub cache (`hf download` fills it)."""
+    workspace = env.get("WORKSPACE", "").strip() or DEFAULT_WORKSPACE
+    hf_home = env.get("HF_HOME", "").strip()
+    hub_cache = env.get("HF_HUB_CACHE", "").strip() or (f"{hf_home}/hub" if hf_home else "")
+    found = [f"{workspace}/llama.cpp", f"{workspace}/.hf_home/hub", hub_cache]
+    own = cache.rstrip("/")
+    return tuple(dict.fromkeys(path.rstrip("/") for path in found if path and path.rstrip("/") != own))
 
 
 def mask_url(url: str) -> str:

@@ -33,12 +33,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_runtime.services import RUNTIME_DIR, SHIPPED_DIR, STATUS_DIR, load_services
 
 from . import gpu, output
 from .config import ConfigError, Plan, make_plan, mask, shown_command
+
+if TYPE_CHECKING:
+    from .download import Prepared
 
 NAME = "llama"
 OVERRIDE = RUNTIME_DIR / f"{NAME}.toml"
@@ -269,12 +272,39 @@ class Runner:
                     return Attempt(served=False, cause=f"cannot create {directory} for the download: {exc.strerror}")
         with contextlib.suppress(OSError):
             Path(self.plan.cache).mkdir(parents=True, exist_ok=True)
-        command = self.plan.command(preset)
+        downloaded, problem = self.download()
+        if problem is not None or self.stopping.is_set():
+            return Attempt(served=False, cause=problem or "stopped")
+        hf_file = downloaded.hf_files.get(self.plan.sources[0].value) if downloaded and not self.plan.router else None
+        # The model is in the cache: llama-server need not ask the hub again (a stalled hub would
+        # hold it up), unless LLAMA_ARGS have it download more.
+        offline = downloaded is not None and (
+            downloaded.offline or (hf_file is not None and not self.plan.args_download)
+        )
+        command = self.plan.command(preset, hf_file=hf_file, offline=offline)
         shown = shown_command(command, self.plan)
         log(f"starting llama-server (attempt {number}/{self.plan.retries.attempts}): {shown}")
         self.status("starting")
         watch = Watch(self, command)
         return watch.run()
+
+    def download(self) -> tuple[Prepared | None, str | None]:
+        """The download phase (llama_serving.download): hub repos and URLs into the cache with
+        aria2, checked, before llama-server starts. (what it found, the cause of a failure)"""
+        if not self.plan.downloads:
+            return None, None
+        from . import download
+
+        def track(process: subprocess.Popen[bytes] | None) -> None:
+            self.process = process  # so a stop reaches aria2, which then keeps its control files
+
+        ui = download.Ui(self.status, log, self.stopping, track, PROGRESS_LOG_SECONDS)
+        try:
+            return download.prepare(self.plan, download.settings_from(self.plan, self.env), ui), None
+        except download.DownloadError as exc:
+            return None, mask(str(exc), self.secrets)
+        except OSError as exc:
+            return None, f"cannot write the download into {self.plan.cache}: {exc.strerror or exc}"
 
     def check_sources(self) -> str | None:
         """A model file or directory that cannot work, said plainly before llama-server is run."""
