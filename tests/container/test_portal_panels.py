@@ -231,10 +231,10 @@ def test_the_logs_archive_downloads_every_log_with_secrets_masked(
     (archive_path,) = tmp_path.glob("*.zip")
     with zipfile.ZipFile(io.BytesIO(archive_path.read_bytes())) as archive:
         contents = {name: archive.read(name).decode(errors="replace") for name in archive.namelist()}
-    for expected in ("logs/boot.log", "logs/provisioning.log", "logs/supervisor/llama.log", "logs/status/llama"):
+    for expected in ("logs/boot.log", "logs/provisioning.log", "logs/portal/llama.log", "logs/status/llama"):
         assert expected in contents, sorted(contents)
     assert "[packages]" in contents["logs/boot.log"] or "10-packages.sh" in contents["logs/boot.log"]
-    assert "starting llama-server" in contents["logs/supervisor/llama.log"]
+    assert "starting llama-server" in contents["logs/portal/llama.log"]
     assert "provisioning with token *** and HF_TOKEN=***" in contents["logs/provisioning.log"]
     assert not any(TOKEN in text or HF_SECRET in text for text in contents.values())
 

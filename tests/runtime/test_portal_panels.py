@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from llama_portal.logs_archive import members, secrets_in, write_zip
 from llama_portal.panels import allowed_actions, mapped_port, usage
+from llama_runtime.logs import PROGRAM_LOGS
 
 
 @pytest.mark.parametrize(
@@ -102,15 +103,15 @@ def test_secrets_the_archive_masks() -> None:
 
 
 def test_the_archive_holds_every_log_masked(tmp_path: Path) -> None:
-    (tmp_path / "supervisor").mkdir()
+    (tmp_path / PROGRAM_LOGS).mkdir()
     (tmp_path / "boot.log").write_text("[auth] token from OPEN_BUTTON_TOKEN\n[packages] pip install x\n")
     (tmp_path / "provisioning.log").write_text("using the-access-token here\n")
-    (tmp_path / "supervisor" / "llama.log").write_text("api key key-one\n")
-    (tmp_path / "supervisor" / "llama.log.1").write_text("older\n")
-    (tmp_path / "supervisor" / "portal.log").write_bytes(b"\xff binary\n")
+    (tmp_path / PROGRAM_LOGS / "llama.log").write_text("api key key-one\n")
+    (tmp_path / PROGRAM_LOGS / "llama.log.1").write_text("older\n")
+    (tmp_path / PROGRAM_LOGS / "portal.log").write_bytes(b"\xff binary\n")
     files = members(tmp_path)
     assert [name for name, _ in files] == [
-        "boot.log", "provisioning.log", "supervisor/llama.log", "supervisor/llama.log.1", "supervisor/portal.log"
+        "boot.log", "provisioning.log", "portal/llama.log", "portal/llama.log.1", "portal/portal.log"
     ]  # fmt: skip
     buffer = io.BytesIO()
     write_zip(buffer, files, {"status/llama": "serving tiny"}, ["the-access-token", "key-one"])
@@ -118,7 +119,7 @@ def test_the_archive_holds_every_log_masked(tmp_path: Path) -> None:
         contents = {name: archive.read(name).decode() for name in archive.namelist()}
     assert set(contents) == {f"logs/{name}" for name, _ in files} | {"logs/status/llama"}
     assert contents["logs/provisioning.log"] == "using *** here\n"
-    assert contents["logs/supervisor/llama.log"] == "api key ***\n"
+    assert contents["logs/portal/llama.log"] == "api key ***\n"
     assert contents["logs/boot.log"].startswith("[auth] token from OPEN_BUTTON_TOKEN")
     assert contents["logs/status/llama"] == "serving tiny"
     assert not any("the-access-token" in text or "key-one" in text for text in contents.values())

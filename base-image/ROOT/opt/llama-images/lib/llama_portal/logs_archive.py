@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
+from llama_runtime.logs import PROGRAM_LOGS
+
 MASK = "***"
 # Values of variables named like this are masked wherever they appear (a provisioning script
 # may print what it was given); short values would mask ordinary words.
@@ -60,7 +62,8 @@ def members(log_dir: Path) -> list[tuple[str, Path]]:
     found = [
         (path.name, path) for path in sorted(log_dir.glob("boot.log*")) + sorted(log_dir.glob("provisioning.log*"))
     ]
-    found += [(f"supervisor/{path.name}", path) for path in sorted((log_dir / "supervisor").glob("*.log*"))]
+    programs = log_dir / PROGRAM_LOGS
+    found += [(f"{PROGRAM_LOGS}/{path.name}", path) for path in sorted(programs.glob("*.log*"))]
     return [(name, path) for name, path in found if path.is_file()]
 
 
