@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Container entrypoint (PID 1 is tini). In order:
 #   1. check that /run and /tmp are writable (one line naming what to mount if not)
-#   2. store the access token root-only and drop it from the environment services inherit
+#   2. store the access token(s) root-only and drop them from the environment services inherit;
+#      make the login sessions' secret and the instance certificate (/etc/instance.crt) if none
 #   3. CUDA forward compatibility decision (one line), while 2 and 4 run
 #   4. every /etc/boot.d/*.sh in lexical order; a failing step is logged and boot goes on
 #   5. supervisord in the foreground; its program "proxy" renders the proxy config from the
@@ -41,9 +42,9 @@ fi
 
 # The token is stored while the CUDA decision and the boot steps run (each is a Python start on
 # the way to the first answer); the proxy config, rendered after them, is the first to need it.
-"${runtime}" setup-token > >(tee -a "${boot_log}") 2>&1 &
+"${runtime}" setup-access > >(tee -a "${boot_log}") 2>&1 &
 token_stored=$!
-# Only the proxy (through its root-only config) and the portal (root-only file) need the token.
+# Only the proxy's render (root-only files) reads the token(s); no service's environment holds one.
 unset OPEN_BUTTON_TOKEN WEB_PASSWORD
 
 # The decision is a Python start too: it runs beside the boot steps (none of them needs the
