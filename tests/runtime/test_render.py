@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from llama_runtime import cli, environment
+from llama_runtime.proxy import Tls
 from llama_runtime.services import load_services
 
 from tests.runtime.test_services import image_declaration
@@ -27,6 +28,7 @@ def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     monkeypatch.setattr(environment, "SYSTEM_FILE", tmp_path / "environment")
     monkeypatch.setenv("WORKSPACE", str(tmp_path / "workspace"))
     declaration = image_declaration(tmp_path)
+
     def load(environ: Any) -> Any:
         return load_services(declaration, tmp_path / "no-overrides", environ)
 
@@ -130,3 +132,35 @@ def test_a_render_that_cannot_be_written_leaves_the_last_config_in_place(
     assert "ERROR: the proxy config could not be written (No space left on device); the last one stays" in (
         capsys.readouterr().out
     )
+
+
+@pytest.fixture
+def tls_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(cli, "INSTANCE_CERT", tmp_path / "etc/instance.crt")
+    monkeypatch.setattr(cli, "INSTANCE_KEY", tmp_path / "etc/instance.key")
+    monkeypatch.setattr(cli, "FALLBACK_TLS_DIR", tmp_path / "run/tls")
+    monkeypatch.delenv("TLS_CERT_FILE", raising=False)
+    monkeypatch.delenv("TLS_KEY_FILE", raising=False)
+    (tmp_path / "etc").mkdir()
+    return tmp_path
+
+
+def test_the_instance_certificate_is_made_once_where_the_reference_keeps_it(tls_paths: Path) -> None:
+    made = cli.ensure_certificate()
+    assert made == Tls(tls_paths / "etc/instance.crt", tls_paths / "etc/instance.key")
+    assert (tls_paths / "etc/instance.key").stat().st_mode & 0o777 == 0o600
+    first = (tls_paths / "etc/instance.crt").read_bytes()
+    assert cli.ensure_certificate() == made and (tls_paths / "etc/instance.crt").read_bytes() == first
+
+
+def test_the_owner_s_pair_is_used_and_a_broken_one_left_alone_for_a_pair_of_this_boot(
+    tls_paths: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.generate_certificate(tls_paths / "etc/instance.crt", tls_paths / "etc/instance.key") is None
+    owner = (tls_paths / "etc/instance.crt").read_bytes()
+    assert cli.ensure_certificate() is not None and (tls_paths / "etc/instance.crt").read_bytes() == owner
+    (tls_paths / "etc/instance.key").write_text("not a key\n")
+    made = cli.ensure_certificate()
+    assert made == Tls(tls_paths / "run/tls/instance.crt", tls_paths / "run/tls/instance.key")
+    assert (tls_paths / "etc/instance.key").read_text() == "not a key\n"
+    assert "ERROR: " in capsys.readouterr().out

@@ -195,32 +195,35 @@ def generate_certificate(certificate: Path, key: Path) -> str | None:
 def ensure_certificate(quiet: bool = False) -> proxy.Tls | None:
     """TLS_CERT_FILE/TLS_KEY_FILE when given, else /etc/instance.crt and /etc/instance.key (the
     owner's pair placed there, or one generated there at first boot), else a pair generated
-    for this boot in /run; None when none can be made."""
+    for this boot in /run; None when none can be made. `quiet`: at boot, where HTTPS may be off."""
+
+    def say(message: str) -> None:
+        if not quiet:
+            log("proxy", message)
+
     certificate, key = os.environ.get("TLS_CERT_FILE", ""), os.environ.get("TLS_KEY_FILE", "")
     if certificate or key:
         problem = certificate_usable(Path(certificate), Path(key))
         if problem is None:
             return proxy.Tls(Path(certificate), Path(key))
-        log("proxy", f"ERROR: TLS_CERT_FILE and TLS_KEY_FILE: {problem}; using /etc/instance.crt instead")
+        say(f"ERROR: TLS_CERT_FILE and TLS_KEY_FILE: {problem}; using {INSTANCE_CERT} instead")
     problem = certificate_usable(INSTANCE_CERT, INSTANCE_KEY)
     if problem is None:
         return proxy.Tls(INSTANCE_CERT, INSTANCE_KEY)
     if problem != "missing" or INSTANCE_KEY.exists() or INSTANCE_CERT.exists():
-        log("proxy", f"ERROR: {INSTANCE_CERT} and {INSTANCE_KEY}: {problem}; left as they are")
-    else:
-        failure = generate_certificate(INSTANCE_CERT, INSTANCE_KEY)
-        if failure is None:
-            if not quiet:
-                log("proxy", f"generated a self-signed certificate: {INSTANCE_CERT}")
-            return proxy.Tls(INSTANCE_CERT, INSTANCE_KEY)
+        say(f"ERROR: {INSTANCE_CERT} and {INSTANCE_KEY}: {problem}; left as they are")
+    elif generate_certificate(INSTANCE_CERT, INSTANCE_KEY) is None:
+        say(f"generated a self-signed certificate: {INSTANCE_CERT}")
+        return proxy.Tls(INSTANCE_CERT, INSTANCE_KEY)
     fallback = proxy.Tls(FALLBACK_TLS_DIR / "instance.crt", FALLBACK_TLS_DIR / "instance.key")
     if certificate_usable(fallback.certificate, fallback.key) is None:
+        say(f"using the self-signed certificate made for this boot: {fallback.certificate}")
         return fallback
     failure = generate_certificate(fallback.certificate, fallback.key)
     if failure is None:
-        log("proxy", f"using a self-signed certificate made for this boot: {fallback.certificate}")
+        say(f"using a self-signed certificate made for this boot: {fallback.certificate}")
         return fallback
-    log("proxy", f"ERROR: no certificate could be made: {failure}")
+    say(f"ERROR: no certificate could be made: {failure}")
     return None
 
 
