@@ -56,6 +56,12 @@ def test_a_browser_with_a_token_gets_a_seven_day_session_and_the_address_without
         assert session_valid(KEY, value, NOW + 7 * 86400 - 1)
 
 
+def test_the_redirect_keeps_the_rest_of_the_address_as_sent_and_stays_on_this_host() -> None:
+    assert verifier.without_token("/a/b?x=1&token=t&y&z=%20&tok%65n=u") == "/a/b?x=1&y&z=%20"
+    assert verifier.without_token("//evil.example/x?token=t") == "/x"
+    assert verifier.without_token("?token=t") == "/"
+
+
 def test_a_session_opens_reading_and_same_origin_changes_only(judge: Verifier) -> None:
     cookie = {"cookie": f"other=1; {COOKIE}={new_session(KEY, NOW)}"}
     assert judge.decide(request(headers=cookie), NOW).status == 200

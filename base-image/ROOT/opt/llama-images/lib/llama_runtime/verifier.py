@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
 from . import access, proxy
 
@@ -89,9 +89,11 @@ def refusal(status: int, request: Request, message: str, page: str, challenge: b
 
 
 def without_token(uri: str) -> str:
+    """The same address without its token parameters (the rest of the query as sent), and
+    never another host's (`//host/...` would be one)."""
     parts = urlsplit(uri)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
-    return urlunsplit(("", "", parts.path or "/", urlencode(query), ""))
+    query = "&".join(p for p in parts.query.split("&") if p and unquote_plus(p.partition("=")[0]) != "token")
+    return urlunsplit(("", "", "/" + parts.path.lstrip("/"), query, ""))
 
 
 class Verifier:
