@@ -232,7 +232,13 @@ def strip_session_cookies() -> dict[str, Any]:
     return {
         "handler": "headers",
         "request": {
-            "replace": {"Cookie": [{"search_regexp": f"(?:^|;)\\s*{ANY_SESSION_COOKIE}=[^;]*", "replace": ""}]}
+            "replace": {
+                "Cookie": [
+                    # Those after another cookie with their "; ", then a first one with its own.
+                    {"search_regexp": f";\\s*{ANY_SESSION_COOKIE}=[^;]*", "replace": ""},
+                    {"search_regexp": f"^\\s*{ANY_SESSION_COOKIE}=[^;]*(?:;\\s*)?", "replace": ""},
+                ]
+            }
         },
     }
 
