@@ -89,8 +89,11 @@ def session_secret() -> bytes:
             value = path.read_text(encoding="utf-8").strip()
         except OSError:
             continue
-        if len(value) >= 64:
-            return bytes.fromhex(value[:64]) if all(c in "0123456789abcdef" for c in value[:64]) else value.encode()
+        if len(value) >= 32:  # written here as hex; an owner's own value is taken as it is
+            try:
+                return bytes.fromhex(value)
+            except ValueError:
+                return value.encode()
     value = secrets.token_hex(32)
     for path in SECRET_FILES:
         try:
