@@ -551,6 +551,9 @@ def test_the_reference_user_name_and_both_token_variables_open_every_way(run_con
         assert request(container, 1111, "/api/health", headers={"Cookie": session}).status == 200
     assert request(container, 1111, "/api/health", headers=basic("admin", TOKEN)).status == 401
     assert "differ" not in container.logs().decode()
+    # The instance certificate is where the reference keeps it, HTTPS on or not.
+    wait_for(lambda: exec_text(container, "openssl", "x509", "-noout", "-in", "/etc/instance.crt")[0] == 0, 30,
+             "no /etc/instance.crt", container)  # fmt: skip
 
 
 def status_of(container: Any, port: int, path: str, headers: dict[str, str] | None = None) -> int:

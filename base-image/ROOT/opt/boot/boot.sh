@@ -2,7 +2,7 @@
 # Container entrypoint (PID 1 is tini). In order:
 #   1. check that /run and /tmp are writable (one line naming what to mount if not)
 #   2. store the access token(s) root-only and drop them from the environment services inherit;
-#      make the login sessions' secret and the instance certificate (/etc/instance.crt) if none
+#      make the login sessions' secret if none (and, later and detached, /etc/instance.crt)
 #   3. CUDA forward compatibility decision (one line), while 2 and 4 run
 #   4. every /etc/boot.d/*.sh in lexical order; a failing step is logged and boot goes on
 #   5. supervisord in the foreground; its program "proxy" renders the proxy config from the
@@ -46,6 +46,10 @@ fi
 token_stored=$!
 # Only the proxy's render (root-only files) reads the token(s); no service's environment holds one.
 unset OPEN_BUTTON_TOKEN WEB_PASSWORD
+# The instance certificate (/etc/instance.crt, there whether or not HTTPS is on, as in the
+# reference image) is made after the API's head start, detached (tini reaps it); a render under
+# ENABLE_HTTPS makes it itself when it comes first (a lock keeps them from both writing it).
+( (sleep 3 && "${runtime}" make-certificate) >>"${boot_log}" 2>&1 & )
 
 # The decision is a Python start too: it runs beside the boot steps (none of them needs the
 # compat libraries); its answer is read before Supervisor starts the services.

@@ -106,9 +106,8 @@ def session_secret() -> bytes:
 
 def setup_access() -> int:
     """At boot, before Supervisor: keep what OPEN_BUTTON_TOKEN and WEB_PASSWORD hold (either, or
-    both: each is then valid) root-only, or a generated token; the session secret; and the
-    instance certificate. Boot then drops the variables from every service's environment.
-    Never prints a token."""
+    both: each is then valid) root-only, or a generated token, and the session secret. Boot then
+    drops the variables from every service's environment. Never prints a token."""
     given: dict[str, str] = {}
     for name in TOKEN_VARIABLES:
         value = os.environ.get(name, "")
@@ -126,7 +125,6 @@ def setup_access() -> int:
     write_private(TOKEN_FILE, next(iter(given.values())))
     log("auth", f"read it with: docker exec <container> cat {TOKEN_FILE}")
     session_secret()
-    ensure_certificate(quiet=True)
     return 0
 
 
@@ -198,8 +196,21 @@ def generate_certificate(certificate: Path, key: Path) -> str | None:
 def ensure_certificate(quiet: bool = False) -> proxy.Tls | None:
     """TLS_CERT_FILE/TLS_KEY_FILE when given, else /etc/instance.crt and /etc/instance.key (the
     owner's pair placed there, or one generated there at first boot), else a pair generated
-    for this boot in /run; None when none can be made. `quiet`: at boot, where HTTPS may be off."""
+    for this boot in /run; None when none can be made. `quiet`: at boot, where HTTPS may be off.
+    One process at a time (boot's and the proxy's render may both get here first)."""
+    import fcntl
 
+    lock = RUN_DIR / "tls.lock"
+    try:
+        handle = lock.open("a")
+    except OSError:
+        return find_or_make_certificate(quiet)
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return find_or_make_certificate(quiet)
+
+
+def find_or_make_certificate(quiet: bool) -> proxy.Tls | None:
     def say(message: str) -> None:
         if not quiet:
             log("proxy", message)
@@ -392,12 +403,13 @@ def cuda_compat() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llama_runtime", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("setup-access", help="at boot: keep the token(s), the session secret and the certificate")
+    commands.add_parser("setup-access", help="at boot: keep the token(s) and the session secret")
     render = commands.add_parser("render-proxy", help="write Caddy's config from the service declaration")
     render.add_argument("--output", type=Path, default=RUN_DIR / "caddy.json")
     render.add_argument("--settings-output", type=Path, default=proxy.AUTH_DIR / "settings.json")
     render.add_argument("--retry", action="store_true", help="a retry after a failed render: only the outcome")
     commands.add_parser("auth-verifier", help="serve the proxy's login checks on its unix socket")
+    commands.add_parser("make-certificate", help="make /etc/instance.crt and .key when there is no usable pair")
     commands.add_parser("healthcheck", help="exit 1 when the proxy or an essential service is down")
     services = commands.add_parser("services", help="print the loaded service declaration as JSON")
     services.add_argument("--field", help="print one value, e.g. llama.internal_port")
@@ -417,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         "setup-access": setup_access,
         "render-proxy": lambda: render_proxy(args.output, args.settings_output, args.retry),
         "auth-verifier": auth_verifier,
+        "make-certificate": lambda: 0 if ensure_certificate(quiet=True) else 1,
         "healthcheck": run_healthcheck,
         "services": lambda: print_services(args.field),
         "wait-essential": lambda: wait_essential(args.timeout),
