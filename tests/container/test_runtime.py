@@ -659,6 +659,15 @@ def test_portal_config_decides_what_runs_and_the_reference_default_boots_cleanly
     assert ("PORTAL_CONFIG entry 3 '[::1]:7000:17000:/:V6' and entry 4 'localhost:7000:17001:/:Other' both publish "
             "external port 7000: the later entry wins") in log  # fmt: skip
 
+    # Left out, the portal and llama-server stay off too, as clean exits (not FATAL, not restarted).
+    only_jupyter = run_container(environment={"OPEN_BUTTON_TOKEN": TOKEN, "PORTAL_CONFIG": "localhost:8080:18080:/:Jupyter"})
+    wait_answering(only_jupyter, 8080, "/api")
+    wait_for(lambda: {program_states(only_jupyter).get(p) for p in ("portal", "llama")} == {"EXITED"}, 60,
+             "portal and llama did not stay off", only_jupyter)  # fmt: skip
+    with pytest.raises(OSError):
+        request(only_jupyter, 1111, "/api/health", headers=bearer(), timeout=5)
+    assert "[portal] not started: not in PORTAL_CONFIG" in only_jupyter.logs().decode()
+
 
 def test_a_full_run_keeps_the_proxy_serving_with_its_last_config_and_the_render_is_retried(
     run_container: Callable[..., Any],

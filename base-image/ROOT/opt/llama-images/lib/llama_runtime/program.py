@@ -19,12 +19,19 @@ from .services import load_services
 SUPERVISOR_CONF_DIR = Path("/etc/supervisor/conf.d")
 
 
-def off_reason(name: str) -> str | None:
-    """Why service `name` does not run now, or None (also for a name nothing declares)."""
+def start(name: str) -> bool:
+    """At the start of service `name`'s Supervisor program: apply the settings files; when the
+    service is off, say why and outlive the program's startsecs (so Supervisor records a clean
+    exit, not a failed start) and return False."""
+    environment.apply_to_process(name)
     service = load_services(environ=os.environ).by_name().get(name)
     if service is None or service.enabled:
-        return None
-    return service.off_reason or "switched off"
+        return True
+    print(f"[{name}] not started: {service.off_reason or 'switched off'}", flush=True)
+    wait = startsecs(service.program or name)
+    if wait:
+        time.sleep(wait + 1)
+    return False
 
 
 def startsecs(program: str, conf_dir: Path = SUPERVISOR_CONF_DIR) -> float:
@@ -35,18 +42,3 @@ def startsecs(program: str, conf_dir: Path = SUPERVISOR_CONF_DIR) -> float:
     with contextlib.suppress(configparser.Error, ValueError):
         return float(parser.get(f"program:{program}", "startsecs"))
     return 0.0
-
-
-def start(name: str, program: str | None = None) -> bool:
-    """At program `program`'s start (service `name`): apply the settings files; when the service
-    is off, say why and outlive Supervisor's startsecs (so it records a clean exit, not a failed
-    start) and return False."""
-    environment.apply_to_process(name)
-    reason = off_reason(name)
-    if reason is None:
-        return True
-    print(f"[{name}] not started: {reason}", flush=True)
-    wait = startsecs(program or name)
-    if wait:
-        time.sleep(wait + 1)
-    return False
