@@ -660,7 +660,8 @@ def test_portal_config_decides_what_runs_and_the_reference_default_boots_cleanly
             "external port 7000: the later entry wins") in log  # fmt: skip
 
     # Left out, the portal and llama-server stay off too, as clean exits (not FATAL, not restarted).
-    only_jupyter = run_container(environment={"OPEN_BUTTON_TOKEN": TOKEN, "PORTAL_CONFIG": "localhost:8080:18080:/:Jupyter"})
+    jupyter_only = {"OPEN_BUTTON_TOKEN": TOKEN, "PORTAL_CONFIG": "localhost:8080:18080:/:Jupyter"}
+    only_jupyter = run_container(environment=jupyter_only)
     wait_answering(only_jupyter, 8080, "/api")
     wait_for(lambda: {program_states(only_jupyter).get(p) for p in ("portal", "llama")} == {"EXITED"}, 60,
              "portal and llama did not stay off", only_jupyter)  # fmt: skip
