@@ -96,7 +96,7 @@ def test_secrets_the_archive_masks() -> None:
         "PROVISIONING_SCRIPT": "https://user:pa55word@example.com/setup.sh?sig=s3cr3t",
         "PATH": "/usr/bin",
     }
-    found = secrets_in(env, "the-access-token", ["from-llama-args"])
+    found = secrets_in(env, ["the-access-token"], ["from-llama-args"])
     assert set(found) == {"key-one", "key-two", "hf_abcdefghijklmnopqrstuvwxyz", "correct-horse", "pa55word",
                           "sig=s3cr3t", "the-access-token", "from-llama-args"}  # fmt: skip
     assert found == sorted(found, key=len, reverse=True)  # longest first: a secret inside another

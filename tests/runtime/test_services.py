@@ -47,24 +47,79 @@ def test_runtime_overrides_replace_shipped_values(tmp_path: Path) -> None:
     assert loaded.by_name()["llama"].external_port == 8000
 
 
-def test_portal_config_overrides_by_label_and_adds_link_only_services(tmp_path: Path) -> None:
-    config = "localhost:8001:18001:/v1:llama.cpp server|localhost:7860:17860:/:Gradio App"
+REFERENCE_DEFAULT = (
+    # The reference image's own PORTAL_CONFIG for its llama.cpp image (05-llama-env.sh).
+    "localhost:1111:11111:/:Instance Portal|localhost:8000:18000:/:Llama.cpp UI|"
+    "localhost:8080:18080:/:Jupyter|localhost:8080:8080:/terminals/1:Jupyter Terminal"
+)
+
+
+def test_the_reference_default_names_every_service_and_adds_the_terminal_link(tmp_path: Path) -> None:
+    loaded = load_services(image_declaration(tmp_path), tmp_path / "none", {"PORTAL_CONFIG": REFERENCE_DEFAULT})
+    assert loaded.problems == ()
+    rows = [(s.name, s.label, s.external_port, s.internal_port, s.enabled, s.published) for s in loaded.services]
+    assert rows == [
+        ("portal", "Instance Portal", 1111, 11111, True, True),
+        ("llama", "Llama.cpp UI", 8000, 18000, True, True),
+        ("jupyter", "Jupyter", 8080, 18080, True, True),
+        ("jupyter-terminal", "Jupyter Terminal", 8080, 8080, True, False),
+    ]
+    terminal = loaded.by_name()["jupyter-terminal"]
+    assert (terminal.link_only, terminal.path, terminal.program) == (True, "/terminals/1", None)
+    assert loaded.by_name()["llama"].program == "llama"
+
+
+def test_portal_config_decides_what_runs(tmp_path: Path) -> None:
+    config = (
+        "localhost:1111:11111:/:Instance Portal|localhost:8001:18001:/v1:llama.cpp server|"
+        "localhost:7860:17860:/:Gradio App"
+    )
     loaded = load_services(image_declaration(tmp_path), tmp_path / "none", {"PORTAL_CONFIG": config})
     llama = loaded.by_name()["llama"]
     assert (llama.external_port, llama.internal_port, llama.path, llama.program) == (8001, 18001, "/v1", "llama")
     assert loaded.by_name()["gradio-app"] == Service("gradio-app", "Gradio App", 7860, 17860, "/")
+    jupyter = loaded.by_name()["jupyter"]
+    assert (jupyter.enabled, jupyter.published, jupyter.off_reason) == (False, False, "not in PORTAL_CONFIG")
+    assert loaded.problems == ()
 
 
-def test_malformed_portal_config_entries_are_reported_and_skipped(tmp_path: Path) -> None:
-    config = "localhost:70000:1:/:Too big|nonsense|localhost:7000:17000:nopath:X|localhost:7001:17001:/:Fine"
-    loaded = load_services(image_declaration(tmp_path), tmp_path / "none", {"PORTAL_CONFIG": config})
-    assert "fine" in loaded.by_name()
-    assert loaded.problems == (
-        "PORTAL_CONFIG entry 1 'localhost:70000:1:/:Too big': external port '70000' is not a port (1-65535); skipped",
-        "PORTAL_CONFIG entry 2 'nonsense': expected host:external_port:internal_port:path:Label; skipped",
-        "PORTAL_CONFIG entry 3 'localhost:7000:17000:nopath:X': path 'nopath' must start with '/'; skipped",
+def test_an_enable_switch_and_portal_config_say_why_a_service_is_off(tmp_path: Path) -> None:
+    env = {"PORTAL_CONFIG": REFERENCE_DEFAULT, "ENABLE_JUPYTER": "no"}
+    jupyter = load_services(image_declaration(tmp_path), tmp_path / "none", env).by_name()["jupyter"]
+    assert (jupyter.enabled, jupyter.off_reason) == (False, "ENABLE_JUPYTER=no")
+
+
+def test_conflicting_entries_are_logged_by_both_names_and_the_later_wins(tmp_path: Path) -> None:
+    config = (
+        "localhost:8000:18000:/:A|127.0.0.1:8001:18000:/:B|"  # one service twice
+        "[::1]:7000:17000:/:V6|localhost:7000:17001:/:Other|"  # one external port twice
+        "10.0.0.5:7001:18000:/:Remote|"  # another machine's port 18000 is not llama-server
+        "localhost:7002:17002:/:Twice|localhost:7003:17003:/:twice"  # one label twice
     )
-    assert len(loaded.services) == 4
+    loaded = load_services(image_declaration(tmp_path), tmp_path / "none", {"PORTAL_CONFIG": config})
+    assert loaded.problems == (
+        "PORTAL_CONFIG entry 1 'localhost:8000:18000:/:A' and entry 2 '127.0.0.1:8001:18000:/:B' both name "
+        "service 'llama': the later entry wins, entry 1 'localhost:8000:18000:/:A' skipped",
+        "PORTAL_CONFIG entry 3 '[::1]:7000:17000:/:V6' and entry 4 'localhost:7000:17001:/:Other' both publish "
+        "external port 7000: the later entry wins, entry 3 '[::1]:7000:17000:/:V6' skipped",
+        "PORTAL_CONFIG entry 6 'localhost:7002:17002:/:Twice' and entry 7 'localhost:7003:17003:/:twice' both "
+        "have the label 'twice': the later entry wins, entry 6 'localhost:7002:17002:/:Twice' skipped",
+    )
+    published = {s.external_port: (s.name, s.host, s.internal_port) for s in loaded.services if s.published}
+    assert published == {
+        7000: ("other", "127.0.0.1", 17001),
+        7001: ("remote", "10.0.0.5", 18000),
+        7003: ("twice", "127.0.0.1", 17003),
+        8001: ("llama", "127.0.0.1", 18000),
+    }
+
+
+def test_an_ipv6_host_in_brackets_is_accepted(tmp_path: Path) -> None:
+    config = "[::1]:8000:18000:/:llama.cpp server|[fd00::5]:7000:17000:/x:Far"
+    loaded = load_services(image_declaration(tmp_path), tmp_path / "none", {"PORTAL_CONFIG": config})
+    assert loaded.problems == ()
+    assert loaded.by_name()["llama"].host == "::1"
+    assert loaded.by_name()["far"].host == "fd00::5"
 
 
 def test_a_bad_file_is_reported_with_its_key_and_the_others_still_load(tmp_path: Path) -> None:
@@ -83,9 +138,10 @@ def test_enabled_by_variable_turns_a_service_off(tmp_path: Path) -> None:
     assert [s.name for s in loaded.services if s.enabled] == ["portal", "llama"]
 
 
-def test_two_services_on_one_external_port_keep_the_first(tmp_path: Path) -> None:
-    loaded = load_services(
-        image_declaration(tmp_path), tmp_path / "none", {"PORTAL_CONFIG": "localhost:8080:17000:/:Other"}
-    )
+def test_two_declared_services_on_one_external_port_keep_the_first(tmp_path: Path) -> None:
+    shipped = image_declaration(tmp_path)
+    other = 'name = "other"\nlabel = "Other"\nexternal_port = 8080\ninternal_port = 17000\npath = "/"\n'
+    write(shipped, "other.toml", other)
+    loaded = load_services(shipped, tmp_path / "none", {})
     assert "other" not in loaded.by_name()
     assert loaded.problems == ("service 'other': external port 8080 is already used by 'jupyter'; 'other' skipped",)

@@ -41,7 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--download-rate-mb", type=int, default=20, help="the hub's cap per connection, MB/s (default 20)"
     )
     parser.add_argument("--download-link-mb", type=int, default=40, help="the link's cap, MB/s (default 40)")
-    parser.add_argument("--image", help="measure boot, load, size, portal and download on this image instead of building one")
+    parser.add_argument(
+        "--image", help="measure boot, load, size, portal and download on this image instead of building one"
+    )
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(MEASUREMENTS))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Container entrypoint (PID 1 is tini). In order:
 #   1. check that /run and /tmp are writable (one line naming what to mount if not)
-#   2. store the access token root-only and drop it from the environment services inherit
+#   2. store the access token(s) root-only and drop them from the environment services inherit;
+#      make the login sessions' secret if none (and, later and detached, /etc/instance.crt)
 #   3. CUDA forward compatibility: decided and probed with a real cuInit (one [cuda-compat] line),
 #      while 2 and 4 run; its library directory, if any, goes first on LD_LIBRARY_PATH
 #   4. every /etc/boot.d/*.sh in lexical order; a failing step is logged and boot goes on
@@ -43,10 +44,14 @@ fi
 
 # The token is stored while the CUDA decision and the boot steps run (each is a Python start on
 # the way to the first answer); the proxy config, rendered after them, is the first to need it.
-"${runtime}" setup-token > >(tee -a "${boot_log}") 2>&1 &
+"${runtime}" setup-access > >(tee -a "${boot_log}") 2>&1 &
 token_stored=$!
-# Only the proxy (through its root-only config) and the portal (root-only file) need the token.
+# Only the proxy's render (root-only files) reads the token(s); no service's environment holds one.
 unset OPEN_BUTTON_TOKEN WEB_PASSWORD
+# The instance certificate (/etc/instance.crt, there whether or not HTTPS is on, as in the
+# reference image) is made after the API's head start, detached (tini reaps it); a render under
+# ENABLE_HTTPS makes it itself when it comes first (a lock keeps them from both writing it).
+( (sleep 3 && "${runtime}" make-certificate) >>"${boot_log}" 2>&1 & )
 
 # The decision is a Python start too (and, on a GPU host, a cuInit in a child process): it runs
 # beside the boot steps (none of them needs the compat libraries); its answer is read before

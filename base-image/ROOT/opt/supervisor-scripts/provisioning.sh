@@ -5,6 +5,12 @@
 # the next boot. Output: provisioning.log in the log directory (and `docker logs`, the portal).
 set -uo pipefail
 
+# The settings files (/etc/environment, ${WORKSPACE}/.env) apply to the script, as to every
+# program: this script starts again through `run`, which reads them as data.
+if [[ -z ${LLAMA_IMAGES_SETTINGS_READ:-} ]]; then
+    exec /opt/llama-images/bin/llama-runtime run -- "$0" "$@"
+fi
+
 source="${PROVISIONING_SCRIPT:-}"
 marker=/var/lib/llama-images/done/provisioning
 status=/run/llama-images/boot/provisioning

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llama_runtime import logs, supervisor
-from llama_runtime.cli import RUN_DIR, TOKEN_FILE
+from llama_runtime import environment, logs, supervisor
+from llama_runtime.cli import RUN_DIR, TOKEN_FILE, effective_tokens
 from llama_runtime.proxy import auth_from_env
 from llama_runtime.services import STATUS_DIR, Service, load_services
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -69,7 +69,11 @@ def known_secrets() -> list[str]:
     """Every secret the container knows: what the log views and the archive mask."""
     service = llama_service()
     _, llama = llama_secrets(service) if service is not None else (None, [])
-    return logs_archive.secrets_in(os.environ, read_line(TOKEN_FILE) or "", llama)
+    files = environment.read(os.environ)
+    tokens, _ = effective_tokens(files)  # every token that opens the proxy (OPEN_BUTTON_TOKEN, WEB_PASSWORD)
+    env = dict(os.environ)
+    environment.apply(env, files)
+    return logs_archive.secrets_in(env, [*tokens.values(), read_line(TOKEN_FILE) or ""], llama)
 
 
 def masked(text: str) -> str:
@@ -139,8 +143,7 @@ def usage(request: Request) -> Response:
     service = llama_service()
     if service is None:
         return JSONResponse({"available": False})
-    token = read_line(TOKEN_FILE) or ""
-    auth, _ = auth_from_env(os.environ, token)
+    auth, _ = auth_from_env(os.environ, (), "")  # which ports ask for the token; the page never holds one
     key, _ = llama_secrets(service)
     served = None
     state = (supervisor.states_or_empty().get(service.program or "") or {}).get("statename")

@@ -1,4 +1,9 @@
-"""Portal routes. Everything the page shows comes from the JSON API below it."""
+"""Portal routes. Everything the page shows comes from the JSON API below it.
+
+Every answer carries security headers (no framing by another origin, no sniffing, no referrer),
+and every request that may change something must come from the portal's own origin (the
+proxy checks this too; the portal repeats it for ports the proxy leaves open). No answer holds
+the access token: links need none, the login session reaches every port of the host."""
 
 from __future__ import annotations
 
@@ -7,14 +12,17 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
-from llama_runtime import logs, supervisor
-from llama_runtime.cli import RUN_DIR, TOKEN_FILE
-from llama_runtime.proxy import Auth, auth_from_env
+from llama_runtime import environment, logs, supervisor
+from llama_runtime.access import origin_problem
+from llama_runtime.cli import RUN_DIR
+from llama_runtime.proxy import AUTH_HEADER, CROSS_SITE_MESSAGE, Auth, auth_from_env
 from llama_runtime.services import STATUS_DIR, Service, load_services
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import api, panels
 
@@ -38,21 +46,29 @@ def log_file(info: dict[str, Any] | None) -> Path | None:
     return Path(path) if path.startswith("/") and not path.startswith("/dev/") else None
 
 
+def current_env() -> dict[str, str]:
+    """The environment as a program started now would see it (the settings files applied)."""
+    env = dict(os.environ)
+    environment.apply(env, environment.read(env))
+    return env
+
+
 def service_row(service: Service, info: dict[str, Any] | None, auth: Auth) -> dict[str, Any]:
-    state = (
-        "DISABLED"
-        if not service.enabled
-        else (info or {}).get("statename", "NO PROGRAM" if not service.program else "UNKNOWN")
-    )
+    if not service.enabled:
+        state = "DISABLED"
+    elif service.link_only:
+        state = "LINK"
+    else:
+        state = (info or {}).get("statename", "NO PROGRAM" if not service.program else "UNKNOWN")
     return {
         **service.to_json(),
         "state": state,
         "description": (info or {}).get("description", ""),
-        "status": read_line(STATUS_DIR / service.name),
+        # Why it is off (PORTAL_CONFIG, an ENABLE_* switch), else what the service says.
+        "status": f"off: {service.off_reason}" if not service.enabled else read_line(STATUS_DIR / service.name),
         "controllable": bool(service.program) and service.program not in PROTECTED and service.enabled,
         "actions": panels.allowed_actions(state, bool(service.program) and service.program not in PROTECTED),
         "has_log": log_file(info) is not None,
-        # Only links to ports that ask for the token carry it: elsewhere it would reach the service.
         "protected": auth.protects(service.external_port),
     }
 
@@ -62,19 +78,16 @@ def health(request: Request) -> Response:
 
 
 def list_services(request: Request) -> Response:
-    loaded = load_services(environ=os.environ)
+    env = current_env()
+    loaded = load_services(environ=env)
     states = supervisor.states_or_empty()
-    token = read_line(TOKEN_FILE) or ""
-    auth, _ = auth_from_env(os.environ, token)
+    auth, _ = auth_from_env(env, (), "")
     rows = [service_row(s, states.get(s.program) if s.program else None, auth) for s in loaded.services]
-    portal = loaded.by_name().get("portal")
     proxy = states.get("proxy")
     return JSONResponse(
         {
             "services": rows,
             "proxy": {"state": proxy["statename"] if proxy else "UNKNOWN"},
-            # The page may carry the token in its links only where the portal itself asks for it.
-            "token": token if portal is not None and auth.protects(portal.external_port) else None,
             "problems": list(loaded.problems),
             "supervisor": bool(states),
         }
@@ -82,7 +95,7 @@ def list_services(request: Request) -> Response:
 
 
 def find(name: str) -> Service | None:
-    return load_services(environ=os.environ).by_name().get(name)
+    return load_services(environ=current_env()).by_name().get(name)
 
 
 def control(request: Request) -> Response:
@@ -144,7 +157,53 @@ def page(request: Request) -> Response:
     return FileResponse(PAGE, headers={"Cache-Control": "no-store"})
 
 
+# frame-ancestors: another port of the same host must not frame the page and click its buttons.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'self'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-frame-options", b"SAMEORIGIN"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+# Let in by a credential a browser does not send on its own: no origin proof needed.
+EXPLICIT_CREDENTIALS = {"bearer", "token"}
+
+
+class Security:
+    """Security headers on every answer; a request that may change something (any method but
+    GET, HEAD, OPTIONS) from another origin (Sec-Fetch-Site, Origin) is refused with 403."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if headers.get(AUTH_HEADER.lower()) not in EXPLICIT_CREDENTIALS:
+            scheme = headers.get("x-forwarded-proto", scope.get("scheme", "http"))
+            problem = origin_problem(scope["method"], headers, scheme, headers.get("host", ""))
+            if problem:
+                refused = JSONResponse({"error": CROSS_SITE_MESSAGE}, status_code=403)
+                refused.headers.update({k.decode(): v.decode() for k, v in SECURITY_HEADERS})
+                await refused(scope, receive, send)
+                return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 app = Starlette(
+    middleware=[Middleware(Security)],
     routes=[
         Route("/", page),
         Route("/api/health", health),
@@ -153,5 +212,5 @@ app = Starlette(
         Route("/api/services/{name}/{action}", control, methods=["POST"]),
         Route("/api/boot", boot),
         *api.ROUTES,
-    ]
+    ],
 )

@@ -35,11 +35,11 @@ def url_secrets(value: str) -> list[str]:
     return [part for part in (parts.password, parts.query) if part]
 
 
-def secrets_in(env: Mapping[str, str], token: str, extra: Iterable[str] = ()) -> list[str]:
-    """Every secret value the logs must not show: the access token, LLAMA_API_KEY's keys,
+def secrets_in(env: Mapping[str, str], tokens: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
+    """Every secret value the logs must not show: the access tokens, LLAMA_API_KEY's keys,
     variables named like secrets, credentials in URLs the container was given, and `extra`
     (llama's own list: keys and tokens given in LLAMA_ARGS)."""
-    found = [token, *extra]
+    found = [*tokens, *extra]
     for name, value in env.items():
         if name == "LLAMA_API_KEY":
             found += [key.strip() for key in value.split(",")]

@@ -43,7 +43,7 @@ def problems(
         found.append(f"proxy is {proxy}")
     else:
         for service in services:
-            if service.enabled and not answers("127.0.0.1", service.external_port):
+            if service.published and not answers("127.0.0.1", service.external_port):
                 found.append(f"proxy does not answer on port {service.external_port}")
     for service in services:
         if not (service.essential and service.enabled and service.program):

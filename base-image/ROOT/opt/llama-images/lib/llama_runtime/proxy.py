@@ -1,39 +1,66 @@
-"""The declared services -> Caddy's JSON config: one server per external port, auth checked
-inside Caddy by exact matches against precomputed values (no hashing, no extra hop per request).
+"""The declared services -> Caddy's JSON config: one server per external port. API clients are
+checked inside Caddy by exact matches against precomputed values (no hashing, no extra hop per
+request); everything a browser does that needs a signature or a count goes to the login
+verifier (llama_runtime/verifier.py) on a root-only unix socket, which Caddy asks first
+(forward_auth).
 
-Credentials, in the order they are checked:
-  ?token=<token>            a browser (Accept: text/html, GET) gets the cookie and a redirect to
-                            the same URL without the token; other clients get the cookie and the
-                            response. The token is removed from the query before it is proxied.
-  Authorization: Bearer <token> / Basic <WEB_USERNAME:token>   (removed before it is proxied)
-  Cookie llama_images_auth=<sha256 of the token>   HttpOnly, SameSite=Lax
-Anything else: 401 (a short page with a token form for browsers, JSON otherwise).
+On a protected port, in this order:
+  a client address in its cooldown (too many failures)   429 + Retry-After, whatever it sends
+  CORS preflight from a CORS_ALLOWED_ORIGINS origin      204 (opt-in)
+  Authorization: Bearer <token> (scheme in any case)     passed (the header removed)
+  Basic <WEB_USERNAME:token>, GET/HEAD/OPTIONS           passed (the header removed)
+  ?token=<token> from a non-browser                      passed (the token removed from the query)
+  any other credential (a wrong token, basic auth that
+  changes something, a browser's ?token=, a session)     the verifier decides: passed, 302 +
+                                                         session cookie, 401, 403 or 429
+  no credential                                          401 (a token form for browsers, JSON)
+Every session cookie is removed before a request reaches a service, on every port.
 A service whose port does not answer: 503 + Retry-After, carrying its status line.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from .access import ANY_SESSION_COOKIE, COOLDOWN_SECONDS, SAFE_METHODS
 from .services import STATUS_DIR, Service, env_flag
 
-COOKIE = "llama_images_auth"
 RETRY_AFTER_SECONDS = 5
 TLS_TAG = "llama-images"
+DEFAULT_USERNAME = "vastai"  # the reference image's
+AUTH_DIR = Path("/run/llama-images/auth")
+VERIFIER_SOCKET = AUTH_DIR / "verifier.sock"
+BLOCKED_DIR = AUTH_DIR / "blocked"
+# Set by the proxy on protected ports (how the request was let in), removed everywhere else:
+# the portal's own origin check trusts it.
+AUTH_HEADER = "X-Llama-Images-Auth"
+CORS_VARIABLES = ("CORS_ALLOWED_ORIGINS", "CADDY_CORS_ALLOWED_ORIGINS")
+CORS_HEADERS = (
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Credentials",
+    "Access-Control-Allow-Methods",
+    "Access-Control-Allow-Headers",
+    "Access-Control-Expose-Headers",
+    "Access-Control-Max-Age",
+)
 
 
 @dataclass(frozen=True)
 class Auth:
-    token: str
-    username: str = "admin"
+    tokens: tuple[str, ...]
+    username: str = DEFAULT_USERNAME
     enabled: bool = True
     excluded_ports: frozenset[int] = field(default_factory=frozenset)
+    cookie: str = "llama_000000000000_auth"  # this instance's session cookie (access.cookie_name)
+    cors_origins: tuple[str, ...] = ()
+    verifier_socket: Path = VERIFIER_SOCKET
+    blocked_dir: Path = BLOCKED_DIR
 
     def protects(self, port: int) -> bool:
         return self.enabled and port not in self.excluded_ports
@@ -45,13 +72,8 @@ class Tls:
     key: Path
 
 
-def cookie_value(token: str) -> str:
-    """What the cookie holds: derived from the token (cookie-safe, and not the token itself)."""
-    return hashlib.sha256(b"llama-images-cookie\0" + token.encode()).hexdigest()
-
-
-def basic_header(username: str, token: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode()
+def basic_value(username: str, token: str) -> str:
+    return base64.b64encode(f"{username}:{token}".encode()).decode()
 
 
 def regex_literal(text: str) -> str:
@@ -76,20 +98,41 @@ def token_problem(token: str) -> str | None:
     return None
 
 
-def credential_sets(auth: Auth) -> dict[str, dict[str, Any]]:
+BROWSER_SETS: list[dict[str, Any]] = [
+    {"header_regexp": {"Accept": {"pattern": "text/html"}}},
+    {"header": {"Sec-Fetch-Dest": ["document"]}},
+]
+BROWSER: dict[str, Any] = BROWSER_SETS[0]
+
+
+def fast_path_matchers(auth: Auth) -> dict[str, list[dict[str, Any]]]:
+    """Credentials Caddy checks itself, by kind: exact values, the scheme in any case (RFC 7235)."""
     return {
-        "query": {"query": {"token": [placeholder_literal(auth.token)]}},
-        "bearer": {"header_regexp": {"Authorization": {"pattern": f"^Bearer {regex_literal(auth.token)}$"}}},
-        "basic": {"header": {"Authorization": [basic_header(auth.username, auth.token)]}},
-        "cookie": {"header_regexp": {"Cookie": {"pattern": f"(?:^|;\\s*){COOKIE}={cookie_value(auth.token)}(?:;|$)"}}},
+        "bearer": [
+            {"header_regexp": {"Authorization": {"pattern": f"^(?i:bearer) +{regex_literal(t)}$"}}} for t in auth.tokens
+        ],
+        # Browsers send basic auth on their own: only reading passes here, the rest needs the
+        # verifier's origin check (as does opening a websocket).
+        "basic": [
+            {
+                "header_regexp": {
+                    "Authorization": {"pattern": f"^(?i:basic) +{regex_literal(basic_value(auth.username, t))}$"}
+                },
+                "method": sorted(SAFE_METHODS),
+                "not": [{"header": {"Upgrade": ["*"]}}],
+            }
+            for t in auth.tokens
+        ],
+        "token": [{"query": {"token": [placeholder_literal(t)]}, "not": BROWSER_SETS} for t in auth.tokens],
     }
 
 
-BROWSER = {"header_regexp": {"Accept": {"pattern": "text/html"}}}
-
-
-def set_cookie(auth: Auth, secure: bool) -> str:
-    return f"{COOKIE}={cookie_value(auth.token)}; Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
+def has_credential(auth: Auth) -> list[dict[str, Any]]:
+    return [
+        {"header": {"Authorization": ["*"]}},
+        {"query": {"token": ["*"]}},
+        {"header_regexp": {"Cookie": {"pattern": f"(?:^|;)\\s*{regex_literal(auth.cookie)}="}}},
+    ]
 
 
 UNAUTHORIZED_PAGE = """<!doctype html>
@@ -102,75 +145,176 @@ UNAUTHORIZED_PAGE = """<!doctype html>
 <form method="get"><input name="token" type="password" autofocus> <button>Open</button></form>
 </body></html>
 """
-
 JSON_UNAUTHORIZED = '{"error": "unauthorized", "hint": "send Authorization: Bearer <token>"}\n'
+BASIC_CHALLENGE = 'Basic realm="llama-images", charset="UTF-8"'
+BEARER_CHALLENGE = 'Bearer realm="llama-images"'
+COOLDOWN_MESSAGE = (
+    f"too many failed attempts from your address: every protected port refuses it for {COOLDOWN_SECONDS} s"
+)
+COOLDOWN_PAGE = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Too many attempts</title></head>
+<body style="font-family: sans-serif; max-width: 32em; margin: 4em auto">
+<h1>Too many failed attempts</h1><p>Wait {COOLDOWN_SECONDS} seconds, then try again with the right token.</p>
+</body></html>
+"""
+JSON_COOLDOWN = f'{{"error": "{COOLDOWN_MESSAGE}"}}\n'
+CROSS_SITE_MESSAGE = "refused: this request comes from another site or port (Origin / Sec-Fetch-Site)"
 
 
-def auth_routes(auth: Auth, secure: bool) -> list[dict[str, Any]]:
-    sets = credential_sets(auth)
-    cookie = set_cookie(auth, secure)
-    strip_token = {"handler": "rewrite", "query": {"delete": ["token"]}}
+def by_accept(browser: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """One answer for browsers (Accept: text/html), another for API clients."""
+    return {"handler": "subroute", "routes": [{"match": [BROWSER], "handle": [browser]}, {"handle": [other]}]}
+
+
+def unauthorized() -> dict[str, Any]:
+    return by_accept(
+        response(401, UNAUTHORIZED_PAGE, "text/html; charset=utf-8", {"WWW-Authenticate": [BASIC_CHALLENGE]}),
+        response(401, JSON_UNAUTHORIZED, "application/json", {"WWW-Authenticate": [BEARER_CHALLENGE]}),
+    )
+
+
+def cooling_down() -> dict[str, Any]:
+    retry = {"Retry-After": [str(COOLDOWN_SECONDS)]}
+    return by_accept(
+        response(429, COOLDOWN_PAGE, "text/html; charset=utf-8", retry),
+        response(429, JSON_COOLDOWN, "application/json", retry),
+    )
+
+
+def strip_credentials() -> list[dict[str, Any]]:
+    """The proxy's own credentials are not passed on to the service."""
+    return [
+        {"handler": "headers", "request": {"delete": ["Authorization"]}},
+        {"handler": "rewrite", "query": {"delete": ["token"]}},
+    ]
+
+
+def mark(kind: str) -> dict[str, Any]:
+    return {"handler": "headers", "request": {"set": {AUTH_HEADER: [kind]}}}
+
+
+def ask_verifier(auth: Auth, service: Service) -> dict[str, Any]:
+    """forward_auth: the verifier answers 2xx (go on; how it let the request in comes back in
+    X-Llama-Auth), or the response the client gets (302 + session, 401, 403, 429)."""
+    asking = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": f"unix/{auth.verifier_socket}"}],
+        "rewrite": {"method": "GET", "uri": "/verify"},
+        "headers": {
+            "request": {
+                "set": {
+                    "X-Forwarded-Method": ["{http.request.method}"],
+                    "X-Forwarded-Uri": ["{http.request.uri}"],
+                    "X-Llama-Client": ["{http.request.remote.host}"],
+                    "X-Llama-Scheme": ["{http.request.scheme}"],
+                    "X-Llama-Host": ["{http.request.hostport}"],
+                    "X-Llama-Port": [str(service.external_port)],
+                }
+            }
+        },
+        "handle_response": [
+            {
+                "match": {"status_code": [2]},
+                "routes": [
+                    {"handle": [{"handler": "vars"}]},
+                    {"handle": [mark("{http.reverse_proxy.header.X-Llama-Auth}")]},
+                ],
+            }
+        ],
+    }
+    unreachable = response(503, '{"error": "the login check is not answering yet; try again"}\n', "application/json")
+    return {"handler": "subroute", "routes": [{"handle": [asking]}], "errors": {"routes": [{"handle": [unreachable]}]}}
+
+
+def strip_session_cookies() -> dict[str, Any]:
+    """Every instance's session cookie out of the Cookie header (the browser sends them to every
+    port of the host; no service, here or a neighbour's, should see one)."""
+    return {
+        "handler": "headers",
+        "request": {
+            "replace": {
+                "Cookie": [
+                    # Those after another cookie with their "; ", then a first one with its own.
+                    {"search_regexp": f";\\s*{ANY_SESSION_COOKIE}=[^;]*", "replace": ""},
+                    {"search_regexp": f"^\\s*{ANY_SESSION_COOKIE}=[^;]*(?:;\\s*)?", "replace": ""},
+                ]
+            }
+        },
+    }
+
+
+def cors_routes(auth: Auth) -> list[dict[str, Any]]:
+    """Preflights from the allowed origins (CORS_ALLOWED_ORIGINS), answered before auth: a
+    browser sends no credential with them. Never with credentials: only an explicit
+    Authorization header (Bearer) is invited, not cookies."""
+    if not auth.cors_origins:
+        return []
+    anyone = "*" in auth.cors_origins
+    allowed = {"header": {"Origin": ["*"] if anyone else list(auth.cors_origins)}}
+    preflight = {"header": {**allowed["header"], "Access-Control-Request-Method": ["*"]}, "method": ["OPTIONS"]}
+    headers = {
+        "Access-Control-Allow-Origin": ["*" if anyone else "{http.request.header.Origin}"],
+        "Access-Control-Allow-Methods": ["GET, POST, PUT, PATCH, DELETE, OPTIONS"],
+        "Access-Control-Allow-Headers": ["{http.request.header.Access-Control-Request-Headers}"],
+        "Access-Control-Max-Age": ["600"],
+        "Vary": ["Origin"],
+    }
     return [
         {
-            # A browser opening a link with ?token=: cookie, then the same URL without the token.
-            "match": [{**sets["query"], **BROWSER, "method": ["GET", "HEAD"]}],
-            "handle": [
-                strip_token,
-                {
-                    "handler": "static_response",
-                    "status_code": 302,
-                    "headers": {
-                        "Location": ["{http.request.uri}"],
-                        "Set-Cookie": [cookie],
-                        "Cache-Control": ["no-store"],
-                    },
-                },
-            ],
+            "match": [preflight],
+            "handle": [{"handler": "static_response", "status_code": 204, "headers": headers}],
             "terminal": True,
-        },
-        {
-            "match": [{"not": list(sets.values())}],
-            "handle": [
-                {
-                    "handler": "subroute",
-                    "routes": [
-                        {
-                            "match": [BROWSER],
-                            "handle": [
-                                response(
-                                    401,
-                                    UNAUTHORIZED_PAGE,
-                                    "text/html; charset=utf-8",
-                                    {"WWW-Authenticate": ['Basic realm="llama-images", charset="UTF-8"']},
-                                )
-                            ],
-                        },
-                        {
-                            "handle": [
-                                response(
-                                    401,
-                                    JSON_UNAUTHORIZED,
-                                    "application/json",
-                                    {"WWW-Authenticate": ['Bearer realm="llama-images"']},
-                                )
-                            ]
-                        },
-                    ],
-                }
-            ],
-            "terminal": True,
-        },
-        {
-            # An API client with ?token=: the cookie rides along with the real response.
-            "match": [sets["query"]],
-            "handle": [{"handler": "headers", "response": {"add": {"Set-Cookie": [cookie]}}}, strip_token],
-        },
-        {
-            # The proxy's credential is not passed on to the service.
-            "match": [sets["bearer"], sets["basic"]],
-            "handle": [{"handler": "headers", "request": {"delete": ["Authorization"]}}],
-        },
+        }
     ]
+
+
+def upstream_handlers(service: Service, auth: Auth, protected: bool) -> list[dict[str, Any]]:
+    handlers: list[dict[str, Any]] = [strip_session_cookies()]
+    if not protected:
+        handlers.append({"handler": "headers", "request": {"delete": [AUTH_HEADER]}})
+        return [*handlers, {"handler": "subroute", "routes": upstream_routes(service)}]
+    # On a protected port the proxy decides CORS: a service's own (llama-server echoes any
+    # Origin, with credentials) would let another port's page read what a session may read.
+    if auth.cors_origins:
+        anyone = "*" in auth.cors_origins
+        allowed = {"header": {"Origin": ["*"] if anyone else list(auth.cors_origins)}}
+        origin = "*" if anyone else "{http.request.header.Origin}"
+        handlers.append(
+            {
+                "handler": "subroute",
+                "routes": [
+                    {
+                        "match": [allowed],
+                        "handle": [
+                            {
+                                "handler": "headers",
+                                "response": {"set": {"Access-Control-Allow-Origin": [origin], "Vary": ["Origin"]}},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    return [*handlers, {"handler": "subroute", "routes": upstream_routes(service, strip_cors=True)}]
+
+
+def auth_routes(service: Service, auth: Auth) -> list[dict[str, Any]]:
+    fast = fast_path_matchers(auth)
+    upstream = upstream_handlers(service, auth, protected=True)
+    blocked = {"file": {"root": str(auth.blocked_dir), "try_files": ["/{http.request.remote.host}"]}}
+    routes: list[dict[str, Any]] = [{"match": [blocked], "handle": [cooling_down()], "terminal": True}]
+    routes += cors_routes(auth)
+    for kind in ("bearer", "basic", "token"):
+        routes.append({"match": fast[kind], "handle": [*strip_credentials(), mark(kind), *upstream], "terminal": True})
+    routes.append(
+        {
+            "match": has_credential(auth),
+            "handle": [ask_verifier(auth, service), *strip_credentials(), *upstream],
+            "terminal": True,
+        }
+    )
+    routes.append({"handle": [unauthorized()], "terminal": True})
+    return routes
 
 
 def response(status: int, body: str, content_type: str, headers: dict[str, list[str]] | None = None) -> dict[str, Any]:
@@ -222,18 +366,20 @@ def unavailable_routes(service: Service, status_dir: Path) -> list[dict[str, Any
 IDEMPOTENT = ["GET", "HEAD", "OPTIONS"]
 
 
-def upstream_routes(service: Service) -> list[dict[str, Any]]:
+def upstream_routes(service: Service, strip_cors: bool = False) -> list[dict[str, Any]]:
     """The service behind the proxy. Requests other than GET, HEAD and OPTIONS (POST: generations,
     often streamed) each go on a fresh connection: llama-server closes a connection after a
     streamed response without saying so, a request sent on it in that instant fails (a 503 to
     the client), and a POST must not be sent twice. GET and friends reuse connections (Go's HTTP
     client, inside Caddy, sends those again when a kept-alive connection turns out closed)."""
-    proxy = {
+    proxy: dict[str, Any] = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"{dial_host(service.host)}:{service.internal_port}"}],
         # Stream every write at once: server-sent events and token streams.
         "flush_interval": -1,
     }
+    if strip_cors:
+        proxy["headers"] = {"response": {"delete": list(CORS_HEADERS)}}
     fresh = {**proxy, "transport": {"protocol": "http", "keep_alive": {"enabled": False}}}
     return [
         {"match": [{"not": [{"method": IDEMPOTENT}]}], "handle": [fresh], "terminal": True},
@@ -242,8 +388,10 @@ def upstream_routes(service: Service) -> list[dict[str, Any]]:
 
 
 def server(service: Service, auth: Auth, tls: Tls | None, status_dir: Path) -> dict[str, Any]:
-    routes = auth_routes(auth, tls is not None) if auth.protects(service.external_port) else []
-    routes.append({"handle": [{"handler": "subroute", "routes": upstream_routes(service)}]})
+    if auth.protects(service.external_port):
+        routes = auth_routes(service, auth)
+    else:
+        routes = [{"handle": upstream_handlers(service, auth, protected=False)}]
     found: dict[str, Any] = {
         "listen": [f":{service.external_port}"],
         "routes": routes,
@@ -254,6 +402,8 @@ def server(service: Service, auth: Auth, tls: Tls | None, status_dir: Path) -> d
     }
     if tls is not None:
         found["tls_connection_policies"] = [{"certificate_selection": {"any_tag": [TLS_TAG]}}]
+        # Plain http:// sent to a TLS port gets a redirect to https:// instead of an error.
+        found["listener_wrappers"] = [{"wrapper": "http_redirect"}, {"wrapper": "tls"}]
     return found
 
 
@@ -264,8 +414,9 @@ def caddy_config(
     status_dir: Path = STATUS_DIR,
     storage: Path = Path("/run/llama-images/caddy"),
 ) -> dict[str, Any]:
-    """Caddy's config for every enabled service. Caddy's own admin API is off: the config is
-    rendered each time program proxy starts, so restarting it applies a changed declaration."""
+    """Caddy's config for every published service (enabled, not a link only). Caddy's own admin
+    API is off: the config is rendered each time program proxy starts, so restarting it applies
+    a changed declaration or setting."""
     config: dict[str, Any] = {
         "admin": {"disabled": True, "config": {"persist": False}},
         # Caddy's per-request error log would repeat request URIs; boot logs what matters.
@@ -274,7 +425,7 @@ def caddy_config(
         "apps": {
             "http": {
                 "grace_period": "1s",
-                "servers": {f"srv-{s.name}": server(s, auth, tls, status_dir) for s in services if s.enabled},
+                "servers": {f"srv-{s.name}": server(s, auth, tls, status_dir) for s in services if s.published},
             }
         },
     }
@@ -306,8 +457,28 @@ def parse_ports(value: str) -> tuple[frozenset[int], list[str]]:
     return frozenset(ports), problems
 
 
-def auth_from_env(env: Mapping[str, str], token: str) -> tuple[Auth, list[str]]:
-    """ENABLE_AUTH, AUTH_EXCLUDE and WEB_USERNAME -> who the proxy asks for the token, and problems."""
+def parse_origins(value: str) -> tuple[tuple[str, ...], list[str]]:
+    """CORS_ALLOWED_ORIGINS "https://a.example, http://b:3000" (or "*") -> origins, and problems."""
+    origins: list[str] = []
+    problems = []
+    for item in (i.strip().rstrip("/") for i in value.split(",")):
+        if not item:
+            continue
+        parsed = urlsplit(item)
+        if item == "*" or (parsed.scheme in {"http", "https"} and parsed.netloc and not parsed.path):
+            origins.append(item)
+        else:
+            problems.append(f"CORS_ALLOWED_ORIGINS: {item!r} is not an origin; use e.g. https://app.example:3000")
+    return tuple(origins), problems
+
+
+def auth_from_env(env: Mapping[str, str], tokens: Sequence[str], cookie: str) -> tuple[Auth, list[str]]:
+    """ENABLE_AUTH, AUTH_EXCLUDE, WEB_USERNAME and CORS_ALLOWED_ORIGINS -> who the proxy lets in,
+    and problems."""
     excluded, problems = parse_ports(env.get("AUTH_EXCLUDE", ""))
+    cors = next((env[name] for name in CORS_VARIABLES if env.get(name, "").strip()), "")
+    origins, cors_problems = parse_origins(cors)
     enabled = env_flag(env, "ENABLE_AUTH", default=True)
-    return Auth(token, env.get("WEB_USERNAME") or "admin", enabled, excluded), problems
+    username = env.get("WEB_USERNAME") or DEFAULT_USERNAME
+    auth = Auth(tuple(tokens), username, enabled, excluded, cookie, origins)
+    return auth, problems + cors_problems

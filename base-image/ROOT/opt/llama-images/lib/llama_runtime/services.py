@@ -2,7 +2,13 @@
 
 Shipped:  /etc/llama-images/services.d/<name>.toml   (base image and derivatives add files)
 Runtime:  /run/llama-images/services.d/<name>.toml   (boot steps; replace some keys)
-Then:     PORTAL_CONFIG  "host:external:internal:path:Label|..." (the reference image's format)
+Then:     PORTAL_CONFIG  "host:external:internal:path:Label|..." (the reference image's format):
+          when set, it decides what runs, as in the reference image. Each entry is the declared
+          service with its label (any case), else the one on its internal port when its host is
+          this machine; an entry naming none adds a service the proxy publishes; an entry whose
+          external and internal ports are equal is a portal link only. A declared service no
+          entry names is off. Conflicts (two entries for one service, one external port or one
+          label): the later entry wins, and both are named in the log.
 
 Stdlib only: this runs with the image's own python3 (>= 3.11).
 """
@@ -56,6 +62,16 @@ class Service:
     enabled_by: str | None = None  # env var that turns the service off when "false"
     host: str = "127.0.0.1"  # where the proxy reaches it
     enabled: bool = True
+    link_only: bool = False  # a PORTAL_CONFIG entry with external == internal: a portal link, not proxied
+    off_reason: str = ""  # why it is off (enabled False): shown by the portal and the program's log
+
+    @property
+    def published(self) -> bool:
+        """The proxy listens on its external port."""
+        return self.enabled and not self.link_only
+
+    def switched_off(self, reason: str) -> Service:
+        return replace(self, enabled=False, off_reason=self.off_reason or reason)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +85,8 @@ class Service:
             "essential": self.essential,
             "host": self.host,
             "enabled": self.enabled,
+            "link_only": self.link_only,
+            "off_reason": self.off_reason,
         }
 
 
@@ -106,12 +124,12 @@ def load_services(
             data = read_toml(path, problems)
             if data is not None:
                 services[path.stem] = override(path, services[path.stem], data, problems)
+    for name, service in services.items():
+        if service.enabled_by and not env_flag(env, service.enabled_by, default=True):
+            services[name] = service.switched_off(f"{service.enabled_by}={env.get(service.enabled_by, '').strip()}")
     portal_config = env.get("PORTAL_CONFIG", "").strip()
     if portal_config:
         services = apply_portal_config(portal_config, services, problems)
-    for name, service in services.items():
-        if service.enabled_by and not env_flag(env, service.enabled_by, default=True):
-            services[name] = replace(service, enabled=False)
     ordered = sorted(services.values(), key=lambda s: (s.external_port, s.name))
     return Loaded(drop_port_clashes(ordered, problems), tuple(problems))
 
@@ -177,16 +195,47 @@ def override(path: Path, service: Service, data: Mapping[str, Any], problems: li
     return replace(service, **good)
 
 
-def parse_portal_config(value: str, problems: list[str]) -> list[tuple[str, int, int, str, str]]:
+@dataclass(frozen=True)
+class Entry:
+    """One PORTAL_CONFIG entry, as written and where."""
+
+    position: int
+    text: str
+    host: str
+    external_port: int
+    internal_port: int
+    path: str
+    label: str
+
+    def __str__(self) -> str:
+        return f"entry {self.position} {self.text!r}"
+
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "::1", "0.0.0.0", "::"})
+
+
+def split_entry(entry: str) -> list[str] | None:
+    """`host:external:internal:path:Label`, the host may be an IPv6 address in brackets."""
+    if entry.startswith("["):
+        close = entry.find("]")
+        if close < 0 or entry[close + 1 : close + 2] != ":":
+            return None
+        parts = [entry[1:close], *entry[close + 2 :].split(":", 3)]
+    else:
+        parts = entry.split(":", 4)
+    return parts if len(parts) == 5 else None
+
+
+def parse_portal_config(value: str, problems: list[str]) -> list[Entry]:
     """`host:external:internal:path:Label|...` -> entries; a malformed entry is reported and skipped."""
     entries = []
     for position, raw in enumerate(value.split("|"), start=1):
         entry = raw.strip()
         if not entry:
             continue
-        parts = entry.split(":", 4)
+        parts = split_entry(entry)
         where = f"PORTAL_CONFIG entry {position} {entry!r}"
-        if len(parts) != 5:
+        if parts is None:
             problems.append(f"{where}: expected host:external_port:internal_port:path:Label; skipped")
             continue
         host, external, internal, path, label = (p.strip() for p in parts)
@@ -197,49 +246,103 @@ def parse_portal_config(value: str, problems: list[str]) -> list[tuple[str, int,
                 break
             ports.append(int(text))
         else:
-            if not host or any(c in host for c in " /?#@"):
+            if not host or any(c in host for c in " /?#@[]"):
                 problems.append(f"{where}: host {host!r} is not a host name; skipped")
             elif not path.startswith("/"):
                 problems.append(f"{where}: path {path!r} must start with '/'; skipped")
             elif not label:
                 problems.append(f"{where}: the label is empty; skipped")
             else:
-                entries.append((host, ports[0], ports[1], path, label))
+                host = "127.0.0.1" if host == "localhost" else host
+                entries.append(Entry(position, entry, host, ports[0], ports[1], path, label))
     return entries
 
 
+def slug(label: str, taken: set[str], external_port: int) -> str:
+    name = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:32]
+    if not NAME.fullmatch(name) or name in taken:
+        name = f"port-{external_port}"
+    return name if name not in taken else f"entry-{external_port}-{len(taken)}"
+
+
+def entry_service(entry: Entry, declared: dict[str, Service]) -> Service:
+    """The declared service the entry names (its label, else its internal port on this machine),
+    moved where the entry says; else a service of its own (a link only when both ports agree)."""
+    if entry.external_port == entry.internal_port:
+        match = None
+    else:
+        match = next((s for s in declared.values() if s.label.lower() == entry.label.lower()), None)
+        if match is None and entry.host in LOCAL_HOSTS:
+            match = next((s for s in declared.values() if s.internal_port == entry.internal_port), None)
+    if match is not None:
+        return replace(
+            match,
+            host=entry.host,
+            external_port=entry.external_port,
+            internal_port=entry.internal_port,
+            path=entry.path,
+            label=entry.label,
+        )
+    return Service(
+        slug(entry.label, set(declared), entry.external_port),
+        entry.label,
+        entry.external_port,
+        entry.internal_port,
+        entry.path,
+        host=entry.host,
+        link_only=entry.external_port == entry.internal_port,
+    )
+
+
+def conflict(earlier: tuple[Entry, Service], later: tuple[Entry, Service], declared: set[str]) -> str | None:
+    """Why two entries cannot both be kept, or None."""
+    (_, old), (_, new) = earlier, later
+    if old.name == new.name and new.name in declared:
+        return f"both name service {new.name!r}"
+    if old.label.lower() == new.label.lower():
+        return f"both have the label {new.label!r}"
+    if old.published and new.published and old.external_port == new.external_port:
+        return f"both publish external port {new.external_port}"
+    return None
+
+
 def apply_portal_config(value: str, services: dict[str, Service], problems: list[str]) -> dict[str, Service]:
-    """Each entry replaces the declared service with the same label (else the same internal
-    port), or adds a link-only service the proxy publishes and the portal lists."""
-    result = dict(services)
-    for host, external, internal, path, label in parse_portal_config(value, problems):
-        host = "127.0.0.1" if host == "localhost" else host
-        match = next((s for s in result.values() if s.label.lower() == label.lower()), None)
-        match = match or next((s for s in result.values() if s.internal_port == internal), None)
-        if match is not None:
-            result[match.name] = replace(
-                match, host=host, external_port=external, internal_port=internal, path=path, label=label
-            )
-            continue
-        name = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:32] or f"port-{external}"
-        if not NAME.fullmatch(name) or name in result:
-            name = f"port-{external}"
-        result[name] = Service(name, label, external, internal, path, host=host)
+    """PORTAL_CONFIG decides what runs: the services its entries name or add; every other
+    declared service is off. Of two conflicting entries, the later is kept."""
+    kept: list[tuple[Entry, Service]] = []
+    for entry in parse_portal_config(value, problems):
+        candidate = (entry, entry_service(entry, services))
+        for earlier in list(kept):
+            why = conflict(earlier, candidate, set(services))
+            if why:
+                problems.append(
+                    f"PORTAL_CONFIG {earlier[0]} and {entry} {why}: the later entry wins, {earlier[0]} skipped"
+                )
+                kept.remove(earlier)
+        kept.append(candidate)
+    result = {name: s.switched_off("not in PORTAL_CONFIG") for name, s in services.items()}
+    taken = set(result)
+    for _, service in kept:
+        if service.name in taken and service.name not in services:
+            service = replace(service, name=slug(service.label, taken, service.external_port))
+        result[service.name] = service
+        taken.add(service.name)
     return result
 
 
 def drop_port_clashes(services: list[Service], problems: list[str]) -> tuple[Service, ...]:
-    """Two services on one external port cannot both be published: the first (by port, name) wins."""
+    """Two declared services on one external port cannot both be published: the first (by port,
+    name) wins. (PORTAL_CONFIG's entries have settled their own conflicts by then.)"""
     kept: list[Service] = []
     used: dict[int, str] = {}
     for service in services:
-        if service.enabled and service.external_port in used:
+        if service.published and service.external_port in used:
             problems.append(
                 f"service {service.name!r}: external port {service.external_port} is already used by "
                 f"{used[service.external_port]!r}; {service.name!r} skipped"
             )
             continue
-        if service.enabled:
+        if service.published:
             used[service.external_port] = service.name
         kept.append(service)
     return tuple(kept)

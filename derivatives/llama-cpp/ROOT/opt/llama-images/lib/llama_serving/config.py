@@ -113,6 +113,13 @@ class Listen:
             return "::1"
         return hosts[0]
 
+    @property
+    def exposed(self) -> tuple[str, ...]:
+        """The addresses llama-server listens on beyond loopback: reachable without the proxy's token."""
+        hosts = [h.strip() for h in self.host.split(",") if h.strip()]
+        loopback = {"localhost", "::1", "[::1]"}
+        return tuple(h for h in hosts if h not in loopback and not h.startswith("127."))
+
 
 @dataclass(frozen=True)
 class Retries:

@@ -179,6 +179,7 @@ def serve(env: Mapping[str, str]) -> int:
         # Outlive startsecs, so Supervisor records a clean exit (EXITED), not a failed start.
         time.sleep(startsecs() + 1)
         return 0
+    warn_exposure(plan)
     runner = Runner(plan, env)
     signal.signal(signal.SIGTERM, runner.stop)
     signal.signal(signal.SIGINT, runner.stop)
@@ -190,6 +191,19 @@ def serve(env: Mapping[str, str]) -> int:
     time.sleep(max(0.0, startsecs() + 1.5 - (time.monotonic() - born)))
     write_atomically(GAVE_UP, gave_up + "\n")
     return 1
+
+
+def warn_exposure(plan: Plan) -> None:
+    """--host beyond loopback bypasses the proxy: said as loudly as ENABLE_AUTH=false is."""
+    if not plan.listen.exposed:
+        return
+    where = ", ".join(f"{host_for_url(h)}:{plan.listen.port}" for h in plan.listen.exposed)
+    banner = "WARNING: " + "=" * 70
+    log(banner)
+    log(f"WARNING: llama-server listens on {where} (--host in LLAMA_ARGS or LLAMA_ARG_HOST):")
+    log("WARNING: whoever reaches that address reaches llama-server WITHOUT the proxy's token.")
+    log("WARNING: leave --host out (127.0.0.1) to serve only through the proxy on its external port.")
+    log(banner)
 
 
 @dataclass
@@ -399,7 +413,7 @@ class Watch:
             if health == 200:
                 served = True
                 self.publish_requests()
-                log(f"ready: serving {self.plan.model_name} on {self.plan.listen.reach_host}:{self.plan.listen.port}")
+                log(f"ready: serving {self.plan.model_name} on {self.plan.listen.host}:{self.plan.listen.port}")
                 summary = self.router_summary() if self.plan.router else None
                 self.runner.status(summary or f"serving {self.plan.model_name}")
                 continue

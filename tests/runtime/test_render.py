@@ -1,0 +1,166 @@
+"""The proxy's render (llama_runtime/cli.py): which tokens are valid, the verifier's settings,
+weak-token warnings, and the last good config kept when a render cannot be written."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llama_runtime import cli, environment
+from llama_runtime.proxy import Tls
+from llama_runtime.services import load_services
+
+from tests.runtime.test_services import image_declaration
+
+
+@pytest.fixture
+def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """The runtime's paths moved under tmp_path; the image's declaration as the services."""
+    secrets = tmp_path / "run/secrets"
+    state = tmp_path / "state"
+    monkeypatch.setattr(cli, "STATE_DIR", state)
+    monkeypatch.setattr(cli, "TOKEN_FILE", secrets / "token")
+    monkeypatch.setattr(cli, "CREDENTIALS_FILE", secrets / "credentials.json")
+    monkeypatch.setattr(cli, "SECRET_FILES", (state / "session-secret", secrets / "session-secret"))
+    monkeypatch.setattr(environment, "SYSTEM_FILE", tmp_path / "environment")
+    monkeypatch.setenv("WORKSPACE", str(tmp_path / "workspace"))
+    declaration = image_declaration(tmp_path)
+
+    def load(environ: Any) -> Any:
+        return load_services(declaration, tmp_path / "no-overrides", environ)
+
+    monkeypatch.setattr(cli, "load_services", load)
+    for name in ("OPEN_BUTTON_TOKEN", "WEB_PASSWORD", "ENABLE_HTTPS", "AUTH_EXCLUDE", "PORTAL_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    return {"caddy": tmp_path / "run/caddy.json", "settings": tmp_path / "run/auth/settings.json", "root": tmp_path}
+
+
+def render(paths: dict[str, Path]) -> int:
+    return cli.render_proxy(paths["caddy"], paths["settings"])
+
+
+def setup(monkeypatch: pytest.MonkeyPatch, **given: str) -> None:
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    assert cli.setup_access() == 0
+    for name in given:
+        monkeypatch.delenv(name)
+
+
+def verifier_settings(paths: dict[str, Path]) -> dict[str, Any]:
+    return json.loads(paths["settings"].read_text())  # type: ignore[no-any-return]
+
+
+def test_both_token_variables_are_valid_and_the_generated_token_only_without_them(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup(monkeypatch, OPEN_BUTTON_TOKEN="button-token-0123456789", WEB_PASSWORD="password-abcdefghij")
+    assert render(paths) == 0
+    assert verifier_settings(paths)["tokens"] == ["button-token-0123456789", "password-abcdefghij"]
+    assert verifier_settings(paths)["username"] == "vastai"
+    assert (paths["root"] / "run/secrets/token").read_text() == "button-token-0123456789"
+    for path in (paths["caddy"], paths["settings"], paths["root"] / "state/session-secret"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    setup(monkeypatch)
+    assert render(paths) == 0
+    generated = verifier_settings(paths)["tokens"]
+    assert len(generated) == 1 and len(generated[0]) >= 32  # 192 bits, URL-safe
+
+
+def test_a_password_set_in_the_settings_files_joins_or_replaces_what_docker_run_gave(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup(monkeypatch, OPEN_BUTTON_TOKEN="button-token-0123456789")
+    assert render(paths) == 0
+    key_before = verifier_settings(paths)["key"]
+    (paths["root"] / "environment").write_text("WEB_PASSWORD=chosen-password-0123\n")
+    assert render(paths) == 0
+    assert verifier_settings(paths)["tokens"] == ["button-token-0123456789", "chosen-password-0123"]
+    assert verifier_settings(paths)["key"] != key_before  # a new password ends every session
+    (paths["root"] / "environment").write_text("OPEN_BUTTON_TOKEN=new-button-token-987654\n")
+    assert render(paths) == 0
+    assert verifier_settings(paths)["tokens"] == ["new-button-token-987654"]
+    assert (paths["root"] / "run/secrets/token").read_text() == "new-button-token-987654"
+
+
+def test_a_weak_token_is_used_and_warned_about_without_being_shown(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup(monkeypatch, OPEN_BUTTON_TOKEN="Qz9")
+    assert render(paths) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: the token in OPEN_BUTTON_TOKEN is weak: it is shorter than 16 characters." in out
+    assert verifier_settings(paths)["tokens"] == ["Qz9"]
+    assert "Qz9" not in out
+
+
+def test_the_cookie_name_and_sessions_survive_a_restart_but_not_a_new_secret(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup(monkeypatch, OPEN_BUTTON_TOKEN="button-token-0123456789")
+    render(paths)
+    first = verifier_settings(paths)
+    setup(monkeypatch, OPEN_BUTTON_TOKEN="button-token-0123456789")
+    render(paths)
+    assert verifier_settings(paths)["cookie"] == first["cookie"] and verifier_settings(paths)["key"] == first["key"]
+    (paths["root"] / "state/session-secret").unlink()
+    render(paths)
+    assert verifier_settings(paths)["key"] != first["key"]
+
+
+def test_a_render_that_cannot_be_written_leaves_the_last_config_in_place(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup(monkeypatch, OPEN_BUTTON_TOKEN="button-token-0123456789")
+    assert render(paths) == 0
+    before = (paths["caddy"].read_text(), paths["settings"].read_text())
+    real_write = cli.write_private
+
+    def full_disk(path: Path, text: str) -> None:
+        if path.name.startswith(".caddy.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, text)
+
+    monkeypatch.setattr(cli, "write_private", full_disk)
+    (paths["root"] / "environment").write_text("AUTH_EXCLUDE=8080\n")
+    assert render(paths) == 1
+    assert (paths["caddy"].read_text(), paths["settings"].read_text()) == before
+    assert not list(paths["caddy"].parent.glob(".*.new")) and not list(paths["settings"].parent.glob(".*.new"))
+    assert "ERROR: the proxy config could not be written (No space left on device); the last one stays" in (
+        capsys.readouterr().out
+    )
+
+
+@pytest.fixture
+def tls_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(cli, "INSTANCE_CERT", tmp_path / "etc/instance.crt")
+    monkeypatch.setattr(cli, "INSTANCE_KEY", tmp_path / "etc/instance.key")
+    monkeypatch.setattr(cli, "FALLBACK_TLS_DIR", tmp_path / "run/tls")
+    monkeypatch.delenv("TLS_CERT_FILE", raising=False)
+    monkeypatch.delenv("TLS_KEY_FILE", raising=False)
+    (tmp_path / "etc").mkdir()
+    return tmp_path
+
+
+def test_the_instance_certificate_is_made_once_where_the_reference_keeps_it(tls_paths: Path) -> None:
+    made = cli.ensure_certificate()
+    assert made == Tls(tls_paths / "etc/instance.crt", tls_paths / "etc/instance.key")
+    assert (tls_paths / "etc/instance.key").stat().st_mode & 0o777 == 0o600
+    first = (tls_paths / "etc/instance.crt").read_bytes()
+    assert cli.ensure_certificate() == made and (tls_paths / "etc/instance.crt").read_bytes() == first
+
+
+def test_the_owner_s_pair_is_used_and_a_broken_one_left_alone_for_a_pair_of_this_boot(
+    tls_paths: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.generate_certificate(tls_paths / "etc/instance.crt", tls_paths / "etc/instance.key") is None
+    owner = (tls_paths / "etc/instance.crt").read_bytes()
+    assert cli.ensure_certificate() is not None and (tls_paths / "etc/instance.crt").read_bytes() == owner
+    (tls_paths / "etc/instance.key").write_text("not a key\n")
+    made = cli.ensure_certificate()
+    assert made == Tls(tls_paths / "run/tls/instance.crt", tls_paths / "run/tls/instance.key")
+    assert (tls_paths / "etc/instance.key").read_text() == "not a key\n"
+    assert "ERROR: " in capsys.readouterr().out
