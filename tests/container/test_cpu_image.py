@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.container.conftest import CPU_IMAGE, exec_text, invoke, wait_for
+from tests.container.conftest import CPU_IMAGE, NAMESPACE, exec_text, invoke, wait_for
 from tests.support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
@@ -168,7 +168,7 @@ def test_push_publishes_to_a_registry_and_skip_existing_builds_nothing_twice(
 ) -> None:
     # No SBOM: BuildKit's scanner image lives on Docker Hub.
     publish = ("--filter", "cpu/*", "--platform", "linux/amd64", "--push", "--no-sbom",
-               "--registry", local_registry, "--namespace", f"test{time.time_ns()}")  # fmt: skip
+               "--registry", local_registry, "--namespace", f"{NAMESPACE}-push{time.time_ns()}")  # fmt: skip
     first = invoke("build", *publish, "--skip-existing")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     image = f"{local_registry}/{publish[-1]}/llama-cpp:b11669-cpu"
