@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_images import buildx, engine, registry
-from llama_images.errors import EngineError, RegistryError
+from llama_images.core.errors import EngineError, RegistryError
+from llama_images.edges import buildx, engine, registry
 
 
 @pytest.fixture

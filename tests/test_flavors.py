@@ -8,10 +8,11 @@ import re
 
 import pytest
 
-from llama_images.bake import RenderOptions, render
-from llama_images.errors import MatrixError
-from llama_images.matrix import load_matrix, parse_matrix
-from llama_images.targets import ImageTarget, expand, select
+from llama_images.core.bake import RenderOptions, render
+from llama_images.core.errors import MatrixError
+from llama_images.core.matrix import parse_matrix
+from llama_images.core.targets import ImageTarget, expand, select
+from llama_images.edges.files import load_matrix
 
 from .conftest import REPO_ROOT
 from .matrices import VALID, broken
@@ -63,10 +64,10 @@ def test_invoke_matrix_lists_the_vulkan_image() -> None:
 
 
 def test_the_workflow_publishes_the_vulkan_image_on_native_runners() -> None:
-    from llama_images.options import parse_selection
-    from llama_images.plan import select_targets
-    from llama_images.workflow import job_values
+    from llama_images.core.options import parse_selection
+    from llama_images.core.workflow import job_values
 
+    from .matrices import selected
     from .support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
 
     with serve(Loopback()) as api:
@@ -78,7 +79,7 @@ def test_the_workflow_publishes_the_vulkan_image_on_native_runners() -> None:
     assert ("vulkan/debian-forky/b11669", "linux/amd64", "ubuntu-24.04") in jobs
     arm64 = jobs[("vulkan/debian-forky/b11669", "linux/arm64", "ubuntu-24.04-arm")]
     assert plan["targets"]["vulkan/debian-forky/b11669"] == ["linux/amd64", "linux/arm64"]
-    _, targets = select_targets(parse_selection(REPO_ROOT, job_values(arm64["selection"], WORKFLOW_SETTINGS)))
+    targets = selected(parse_selection(REPO_ROOT, job_values(arm64["selection"], WORKFLOW_SETTINGS)))
     assert [t.image for t in targets][-1] == "docker.io/someone/llama-cpp:b11669-vulkan"
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from llama_images.errors import MatrixError
-from llama_images.matrix import load_matrix, parse_matrix
+from llama_images.core.errors import MatrixError
+from llama_images.core.matrix import parse_matrix
+from llama_images.edges.files import load_matrix
 
 from .conftest import REPO_ROOT
 from .matrices import VALID, broken

@@ -83,8 +83,8 @@ def test_bake_output_into_a_missing_folder_is_a_clear_error() -> None:
 
 
 def test_every_selecting_task_takes_the_same_selection_options() -> None:
-    from llama_images.options import SELECTION
-    from llama_images.tasks import TASKS
+    from llama_images.cli.tasks import TASKS
+    from llama_images.core.options import SELECTION
 
     for spec in TASKS:
         names = {o.name for o in spec.options}
@@ -97,7 +97,8 @@ def test_every_selecting_task_takes_the_same_selection_options() -> None:
 
 
 def test_build_checks_its_options_before_touching_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llama_images import cli, engine
+    from llama_images.cli.tasks import TaskFailed, run
+    from llama_images.edges import engine
 
     def no_engine(*args: object) -> None:
         raise AssertionError("the engine was provisioned before the options were checked")
@@ -113,8 +114,8 @@ def test_build_checks_its_options_before_touching_the_engine(monkeypatch: pytest
         {"builder": "farm", "report": "/nonexistent/r.json", "push": True},
     ]
     for values in bad_options:
-        with pytest.raises(cli.TaskFailed) as caught:
-            cli.build(REPO_ROOT, values)
+        with pytest.raises(TaskFailed) as caught:
+            run("build", REPO_ROOT, values)
         assert caught.value.code in (2, 3), values
 
 
@@ -168,10 +169,10 @@ def test_plan_skips_publishing_with_a_notice_when_settings_are_missing(tmp_path:
 
 
 def test_a_manual_workflow_run_plans_one_native_job_per_target_and_platform(tmp_path: Path) -> None:
-    from llama_images.options import parse_selection
-    from llama_images.plan import select_targets
-    from llama_images.workflow import job_values
+    from llama_images.core.options import parse_selection
+    from llama_images.core.workflow import job_values
 
+    from .matrices import selected
     from .support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
 
     with serve(Loopback()) as api:
@@ -188,7 +189,7 @@ def test_a_manual_workflow_run_plans_one_native_job_per_target_and_platform(tmp_
     assert "someone" not in result.stdout  # the plan names no image: each job adds the namespace
     # Each job's selection builds exactly its target and platform, at the resolved release.
     selection = job_values(plan["jobs"][1]["selection"], WORKFLOW_SETTINGS)
-    _, targets = select_targets(parse_selection(REPO_ROOT, selection))
+    targets = selected(parse_selection(REPO_ROOT, selection))
     assert [(t.id, t.platforms) for t in targets] == [
         ("base/cuda-12.8", ("linux/arm64",)),
         ("cuda/cuda-12.8/b9300", ("linux/arm64",)),
@@ -197,7 +198,7 @@ def test_a_manual_workflow_run_plans_one_native_job_per_target_and_platform(tmp_
 
 
 def test_a_tag_missing_a_planned_platform_is_not_created() -> None:
-    from llama_images.publishing import DigestRecord, plan_merges
+    from llama_images.core.publishing import DigestRecord, plan_merges
 
     amd64 = DigestRecord("cpu/x/b1", "r/ns/llama-cpp:b1-cpu", "linux/amd64", "sha256:" + "1" * 64)
     arm64 = DigestRecord("cpu/x/b1", "r/ns/llama-cpp:b1-cpu", "linux/arm64", "sha256:" + "2" * 64)
@@ -256,7 +257,8 @@ def test_plan_outputs_holding_a_secret_value_fail_instead_of_vanishing(
 
 
 def test_by_digest_with_several_platforms_fails_before_anything_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llama_images import cli, engine, registry
+    from llama_images.cli.tasks import TaskFailed, run
+    from llama_images.edges import engine, registry
 
     def untouched(*args: object, **kwargs: object) -> None:
         raise AssertionError("the engine or registry was used before --by-digest was checked")
@@ -264,8 +266,8 @@ def test_by_digest_with_several_platforms_fails_before_anything_is_built(monkeyp
     for module, name in ((engine, "provision"), (engine, "require_builder"), (engine, "require_engine"),
                          (registry, "logged_in")):  # fmt: skip
         monkeypatch.setattr(module, name, untouched)
-    with pytest.raises(cli.TaskFailed) as caught:
-        cli.build(REPO_ROOT, {"push": True, "by_digest": True, "filter": ["cpu/*"]})
+    with pytest.raises(TaskFailed) as caught:
+        run("build", REPO_ROOT, {"push": True, "by_digest": True, "filter": ["cpu/*"]})
     assert caught.value.code == 2
 
 

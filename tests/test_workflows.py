@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llama_images.workflow import WEEKLY
+from llama_images.core.workflow import WEEKLY
 
 from .conftest import REPO_ROOT
 from .support.loopback import CURRENT, RELEASES_PATH, Answer, Loopback, release, serve, tag_path
@@ -101,7 +101,7 @@ def test_each_publishing_step_gets_every_setting_as_a_variable_or_a_secret() -> 
     """The user and namespace may be repository variables or (the reference's setup) secrets:
     the plan, build and merge steps get both places, as workflow.py declares them; the plan's
     outputs name no image, so a secret namespace does not empty them."""
-    from llama_images.workflow import NAMESPACE, REPOSITORY_SETTINGS
+    from llama_images.core.workflow import NAMESPACE, REPOSITORY_SETTINGS
 
     workflow = load(REPO_ROOT / ".github" / "workflows" / "build-llama-cpp.yml")
     assert set(workflow["jobs"]["plan"]["outputs"]) == {"publish", "matrix", "plan"}
@@ -150,7 +150,7 @@ def variables_setup(slack_url: str) -> tuple[dict[str, str], dict[str, str]]:
 def repository(tmp_path: Path) -> Path:
     """A copy of the checkout, what actions/checkout gives each job, with the shipped matrix
     narrowed to its CUDA flavor."""
-    from llama_images.bench.measure import copy_checkout
+    from benchmarks.measure import copy_checkout
 
     copy = copy_checkout(REPO_ROOT, tmp_path / "repository")
     document = yaml.safe_load((copy / "matrix.yaml").read_text(encoding="utf-8"))
@@ -265,9 +265,10 @@ def test_the_reference_secrets_setup_plans_the_jobs_and_images_that_variables_pl
     """What a user met: a fork with the three secrets stopped with exit 2. Now the plan's outputs
     name no image (GitHub drops an output holding a secret's value), and each build job derives
     the image from its own environment: the same jobs and images either way."""
-    from llama_images.options import parse_selection
-    from llama_images.plan import select_targets
-    from llama_images.workflow import job_values
+    from llama_images.core.options import parse_selection
+    from llama_images.core.workflow import job_values
+
+    from .matrices import selected
 
     api, slack = services
     api.route(tag_path("b9300"), Answer(body=release("b9300", CURRENT)))
@@ -285,7 +286,7 @@ def test_the_reference_secrets_setup_plans_the_jobs_and_images_that_variables_pl
             assert entry is not None
             env = run.expand("build", step["env"], entry)
             assert json.loads(env["JOB"])["target"] == "cuda/cuda-12.8/b9300"
-            _, targets = select_targets(parse_selection(repository, job_values(entry["selection"], env)))
+            targets = selected(parse_selection(repository, job_values(entry["selection"], env)))
             images.append([(t.image, t.platforms) for t in targets])
     assert outputs[0] == outputs[1]
     assert "someone" not in json.dumps(outputs[0])

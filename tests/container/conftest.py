@@ -17,7 +17,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service as ChromeService
 
-from llama_images.engine import LOCAL_REGISTRY
+from llama_images.edges.engine import LOCAL_REGISTRY
 from tests.conftest import REPO_ROOT, require_host_tools
 
 # Several checkouts may share one engine (e.g. worktrees): each can build and test its images

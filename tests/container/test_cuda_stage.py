@@ -36,13 +36,12 @@ from typing import Any
 import pytest
 from llama_runtime.compat import COMPAT_DIR
 
-from llama_images.bake import RenderOptions, bake_name, render
-from llama_images.plan import make_plan
-from llama_images.releases import ASSET_NAME, Asset, Release
-from llama_images.targets import Overrides
+from llama_images.core.bake import RenderOptions, bake_name, render
+from llama_images.core.options import Overrides
+from llama_images.core.releases import ASSET_NAME, Asset, Release
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import NAMESPACE, exec_text, image_ref, wait_for
-from tests.matrices import no_fetch, request_for
+from tests.matrices import no_fetch, planned, request_for
 from tests.support.elf import search_paths
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
@@ -168,9 +167,7 @@ def rendered_args(tmp_path: Path, download_url: str, sha256: str) -> dict[str, s
     matrix = matrix.replace('      cuda-12.8: "12.8"\n', '      debian-forky: "12.8"\n')
     path = tmp_path / "matrix.yaml"
     path.write_text(matrix, encoding="utf-8")
-    plan = make_plan(
-        request_for(path, ("cuda/*",), Overrides(platforms=("linux/amd64",), namespace=NAMESPACE)), no_fetch
-    )
+    plan = planned(request_for(path, ("cuda/*",), Overrides(platforms=("linux/amd64",), namespace=NAMESPACE)), no_fetch)
     name = ASSET_NAME.format(release=RELEASE, cuda=BINARY_CUDA, arch="amd64")
     release = Release(RELEASE, (Asset(name, f"{download_url}/{RELEASE}/{name}", sha256),))
     options = RenderOptions("test", "2026-01-01T00:00:00Z", releases={RELEASE: release})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_images.upstream_images import CREATED_LABEL
+from llama_images.edges.upstream_images import CREATED_LABEL
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import NAMESPACE, invoke
 

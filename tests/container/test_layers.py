@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from llama_images.bench.measure import copy_checkout
-from llama_images.buildx import secret_files
+from benchmarks.measure import copy_checkout
+from llama_images.edges.buildx import secret_files
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import invoke, namespace_args
 

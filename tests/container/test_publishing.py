@@ -185,7 +185,7 @@ def test_a_fork_set_up_with_the_reference_secrets_publishes_through_the_workflow
     receives its target and pushes under the secret namespace, the merge tags it, and Slack hears
     of it. The next scheduled run has nothing to build and posts its skips; a manual run with an
     empty LLAMA_CPP_VERSION decides the same."""
-    from llama_images.bench.measure import copy_checkout
+    from benchmarks.measure import copy_checkout
     from tests.support.loopback import Answer, Loopback, serve
     from tests.support.workflow_runner import Workflow
 

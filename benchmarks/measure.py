@@ -29,7 +29,8 @@ from typing import IO, Any
 
 import yaml
 
-from .. import buildx
+from llama_images.edges import buildx
+
 from . import layers as layer_math
 from . import load, report
 from .stats import LoadSample, median, summarize
@@ -235,8 +236,8 @@ def make_upstream(ctx: Context, purpose: str) -> str:
 
 def ensure_upstream(ctx: Context) -> None:
     """The matrix's CPU upstream, made the way `invoke build` makes it where it cannot be pulled."""
-    from .. import upstream_images
-    from ..matrix import load_matrix
+    from llama_images.edges import upstream_images
+    from llama_images.edges.files import load_matrix
 
     matrix = load_matrix(ctx.root / "matrix.yaml")
     name, _ = cpu_upstream(ctx.root)

@@ -1,4 +1,4 @@
-"""`python -m llama_images.bench` (what `nox -s bench` runs): measure, print the table, write JSON."""
+"""`python -m benchmarks` (what `nox -s bench` runs): measure, print the table, write JSON."""
 
 from __future__ import annotations
 
