@@ -3,5 +3,5 @@ boot to healthy, proxy overhead under load, image size), each against a baseline
 the same run. Pure parts: stats, load (hey's command and output), layers, report; the I/O is in
 measure (engine, builds, containers) and __main__ (options, output files).
 
-Not part of the pure core: nothing in llama_images imports this package.
+Not shipped with the package (it lives beside it, like the tests): nothing in llama_images imports it.
 """

@@ -6,6 +6,10 @@ are no import cycles, and nothing finds project files from the package's own ins
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 from .conftest import REPO_ROOT
@@ -123,3 +127,23 @@ def test_nothing_locates_project_files_from_the_install_location() -> None:
 def test_the_benchmarks_are_not_shipped() -> None:
     assert not (PACKAGE / "bench").exists()
     assert (REPO_ROOT / "benchmarks" / "__main__.py").is_file()
+
+
+def test_the_package_imports_only_its_runtime_dependencies() -> None:
+    """pyproject.toml's `dependencies` are what the tasks import (the publishing workflow installs
+    only those); the docker SDK, nox and the test tools are development dependencies."""
+    declared = {
+        re.split(r"[=<>~!;\[ ]", requirement, maxsplit=1)[0].lower()
+        for requirement in tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+            "dependencies"
+        ]
+    }
+    distributions = importlib.metadata.packages_distributions()
+    third_party = {
+        name
+        for module, path in modules().items()
+        for name in imports(module, path)
+        if "." not in name and name not in sys.stdlib_module_names and name not in LAYERS and name != "__future__"
+    }
+    used = {dist.lower() for name in third_party for dist in distributions.get(name, [name])}
+    assert used == declared, f"imported {sorted(used)}, declared {sorted(declared)}"

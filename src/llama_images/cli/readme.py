@@ -47,11 +47,11 @@ def options_table(tasks: Sequence[Declared]) -> str:
 
 
 def workflow_inputs_table() -> str:
-    rows = ["| Input | Fills | Meaning |", "|---|---|---|"]
+    rows = ["| Input | Meaning | Option it fills |", "|---|---|---|"]
     for option in OPTIONS:
         source = option.workflow
         if source is not None and not source.setting:
-            rows.append(f"| `{source.name}` | `{option.flag}` | {escape(option.help)}; {escape(source.meaning)} |")
+            rows.append(f"| `{source.name}` | {escape(source.meaning)}. | `{option.flag}` |")
     return "\n".join(rows)
 
 

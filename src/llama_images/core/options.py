@@ -50,10 +50,11 @@ class WorkflowSource:
     one stands for `empty`; None: the option is left out), or a repository setting."""
 
     name: str  # the input or setting, as the workflow passes it in the environment
+    help: str = ""  # what the input is, for the README
     empty: str | None = None
+    empty_means: str = ""  # what an empty input does, for the README; default: from `empty`
     setting: bool = False  # a repository variable or secret, not an input
     convert: Callable[[str], str] | None = None  # input value -> option value
-    describe: str = ""  # how the value is chosen, for the README; default: from `empty`
 
     def value(self, given: str) -> str | None:
         if not given:
@@ -62,9 +63,9 @@ class WorkflowSource:
 
     @property
     def meaning(self) -> str:
-        if self.describe:
-            return self.describe
-        return f"empty: `{self.empty}`" if self.empty is not None else "empty: the matrix's"
+        """The README's line: what the input is, and what leaving it empty does."""
+        empty = self.empty_means or (f"`{self.empty}`" if self.empty is not None else "none")
+        return f"{self.help}; empty: {empty}"
 
 
 @dataclass(frozen=True)
@@ -99,34 +100,37 @@ OPTIONS = (
            "that one)", Kind.PATH, MATRIX_FILE, "FILE", value_optional=True),
     Option("filter", "target id globs, e.g. 'cpu/*' or 'cuda/cuda-12.8/*', repeated or comma-separated; one "
            "that matches no target is an error, exit 3 (default: the matrix's default_targets)", Kind.LIST,
-           metavar="GLOB", repeatable=True, example="'cpu/*,vulkan/*'", workflow=WorkflowSource("TARGETS", "*")),
+           metavar="GLOB", repeatable=True, example="'cpu/*,vulkan/*'",
+           workflow=WorkflowSource("TARGETS", "Target id globs, comma-separated (`invoke matrix` lists ids)", "*")),
     Option("platform", "platforms to narrow each target to, comma-separated, e.g. linux/amd64", Kind.LIST,
            metavar="PLATFORM", check=Check(PLATFORM, "a platform; use e.g. linux/amd64,linux/arm64"),
            fills="platforms", example="linux/amd64,linux/arm64",
-           workflow=WorkflowSource("MULTI_ARCH", ",".join(BOTH_PLATFORMS[:1]),
-                                   convert=lambda given: ",".join(BOTH_PLATFORMS[: 2 if given == "true" else 1]),
-                                   describe="`true`: both linux/amd64 and linux/arm64; otherwise linux/amd64, "
-                                            "both for a run that decides as the weekly run")),
+           workflow=WorkflowSource("MULTI_ARCH", "With a release tag: `true` builds linux/arm64 as well as "
+                                   "linux/amd64 (an empty tag builds both)", BOTH_PLATFORMS[0],
+                                   "linux/amd64 only, as `false`",
+                                   convert=lambda given: ",".join(BOTH_PLATFORMS[: 2 if given == "true" else 1]))),
     Option("release", "llama.cpp release of the release-tarball flavors: a tag like b9159, or latest (the newest); "
            "a tag with only debian-package targets selected is an error, latest is not", metavar="TAG",
            check=Check(RELEASE, "a release tag; use e.g. b11669 or latest"), fills="release",
-           workflow=WorkflowSource("LLAMA_CPP_VERSION", LATEST,
-                                   describe="empty: `latest`, and the run decides as the weekly run")),
+           workflow=WorkflowSource("LLAMA_CPP_VERSION", "ai-dock/llama.cpp-cuda release tag, e.g. `b9159`", LATEST,
+                                   "the run decides as the weekly run does (below), so the schedule can be tried "
+                                   "by hand")),
     Option("cuda_version", "CUDA version of the prebuilt llama.cpp binaries, e.g. 12.8", metavar="X.Y",
            check=Check(CUDA_VERSION, "a CUDA version; use e.g. 12.8"), fills="binary_cuda",
-           workflow=WorkflowSource("CUDA_VERSION")),
+           workflow=WorkflowSource("CUDA_VERSION", "CUDA version of the prebuilt binaries, e.g. `12.8`",
+                                   empty_means="matrix.yaml's")),
     Option("repository", "repository name instead of the matrix's, e.g. llama-cpp", metavar="NAME",
            check=Check(PATH_COMPONENT, "a repository name; use e.g. llama-cpp"), fills="repository",
-           workflow=WorkflowSource("DOCKERHUB_REPO", "llama-cpp")),
+           workflow=WorkflowSource("DOCKERHUB_REPO", "Repository under your namespace", "llama-cpp")),
     Option("tag", "custom tag replacing the release part of each tag: my-build gives my-build-cuda-12.8",
            metavar="CUSTOM", check=Check(DOCKER_TAG, "a valid Docker tag; use letters, digits, '.', '_', '-'"),
-           fills="custom_tag", workflow=WorkflowSource("CUSTOM_IMAGE_TAG", describe="empty: none")),
+           fills="custom_tag", workflow=WorkflowSource("CUSTOM_IMAGE_TAG", "Replaces the release part of the tag: "
+                                                       "`my-build` gives `my-build-cuda-12.8`")),
     Option("registry", "registry host instead of the matrix's, e.g. 127.0.0.1:5000", metavar="HOST",
            check=Check(REGISTRY, "a registry host; use e.g. docker.io"), fills="registry"),
     Option("namespace", "namespace instead of the matrix's, e.g. your Docker Hub user", metavar="NAME",
            check=Check(PATH_COMPONENT, "a namespace; use e.g. your Docker Hub user"), fills="namespace",
-           workflow=WorkflowSource(NAMESPACE_SETTING, setting=True,
-                                   describe=f"the `{NAMESPACE_SETTING}` repository variable or secret")),
+           workflow=WorkflowSource(NAMESPACE_SETTING, "The repository variable or secret", setting=True)),
     # ---- what changes the rendered bake file for publishing (`bake` and `build` alike) ----
     Option("push", "publish to the registry: registry cache, provenance and SBOM attestations, every release "
            "looked up (its tarballs' sha256 go into the build); logs in with REGISTRY_USERNAME and "
