@@ -16,10 +16,11 @@ from llama_images.core.bake import render_plan
 from llama_images.core.errors import ReleaseLookupError
 from llama_images.core.matrix import parse_matrix
 from llama_images.core.options import Overrides
-from llama_images.core.releases import resolve_latest
+from llama_images.core.releases import parse_release, resolve_latest
 from llama_images.core.targets import expand, select
 from llama_images.edges.github import fetch_release
 
+from . import shipped
 from .conftest import REPO_ROOT
 from .matrices import VALID, broken, planned, request_for
 from .support.loopback import CURRENT, RELEASES_PATH, Answer, Loopback, release, serve, sha256_of, tag_path
@@ -186,18 +187,21 @@ def run_task(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 def test_release_task_shows_what_the_newest_release_carries_with_actions_outputs(
     github: Loopback, tmp_path: Path
 ) -> None:
-    github.route(RELEASES_PATH, Answer(body=[release("b9300", CURRENT), release("b5460", OLD_FORMAT)]))
+    newest = release("b9300", shipped.tarballs())
+    carries = parse_release(newest).carries()
+    github.route(RELEASES_PATH, Answer(body=[newest, release("b5460", OLD_FORMAT)]))
     plain = run_task("release", env={"GITHUB_API_URL": github.url, "GITHUB_ACTIONS": ""})
     assert plain.returncode == 0, plain.stderr
-    assert "release b9300: CUDA 12.8: amd64, arm64" in plain.stdout
-    assert "buildable: cuda/cuda-12.8/latest -> docker.io/llamaimages/llama-cpp:b9300-cuda-12.8" in plain.stdout
+    assert f"release b9300: {carries}" in plain.stdout
+    cuda = shipped.target("cuda", release="b9300")
+    assert f"buildable: {shipped.target('cuda', release='latest').id} -> {cuda.image}" in plain.stdout
     outputs, summary = tmp_path / "outputs", tmp_path / "summary.md"
     actions = {"GITHUB_API_URL": github.url, "GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(outputs),
                "GITHUB_STEP_SUMMARY": str(summary)}  # fmt: skip
     assert run_task("release", env=actions).returncode == 0
     lines = outputs.read_text().splitlines()
     assert lines[0].startswith("release<<EOF_") and lines[1] == "b9300" and lines[2] == lines[0].split("<<")[1]
-    assert "`b9300`: CUDA 12.8: amd64, arm64" in summary.read_text()
+    assert f"`b9300`: {carries}" in summary.read_text()
     github.route(RELEASES_PATH, Answer(body=[release("b5460", OLD_FORMAT)]))
     old = run_task("release", env={"GITHUB_API_URL": github.url, "GITHUB_ACTIONS": ""})
     assert "release b5460: CUDA 12.4: no architecture (older format); CUDA 12.8: no architecture" in old.stdout

@@ -134,7 +134,7 @@ def job_from_text(text: str) -> Job:
             f"--job is not JSON ({exc.msg} at offset {exc.pos}); pass a job that `invoke plan` wrote"
         ) from None
     except ValueError as exc:
-        raise UsageError(f"--job: {exc}; pass a job that `invoke plan` wrote") from None
+        raise UsageError(f"--job {exc}; pass a job that `invoke plan` wrote") from None
 
 
 @dataclass(frozen=True)

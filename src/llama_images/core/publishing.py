@@ -103,10 +103,10 @@ class Job:
 def job_from_json(data: Any) -> Job:
     """A job as `Job.as_json` wrote it; raises ValueError (saying what is wrong) for anything else."""
     if not isinstance(data, Mapping) or not isinstance(data.get("selection"), Mapping):
-        raise ValueError("it has no 'selection' object")
+        raise ValueError("has no 'selection' object")
     unknown = set(data["selection"]) - set(SELECTION_NAMES)
     if unknown:
-        raise ValueError("it selects with unknown option(s): " + ", ".join(sorted(unknown)))
+        raise ValueError("selects with unknown option(s): " + ", ".join(sorted(unknown)))
     return Job(str(data.get("target", "")), str(data.get("platform", "")), dict(data["selection"]))
 
 
