@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from benchmarks import layers, load, portal, report, stats
-from benchmarks.measure import bench_matrix, sequential_builds
+from benchmarks.builds import sequential_builds
+from benchmarks.measure import bench_matrix
 from llama_images.edges.files import load_matrix
 from tests.conftest import REPO_ROOT
 
