@@ -136,7 +136,7 @@ OPTIONS = (
            "looked up (its tarballs' sha256 go into the build); logs in with REGISTRY_USERNAME and "
            "REGISTRY_PASSWORD", Kind.FLAG, False),
     Option("by_digest", "with --push: push each target untagged, by digest, for `invoke merge` (a builder with "
-           "BuildKit's docker driver pushes a staging tag <tag>-<arch>-job instead)", Kind.FLAG, False),
+           "BuildKit's docker driver pushes a staging tag `<tag>-<arch>-job` instead)", Kind.FLAG, False),
     Option("sbom", "with --push: attach an SBOM; --no-sbom for registries that cannot reach Docker Hub, where "
            "BuildKit's scanner image lives", Kind.FLAG, True),
     # ---- how a publishing run treats targets it cannot or need not build ----
@@ -161,10 +161,10 @@ OPTIONS = (
     Option("report", "the run's report (JSON): what `build --push` and `merge` published, skipped and failed; "
            "for `plan`, how a run that ends with the plan ended (nothing to build, or the plan failed), else "
            "planned; `notify` posts it (missing: the run failed before publishing)", Kind.PATH, metavar="FILE"),
-    Option("workflow", "in the publishing workflow: `plan` reads the selection from its inputs (--matrix and "
-           "--registry may be given too); `plan`, `build --job` and `merge` take the namespace and the "
-           "registry login from its variables and secrets (README, Building with GitHub Actions)", Kind.FLAG,
-           False),
+    Option("workflow", "in the publishing workflow: `plan` reads the selection from its inputs (a selection "
+           "option the workflow has no input for may be given too); `plan`, `build --job` and `merge` take the "
+           "namespace and the registry login from its variables and secrets (README, Building with GitHub "
+           "Actions)", Kind.FLAG, False),
     Option("title", "the message's title", default=RUN_TITLE),
     Option("test_tools", "also install what the tests need besides the engine (Debian's chromium, "
            "chromium-driver and aria2)", Kind.FLAG, False),
