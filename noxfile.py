@@ -19,7 +19,7 @@ IMAGE_DIRS = ("base-image", "derivatives")
 RUNTIME_PYTHON = "base-image/ROOT/opt/llama-images/lib"
 # The llama-cpp image's launcher (stdlib) ships in its overlay.
 LLAMA_PYTHON = "derivatives/llama-cpp/ROOT/opt/llama-images/lib"
-PYTHON_PATHS = ("src", "tests", "tasks.py", "noxfile.py", RUNTIME_PYTHON, LLAMA_PYTHON)
+PYTHON_PATHS = ("src", "tests", "benchmarks", "tasks.py", "noxfile.py", RUNTIME_PYTHON, LLAMA_PYTHON)
 # Hash-pinned requirements of the image's Python environments (base-image/python/*.in -> *.txt).
 LOCKED_ENVIRONMENTS = ("build-tools", "caddy", "portal", "jupyter")
 UV = "uv==0.13.9"
@@ -59,7 +59,7 @@ def lint(session: nox.Session) -> None:
     session.run("shellcheck", "--external-sources", *shell_scripts())
     session.run("ruff", "check", *PYTHON_PATHS)
     session.run("ruff", "format", "--check", *PYTHON_PATHS)
-    session.run("mypy", "src", "tests", "tasks.py", "noxfile.py")
+    session.run("mypy", "src", "tests", "benchmarks", "tasks.py", "noxfile.py")
     session.run("mypy", RUNTIME_PYTHON)
     session.run("mypy", LLAMA_PYTHON)
     workflows = sorted(str(p) for p in (ROOT / ".github/workflows").glob("*.yml"))
@@ -105,4 +105,4 @@ def bench(session: nox.Session) -> None:
     boot to healthy, proxy under load, image size. Prints a table, writes build/bench/results.json.
     Not part of `lint test`. Options after --, e.g. `nox -s bench -- --only boot,load`."""
     install_with_engine(session)
-    session.run("python", "-m", "llama_images.bench", *session.posargs)
+    session.run("python", "-m", "benchmarks", *session.posargs)

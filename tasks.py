@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llama_images.tasks import collection
+from llama_images.cli.tasks import collection
 
 ns = collection(Path(__file__).resolve().parent)

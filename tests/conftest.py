@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_images.engine import engine_problem
+from llama_images.edges.engine import engine_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llama_images.options import Selection
-from llama_images.plan import Request
-from llama_images.releases import Release
-from llama_images.targets import Overrides
+from llama_images.core.options import Overrides, Request, Selection
+from llama_images.core.plan import Plan, make_plan, select_targets
+from llama_images.core.releases import Fetcher, Release
+from llama_images.core.targets import Target
+from llama_images.edges.files import load_matrix
 
 VALID = """\
 images:
@@ -60,6 +61,16 @@ def broken(old: str, new: str) -> str:
 def request_for(path: Path, filters: Sequence[str] = (), overrides: Overrides | None = None, **kwargs: Any) -> Request:
     """A checked task request for a matrix file, as the tasks make one."""
     return Request(path.parent, Selection(path, tuple(filters), overrides or Overrides()), **kwargs)
+
+
+def planned(request: Request, fetch: Fetcher) -> Plan:
+    """The plan of a request, its matrix read from its file as the tasks read it."""
+    return make_plan(load_matrix(request.selection.matrix_file), request, fetch)
+
+
+def selected(selection: Selection) -> tuple[Target, ...]:
+    """The targets a selection selects, its matrix read from its file as the tasks read it."""
+    return select_targets(load_matrix(selection.matrix_file), selection)[1]
 
 
 def no_fetch(repository: str, tag: str) -> Release:

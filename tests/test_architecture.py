@@ -1,65 +1,149 @@
-"""The package's shape: a pure core (matrix, targets, bake rendering, release and publishing
-decisions) that imports no I/O, edges around it, no import cycles, and nothing that finds project
-files from the package's own install location."""
+"""The package's shape, read from its folders: `core/` is pure (no process, network, file or
+environment access; it imports nothing outside the core but the standard library's pure parts
+and PyYAML), `edges/` wrap the outside world and never call up into the task shell `cli/`, there
+are no import cycles, and nothing finds project files from the package's own install location."""
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
+from pathlib import Path
 
 from .conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "src" / "llama_images"
-CORE = {"errors", "model", "yamlnodes", "matrix", "targets", "bake", "releases", "options", "plan", "publishing",
-        "report", "workflow", "tag_state"}  # fmt: skip
-# Modules that talk to processes, the network or the engine.
-IO_MODULES = {"subprocess", "socket", "urllib", "http", "requests", "docker", "invoke", "shutil", "tempfile"}
-IO_PACKAGE_MODULES = {
-    "engine", "buildx", "registry", "upstream_images", "github", "web", "gitinfo", "pipcert", "cli", "tasks"
-}  # fmt: skip
+LAYERS = ("core", "edges", "cli")  # each may import the ones before it, never one after
+# Standard library modules that talk to processes, the network, files or the environment.
+IO_MODULES = {"subprocess", "socket", "urllib", "http", "os", "sys", "shutil", "tempfile", "secrets", "time",
+              "configparser", "docker", "invoke", "requests"}  # fmt: skip
+# Calls that read or write files: `open(...)`, and methods such as `path.read_bytes()`.
+IO_FUNCTIONS = {"open", "print", "input"}
+IO_METHODS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "mkdir", "unlink", "cwd", "home",
+              "resolve", "exists", "is_file", "is_dir", "iterdir", "glob"}  # fmt: skip
 
 
-def imports() -> dict[str, set[str]]:
-    """Module -> everything it imports, function-level imports included."""
-    graph: dict[str, set[str]] = {}
-    for path in PACKAGE.glob("*.py"):
-        found: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                found.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    found.update([node.module] if node.module else [a.name for a in node.names])
-                elif node.module:
-                    found.add(node.module.split(".")[0])
-        graph[path.stem] = found
-    return graph
+def modules() -> dict[str, Path]:
+    """`layer.module` -> its file, for every module of the package."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        found[".".join(parts)] = path
+    return found
 
 
-def test_core_modules_import_no_io() -> None:
-    graph = imports()
-    assert set(graph) >= CORE
-    for module in CORE:
-        assert not graph[module] & IO_MODULES, f"{module} imports {graph[module] & IO_MODULES}"
-        assert not graph[module] & IO_PACKAGE_MODULES, f"{module} imports {graph[module] & IO_PACKAGE_MODULES}"
+def imports(name: str, path: Path) -> set[str]:
+    """What a module imports: `layer.module` (and `layer`) for the package's own, the top-level
+    name otherwise; function-level imports included."""
+    package = name.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join([*package[: len(package) - (node.level - 1)], *([node.module] if node.module else [])])
+            elif node.module and node.module.startswith("llama_images."):
+                base = node.module.removeprefix("llama_images.")
+            else:
+                found.add((node.module or "").split(".")[0])
+                continue
+            found.add(base)
+            found.update(f"{base}.{alias.name}".lstrip(".") for alias in node.names)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports."""
+    known = modules()
+    return {name: imports(name, path) & set(known) for name, path in known.items()}
+
+
+def layer(module: str) -> str:
+    return module.split(".", maxsplit=1)[0]
+
+
+def test_every_module_lives_in_a_layer() -> None:
+    stray = [name for name in modules() if layer(name) not in LAYERS and name != "__init__"]
+    assert stray == [], f"put these in {', '.join(LAYERS)}: {stray}"
+
+
+def test_the_core_is_pure() -> None:
+    core = {name: path for name, path in modules().items() if layer(name) == "core"}
+    assert len(core) > 10
+    for name, path in core.items():
+        found = imports(name, path)
+        assert not found & IO_MODULES, f"{name} imports {found & IO_MODULES}"
+        calls = [
+            node.func for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.Call)
+        ]
+        functions = {call.id for call in calls if isinstance(call, ast.Name)}
+        methods = {call.attr for call in calls if isinstance(call, ast.Attribute)}
+        assert not functions & IO_FUNCTIONS, f"{name} calls {functions & IO_FUNCTIONS}"
+        assert not methods & IO_METHODS, f"{name} calls {methods & IO_METHODS}"
+
+
+def test_layers_import_only_the_layers_below_them() -> None:
+    for module, dependencies in graph().items():
+        if layer(module) not in LAYERS:
+            continue
+        allowed = LAYERS[: LAYERS.index(layer(module)) + 1]
+        upward = sorted(d for d in dependencies if layer(d) not in allowed)
+        assert upward == [], f"{module} imports {upward}: {layer(module)} may use only {', '.join(allowed)}"
+
+
+def test_the_architecture_check_sees_the_imports() -> None:
+    """The graph is read correctly: known edges are found, so the checks above can fail."""
+    found = graph()
+    assert "core.errors" in found["core.matrix"]
+    assert "core.plan" in found["edges.github"] or "core.releases" in found["edges.github"]
+    assert {"edges.engine", "edges.registry"} <= found["cli.build"]
 
 
 def test_no_import_cycles() -> None:
-    graph = {module: found & set(imports()) for module, found in imports().items()}
+    dependencies = graph()
     state: dict[str, str] = {}
 
     def visit(module: str, path: list[str]) -> None:
         state[module] = "open"
-        for dependency in sorted(graph[module]):
+        for dependency in sorted(dependencies[module]):
             assert state.get(dependency) != "open", "import cycle: " + " -> ".join([*path, module, dependency])
             if dependency not in state:
                 visit(dependency, [*path, module])
         state[module] = "done"
 
-    for module in sorted(graph):
+    for module in sorted(dependencies):
         if module not in state:
             visit(module, [])
 
 
 def test_nothing_locates_project_files_from_the_install_location() -> None:
-    for path in PACKAGE.glob("*.py"):
-        assert "__file__" not in path.read_text(encoding="utf-8"), f"{path.name} uses __file__"
+    for name, path in modules().items():
+        assert "__file__" not in path.read_text(encoding="utf-8"), f"{name} uses __file__"
+
+
+def test_the_benchmarks_are_not_shipped() -> None:
+    assert not (PACKAGE / "bench").exists()
+    assert (REPO_ROOT / "benchmarks" / "__main__.py").is_file()
+
+
+def test_the_package_imports_only_its_runtime_dependencies() -> None:
+    """pyproject.toml's `dependencies` are what the tasks import (the publishing workflow installs
+    only those); the docker SDK, nox and the test tools are development dependencies."""
+    declared = {
+        re.split(r"[=<>~!;\[ ]", requirement, maxsplit=1)[0].lower()
+        for requirement in tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+            "dependencies"
+        ]
+    }
+    distributions = importlib.metadata.packages_distributions()
+    third_party = {
+        name
+        for module, path in modules().items()
+        for name in imports(module, path)
+        if "." not in name and name not in sys.stdlib_module_names and name not in LAYERS and name != "__future__"
+    }
+    used = {dist.lower() for name in third_party for dist in distributions.get(name, [name])}
+    assert used == declared, f"imported {sorted(used)}, declared {sorted(declared)}"

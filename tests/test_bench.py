@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from llama_images.bench import layers, load, portal, report, stats
-from llama_images.bench.measure import bench_matrix, sequential_builds
-from llama_images.matrix import load_matrix
+from benchmarks import layers, load, portal, report, stats
+from benchmarks.builds import sequential_builds
+from benchmarks.measure import bench_matrix
+from llama_images.edges.files import load_matrix
 from tests.conftest import REPO_ROOT
 
 # ---- statistics ----------------------------------------------------------------------------

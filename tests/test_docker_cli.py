@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_images import buildx, engine, registry
-from llama_images.errors import EngineError, RegistryError
+from llama_images.core.errors import EngineError, RegistryError
+from llama_images.edges import buildx, engine, registry
 
 
 @pytest.fixture
@@ -49,18 +49,21 @@ def test_a_hanging_docker_is_the_callers_error_without_its_arguments(
     assert caught.value.exit_code == 7
 
 
+PREFIX = engine.PROJECT_NAMESPACE_PREFIX
+
+
 @pytest.mark.parametrize(
     ("reference", "ours"),
     [
-        ("docker.io/llamaimages/llama-cpp:b11669-cpu", True),
-        ("llamaimages-bench/base-packages:run", True),
-        ("docker.io/llamaimages-fresh/llama-cpp:b11669-cpu", True),
-        ("127.0.0.1:5000/llamaimages/llama-cpp:b1-cpu", True),
+        (f"docker.io/{PREFIX}/llama-cpp:b1-cpu", True),  # under the project's prefix, in any registry
+        (f"{PREFIX}-bench/base-packages:run", True),
+        (f"docker.io/{PREFIX}-fresh/llama-cpp:b1-cpu", True),
+        (f"127.0.0.1:5000/{PREFIX}/llama-cpp:b1-cpu", True),
         ("docker.io/ci-run/cuda-stage-test:ok", True),  # the test run's own namespace
         ("docker.io/someone/llama-cpp:b1-cpu", True),  # the matrix's namespace and repository
         ("docker.io/someone/other:1", False),  # that namespace's other images are the owner's
         ("debian:forky-slim", False),  # a stand-in is recognised by its label, a pulled one is kept
-        ("nvidia/cuda:12.8.1-runtime-ubuntu24.04", False),
+        ("nvidia/cuda:12.9.1-runtime-ubuntu24.04", False),
         ("registry:2", False),
     ],
 )

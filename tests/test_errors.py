@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from llama_images import errors
+from llama_images.core import errors
 
 from .conftest import REPO_ROOT
 

@@ -8,13 +8,15 @@ import re
 
 import pytest
 
-from llama_images.bake import RenderOptions, render
-from llama_images.errors import MatrixError
-from llama_images.matrix import load_matrix, parse_matrix
-from llama_images.targets import ImageTarget, expand, select
+from llama_images.core.bake import RenderOptions, bake_name, familiar, render
+from llama_images.core.errors import MatrixError
+from llama_images.core.matrix import parse_matrix
+from llama_images.core.targets import ImageTarget, expand, select
 
+from . import shipped
 from .conftest import REPO_ROOT
 from .matrices import VALID, broken
+from .shipped import SHIPPED
 from .test_tasks import WORKFLOW_SETTINGS, invoke_env, workflow_env
 
 OPTIONS = RenderOptions(revision="abc", created="2026-12-01T00:00:00Z")
@@ -28,58 +30,54 @@ VULKAN = """\
 """
 
 
-def shipped_images() -> dict[str, ImageTarget]:
-    return {t.id: t for t in expand(load_matrix(REPO_ROOT / "matrix.yaml")) if isinstance(t, ImageTarget)}
-
-
 def test_the_shipped_cuda_image_runs_the_binaries_on_their_own_cuda() -> None:
-    cuda = [t for t in shipped_images().values() if t.flavor.backend == "cuda"]
+    cuda = [t for t in expand(SHIPPED) if isinstance(t, ImageTarget) and t.flavor.backend == "cuda"]
     assert cuda and all(t.base.upstream.cuda == t.binary_cuda for t in cuda)
-    assert {t.tag for t in cuda} == {"b11669-cuda-12.8"}
-    assert {t.base.upstream.image for t in cuda} == {"nvidia/cuda:12.8.1-runtime-ubuntu24.04"}
+    assert all(t.tag == f"{t.release}-cuda-{t.binary_cuda}" for t in cuda)  # the published convention
+    assert all(t.base.upstream.image.startswith("nvidia/cuda:") for t in cuda)
 
 
 def test_the_shipped_vulkan_flavor_is_the_cpu_flavor_plus_its_backend() -> None:
-    images = shipped_images()
-    vulkan, cpu = images["vulkan/debian-forky/b11669"], images["cpu/debian-forky/b11669"]
-    assert vulkan.tag == "b11669-vulkan" and vulkan.flavor.backend == "vulkan"
-    assert vulkan.platforms == ("linux/amd64", "linux/arm64")
-    assert vulkan.base == cpu.base and cpu.flavor.backend == "cpu"
-    matrix = load_matrix(REPO_ROOT / "matrix.yaml")
-    bake = render(matrix, select(expand(matrix), ["vulkan/*"]), OPTIONS)
-    args = bake["target"]["vulkan_debian-forky_b11669"]["args"]
+    vulkan, cpu = shipped.target("vulkan"), shipped.target("cpu")
+    assert vulkan.tag == f"{cpu.release}-vulkan" and vulkan.flavor.backend == "vulkan"
+    assert vulkan.platforms == cpu.platforms == ("linux/amd64", "linux/arm64")
+    assert vulkan.base == cpu.base and cpu.flavor.backend == "cpu" and vulkan.release == cpu.release
+    bake = render(SHIPPED, select(expand(SHIPPED), ["vulkan/*"]), OPTIONS)
+    args = bake["target"][bake_name(vulkan.id)]["args"]
     # The cpu image's build arguments but the stage: BuildKit shares the cpu install layer.
-    cpu_args = render(matrix, select(expand(matrix), ["cpu/*"]), OPTIONS)["target"]["cpu_debian-forky_b11669"]["args"]
+    cpu_args = render(SHIPPED, select(expand(SHIPPED), ["cpu/*"]), OPTIONS)["target"][bake_name(cpu.id)]["args"]
     assert args == {**cpu_args, "LLAMA_CPP_FLAVOR": "vulkan"}
-    assert args == {"BASE_IMAGE": "llamaimages/base-image:debian-forky", "LLAMA_CPP_FLAVOR": "vulkan",
-                    "LLAMA_CPP_VERSION": "b11669"}  # fmt: skip
+    assert args == {"BASE_IMAGE": familiar(cpu.base.image), "LLAMA_CPP_FLAVOR": "vulkan",
+                    "LLAMA_CPP_VERSION": cpu.release}  # fmt: skip
 
 
 def test_invoke_matrix_lists_the_vulkan_image() -> None:
     from .test_tasks import invoke
 
+    vulkan = shipped.target("vulkan")
     listed = invoke("matrix").stdout
-    assert re.search(r"^vulkan/debian-forky/b11669 +docker\.io/llamaimages/llama-cpp:b11669-vulkan ", listed, re.M)
+    assert re.search(rf"^{re.escape(vulkan.id)} +{re.escape(vulkan.image)} ", listed, re.M)
 
 
 def test_the_workflow_publishes_the_vulkan_image_on_native_runners() -> None:
-    from llama_images.options import parse_selection
-    from llama_images.plan import select_targets
-    from llama_images.workflow import job_values
+    from llama_images.core.options import parse_selection
+    from llama_images.core.workflow import job_values
 
-    from .support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
+    from .matrices import selected
+    from .support.loopback import Answer, Loopback, release, serve, tag_path
 
     with serve(Loopback()) as api:
-        api.route(tag_path("b9300"), Answer(body=release("b9300", CURRENT)))
+        api.route(tag_path("b9300"), Answer(body=release("b9300", shipped.tarballs())))
         result = invoke_env(workflow_env(api.url, TARGETS="*", LLAMA_CPP_VERSION="b9300"), "plan", "--workflow")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     jobs = {(j["target"], j["platform"], j["runner"]): j for j in plan["jobs"]}
-    assert ("vulkan/debian-forky/b11669", "linux/amd64", "ubuntu-24.04") in jobs
-    arm64 = jobs[("vulkan/debian-forky/b11669", "linux/arm64", "ubuntu-24.04-arm")]
-    assert plan["targets"]["vulkan/debian-forky/b11669"] == ["linux/amd64", "linux/arm64"]
-    _, targets = select_targets(parse_selection(REPO_ROOT, job_values(arm64["selection"], WORKFLOW_SETTINGS)))
-    assert [t.image for t in targets][-1] == "docker.io/someone/llama-cpp:b11669-vulkan"
+    vulkan = shipped.target("vulkan", namespace="someone")  # a Debian package's build: not the run's release
+    assert (vulkan.id, "linux/amd64", "ubuntu-24.04") in jobs
+    arm64 = jobs[(vulkan.id, "linux/arm64", "ubuntu-24.04-arm")]
+    assert plan["targets"][vulkan.id] == ["linux/amd64", "linux/arm64"]
+    targets = selected(parse_selection(REPO_ROOT, job_values(arm64["selection"], WORKFLOW_SETTINGS)))
+    assert [t.image for t in targets][-1] == vulkan.image
 
 
 def test_the_backend_defaults_to_cpu_and_release_tarballs_are_cuda() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_images.report import Published, Report, Skipped, slack_payload
+from llama_images.core.report import Published, Report, Skipped, slack_payload
 
 from .conftest import REPO_ROOT
 from .support.loopback import Answer, Loopback, serve
@@ -138,7 +138,7 @@ def test_an_unreadable_report_is_posted_as_unreadable(
 
 
 def test_report_from_json_refuses_what_is_not_an_object() -> None:
-    from llama_images.report import report_from_json
+    from llama_images.core.report import report_from_json
 
     not_objects: list[object] = [[], "text", 3, None]
     for data in not_objects:

@@ -12,15 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from llama_images.errors import ReleaseLookupError
-from llama_images.github import fetch_release
-from llama_images.matrix import parse_matrix
-from llama_images.plan import make_plan, render_plan
-from llama_images.releases import resolve_latest
-from llama_images.targets import Overrides, expand, select
+from llama_images.core.bake import render_plan
+from llama_images.core.errors import ReleaseLookupError
+from llama_images.core.matrix import parse_matrix
+from llama_images.core.options import Overrides
+from llama_images.core.releases import parse_release, resolve_latest
+from llama_images.core.targets import expand, select
+from llama_images.edges.github import fetch_release
 
+from . import shipped
 from .conftest import REPO_ROOT
-from .matrices import VALID, broken, request_for
+from .matrices import VALID, broken, planned, request_for
 from .support.loopback import CURRENT, RELEASES_PATH, Answer, Loopback, release, serve, sha256_of, tag_path
 
 
@@ -125,12 +127,12 @@ def test_publishing_looks_up_pinned_releases_for_their_checksums(
     github.route(tag_path("b9000"), Answer(body=release("b9000", CURRENT)))
     path = write_matrix(VALID.replace('cuda-13.1: "13.0"', 'cuda-13.1: "12.8"'))
     request = request_for(path, ("cuda/cuda-12.9/b9000",), push=True)
-    plan = make_plan(request, fetch_release)
+    plan = planned(request, fetch_release)
     args = render_plan(plan, request, "rev", "now", None)["target"]["cuda_cuda-12_9_b9000"]["args"]
     assert args["LLAMA_CPP_SHA256_ARM64"] == sha256_of("b9000", "12.8", "arm64")
     # A local build does not ask the API for pinned releases.
     github.received.clear()
-    assert make_plan(request_for(path, ("cuda/cuda-12.9/b9000",)), fetch_release).releases == {}
+    assert planned(request_for(path, ("cuda/cuda-12.9/b9000",)), fetch_release).releases == {}
     assert github.received == []
 
 
@@ -145,7 +147,7 @@ def test_a_scheduled_run_publishes_what_exists_and_reports_what_it_skipped(
     github.route(RELEASES_PATH, Answer(body=[release("b9300", (("12.8", "amd64"), ("12.8", "arm64")))]))
     path = write_matrix(VALID)  # cuda-13.1 wants 13.0 tarballs, which current releases lack
     request = request_for(path, ("cuda/*",), Overrides(release="latest"), push=True, skip_unavailable=True)
-    plan = make_plan(request, fetch_release)
+    plan = planned(request, fetch_release)
     assert {t.image: t.platforms for t in plan.images} == {
         "docker.io/example/llama-cpp:b9300-cuda-12.9": ("linux/amd64", "linux/arm64")
     }
@@ -163,7 +165,7 @@ def test_an_explicit_target_that_cannot_be_built_fails_naming_the_asset(
     github.route(tag_path("b5460"), Answer(body=release("b5460", OLD_FORMAT)))
     path = write_matrix(VALID)
     with pytest.raises(ReleaseLookupError) as caught:
-        make_plan(request_for(path, ("cuda/cuda-12.9/*",), Overrides(release="b5460"), push=True), fetch_release)
+        planned(request_for(path, ("cuda/cuda-12.9/*",), Overrides(release="b5460"), push=True), fetch_release)
     message = str(caught.value)
     assert "cuda/cuda-12.9/b5460 (linux/arm64): release b5460 has llama.cpp-b5460-cuda-12.8.tar.gz" in message
     assert "older format, no architecture" in message
@@ -185,18 +187,21 @@ def run_task(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 def test_release_task_shows_what_the_newest_release_carries_with_actions_outputs(
     github: Loopback, tmp_path: Path
 ) -> None:
-    github.route(RELEASES_PATH, Answer(body=[release("b9300", CURRENT), release("b5460", OLD_FORMAT)]))
+    newest = release("b9300", shipped.tarballs())
+    carries = parse_release(newest).carries()
+    github.route(RELEASES_PATH, Answer(body=[newest, release("b5460", OLD_FORMAT)]))
     plain = run_task("release", env={"GITHUB_API_URL": github.url, "GITHUB_ACTIONS": ""})
     assert plain.returncode == 0, plain.stderr
-    assert "release b9300: CUDA 12.8: amd64, arm64" in plain.stdout
-    assert "buildable: cuda/cuda-12.8/latest -> docker.io/llamaimages/llama-cpp:b9300-cuda-12.8" in plain.stdout
+    assert f"release b9300: {carries}" in plain.stdout
+    cuda = shipped.target("cuda", release="b9300")
+    assert f"buildable: {shipped.target('cuda', release='latest').id} -> {cuda.image}" in plain.stdout
     outputs, summary = tmp_path / "outputs", tmp_path / "summary.md"
     actions = {"GITHUB_API_URL": github.url, "GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(outputs),
                "GITHUB_STEP_SUMMARY": str(summary)}  # fmt: skip
     assert run_task("release", env=actions).returncode == 0
     lines = outputs.read_text().splitlines()
     assert lines[0].startswith("release<<EOF_") and lines[1] == "b9300" and lines[2] == lines[0].split("<<")[1]
-    assert "`b9300`: CUDA 12.8: amd64, arm64" in summary.read_text()
+    assert f"`b9300`: {carries}" in summary.read_text()
     github.route(RELEASES_PATH, Answer(body=[release("b5460", OLD_FORMAT)]))
     old = run_task("release", env={"GITHUB_API_URL": github.url, "GITHUB_ACTIONS": ""})
     assert "release b5460: CUDA 12.4: no architecture (older format); CUDA 12.8: no architecture" in old.stdout

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from llama_images import registry
-from llama_images.errors import EngineError, RegistryError
-from llama_images.matrix import Upstream
-from llama_images.tag_state import Lookup, TagState, classify
-from llama_images.upstream_images import LocalImage, ensure_upstreams
+from llama_images.core.errors import EngineError, RegistryError
+from llama_images.core.matrix import Upstream
+from llama_images.core.tag_state import Lookup, TagState, classify
+from llama_images.edges import registry
+from llama_images.edges.upstream_images import LocalImage, ensure_upstreams
 
 # Each: what was asked, what docker printed on stderr (exit status 1).
 RECORDED = {

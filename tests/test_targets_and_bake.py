@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from llama_images.bake import RenderOptions, bake_name, render
-from llama_images.buildx import bake_command, failed_targets, secret_files
-from llama_images.errors import MatrixError, NothingSelectedError, UsageError
-from llama_images.gitinfo import source_url
-from llama_images.matrix import parse_matrix
-from llama_images.pipcert import pip_cert
-from llama_images.plan import make_plan
-from llama_images.releases import Asset, Release
-from llama_images.targets import ImageTarget, Overrides, apply_overrides, expand, select
+from llama_images.core.bake import RenderOptions, bake_name, render
+from llama_images.core.errors import MatrixError, NothingSelectedError, UsageError
+from llama_images.core.matrix import parse_matrix
+from llama_images.core.options import Overrides
+from llama_images.core.releases import Asset, Release
+from llama_images.core.targets import ImageTarget, apply_overrides, expand, select
+from llama_images.edges.buildx import bake_command, failed_targets, secret_files
+from llama_images.edges.gitinfo import source_url
+from llama_images.edges.pipcert import pip_cert
 
-from .matrices import VALID, no_fetch, request_for
+from .matrices import VALID, no_fetch, planned, request_for
 
 OPTIONS = RenderOptions(revision="abc123", created="2026-11-25T12:00:00Z", source="https://example.org/repo")
 
@@ -156,7 +156,9 @@ def test_cache_and_attestations_only_when_pushing() -> None:
     targets = select(expand(matrix), ["cpu/*"])
     local = render(matrix, targets, OPTIONS)["target"]["cpu_debian-forky_b11669"]
     assert not {"cache-from", "cache-to", "attest"} & set(local)
-    pushed = render(matrix, targets, RenderOptions("abc", "now", push=True))["target"]["cpu_debian-forky_b11669"]
+    pushed = render(matrix, targets, RenderOptions("abc", "now", push=True, sbom=True))["target"][
+        "cpu_debian-forky_b11669"
+    ]
     assert pushed["cache-from"] == ["type=registry,ref=docker.io/example/llama-cpp:buildcache-b11669-cpu"]
     assert pushed["cache-to"] == ["type=registry,ref=docker.io/example/llama-cpp:buildcache-b11669-cpu,mode=max"]
     assert pushed["attest"] == ["type=provenance,mode=max", "type=sbom"]
@@ -189,9 +191,9 @@ def test_a_mistyped_flavor_filter_suggests_the_flavor_glob() -> None:
 def test_release_override_without_a_cuda_target_selected_is_refused(write_matrix: Callable[[str], Path]) -> None:
     path = write_matrix(VALID)
     with pytest.raises(UsageError, match="--release applies to release-tarball flavors"):
-        make_plan(request_for(path, ("cpu/*",), Overrides(release="b9999")), no_fetch)
-    assert make_plan(request_for(path, ("cpu/*",), Overrides(release="latest")), no_fetch).releases == {}
-    plan = make_plan(request_for(path, ("cuda/*", "cpu/*"), Overrides(release="b9999")), no_fetch)
+        planned(request_for(path, ("cpu/*",), Overrides(release="b9999")), no_fetch)
+    assert planned(request_for(path, ("cpu/*",), Overrides(release="latest")), no_fetch).releases == {}
+    plan = planned(request_for(path, ("cuda/*", "cpu/*"), Overrides(release="b9999")), no_fetch)
     assert {t.id for t in plan.targets} >= {"cuda/cuda-12.9/b9999", "cpu/debian-forky/b11669"}
 
 

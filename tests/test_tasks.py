@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from llama_images.core.bake import bake_name, packages_name
+
+from . import shipped
 from .conftest import REPO_ROOT
 
 
@@ -31,25 +34,19 @@ def test_matrix_lists_the_shipped_targets_with_tags_and_upstreams() -> None:
     result = invoke("matrix")
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[1:]}
-    assert rows["cpu/debian-forky/b11669"] == [
-        "docker.io/llamaimages/llama-cpp:b11669-cpu",
-        "debian:forky-slim",
-        "linux/amd64,linux/arm64",
-    ]
-    assert rows["cuda/cuda-12.8/b11669"][:2] == [
-        "docker.io/llamaimages/llama-cpp:b11669-cuda-12.8",
-        "nvidia/cuda:12.8.1-runtime-ubuntu24.04",
-    ]
-    # Current llama.cpp-cuda releases carry CUDA 12.8 tarballs only: no CUDA 13 target.
-    assert not any(target.startswith("cuda/cuda-13.") for target in rows)
+    cpu, cuda = shipped.target("cpu"), shipped.target("cuda")
+    assert rows[cpu.id] == [cpu.image, cpu.base.upstream.image, ",".join(cpu.platforms)]
+    assert rows[cuda.id][:2] == [cuda.image, cuda.base.upstream.image]
+    assert "docker.io/" in cpu.image and ":" in cpu.base.upstream.image
 
 
 def test_bake_prints_the_default_targets_and_honours_overrides() -> None:
     default = json.loads(invoke("bake", "--print").stdout)
-    assert default["group"]["default"]["targets"] == ["base_debian-forky", "cpu_debian-forky_b11669"]
-    custom = invoke("bake", "--filter", "cuda/cuda-12.8/*", "--tag", "my-build", "--repository", "mine")
-    target = json.loads(custom.stdout)["target"]["cuda_cuda-12_8_b11669"]
-    assert target["tags"] == ["docker.io/llamaimages/mine:my-build-cuda-12.8"]
+    assert default["group"]["default"]["targets"] == shipped.default_bake_names()
+    custom = invoke("bake", "--filter", shipped.flavor_glob("cuda"), "--tag", "my-build", "--repository", "mine")
+    cuda = shipped.target("cuda", custom_tag="my-build", repository="mine")
+    assert cuda.tag.startswith("my-build-")
+    assert json.loads(custom.stdout)["target"][bake_name(cuda.id)]["tags"] == [cuda.image]
 
 
 def test_bad_option_values_exit_2_without_traceback() -> None:
@@ -83,8 +80,8 @@ def test_bake_output_into_a_missing_folder_is_a_clear_error() -> None:
 
 
 def test_every_selecting_task_takes_the_same_selection_options() -> None:
-    from llama_images.options import SELECTION
-    from llama_images.tasks import TASKS
+    from llama_images.cli.tasks import TASKS
+    from llama_images.core.options import SELECTION
 
     for spec in TASKS:
         names = {o.name for o in spec.options}
@@ -97,7 +94,8 @@ def test_every_selecting_task_takes_the_same_selection_options() -> None:
 
 
 def test_build_checks_its_options_before_touching_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llama_images import cli, engine
+    from llama_images.cli.tasks import TaskFailed, run
+    from llama_images.edges import engine
 
     def no_engine(*args: object) -> None:
         raise AssertionError("the engine was provisioned before the options were checked")
@@ -113,30 +111,30 @@ def test_build_checks_its_options_before_touching_the_engine(monkeypatch: pytest
         {"builder": "farm", "report": "/nonexistent/r.json", "push": True},
     ]
     for values in bad_options:
-        with pytest.raises(cli.TaskFailed) as caught:
-            cli.build(REPO_ROOT, values)
+        with pytest.raises(TaskFailed) as caught:
+            run("build", REPO_ROOT, values)
         assert caught.value.code in (2, 3), values
 
 
 def test_bake_push_renders_what_build_push_builds(tmp_path: Path) -> None:
     """Both publish with each release's checksums: `bake --push` shows the file `build --push` runs."""
-    from .support.loopback import CURRENT, Answer, Loopback, release, serve, sha256_of, tag_path
+    from .support.loopback import Answer, Loopback, release, serve, sha256_of, tag_path
 
+    cuda = shipped.target("cuda")
     with serve(Loopback()) as api:
-        api.route(tag_path("b11669"), Answer(body=release("b11669", CURRENT)))
+        api.route(tag_path(cuda.release), Answer(body=release(cuda.release, shipped.tarballs())))
         env = {"GITHUB_API_URL": api.url}
         pushed = invoke_env(env, "bake", "--push", "--filter", "cuda/*")
         assert pushed.returncode == 0, pushed.stderr
-        args = json.loads(pushed.stdout)["target"]["cuda_cuda-12_8_b11669"]["args"]
-        assert args["LLAMA_CPP_SHA256_ARM64"] == sha256_of("b11669", "12.8", "arm64")
+        args = json.loads(pushed.stdout)["target"][bake_name(cuda.id)]["args"]
+        assert args["LLAMA_CPP_SHA256_ARM64"] == sha256_of(cuda.release, cuda.binary_cuda or "", "arm64")
         by_digest = json.loads(invoke_env(env, "bake", "--push", "--by-digest", "--filter", "cuda/*").stdout)
-        target = by_digest["target"]["cuda_cuda-12_8_b11669"]
+        target = by_digest["target"][bake_name(cuda.id)]
         assert "tags" not in target
-        assert target["output"] == [
-            "type=image,name=docker.io/llamaimages/llama-cpp,push-by-digest=true,name-canonical=true,push=true"
-        ]
+        repository = cuda.image.rsplit(":", 1)[0]
+        assert target["output"] == [f"type=image,name={repository},push-by-digest=true,name-canonical=true,push=true"]
         # The base's packages stage is only the derivative's build context: never pushed.
-        assert "output" not in by_digest["target"]["base-packages_cuda-12_8"]
+        assert "output" not in by_digest["target"][packages_name(cuda.base)]
 
 
 def invoke_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -168,36 +166,34 @@ def test_plan_skips_publishing_with_a_notice_when_settings_are_missing(tmp_path:
 
 
 def test_a_manual_workflow_run_plans_one_native_job_per_target_and_platform(tmp_path: Path) -> None:
-    from llama_images.options import parse_selection
-    from llama_images.plan import select_targets
-    from llama_images.workflow import job_values
+    from llama_images.core.options import parse_selection
+    from llama_images.core.workflow import job_values
 
-    from .support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
+    from .matrices import selected
+    from .support.loopback import Answer, Loopback, release, serve, tag_path
 
     with serve(Loopback()) as api:
-        api.route(tag_path("b9300"), Answer(body=release("b9300", CURRENT)))
+        api.route(tag_path("b9300"), Answer(body=release("b9300", shipped.tarballs())))
         result = invoke_env(workflow_env(api.url, LLAMA_CPP_VERSION="b9300"), "plan", "--workflow")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
+    cuda = shipped.target("cuda", release="b9300", namespace="someone")
+    assert cuda.platforms == ("linux/amd64", "linux/arm64")  # MULTI_ARCH: both, each on its own runner
     assert [(j["target"], j["platform"], j["runner"]) for j in plan["jobs"]] == [
-        ("cuda/cuda-12.8/b9300", "linux/amd64", "ubuntu-24.04"),
-        ("cuda/cuda-12.8/b9300", "linux/arm64", "ubuntu-24.04-arm"),
+        (cuda.id, "linux/amd64", "ubuntu-24.04"),
+        (cuda.id, "linux/arm64", "ubuntu-24.04-arm"),
     ]
-    assert plan["targets"] == {"base/cuda-12.8": ["linux/amd64", "linux/arm64"],
-                               "cuda/cuda-12.8/b9300": ["linux/amd64", "linux/arm64"]}  # fmt: skip
+    assert plan["targets"] == {cuda.base.id: list(cuda.platforms), cuda.id: list(cuda.platforms)}
     assert "someone" not in result.stdout  # the plan names no image: each job adds the namespace
     # Each job's selection builds exactly its target and platform, at the resolved release.
     selection = job_values(plan["jobs"][1]["selection"], WORKFLOW_SETTINGS)
-    _, targets = select_targets(parse_selection(REPO_ROOT, selection))
-    assert [(t.id, t.platforms) for t in targets] == [
-        ("base/cuda-12.8", ("linux/arm64",)),
-        ("cuda/cuda-12.8/b9300", ("linux/arm64",)),
-    ]
-    assert targets[1].image == "docker.io/someone/llama-cpp:b9300-cuda-12.8"
+    targets = selected(parse_selection(REPO_ROOT, selection))
+    assert [(t.id, t.platforms) for t in targets] == [(cuda.base.id, ("linux/arm64",)), (cuda.id, ("linux/arm64",))]
+    assert targets[1].image == cuda.image
 
 
 def test_a_tag_missing_a_planned_platform_is_not_created() -> None:
-    from llama_images.publishing import DigestRecord, plan_merges
+    from llama_images.core.publishing import DigestRecord, plan_merges
 
     amd64 = DigestRecord("cpu/x/b1", "r/ns/llama-cpp:b1-cpu", "linux/amd64", "sha256:" + "1" * 64)
     arm64 = DigestRecord("cpu/x/b1", "r/ns/llama-cpp:b1-cpu", "linux/arm64", "sha256:" + "2" * 64)
@@ -239,12 +235,12 @@ def test_plan_outputs_holding_a_secret_value_fail_instead_of_vanishing(
 ) -> None:
     """A secret's value inside a tag or a repository name (`llama` in `llama-cpp`): GitHub would
     drop the matrix; the plan says why and how to fix it, never the value."""
-    from .support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
+    from .support.loopback import Answer, Loopback, release, serve, tag_path
 
     outputs = tmp_path / "out"
     value = next(v for k, v in changes.items() if k.startswith("DOCKERHUB_") and v)
     with serve(Loopback()) as api:
-        api.route(tag_path("b9300"), Answer(body=release("b9300", CURRENT)))
+        api.route(tag_path("b9300"), Answer(body=release("b9300", shipped.tarballs())))
         env = workflow_env(api.url, LLAMA_CPP_VERSION="b9300", GITHUB_ACTIONS="true", GITHUB_OUTPUT=str(outputs),
                            **changes)  # fmt: skip
         result = invoke_env(env, "plan", "--workflow")
@@ -256,7 +252,8 @@ def test_plan_outputs_holding_a_secret_value_fail_instead_of_vanishing(
 
 
 def test_by_digest_with_several_platforms_fails_before_anything_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llama_images import cli, engine, registry
+    from llama_images.cli.tasks import TaskFailed, run
+    from llama_images.edges import engine, registry
 
     def untouched(*args: object, **kwargs: object) -> None:
         raise AssertionError("the engine or registry was used before --by-digest was checked")
@@ -264,8 +261,8 @@ def test_by_digest_with_several_platforms_fails_before_anything_is_built(monkeyp
     for module, name in ((engine, "provision"), (engine, "require_builder"), (engine, "require_engine"),
                          (registry, "logged_in")):  # fmt: skip
         monkeypatch.setattr(module, name, untouched)
-    with pytest.raises(cli.TaskFailed) as caught:
-        cli.build(REPO_ROOT, {"push": True, "by_digest": True, "filter": ["cpu/*"]})
+    with pytest.raises(TaskFailed) as caught:
+        run("build", REPO_ROOT, {"push": True, "by_digest": True, "filter": ["cpu/*"]})
     assert caught.value.code == 2
 
 

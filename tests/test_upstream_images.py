@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from llama_images.matrix import Upstream
-from llama_images.upstream_images import LocalImage, debian_suite, missing_upstreams
+from llama_images.core.matrix import Upstream
+from llama_images.edges.upstream_images import LocalImage, debian_suite, missing_upstreams
 
 CUDA = Upstream("cuda-12.9", "nvidia/cuda:12.9.1-runtime-ubuntu24.04", "12.9", ("linux/amd64",))
 DEBIAN = Upstream("debian-forky", "debian:forky-slim", None, ("linux/amd64", "linux/arm64"))

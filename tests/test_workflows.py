@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
-from llama_images.workflow import WEEKLY
+from llama_images.core.bake import bake_name
+from llama_images.core.workflow import WEEKLY
 
+from . import shipped
 from .conftest import REPO_ROOT
-from .support.loopback import CURRENT, RELEASES_PATH, Answer, Loopback, release, serve, tag_path
+from .support.loopback import RELEASES_PATH, Answer, Loopback, release, serve, tag_path
 from .support.workflow_runner import GITHUB_TOKEN, Workflow
 
 WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml"))
@@ -101,7 +103,7 @@ def test_each_publishing_step_gets_every_setting_as_a_variable_or_a_secret() -> 
     """The user and namespace may be repository variables or (the reference's setup) secrets:
     the plan, build and merge steps get both places, as workflow.py declares them; the plan's
     outputs name no image, so a secret namespace does not empty them."""
-    from llama_images.workflow import NAMESPACE, REPOSITORY_SETTINGS
+    from llama_images.core.workflow import NAMESPACE, REPOSITORY_SETTINGS
 
     workflow = load(REPO_ROOT / ".github" / "workflows" / "build-llama-cpp.yml")
     assert set(workflow["jobs"]["plan"]["outputs"]) == {"publish", "matrix", "plan"}
@@ -150,7 +152,7 @@ def variables_setup(slack_url: str) -> tuple[dict[str, str], dict[str, str]]:
 def repository(tmp_path: Path) -> Path:
     """A copy of the checkout, what actions/checkout gives each job, with the shipped matrix
     narrowed to its CUDA flavor."""
-    from llama_images.bench.measure import copy_checkout
+    from benchmarks.measure import copy_checkout
 
     copy = copy_checkout(REPO_ROOT, tmp_path / "repository")
     document = yaml.safe_load((copy / "matrix.yaml").read_text(encoding="utf-8"))
@@ -187,10 +189,14 @@ def assert_no_secret_in(texts: list[str]) -> None:
             assert secret not in text
 
 
-NO_TARBALL_FOR_ITS_ARCHITECTURES = (("12.8", None),)  # an older release format: no per-arch tarballs
+# The shipped CUDA target built from the release these runs resolve, and its job names.
+CUDA = shipped.target("cuda", release="b9300")
+JOB = bake_name(CUDA.id)
+# A release of the older format (no per-architecture tarballs) of the shipped binaries' CUDA.
+NO_TARBALL_FOR_ITS_ARCHITECTURES = ((CUDA.binary_cuda or "", None),)
 SKIP_REASON = (
-    "release b9300 has llama.cpp-b9300-cuda-12.8.tar.gz (older format, no architecture), "
-    "not llama.cpp-b9300-cuda-12.8-amd64.tar.gz"
+    f"release b9300 has llama.cpp-b9300-cuda-{CUDA.binary_cuda}.tar.gz (older format, no architecture), "
+    f"not llama.cpp-b9300-cuda-{CUDA.binary_cuda}-amd64.tar.gz"
 )
 
 
@@ -208,7 +214,7 @@ def test_a_scheduled_run_with_nothing_to_build_posts_its_skips_to_slack(
     assert ":information_source: Build llama.cpp images: nothing to publish" in text
     assert "weekly run: the newest release on linux/amd64 and linux/arm64" in text
     # Named by the release the run resolved, not `latest`.
-    assert f"skipped `cuda/cuda-12.8/b9300` (linux/amd64, linux/arm64): {SKIP_REASON}" in text
+    assert f"skipped `{CUDA.id}` ({', '.join(CUDA.platforms)}): {SKIP_REASON}" in text
     assert "actions/runs/4242" in text
     assert_no_secret_in(posted(slack))
 
@@ -265,12 +271,13 @@ def test_the_reference_secrets_setup_plans_the_jobs_and_images_that_variables_pl
     """What a user met: a fork with the three secrets stopped with exit 2. Now the plan's outputs
     name no image (GitHub drops an output holding a secret's value), and each build job derives
     the image from its own environment: the same jobs and images either way."""
-    from llama_images.options import parse_selection
-    from llama_images.plan import select_targets
-    from llama_images.workflow import job_values
+    from llama_images.core.options import parse_selection
+    from llama_images.core.workflow import job_values
+
+    from .matrices import selected
 
     api, slack = services
-    api.route(tag_path("b9300"), Answer(body=release("b9300", CURRENT)))
+    api.route(tag_path("b9300"), Answer(body=release("b9300", shipped.tarballs())))
     outputs, images = [], []
     for setup in (reference_setup(slack.url), variables_setup(slack.url)):
         run = workflow(repository, tmp_path, api, "workflow_dispatch", setup, LLAMA_CPP_VERSION="b9300",
@@ -279,43 +286,43 @@ def test_the_reference_secrets_setup_plans_the_jobs_and_images_that_variables_pl
         assert plan.result == "success" and plan.dropped_outputs == [], plan.runs[0].steps
         assert plan.outputs["publish"] == "true"
         outputs.append(plan.outputs)
-        assert run.names("build") == ["build cuda_cuda-12_8_b9300-amd64", "build cuda_cuda-12_8_b9300-arm64"]
+        assert run.names("build") == [f"build {JOB}-amd64", f"build {JOB}-arm64"]
         [step] = [s for s in run.definition["jobs"]["build"]["steps"] if s.get("name") == "Build and push by digest"]
         for entry in run.matrix_entries("build"):
             assert entry is not None
             env = run.expand("build", step["env"], entry)
-            assert json.loads(env["JOB"])["target"] == "cuda/cuda-12.8/b9300"
-            _, targets = select_targets(parse_selection(repository, job_values(entry["selection"], env)))
+            assert json.loads(env["JOB"])["target"] == CUDA.id
+            targets = selected(parse_selection(repository, job_values(entry["selection"], env)))
             images.append([(t.image, t.platforms) for t in targets])
     assert outputs[0] == outputs[1]
     assert "someone" not in json.dumps(outputs[0])
     assert images[:2] == images[2:]
-    assert images[0] == [("docker.io/someone/base-image:cuda-12.8", ("linux/amd64",)),
-                         ("docker.io/someone/llama-cpp:b9300-cuda-12.8", ("linux/amd64",))]  # fmt: skip
+    someone = shipped.target("cuda", release="b9300", namespace="someone")
+    assert images[0] == [(someone.base.image, ("linux/amd64",)), (someone.image, ("linux/amd64",))]
 
 
 def test_runs_of_the_newest_release_are_named_by_it_in_jobs_and_artifacts(tmp_path: Path) -> None:
     """What a user met: `...latest...` in job names, artifact names and the plan's targets."""
     api_context = serve(Loopback())
     with api_context as api:
-        api.route(RELEASES_PATH, Answer(body=[release("b9300", CURRENT)]))
+        api.route(RELEASES_PATH, Answer(body=[release("b9300", shipped.tarballs())]))
         output = tmp_path / "outputs"
         env = {"GITHUB_API_URL": api.url, "GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(output),
                "GITHUB_STEP_SUMMARY": str(tmp_path / "summary")}  # fmt: skip
         planned = invoke_task(env, "plan", "--release", "latest", "--filter", "cuda/*", "--namespace", "someone")
     assert planned.returncode == 0, planned.stderr
     plan = json.loads(planned.stdout)
-    assert [job["target"] for job in plan["jobs"]] == ["cuda/cuda-12.8/b9300"] * 2
-    assert set(plan["targets"]) == {"base/cuda-12.8", "cuda/cuda-12.8/b9300"}
+    assert [job["target"] for job in plan["jobs"]] == [CUDA.id] * 2
+    assert set(plan["targets"]) == {CUDA.base.id, CUDA.id}
     assert "latest" not in json.dumps(plan["jobs"]) + json.dumps(plan["targets"])
     run = Workflow(PUBLISHING, REPO_ROOT, tmp_path / "run", "workflow_dispatch")
     from .support.workflow_runner import JobResult, read_outputs
 
     run.jobs["plan"] = JobResult("success", read_outputs(output))
-    assert run.names("build") == ["build cuda_cuda-12_8_b9300-amd64", "build cuda_cuda-12_8_b9300-arm64"]
+    assert run.names("build") == [f"build {JOB}-amd64", f"build {JOB}-arm64"]
     [upload] = [s for s in run.definition["jobs"]["build"]["steps"] if "upload-artifact" in s.get("uses", "")]
     names = [run.expand("build", upload["with"], entry)["name"] for entry in run.matrix_entries("build")]
-    assert names == ["digests-cuda_cuda-12_8_b9300-amd64", "digests-cuda_cuda-12_8_b9300-arm64"]
+    assert names == [f"digests-{JOB}-amd64", f"digests-{JOB}-arm64"]
 
 
 def test_merge_and_notify_never_run_after_a_cancelled_run(
@@ -326,7 +333,7 @@ def test_merge_and_notify_never_run_after_a_cancelled_run(
     from .support.workflow_runner import JobResult
 
     api, slack = services
-    api.route(tag_path("b9300"), Answer(body=release("b9300", CURRENT)))
+    api.route(tag_path("b9300"), Answer(body=release("b9300", shipped.tarballs())))
     run = workflow(repository, tmp_path, api, "workflow_dispatch", variables_setup(slack.url),
                    LLAMA_CPP_VERSION="b9300")  # fmt: skip
     jobs = run.run(cancel_after="plan")

@@ -17,13 +17,15 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service as ChromeService
 
-from llama_images.engine import LOCAL_REGISTRY
+from llama_images.edges.engine import LOCAL_REGISTRY
+from tests import shipped
 from tests.conftest import REPO_ROOT, require_host_tools
+from tests.shipped import SHIPPED
 
 # Several checkouts may share one engine (e.g. worktrees): each can build and test its images
 # under a namespace of its own, so one checkout's build never replaces another's image.
 TEST_NAMESPACE = os.environ.get("LLAMA_IMAGES_TEST_NAMESPACE", "")
-NAMESPACE = TEST_NAMESPACE or "llamaimages"
+NAMESPACE = TEST_NAMESPACE or SHIPPED.images.namespace
 
 
 def image_ref(repository: str, tag: str) -> str:
@@ -40,7 +42,7 @@ ARTIFACTS = REPO_ROOT / "build" / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # The image the README's quick-start command builds; most container tests run it.
-CPU_IMAGE = image_ref("llama-cpp", "b11669-cpu")
+CPU_IMAGE = shipped.target("cpu", namespace=NAMESPACE).image
 # Where the llama-cpp image's services are declared: the base's files, then the derivative's.
 DECLARATION_DIRS = (
     REPO_ROOT / "base-image/ROOT/etc/llama-images/services.d",

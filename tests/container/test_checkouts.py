@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests import shipped
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import NAMESPACE
 
@@ -40,13 +41,14 @@ def test_a_second_checkout_builds_its_own_files_and_revision(main_build: Any, cl
 
     built = build()
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    image = f"docker.io/{namespace}/llama-cpp:b11669-cpu"
+    cpu = shipped.target("cpu", namespace=namespace)
+    image = cpu.image
     try:
         labels = client.images.get(image).attrs["Config"]["Labels"]
         assert labels["org.opencontainers.image.revision"] == git("rev-parse", "HEAD", cwd=second) + "-dirty"
     finally:
         client.images.remove(image, force=True)
-        client.images.remove(f"docker.io/{namespace}/base-image:debian-forky", force=True)
+        client.images.remove(cpu.base.image, force=True)
     dockerfile = second / "base-image" / "Dockerfile"
     dockerfile.write_text(dockerfile.read_text(encoding="utf-8") + "RUN false\n", encoding="utf-8")
     broken = build()

@@ -15,12 +15,17 @@ from typing import Any
 
 import pytest
 
+from llama_images.core.bake import bake_name, familiar, packages_name
+from llama_images.core.targets import expand
+from tests import shipped
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import CPU_IMAGE, NAMESPACE, exec_text, invoke, wait_for
-from tests.support.loopback import CURRENT, Answer, Loopback, release, serve, tag_path
+from tests.support.loopback import Answer, Loopback, release, serve, tag_path
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.container
+# A llama.cpp build Debian's package does not carry.
+WRONG_BUILD = "b1"
 
 
 def supervisor_is_up(container: Any) -> bool:
@@ -32,10 +37,11 @@ def test_main_command_builds_the_cpu_image_for_both_platforms(
     main_build: subprocess.CompletedProcess[str], client: Any
 ) -> None:
     assert main_build.returncode == 0, main_build.stdout[-4000:] + main_build.stderr[-4000:]
-    assert "cpu/debian-forky/b11669" in main_build.stdout
+    cpu = shipped.target("cpu")
+    assert cpu.id in main_build.stdout
     image = client.images.get(CPU_IMAGE)
     labels = image.attrs["Config"]["Labels"]
-    assert labels["org.opencontainers.image.version"] == "b11669-cpu"
+    assert labels["org.opencontainers.image.version"] == cpu.tag
     assert len(labels["org.opencontainers.image.revision"]) >= 7
     for platform, machine in (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")):
         output = client.containers.run(CPU_IMAGE, ["uname", "-m"], platform=platform, entrypoint=[], remove=True)
@@ -44,7 +50,7 @@ def test_main_command_builds_the_cpu_image_for_both_platforms(
 
 def test_the_image_carries_the_llama_cpp_build_its_tag_names(main_build: Any, client: Any) -> None:
     output = client.containers.run(CPU_IMAGE, ["llama-server", "--version"], entrypoint=[], remove=True, stderr=True)
-    assert "build 11669" in output.decode()
+    assert f"build {shipped.target('cpu').release.removeprefix('b')}" in output.decode()
 
 
 def test_llama_server_serves_a_local_model_from_one_env_var(
@@ -119,20 +125,24 @@ def test_without_a_model_llama_stays_stopped_and_the_container_runs(
 
 
 def test_a_failing_target_fails_the_build_and_names_it(main_build: Any, tmp_path: Path) -> None:
-    # The Debian package carries build 11669; asking for another build must fail, not mislabel.
-    matrix = (REPO_ROOT / "matrix.yaml").read_text(encoding="utf-8").replace("releases: [b11669]", "releases: [b11000]")
+    # The Debian package carries the matrix's build; asking for another must fail, not mislabel.
+    cpu = shipped.target("cpu")
+    shipped_text = (REPO_ROOT / "matrix.yaml").read_text(encoding="utf-8")
+    matrix = shipped_text.replace(f"releases: [{cpu.release}]", f"releases: [{WRONG_BUILD}]")
+    assert matrix != shipped_text, f"matrix.yaml no longer writes `releases: [{cpu.release}]`"
     path = tmp_path / "wrong-build.yaml"
     path.write_text(matrix, encoding="utf-8")
     result = invoke("build", "--matrix", str(path), "--platform", "linux/amd64", "--namespace", "failing")
     assert result.returncode == 4, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "build failed for cpu/debian-forky/b11000" in result.stderr
-    assert "llama-server is not build b11000" in result.stdout
+    assert f"build failed for {cpu.id.rpartition('/')[0]}/{WRONG_BUILD}" in result.stderr
+    assert f"llama-server is not build {WRONG_BUILD}" in result.stdout
 
 
 def test_buildx_accepts_the_rendered_bake_file_for_the_whole_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
     # --push looks the release up (checksums), as `build --push` does: a loopback API answers.
     api = Loopback()
-    api.route(tag_path("b11669"), Answer(body=release("b11669", CURRENT)))
+    release_tag = shipped.target("cuda").release
+    api.route(tag_path(release_tag), Answer(body=release(release_tag, shipped.tarballs())))
     with serve(api):
         monkeypatch.setenv("GITHUB_API_URL", api.url)
         check_rendered_bake_files()
@@ -148,16 +158,14 @@ def check_rendered_bake_files() -> None:
         )  # fmt: skip
         assert printed.returncode == 0, printed.stderr
         bake = json.loads(printed.stdout)
-        assert set(bake["group"]["default"]["targets"]) == {
-            "base_cuda-12_8", "base_debian-forky", "cuda_cuda-12_8_b11669", "cpu_debian-forky_b11669",
-            "vulkan_debian-forky_b11669",
-        }  # fmt: skip
-        cuda = bake["target"]["cuda_cuda-12_8_b11669"]
+        assert set(bake["group"]["default"]["targets"]) == {bake_name(t.id) for t in expand(shipped.SHIPPED)}
+        target = shipped.target("cuda")
+        cuda = bake["target"][bake_name(target.id)]
         assert cuda["contexts"] == {
-            "llamaimages/base-image:cuda-12.8": "target:base-packages_cuda-12_8",
+            familiar(target.base.image): f"target:{packages_name(target.base)}",
             "base-overlay": "base-image/ROOT",
         }
-        assert cuda["args"]["LLAMA_CPP_CUDA_VERSION"] == "12.8"
+        assert cuda["args"]["LLAMA_CPP_CUDA_VERSION"] == target.binary_cuda
         assert ("cache-to" in cuda) == ("--push" in extra)
         checked = invoke("bake", "--check", "--filter", "cuda/*", *extra, timeout=120)
         assert checked.returncode == 0, checked.stderr
@@ -171,7 +179,8 @@ def test_push_publishes_to_a_registry_and_skip_existing_builds_nothing_twice(
                "--registry", local_registry, "--namespace", f"{NAMESPACE}-push{time.time_ns()}")  # fmt: skip
     first = invoke("build", *publish, "--skip-existing")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    image = f"{local_registry}/{publish[-1]}/llama-cpp:b11669-cpu"
+    cpu = shipped.target("cpu", registry=local_registry, namespace=publish[-1])
+    image = cpu.image
     inspected = subprocess.run(
         ["docker", "buildx", "imagetools", "inspect", "--raw", image], capture_output=True, text=True, check=False
     )
@@ -181,5 +190,5 @@ def test_push_publishes_to_a_registry_and_skip_existing_builds_nothing_twice(
     assert kinds == {"image", "attestation-manifest"}  # provenance travels with the image
     second = invoke("build", *publish, "--skip-existing")
     assert second.returncode == 0, second.stderr
-    assert "skipped cpu/debian-forky/b11669 [linux/amd64]: already published" in second.stdout
+    assert f"skipped {cpu.id} [linux/amd64]: already published" in second.stdout
     assert "nothing to build" in second.stdout

@@ -34,22 +34,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from llama_runtime.compat import COMPAT_DIR
 
-from llama_images.bake import RenderOptions, bake_name, render
-from llama_images.plan import make_plan
-from llama_images.releases import ASSET_NAME, Asset, Release
-from llama_images.targets import Overrides
+from llama_images.core.bake import RenderOptions, bake_name, render
+from llama_images.core.options import Overrides
+from llama_images.core.releases import ASSET_NAME, Asset, Release
+from tests import shipped
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import NAMESPACE, exec_text, image_ref, wait_for
-from tests.matrices import no_fetch, request_for
+from tests.matrices import no_fetch, planned, request_for
 from tests.support.elf import search_paths
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.container
 
-RELEASE = "b11669"
-BINARY_CUDA = "12.8"
+# The shipped CUDA target's release and binaries, built here on the Debian base from a stand-in.
+CUDA = shipped.target("cuda")
+CPU = shipped.target("cpu", namespace=NAMESPACE)
+RELEASE = CUDA.release
+BINARY_CUDA = CUDA.binary_cuda or ""
 # ggml's CPU backend and the base library it links, as the tarball carries its own libraries.
 CPU_BACKEND = "/usr/lib/x86_64-linux-gnu/ggml/backends0/libggml-cpu-x64.so"
 GGML_BASE = "/usr/lib/x86_64-linux-gnu/libggml-base.so.0.27.0"
@@ -87,10 +91,9 @@ def file_from_image(client: Any, image: str, path: str) -> bytes:
 @pytest.fixture(scope="module")
 def ggml(main_build: Any, client: Any) -> dict[str, bytes]:
     assert main_build.returncode == 0, main_build.stdout[-3000:] + main_build.stderr[-3000:]
-    cpu_image = image_ref("llama-cpp", "b11669-cpu")
     return {
-        LIBRARY: file_from_image(client, cpu_image, CPU_BACKEND),
-        "base": file_from_image(client, cpu_image, GGML_BASE),
+        LIBRARY: file_from_image(client, CPU.image, CPU_BACKEND),
+        "base": file_from_image(client, CPU.image, GGML_BASE),
     }
 
 
@@ -161,21 +164,19 @@ def release_server(ggml: dict[str, bytes], fakes: Path, tmp_path_factory: pytest
 
 def rendered_args(tmp_path: Path, download_url: str, sha256: str) -> dict[str, str]:
     """The build args production rendering gives a CUDA target built on the Debian base."""
-    matrix = (REPO_ROOT / "matrix.yaml").read_text(encoding="utf-8")
-    matrix = matrix.replace("https://github.com/ai-dock/llama.cpp-cuda/releases/download", download_url)
-    matrix = matrix.replace("    image: debian:forky-slim\n", '    image: debian:forky-slim\n    cuda: "12.8"\n')
-    matrix = matrix.replace("upstreams: [cuda-12.8]", "upstreams: [debian-forky]")
-    matrix = matrix.replace('      cuda-12.8: "12.8"\n', '      debian-forky: "12.8"\n')
+    document = yaml.safe_load((REPO_ROOT / "matrix.yaml").read_text(encoding="utf-8"))
+    document["release_source"]["download_url"] = download_url
+    debian = CPU.base.upstream.name
+    document["upstreams"][debian]["cuda"] = BINARY_CUDA
+    document["flavors"][CUDA.flavor.name].update(upstreams=[debian], binary_cuda={debian: BINARY_CUDA})
     path = tmp_path / "matrix.yaml"
-    path.write_text(matrix, encoding="utf-8")
-    plan = make_plan(
-        request_for(path, ("cuda/*",), Overrides(platforms=("linux/amd64",), namespace=NAMESPACE)), no_fetch
-    )
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    plan = planned(request_for(path, ("cuda/*",), Overrides(platforms=("linux/amd64",), namespace=NAMESPACE)), no_fetch)
     name = ASSET_NAME.format(release=RELEASE, cuda=BINARY_CUDA, arch="amd64")
     release = Release(RELEASE, (Asset(name, f"{download_url}/{RELEASE}/{name}", sha256),))
     options = RenderOptions("test", "2026-01-01T00:00:00Z", releases={RELEASE: release})
     bake = render(plan.matrix, plan.targets, options)
-    args: dict[str, str] = bake["target"][bake_name(f"cuda/debian-forky/{RELEASE}")]["args"]
+    args: dict[str, str] = bake["target"][bake_name(f"{CUDA.flavor.name}/{debian}/{RELEASE}")]["args"]
     return args
 
 

@@ -16,14 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from llama_images.upstream_images import CREATED_LABEL
+from llama_images.edges.upstream_images import CREATED_LABEL
+from tests import shipped
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import NAMESPACE, invoke
 
 pytestmark = pytest.mark.container
 
-UNREACHABLE_UPSTREAM = "llama-images-unreachable.invalid/library/debian:forky-slim"
 FRESH_NAMESPACE = f"{NAMESPACE}-fresh"
+CPU = shipped.target("cpu", namespace=FRESH_NAMESPACE)
+# The CPU image's Debian upstream (`debian:forky-slim`), under a registry that cannot be reached.
+UPSTREAM = CPU.base.upstream.image
+UNREACHABLE_UPSTREAM = f"llama-images-unreachable.invalid/library/{UPSTREAM}"
 
 
 def docker(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,9 +37,9 @@ def docker(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def unreachable_matrix(tmp_path: Path) -> Iterator[Path]:
     text = (REPO_ROOT / "matrix.yaml").read_text(encoding="utf-8")
-    assert "image: debian:forky-slim" in text, "the shipped matrix no longer builds on debian:forky-slim"
+    assert UPSTREAM.startswith("debian:"), f"the CPU image no longer builds on Debian ({UPSTREAM})"
     path = tmp_path / "matrix.yaml"
-    path.write_text(text.replace("image: debian:forky-slim", f"image: {UNREACHABLE_UPSTREAM}"), encoding="utf-8")
+    path.write_text(text.replace(f"image: {UPSTREAM}", f"image: {UNREACHABLE_UPSTREAM}"), encoding="utf-8")
     docker("image", "rm", "--force", UNREACHABLE_UPSTREAM)
     yield path
     listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
@@ -52,12 +56,11 @@ def test_the_first_build_makes_an_unreachable_debian_upstream_and_builds_on_it(u
     assert result.returncode == 0, output[-4000:]
     assert (
         f"upstream {UNREACHABLE_UPSTREAM}: its registry cannot be reached (ERROR: failed to do request: Head "
-        '"https://llama-images-unreachable.invalid/v2/library/debian/manifests/forky-slim": dial tcp: lookup '
-        "llama-images-unreachable.invalid" in output
+        f'"https://llama-images-unreachable.invalid/v2/library/{UPSTREAM.replace(":", "/manifests/")}": dial tcp: '
+        "lookup llama-images-unreachable.invalid" in output
     )
     assert f"upstream {UNREACHABLE_UPSTREAM}: created locally for linux/amd64\n" in output
     labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", UNREACHABLE_UPSTREAM).stdout)
     assert labels[CREATED_LABEL] == "linux/amd64"
-    image = f"docker.io/{FRESH_NAMESPACE}/llama-cpp:b11669-cpu"
-    version = docker("run", "--rm", "--entrypoint", "llama-server", image, "--version")
-    assert "build 11669" in version.stdout + version.stderr, version.stderr
+    version = docker("run", "--rm", "--entrypoint", "llama-server", CPU.image, "--version")
+    assert f"build {CPU.release.removeprefix('b')}" in version.stdout + version.stderr, version.stderr

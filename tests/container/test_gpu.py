@@ -23,15 +23,16 @@ from typing import Any
 import docker
 import pytest
 
-from tests.container.conftest import exec_text, image_ref, invoke, namespace_args, wait_for
+from tests import shipped
+from tests.container.conftest import NAMESPACE, exec_text, invoke, namespace_args, wait_for
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = [pytest.mark.container, pytest.mark.gpu]
 
-CUDA_TARGET = "cuda/cuda-12.8/*"
-CUDA_IMAGE = image_ref("llama-cpp", "b11669-cuda-12.8")
+CUDA_TARGET = shipped.flavor_glob("cuda")
+CUDA_IMAGE = shipped.target("cuda", namespace=NAMESPACE).image
 VULKAN_TARGET = "vulkan/*"
-VULKAN_IMAGE = image_ref("llama-cpp", "b11669-vulkan")
+VULKAN_IMAGE = shipped.target("vulkan", namespace=NAMESPACE).image
 BLOCKS = 4
 CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
 # "-lv 4": llama-server then logs where each layer went ("offloaded 5/5 layers to GPU").

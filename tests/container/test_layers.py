@@ -15,14 +15,16 @@ from typing import Any
 
 import pytest
 
-from llama_images.bench.measure import copy_checkout
-from llama_images.buildx import secret_files
+from benchmarks.measure import copy_checkout
+from llama_images.core.bake import bake_name
+from llama_images.edges.buildx import secret_files
+from tests import shipped
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import invoke, namespace_args
 
 pytestmark = pytest.mark.container
 
-TARGET = "cpu_debian-forky_b11669"
+TARGET = bake_name(shipped.target("cpu").id)
 TAG = "llama-images-test/layers"
 
 

@@ -24,6 +24,8 @@ import bcrypt
 import pytest
 import yaml
 
+from llama_images.core.bake import bake_name
+from tests import shipped
 from tests.conftest import REPO_ROOT
 from tests.container.conftest import NAMESPACE
 
@@ -134,9 +136,10 @@ def test_native_jobs_push_by_digest_and_merge_into_one_index_with_attestations(
     planned = invoke_as(auth_registry, PASSWORD, "plan", *chosen, "--skip-existing")
     assert planned.returncode == 0, planned.stderr
     plan = json.loads(planned.stdout)
+    cpu = shipped.target("cpu", registry=auth_registry.address, namespace=namespace)
     assert [(job["target"], job["platform"]) for job in plan["jobs"]] == [
-        ("cpu/debian-forky/b11669", "linux/amd64"),
-        ("cpu/debian-forky/b11669", "linux/arm64"),
+        (cpu.id, "linux/amd64"),
+        (cpu.id, "linux/arm64"),
     ]
     digests = tmp_path / "digests"
     for job in plan["jobs"]:
@@ -150,7 +153,7 @@ def test_native_jobs_push_by_digest_and_merge_into_one_index_with_attestations(
     merged = invoke_as(auth_registry, PASSWORD, "merge", "--digests", str(digests), "--plan", planned.stdout,
                        "--report", str(report))  # fmt: skip
     assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-3000:]
-    image = f"{auth_registry.address}/{namespace}/llama-cpp:b11669-cpu"
+    image = cpu.image
     published = {p["image"]: p for p in json.loads(report.read_text())["published"]}
     assert published[image]["platforms"] == ["linux/amd64", "linux/arm64"]
     # The tasks log out when they are done; look at the result with a login of the test's own.
@@ -185,7 +188,7 @@ def test_a_fork_set_up_with_the_reference_secrets_publishes_through_the_workflow
     receives its target and pushes under the secret namespace, the merge tags it, and Slack hears
     of it. The next scheduled run has nothing to build and posts its skips; a manual run with an
     empty LLAMA_CPP_VERSION decides the same."""
-    from llama_images.bench.measure import copy_checkout
+    from benchmarks.measure import copy_checkout
     from tests.support.loopback import Answer, Loopback, serve
     from tests.support.workflow_runner import Workflow
 
@@ -217,12 +220,18 @@ def test_a_fork_set_up_with_the_reference_secrets_publishes_through_the_workflow
         jobs = first.jobs
         logs = "\n".join(s.output for job in jobs.values() for r in job.runs for s in r.steps)
         assert jobs["plan"].dropped_outputs == [] and jobs["plan"].outputs["publish"] == "true", logs[-3000:]
-        assert [r.name for r in jobs["build"].runs] == ["build cpu_debian-forky_b11669-amd64",
-                                                        "build cpu_debian-forky_b11669-arm64"]  # fmt: skip
+        cpu = shipped.target(
+            "cpu",
+            registry=auth_registry.address,
+            namespace=namespace,
+            repository=shipped.workflow_default("repository"),
+        )
+        assert [r.name for r in jobs["build"].runs] == [f"build {bake_name(cpu.id)}-amd64",
+                                                        f"build {bake_name(cpu.id)}-arm64"]  # fmt: skip
         assert jobs["build"].result == "success", logs[-5000:]
         assert jobs["merge"].result == "success", logs[-5000:]
         assert PASSWORD not in logs
-        image = f"{auth_registry.address}/{namespace}/llama-cpp:b11669-cpu"
+        image = cpu.image
         [published] = [json.loads(r.body)["text"] for r in slack.received]
         assert ":white_check_mark: Build llama.cpp images: success" in published and f"published `{image}`" in published
         # Next week: nothing new. The run says so on Slack; a manual run with an empty version alike.
@@ -232,7 +241,7 @@ def test_a_fork_set_up_with_the_reference_secrets_publishes_through_the_workflow
             assert later.jobs["plan"].outputs["publish"] == "false"
             assert (later.jobs["build"].result, later.jobs["merge"].result) == ("skipped", "skipped")
         weekly_text, manual_text = (json.loads(r.body)["text"] for r in slack.received[1:])
-        skip = "skipped `cpu/debian-forky/b11669` (linux/amd64, linux/arm64): already published"
+        skip = f"skipped `{cpu.id}` (linux/amd64, linux/arm64): already published"
         assert skip in weekly_text and skip in manual_text
         assert "nothing to publish" in weekly_text
         for text in (published, weekly_text, manual_text):

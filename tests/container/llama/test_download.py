@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests import shipped
 from tests.container.llama.support import Llama, Models, bridge_gateway, model_ids
 from tests.support.fake_hf_hub import FakeHub
 
@@ -90,7 +91,8 @@ def test_llama_download_connections_0_leaves_the_download_to_llama_server(
     hub.add_repo(REPO, {"tiny-Q4_K_M.gguf": (models.dir / "tiny.gguf").read_bytes()})
     llama = start_llama(env={"LLAMA_MODEL": REPO, "HF_ENDPOINT": hub.url, "LLAMA_DOWNLOAD_CONNECTIONS": "0"})
     llama.wait_healthy()
-    assert {r.user_agent for r in hub.requests} == {"llama-cpp/b11669-Debian"}  # llama-server alone
+    # llama-server alone: its user agent names the build Debian's package carries.
+    assert {r.user_agent for r in hub.requests} == {f"llama-cpp/{shipped.target('cpu').release}-Debian"}
     assert len(hub.file_gets()) == 1
 
 

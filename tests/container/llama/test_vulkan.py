@@ -14,6 +14,7 @@ from typing import Any
 import docker
 import pytest
 
+from tests import shipped
 from tests.container.conftest import NAMESPACE, invoke, loopback_ports
 from tests.container.llama.support import Llama, Models
 from tests.container.runtime_support import TOKEN, bearer, request
@@ -23,8 +24,8 @@ pytestmark = pytest.mark.container
 # Built with the cpu image in one bake, for this machine's platform, in a namespace of their own
 # (the test session's cpu image, for both platforms, stays as it is): the two share their layers.
 OWN_NAMESPACE = f"{NAMESPACE}-vulkan"
-VULKAN_IMAGE = f"docker.io/{OWN_NAMESPACE}/llama-cpp:b11669-vulkan"
-CPU_IMAGE = f"docker.io/{OWN_NAMESPACE}/llama-cpp:b11669-cpu"
+VULKAN_IMAGE = shipped.target("vulkan", namespace=OWN_NAMESPACE).image
+CPU_IMAGE = shipped.target("cpu", namespace=OWN_NAMESPACE).image
 # lavapipe compiles ggml's shaders on first use: a minute or more on a busy two-core machine.
 LAVAPIPE_SECONDS = 300
 

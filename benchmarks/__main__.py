@@ -1,4 +1,4 @@
-"""`python -m llama_images.bench` (what `nox -s bench` runs): measure, print the table, write JSON."""
+"""`python -m benchmarks` (what `nox -s bench` runs): measure, print the table, write JSON."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import measure, portal, report
+from . import builds, download, measure, portal, report, serving
 
 MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal", "download")
 
@@ -84,13 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         if image is None and {"boot", "load", "size", "portal", "download"} & set(args.only):
             image = measure.build_image(ctx)
         steps = {
-            "update": lambda: measure.measure_update(ctx),
-            "matrix": lambda: measure.measure_matrix(ctx, args.targets),
-            "boot": lambda: measure.measure_boot(ctx, image, args.boot_runs),
-            "load": lambda: measure.measure_load(ctx, image, args.load_repeats),
-            "size": lambda: measure.measure_size(ctx, image),
+            "update": lambda: builds.measure_update(ctx),
+            "matrix": lambda: builds.measure_matrix(ctx, args.targets),
+            "boot": lambda: serving.measure_boot(ctx, image, args.boot_runs),
+            "load": lambda: serving.measure_load(ctx, image, args.load_repeats),
+            "size": lambda: builds.measure_size(ctx, image),
             "portal": lambda: portal.measure_portal(ctx, image, args.portal_seconds, args.portal_rounds),
-            "download": lambda: measure.measure_download(
+            "download": lambda: download.measure_download(
                 ctx,
                 image,
                 args.download_runs,

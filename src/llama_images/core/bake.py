@@ -1,14 +1,18 @@
-"""Targets -> a `docker buildx bake` file (JSON). Pure: everything it needs comes in as arguments."""
+"""A plan -> a `docker buildx bake` file (JSON), and its variant that pushes by digest. Pure:
+everything it needs comes in as arguments."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .matrix import SOURCE_RELEASE_TARBALL, Matrix
+from .model import SOURCE_RELEASE_TARBALL, Matrix, arch
+from .options import Request
+from .plan import Plan
 from .releases import Release, checksum_args
 from .targets import BaseTarget, ImageTarget, Target
 
@@ -32,8 +36,7 @@ class RenderOptions:
     created: str  # RFC 3339 build time
     source: str | None = None  # repository URL; the label is left out when unknown
     push: bool = False
-    # An SBOM needs BuildKit's scanner image from Docker Hub; air-gapped registries opt out.
-    sbom: bool = True
+    sbom: bool = False  # with push: attach an SBOM (the option --sbom, on by default)
     # Release tag -> looked-up release; gives the tarball checksums for the CUDA builds.
     releases: Mapping[str, Release] = field(default_factory=dict)
     # A CA bundle for PyPI over HTTPS inside builds (hosts behind an inspecting proxy); passed
@@ -44,6 +47,29 @@ class RenderOptions:
 def bake_name(target_id: str) -> str:
     """Bake target names allow [a-zA-Z0-9_-] only; ids use '/' and '.', so map those to '_'."""
     return re.sub(r"[^a-zA-Z0-9_-]", "_", target_id)
+
+
+def bake_names(targets: Sequence[Target]) -> dict[str, str]:
+    """Bake name -> target id, for reading buildx's output and metadata."""
+    return {bake_name(t.id): t.id for t in targets}
+
+
+def render_plan(
+    plan: Plan,
+    request: Request,
+    revision: str,
+    created: str,
+    source: str | None,
+    staging_tags: bool = False,
+    pip_cert: str | None = None,
+) -> dict[str, Any]:
+    """The bake file a task builds (or prints) for its plan: by digest when the request says so."""
+    options = RenderOptions(
+        revision=revision, created=created, source=source, push=request.push, sbom=request.sbom,
+        releases=plan.releases, pip_cert=pip_cert,
+    )  # fmt: skip
+    bake = render(plan.matrix, plan.targets, options)
+    return by_digest(bake, staging_tags) if request.by_digest else bake
 
 
 def render(matrix: Matrix, targets: Sequence[Target], options: RenderOptions) -> dict[str, Any]:
@@ -175,6 +201,31 @@ def publishing(image: str, options: RenderOptions) -> dict[str, Any]:
         "cache-to": [f"type=registry,ref={cache_ref},mode=max"],
         "attest": ["type=provenance,mode=max", *(["type=sbom"] if options.sbom else [])],
     }
+
+
+def by_digest(bake: Mapping[str, Any], staging_tags: bool = False) -> dict[str, Any]:
+    """The publishing bake file, changed to push each target untagged (by digest).
+
+    Tags are created later by `invoke merge`, once every platform's job has pushed. A job builds
+    one platform, so each platform keeps a registry cache of its own. BuildKit's `docker` driver
+    (a plain Docker engine) cannot push untagged: with `staging_tags` each push carries a tag of
+    its own, `<tag>-<arch>-job`, and the merge still reads only the digests.
+    """
+    result = copy.deepcopy(dict(bake))
+    for target in result["target"].values():
+        tags = target.pop("tags", None)
+        if not tags:
+            continue  # a stage built only as another target's context: nothing to push
+        name = tags[0].rsplit(":", 1)[0]
+        suffix = "-".join(arch(p) for p in target["platforms"])
+        if staging_tags:
+            target["output"] = [f"type=image,name={tags[0]}-{suffix}-job,push=true"]
+        else:
+            target["output"] = [f"type=image,name={name},push-by-digest=true,name-canonical=true,push=true"]
+        for key in ("cache-from", "cache-to"):
+            if key in target:
+                target[key] = [re.sub(r"(ref=[^,]+)", rf"\1-{suffix}", entry, count=1) for entry in target[key]]
+    return result
 
 
 def to_json(bake: Mapping[str, Any]) -> str:

@@ -1,36 +1,20 @@
-"""The pipeline behind the tasks, as small steps: load -> override -> expand -> select -> resolve
-releases -> drop what can't or needn't be built. Pure: the release lookup and the registry's
-"is this tag published?" come in as functions, so every decision is tested without a network.
+"""The pipeline behind the tasks, as small steps: override -> expand -> select -> resolve releases
+-> drop what can't or needn't be built. Pure: the loaded matrix comes in as a value, the release
+lookup and the registry's "is this tag published?" as functions, so every decision is tested
+without a file, a network or an engine. Rendering the plan is bake.py's `render_plan`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
 
-from .bake import RenderOptions, bake_name, render
 from .errors import ReleaseLookupError, UsageError
-from .matrix import LATEST, SOURCE_RELEASE_TARBALL, Matrix, load_matrix
-from .options import Selection
-from .publishing import by_digest, run_id
+from .model import LATEST, SOURCE_RELEASE_TARBALL, Matrix
+from .options import Request, Selection
 from .releases import Fetcher, Release, look_up_pinned, resolve_latest, unavailable_platforms
 from .report import Skipped
-from .targets import BaseTarget, ImageTarget, Target, apply_overrides, expand, select
-
-
-@dataclass(frozen=True)
-class Request:
-    """What a task was asked for, checked."""
-
-    root: Path  # the checkout the task runs in: Dockerfiles, git revision
-    selection: Selection
-    push: bool = False
-    by_digest: bool = False
-    sbom: bool = True
-    skip_existing: bool = False
-    skip_unavailable: bool = False
+from .targets import BaseTarget, ImageTarget, Target, apply_overrides, expand, run_id, select
 
 
 @dataclass(frozen=True)
@@ -41,39 +25,24 @@ class Plan:
     skipped: tuple[Skipped, ...] = field(default=())
 
     @property
-    def bake_names(self) -> dict[str, str]:
-        return {bake_name(t.id): t.id for t in self.targets}
-
-    @property
     def images(self) -> tuple[ImageTarget, ...]:
         return tuple(t for t in self.targets if isinstance(t, ImageTarget))
 
 
-def check_request(request: Request) -> None:
-    if request.by_digest and not request.push:
-        raise UsageError("--by-digest pushes each platform by digest; it needs --push")
-    if not request.push and not request.sbom:
-        raise UsageError("--no-sbom applies to --push (local builds attach no attestations)")
-    if (request.skip_existing or request.skip_unavailable) and not request.push:
-        which = "--skip-existing" if request.skip_existing else "--skip-unavailable"
-        raise UsageError(f"{which} decides what a publishing run leaves out; it needs --push")
-
-
-def select_targets(selection: Selection) -> tuple[Matrix, tuple[Target, ...]]:
-    """The matrix (with overrides) and the selected targets, bases included."""
-    matrix = apply_overrides(load_matrix(selection.matrix_file), selection.overrides)
+def select_targets(loaded: Matrix, selection: Selection) -> tuple[Matrix, tuple[Target, ...]]:
+    """The matrix with the selection's overrides, and the selected targets, bases included."""
+    matrix = apply_overrides(loaded, selection.overrides)
     targets = expand(matrix, selection.overrides.platforms)
     selected = select(targets, selection.filters or matrix.default_targets)
     check_overrides_apply(selection, selected)
     return matrix, selected
 
 
-def make_plan(request: Request, fetch: Fetcher) -> Plan:
-    """What a run builds. Publishing (`--push`, for `bake` and `build` alike) looks every release up:
-    each tarball's checksum goes into the build and a missing tarball stops the run, or with
-    skip_unavailable is left out and reported."""
-    check_request(request)
-    matrix, selected = select_targets(request.selection)
+def make_plan(loaded: Matrix, request: Request, fetch: Fetcher) -> Plan:
+    """What a run builds from the loaded matrix. Publishing (`--push`, for `bake` and `build`
+    alike) looks every release up: each tarball's checksum goes into the build and a missing
+    tarball stops the run, or with skip_unavailable is left out and reported."""
+    matrix, selected = select_targets(loaded, request.selection)
     resolved, releases = resolve_latest(matrix, selected, fetch)
     if request.push:
         releases = look_up_pinned(matrix, resolved, releases, fetch)
@@ -174,28 +143,6 @@ def with_needed_bases(targets: Sequence[Target], had_images: bool) -> tuple[Targ
         else:
             result.append(target)
     return tuple(result)
-
-
-def render_plan(
-    plan: Plan,
-    request: Request,
-    revision: str,
-    created: str,
-    source: str | None,
-    staging_tags: bool = False,
-    pip_cert: str | None = None,
-) -> dict[str, Any]:
-    options = RenderOptions(
-        revision=revision,
-        created=created,
-        source=source,
-        push=request.push,
-        sbom=request.sbom,
-        releases=plan.releases,
-        pip_cert=pip_cert,
-    )
-    bake = render(plan.matrix, plan.targets, options)
-    return by_digest(bake, staging_tags) if request.by_digest else bake
 
 
 def table(targets: Sequence[Target]) -> list[tuple[str, str, str, str]]:

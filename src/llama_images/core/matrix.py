@@ -1,14 +1,14 @@
-"""matrix.yaml: the one declaration of what is built. Loading it validates everything.
+"""matrix.yaml: the one declaration of what is built. Reading it validates everything.
 
-The model is a tree of frozen dataclasses; `load_matrix` is the only way in and either returns a
-complete, valid `Matrix` or raises `MatrixError` listing every problem with `file:line key`.
+The model is a tree of frozen dataclasses; `matrix_from_bytes` (the file's bytes, which
+edges/files.py's `load_matrix` reads) and `parse_matrix` (text) are the only ways in: either a
+complete, valid `Matrix` or a `MatrixError` listing every problem with `file:line key`.
 """
 
 from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType
 
 import yaml
@@ -43,8 +43,6 @@ from .model import (
 from .targets import expand, unmatched_patterns
 from .yamlnodes import NULL_TAG, NodeReader, Problems, compose, join_key, read_text
 
-# The matrix a checkout ships, relative to the project root (the checkout the task runs in).
-MATRIX_FILE = "matrix.yaml"
 # A matrix is a few kilobytes; anything far larger is not one.
 MAX_MATRIX_BYTES = 1_000_000
 
@@ -57,7 +55,6 @@ __all__ = [
     "HTTP_URL",
     "IMAGE_REF",
     "LATEST",
-    "MATRIX_FILE",
     "NAME",
     "PATH_COMPONENT",
     "PLATFORM",
@@ -73,28 +70,21 @@ __all__ = [
     "Matrix",
     "ReleaseSource",
     "Upstream",
-    "load_matrix",
+    "matrix_from_bytes",
     "parse_matrix",
     "render_tag",
 ]
 
 
-def load_matrix(path: Path | str) -> Matrix:
-    """Read and validate a matrix file. Any bytes give a Matrix or a MatrixError, never a crash."""
-    path = Path(path)
-    display = display_name(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise MatrixError(
-            [Problem(display, 1, "", f"cannot read the file: {exc.strerror}", "pass an existing matrix file")]
-        ) from None
+def matrix_from_bytes(data: bytes, file: str) -> Matrix:
+    """Validate a matrix file's bytes; `file` is the name used in problems. Any bytes give a
+    Matrix or a MatrixError, never a crash."""
     if len(data) > MAX_MATRIX_BYTES:
         raise MatrixError(
-            [Problem(display, 1, "", f"the file has {len(data)} bytes; a matrix is a few kilobytes",
+            [Problem(file, 1, "", f"the file has {len(data)} bytes; a matrix is a few kilobytes",
                      "pass the matrix file, not another file")]
         )  # fmt: skip
-    return parse_matrix(decode(data, display), display)
+    return parse_matrix(decode(data, file), file)
 
 
 def decode(data: bytes, display: str) -> str:
@@ -113,13 +103,6 @@ def decode(data: bytes, display: str) -> str:
                 )
             ]
         ) from None
-
-
-def display_name(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def parse_matrix(text: str, file: str = "matrix.yaml") -> Matrix:

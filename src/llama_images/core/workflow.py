@@ -1,29 +1,19 @@
 """The publishing workflow's inputs, variables and secrets, read from the environment the workflow
 sets (pure).
 
-The workflow passes them through `env:` (never into a command line), and the tasks' `--workflow`
-turns them into task options here. For a workflow input, empty means "the default" (that is how
-GitHub's form works); on the command line an empty option stays an error.
+The workflow passes them through `env:` (never into a command line), and `plan --workflow` turns
+them into task options here: which input fills which option, and what an empty input means, is
+declared with the option (options.py, `Option.workflow`; the README's tables are generated from
+it). For a workflow input, empty means "the default" (that is how GitHub's form works); on the
+command line an empty option stays an error.
 
 `DOCKERHUB_USERNAME` and `DOCKERHUB_NAMESPACE` may be repository variables or, as the reference
 image's README sets a fork up, secrets; `DOCKERHUB_TOKEN` is a secret. GitHub drops a job output
 that contains the value of a secret the job uses, and image names hold the namespace (most often
 the user's own name): so no output of the plan names an image. The plan hands each job its target,
 platform and selection; every job derives the namespace (and so the image names) from its own
-environment (`job_values`), and `secrets_in_outputs` guards the outputs.
-
-| Variable | Meaning |
-|---|---|
-| GITHUB_EVENT_NAME | `schedule`: the weekly run |
-| LLAMA_CPP_VERSION | release tag; empty: decide as the weekly run does (`WEEKLY`) |
-| CUDA_VERSION | CUDA version of the binaries; empty: the matrix's |
-| DOCKERHUB_REPO | repository; empty: `llama-cpp` |
-| MULTI_ARCH | `true`: linux/amd64 and linux/arm64; otherwise linux/amd64 (a release tag given) |
-| CUSTOM_IMAGE_TAG | replaces the release part of the tag; empty: none |
-| TARGETS | target id globs, comma-separated; empty: `*` |
-| DOCKERHUB_TOKEN | the DOCKERHUB_TOKEN secret |
-| DOCKERHUB_USERNAME, DOCKERHUB_NAMESPACE | those settings as repository variables |
-| DOCKERHUB_USERNAME_SECRET, DOCKERHUB_NAMESPACE_SECRET | the same settings as repository secrets |
+environment (`job_values`), and `secrets_in_outputs` guards the outputs. `GITHUB_EVENT_NAME`
+`schedule` is the weekly run.
 """
 
 from __future__ import annotations
@@ -33,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UsageError
+from .options import BOTH_PLATFORMS, NAMESPACE_SETTING, OPTIONS, SELECTION
 
 SETTINGS = "Settings > Secrets and variables > Actions"
-BOTH_PLATFORMS = "linux/amd64,linux/arm64"
-TOKEN, USERNAME, NAMESPACE = "DOCKERHUB_TOKEN", "DOCKERHUB_USERNAME", "DOCKERHUB_NAMESPACE"
+TOKEN, USERNAME, NAMESPACE = "DOCKERHUB_TOKEN", "DOCKERHUB_USERNAME", NAMESPACE_SETTING
 
 
 @dataclass(frozen=True)
@@ -126,6 +116,12 @@ class WorkflowRun:
         return not self.publishing.missing
 
 
+# The workflow's inputs, in the order of the options they fill.
+INPUTS = tuple(o.workflow.name for o in OPTIONS if o.workflow is not None and not o.workflow.setting)
+# Selection options `plan --workflow` takes besides the workflow's inputs (it has none for them).
+ALONGSIDE_WORKFLOW = tuple(o.name for o in SELECTION if o.workflow is None)
+
+
 def workflow_run(env: Mapping[str, str]) -> WorkflowRun:
     def get(name: str) -> str:
         return env.get(name, "").strip()
@@ -141,17 +137,16 @@ def workflow_run(env: Mapping[str, str]) -> WorkflowRun:
     elif not get("LLAMA_CPP_VERSION"):
         notes = (f"LLAMA_CPP_VERSION is empty: decided as the weekly run does: {WEEKLY}",)
     as_scheduled = bool(notes)
-    values: dict[str, Any] = {
-        "filter": [get("TARGETS") or "*"],
-        "release": get("LLAMA_CPP_VERSION") or "latest",
-        "repository": get("DOCKERHUB_REPO") or "llama-cpp",
-        "platform": BOTH_PLATFORMS if as_scheduled or get("MULTI_ARCH") == "true" else "linux/amd64",
-    }
-    for option, variable in (("cuda_version", "CUDA_VERSION"), ("tag", "CUSTOM_IMAGE_TAG")):
-        if get(variable):
-            values[option] = get(variable)
-    if settings.namespace:
-        values["namespace"] = settings.namespace
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        source = option.workflow
+        if source is None:
+            continue
+        value = settings.values.get(source.name) if source.setting else source.value(get(source.name))
+        if value is not None:
+            values[option.name] = value
+    if as_scheduled:
+        values["platform"] = ",".join(BOTH_PLATFORMS)
     return WorkflowRun(values, as_scheduled, as_scheduled, settings, notes)
 
 

@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import EngineError
+from ..core.matrix import Upstream
+from ..core.tag_state import Lookup, TagState, last_line
 from .engine import docker
-from .errors import EngineError
-from .matrix import Upstream
 from .registry import lookup_tag
-from .tag_state import Lookup, TagState, last_line
 
 # `debian:forky-slim`, also under a registry host (`docker.io/library/debian:sid`, `mirror.example:5000/debian:sid`).
 DEBIAN_IMAGE = re.compile(r"(?:(?:[^/]*[.:][^/]*|localhost)/)?(?:library/)?debian:(?P<suite>[a-z]+)(?:-slim)?")

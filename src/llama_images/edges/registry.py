@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from ..core.errors import LlamaImagesError, RegistryError
+from ..core.tag_state import Lookup, TagState, classify, unreachable_after
 from .engine import docker
-from .errors import LlamaImagesError, RegistryError
-from .tag_state import Lookup, TagState, classify, unreachable_after
 
 USERNAME_VARIABLE = "REGISTRY_USERNAME"
 PASSWORD_VARIABLE = "REGISTRY_PASSWORD"

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import BuildError, EngineError
 from .engine import docker, docker_stream
-from .errors import BuildError, EngineError
 
 # buildx names a failing target as "target <name>: failed to solve" (or "... [platform]:").
 FAILED_TARGET = re.compile(r"target ([A-Za-z0-9_-]+)(?:\s*\[[^\]]*\])?:? ")

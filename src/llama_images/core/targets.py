@@ -11,20 +11,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from .errors import MatrixError, NothingSelectedError, UsageError, did_you_mean
-from .model import (
-    CUDA_VERSION,
-    DOCKER_TAG,
-    PATH_COMPONENT,
-    PLATFORM,
-    REGISTRY,
-    RELEASE,
-    SOURCE_RELEASE_TARBALL,
-    Flavor,
-    Matrix,
-    Upstream,
-    render_tag,
-)
+from .errors import MatrixError, NothingSelectedError, did_you_mean
+from .model import SOURCE_RELEASE_TARBALL, Flavor, Matrix, Upstream, render_tag
+from .options import Overrides, check_overrides
 from .yamlnodes import join_key
 
 
@@ -58,44 +47,19 @@ class ImageTarget:
 Target = BaseTarget | ImageTarget
 
 
-@dataclass(frozen=True)
-class Overrides:
-    """Command-line changes applied to a loaded matrix before expansion."""
-
-    platforms: tuple[str, ...] = ()
-    release: str | None = None
-    binary_cuda: str | None = None
-    repository: str | None = None
-    custom_tag: str | None = None
-    registry: str | None = None
-    namespace: str | None = None
-
-
-# Option, Overrides field, what a valid value looks like, what to write instead.
-OVERRIDE_CHECKS = (
-    ("--release", "release", RELEASE, "a release tag; use e.g. b11669 or latest"),
-    ("--cuda-version", "binary_cuda", CUDA_VERSION, "a CUDA version; use e.g. 12.8"),
-    ("--repository", "repository", PATH_COMPONENT, "a repository name; use e.g. llama-cpp"),
-    ("--tag", "custom_tag", DOCKER_TAG, "a valid Docker tag; use letters, digits, '.', '_', '-'"),
-    ("--registry", "registry", REGISTRY, "a registry host; use e.g. docker.io"),
-    ("--namespace", "namespace", PATH_COMPONENT, "a namespace; use e.g. your Docker Hub user"),
-)
-
-
-def check_override_values(overrides: Overrides) -> None:
-    """Each value is checked like the file's own, and named by its option."""
-    for platform in overrides.platforms:
-        if not PLATFORM.fullmatch(platform):
-            raise UsageError(f"--platform: '{platform}' is not a platform; use e.g. linux/amd64,linux/arm64")
-    for option, name, pattern, expected in OVERRIDE_CHECKS:
-        value = getattr(overrides, name)
-        if value is not None and not pattern.fullmatch(value):
-            raise UsageError(f"{option}: '{value}' is not {expected}")
+def run_id(target: Target) -> str:
+    """The target's id with the release this run resolved: `cuda/cuda-12.9/latest` built from
+    b9300 is `cuda/cuda-12.9/b9300` (in job and artifact names, records and reports alike)."""
+    if isinstance(target, ImageTarget):
+        prefix, _, release = target.id.rpartition("/")
+        if release != target.release:
+            return f"{prefix}/{target.release}"
+    return target.id
 
 
 def apply_overrides(matrix: Matrix, overrides: Overrides) -> Matrix:
     """A matrix with the command line's overrides applied."""
-    check_override_values(overrides)
+    check_overrides(overrides)
     flavors = dict(matrix.flavors)
     for name, flavor in matrix.flavors.items():
         if flavor.source == SOURCE_RELEASE_TARBALL:

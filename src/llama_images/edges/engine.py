@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from .errors import EngineError, LlamaImagesError
+from ..core.errors import EngineError, LlamaImagesError
 
 # Relative to the project root (the checkout the task runs in).
 PROVISION_SCRIPT = Path("scripts") / "provision-engine.sh"

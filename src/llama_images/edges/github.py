@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import urllib.parse
 
-from .errors import ReleaseLookupError
-from .matrix import LATEST
-from .releases import DEFAULT_API_URL, Release, newest, parse_release, parse_release_list
+from ..core.errors import ReleaseLookupError
+from ..core.matrix import LATEST
+from ..core.releases import DEFAULT_API_URL, Release, newest, parse_release, parse_release_list
 from .web import RequestFailed, request_json
 
 PAGE_SIZE = 100

@@ -1,5 +1,6 @@
-"""What a publishing run did, for people: plain text, a GitHub Actions step summary, step outputs,
-and the Slack message. Pure: the tasks write and post what these functions return.
+"""What a publishing run did, for people: plain text, the markdown of a GitHub Actions step
+summary, step output values, and the Slack message. Pure: the tasks write and post what these
+functions return (edges/actions.py writes the step outputs and summaries).
 
 Nothing secret ever enters a report: it holds image references, digests, platforms, reasons
 (which name release assets) and the run's link.
@@ -8,12 +9,13 @@ Nothing secret ever enters a report: it holds image references, digests, platfor
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 SUCCESS, FAILURE, NOTHING = "success", "failure", "nothing to publish"
+# The title of a run's reports and Slack messages (`invoke notify --title` changes it).
+RUN_TITLE = "Build llama.cpp images"
 # A plan with jobs: the run's result comes from the merge, which reports it.
 PLANNED = "planned"
 
@@ -144,18 +146,29 @@ def summary_markdown(report: Report, title: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def release_summary(releases: Mapping[str, str]) -> str:
+    """`invoke release`'s step summary: each release looked up (tag -> what it carries)."""
+    lines = ["## llama.cpp-cuda release", ""]
+    lines += [f"- `{tag}`: {carries}" for tag, carries in releases.items()]
+    return "\n".join(lines) + "\n"
+
+
+def report_outputs(report: Report) -> dict[str, str]:
+    """The step outputs of a task that published: its status, the images, the skipped targets."""
+    return {
+        "status": report.status,
+        "published": compact_json([p.image for p in report.published]),
+        "skipped": compact_json([s.target for s in report.skipped]),
+    }
+
+
+def report_json(report: Report) -> str:
+    """A report file's text (`report_from_json` reads it back)."""
+    return json.dumps(report.as_json(), indent=2) + "\n"
+
+
 def escape_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-def output_lines(outputs: Mapping[str, str]) -> str:
-    """`$GITHUB_OUTPUT` lines; every value uses a random heredoc delimiter, so a value can never
-    end the block early or set another output."""
-    lines = []
-    for name, value in outputs.items():
-        delimiter = f"EOF_{secrets.token_hex(16)}"
-        lines += [f"{name}<<{delimiter}", value, delimiter]
-    return "\n".join(lines) + "\n"
 
 
 def compact_json(value: Any) -> str:
