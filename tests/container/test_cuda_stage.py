@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_runtime.compat import COMPAT_DIR
+from llama_runtime.paths import CUDA_COMPAT_LIBRARIES as COMPAT_DIR
 
 from llama_images.bake import RenderOptions, bake_name, render
 from llama_images.plan import make_plan

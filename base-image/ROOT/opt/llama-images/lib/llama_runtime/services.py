@@ -22,9 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-SHIPPED_DIR = Path("/etc/llama-images/services.d")
-RUNTIME_DIR = Path("/run/llama-images/services.d")
-STATUS_DIR = Path("/run/llama-images/status")
+from . import paths
 
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 # Key -> (type, required). `name` must equal the file's stem.
@@ -100,8 +98,8 @@ class Loaded:
 
 
 def load_services(
-    shipped_dir: Path = SHIPPED_DIR,
-    runtime_dir: Path = RUNTIME_DIR,
+    shipped_dir: Path = paths.SHIPPED_SERVICES_DIR,
+    runtime_dir: Path = paths.RUNTIME_SERVICES_DIR,
     environ: Mapping[str, str] | None = None,
 ) -> Loaded:
     """Every declared service, runtime overrides and PORTAL_CONFIG applied, sorted by external

@@ -35,27 +35,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llama_runtime.services import RUNTIME_DIR, SHIPPED_DIR, STATUS_DIR, load_services
+from llama_runtime import paths as runtime_paths
+from llama_runtime.files import write_atomically, write_private
+from llama_runtime.services import load_services
 
 from . import gpu, output
 from .config import ConfigError, Plan, make_plan, mask, shown_command
+from .paths import (
+    GAVE_UP_FILE,
+    OVERRIDE_FILE,
+    PID_FILE,
+    PRESET_FILE,
+    REQUESTS_SERVED_FILE,
+    SERVICE,
+    STATUS_FILE,
+    SUPERVISOR_PROGRAM_FILE,
+)
 
 if TYPE_CHECKING:
     from .download import Prepared
 
-NAME = "llama"
-OVERRIDE = RUNTIME_DIR / f"{NAME}.toml"
 NO_OVERRIDES = Path("/nonexistent")  # the port before this program's own override
-STATUS = STATUS_DIR / NAME
-STATE_DIR = Path("/run/llama-images/llama")
-# Written here when the launcher gives up; read and removed by /opt/supervisor-scripts/llama.sh.
-GAVE_UP = STATE_DIR / "gave-up"
-PID_FILE = STATE_DIR / "llama-server.pid"
-PRESET = STATE_DIR / "models.ini"
-# Requests llama-server has served since it started, counted from its output (its /metrics has
-# no such counter); the portal's model panel shows it.
-REQUESTS_SERVED = STATE_DIR / "requests-served"
-SUPERVISOR_PROGRAM = Path("/etc/supervisor/conf.d/llama.conf")
 FALLBACK_PORT = 18000
 # How long llama-server gets to end after SIGTERM when the program is stopped, counted from the
 # SIGTERM Supervisor sends: below llama.conf's stopwaitsecs (5), so the launcher ends it (and
@@ -71,42 +71,23 @@ def log(message: str) -> None:
     print(f"[llama] {message}", flush=True)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Like write_atomically, for a file only root may read (0600 from its creation on): a file
-    left by an earlier run is removed first, as an existing file keeps its mode when reopened."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    temporary.replace(path)
-
-
 def set_status(line: str) -> None:
     """The one line the proxy's 503 and the portal show for this service."""
     with contextlib.suppress(OSError):
-        write_atomically(STATUS, line.replace("\n", " ")[:300] + "\n")
+        write_atomically(STATUS_FILE, line.replace("\n", " ")[:300] + "\n")
 
 
 def declaration(env: Mapping[str, str]) -> tuple[int, dict[int, str]]:
     """llama's internal port as declared (the shipped file, then PORTAL_CONFIG: what the proxy
     dials unless LLAMA_ARGS moves it), and the ports the other services and the proxy use. Read
     with the base runtime's own loader, so both sides see one declaration."""
-    loaded = load_services(SHIPPED_DIR, NO_OVERRIDES, env)
+    loaded = load_services(runtime_paths.SHIPPED_SERVICES_DIR, NO_OVERRIDES, env)
     default = FALLBACK_PORT
     taken: dict[int, str] = {}
     for service in loaded.services:
         if service.enabled:
             taken[service.external_port] = f"the proxy (external port of {service.name!r})"
-        if service.name == NAME:
+        if service.name == SERVICE:
             default = service.internal_port
         elif service.enabled:
             taken.setdefault(service.internal_port, f"service {service.name!r}")
@@ -120,8 +101,8 @@ def startsecs() -> float:
 
     parser = configparser.RawConfigParser(inline_comment_prefixes=(";",))
     with contextlib.suppress(OSError, configparser.Error, ValueError):
-        parser.read(SUPERVISOR_PROGRAM)
-        return float(parser.get(f"program:{NAME}", "startsecs"))
+        parser.read(SUPERVISOR_PROGRAM_FILE)
+        return float(parser.get(f"program:{SERVICE}", "startsecs"))
     return 3.0
 
 
@@ -134,16 +115,17 @@ def publish_port(plan: Plan | None, default_port: int) -> None:
     if plan is not None and plan.listen.reach_host != "127.0.0.1":
         lines.append(f"host = {json.dumps(plan.listen.reach_host)}")
     if lines:
-        header = "# Written at boot from LLAMA_ARGS; replaces keys of /etc/llama-images/services.d/llama.toml.\n"
-        write_atomically(OVERRIDE, header + "\n".join(lines) + "\n")
+        shipped = runtime_paths.SHIPPED_SERVICES_DIR / OVERRIDE_FILE.name
+        header = f"# Written at boot from LLAMA_ARGS; replaces keys of {shipped}.\n"
+        write_atomically(OVERRIDE_FILE, header + "\n".join(lines) + "\n")
     else:
-        OVERRIDE.unlink(missing_ok=True)
+        OVERRIDE_FILE.unlink(missing_ok=True)
 
 
 def boot(env: Mapping[str, str]) -> int:
     """Boot step: start afresh, publish the port, say what comes. Never fails the boot: a bad
     setting is reported once, by the program when it starts."""
-    GAVE_UP.unlink(missing_ok=True)
+    GAVE_UP_FILE.unlink(missing_ok=True)
     default_port, taken = declaration(env)
     try:
         plan = make_plan(env, default_port, taken)
@@ -189,7 +171,7 @@ def serve(env: Mapping[str, str]) -> int:
     # Give up: make sure Supervisor counts this run as started, so it starts the program again,
     # and that start finds the marker (see the module docstring).
     time.sleep(max(0.0, startsecs() + 1.5 - (time.monotonic() - born)))
-    write_atomically(GAVE_UP, gave_up + "\n")
+    write_atomically(GAVE_UP_FILE, gave_up + "\n")
     return 1
 
 
@@ -273,10 +255,10 @@ class Runner:
         preset = None
         if self.plan.router and self.plan.sources:
             try:
-                write_private(PRESET, self.plan.preset())  # URLs in it may carry credentials
+                write_private(PRESET_FILE, self.plan.preset())  # URLs in it may carry credentials
             except OSError as exc:
-                return Attempt(served=False, cause=f"cannot write {PRESET}: {exc.strerror}")
-            preset = str(PRESET)
+                return Attempt(served=False, cause=f"cannot write {PRESET_FILE}: {exc.strerror}")
+            preset = str(PRESET_FILE)
         for source in self.plan.sources:
             if source.kind == "url":
                 directory = Path(source.download_path(self.plan.cache)).parent
@@ -363,7 +345,7 @@ class Watch:
 
     def run(self) -> Attempt:
         with contextlib.suppress(OSError):
-            REQUESTS_SERVED.unlink(missing_ok=True)  # counted afresh for this llama-server
+            REQUESTS_SERVED_FILE.unlink(missing_ok=True)  # counted afresh for this llama-server
         reader, writer = open_terminal()
         try:
             process = subprocess.Popen(
@@ -443,7 +425,7 @@ class Watch:
             count = self.requests
         if count != self.published_requests:
             with contextlib.suppress(OSError):
-                write_atomically(REQUESTS_SERVED, f"{count}\n")
+                write_atomically(REQUESTS_SERVED_FILE, f"{count}\n")
             self.published_requests = count
 
     def health(self) -> int:
