@@ -10,7 +10,6 @@ A derivative declares its own paths the same way (llama_serving/paths.py). Stdli
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -85,6 +84,8 @@ def declared(module: ModuleType) -> dict[str, Path]:
 
 def shell_source(module: ModuleType) -> str:
     """The sourced shell file that gives the scripts `module`'s paths (named with its SHELL_PREFIX)."""
+    import shlex
+
     name = module.__name__.replace(".", "/") + ".py"
     lines = [
         f"# Generated from {name} by `nox -s generate`: edit that file, not this one.",
