@@ -226,6 +226,7 @@ class Runner:
         preset = None
         if self.plan.router and self.plan.sources:
             try:
+                PRESET_FILE.parent.mkdir(parents=True, exist_ok=True)  # not root-only: only the preset is private
                 write_private(PRESET_FILE, self.plan.preset())  # URLs in it may carry credentials
             except OSError as exc:
                 return Attempt(served=False, cause=f"cannot write {PRESET_FILE}: {exc.strerror}")
