@@ -99,6 +99,19 @@ def lock(session: nox.Session) -> None:
         )  # fmt: skip
 
 
+@nox.session(python=False)
+def generate(session: nox.Session) -> None:
+    """Rewrite the generated files from their declarations: each image package's `paths.sh` from
+    its `paths.py` (the shell scripts source it; a unit test checks it is current)."""
+    modules = [
+        f"{path.parent.name}.paths"
+        for lib in (RUNTIME_PYTHON, LLAMA_PYTHON)
+        for path in (ROOT / lib).glob("*/paths.py")
+    ]
+    python_path = os.pathsep.join(str(ROOT / lib) for lib in (RUNTIME_PYTHON, LLAMA_PYTHON))
+    session.run("python3", "-m", "llama_runtime.paths", *sorted(modules), env={"PYTHONPATH": python_path})
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Issue 8's benchmarks of the CPU image (docs/benchmarks.md): update pull delta, matrix build,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import configparser
 import re
-import stat
 from pathlib import Path
 
 import pytest
@@ -385,7 +384,7 @@ def test_an_unwritable_download_directory_fails_the_attempt_with_its_path(
     (tmp_path / "file").write_text("", encoding="utf-8")
     cache = tmp_path / "file" / "cache"  # under a file: mkdir fails (as root too)
     status = tmp_path / "status" / "llama"
-    monkeypatch.setattr(service, "STATUS", status)
+    monkeypatch.setattr(service, "STATUS_FILE", status)
     monkeypatch.setattr(gpu, "check", lambda env, log: gpu.Check(warning="CPU fallback (GPU not used): "))
     made = plan(LLAMA_MODEL="https://host/tiny.gguf", LLAMA_CACHE=str(cache), LLAMA_START_ATTEMPTS="1")
     cause = service.Runner(made, {}).run()
@@ -397,21 +396,10 @@ def test_an_unwritable_models_preset_fails_the_attempt_with_its_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "file").write_text("", encoding="utf-8")
-    monkeypatch.setattr(service, "PRESET", tmp_path / "file" / "models.ini")
+    monkeypatch.setattr(service, "PRESET_FILE", tmp_path / "file" / "models.ini")
     made = plan(LLAMA_MODEL="org/a,org/b")
     attempt = service.Runner(made, {}).attempt(1)
     assert not attempt.served and attempt.cause.startswith(f"cannot write {tmp_path}/file/models.ini: ")
-
-
-def test_the_models_preset_is_never_readable_by_others(tmp_path: Path) -> None:
-    preset = tmp_path / "llama" / "models.ini"
-    stale = tmp_path / "llama" / ".models.ini.tmp"
-    stale.parent.mkdir()
-    stale.write_text("left by an earlier run", encoding="utf-8")
-    stale.chmod(0o644)
-    service.write_private(preset, "[a]\nmodel-url = https://u:p@h/a.gguf\n")
-    assert stat.S_IMODE(preset.stat().st_mode) == 0o600
-    assert preset.read_text(encoding="utf-8").startswith("[a]") and not stale.exists()
 
 
 def test_the_launcher_ends_llama_server_before_supervisor_kills_it() -> None:

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 import yaml
-from llama_runtime.compat import COMPAT_DIR
+from llama_runtime.paths import CUDA_COMPAT_LIBRARIES as COMPAT_DIR
 
 from llama_images.core.bake import RenderOptions, bake_name, render
 from llama_images.core.options import Overrides

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from llama_portal.logs_archive import members, secrets_in, write_zip
 from llama_portal.panels import allowed_actions, mapped_port, usage
-from llama_runtime.logs import PROGRAM_LOGS
+from llama_runtime.paths import PROGRAM_LOGS
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""The proxy's render (llama_runtime/cli.py): which tokens are valid, the verifier's settings,
-weak-token warnings, and the last good config kept when a render cannot be written."""
+"""The proxy's render (llama_runtime/cli.py, credentials.py, certificate.py): which tokens are
+valid, the verifier's settings, weak-token warnings, and the last good config kept when a render
+cannot be written."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_runtime import cli, environment
+from llama_runtime import certificate, cli, credentials, environment, files
+from llama_runtime import paths as runtime_paths
 from llama_runtime.proxy import Tls
 from llama_runtime.services import load_services
 
@@ -19,12 +21,9 @@ from tests.runtime.test_services import image_declaration
 @pytest.fixture
 def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """The runtime's paths moved under tmp_path; the image's declaration as the services."""
-    secrets = tmp_path / "run/secrets"
-    state = tmp_path / "state"
-    monkeypatch.setattr(cli, "STATE_DIR", state)
-    monkeypatch.setattr(cli, "TOKEN_FILE", secrets / "token")
-    monkeypatch.setattr(cli, "CREDENTIALS_FILE", secrets / "credentials.json")
-    monkeypatch.setattr(cli, "SECRET_FILES", (state / "session-secret", secrets / "session-secret"))
+    for name, value in runtime_paths.declared(runtime_paths).items():
+        if value.is_absolute():
+            monkeypatch.setattr(runtime_paths, name, tmp_path / value.relative_to("/"))
     monkeypatch.setattr(environment, "SYSTEM_FILE", tmp_path / "environment")
     monkeypatch.setenv("WORKSPACE", str(tmp_path / "workspace"))
     declaration = image_declaration(tmp_path)
@@ -45,7 +44,7 @@ def render(paths: dict[str, Path]) -> int:
 def setup(monkeypatch: pytest.MonkeyPatch, **given: str) -> None:
     for name, value in given.items():
         monkeypatch.setenv(name, value)
-    assert cli.setup_access() == 0
+    assert credentials.store_at_boot() == 0
     for name in given:
         monkeypatch.delenv(name)
 
@@ -61,8 +60,8 @@ def test_both_token_variables_are_valid_and_the_generated_token_only_without_the
     assert render(paths) == 0
     assert verifier_settings(paths)["tokens"] == ["button-token-0123456789", "password-abcdefghij"]
     assert verifier_settings(paths)["username"] == "vastai"
-    assert (paths["root"] / "run/secrets/token").read_text() == "button-token-0123456789"
-    for path in (paths["caddy"], paths["settings"], paths["root"] / "state/session-secret"):
+    assert (runtime_paths.TOKEN_FILE).read_text() == "button-token-0123456789"
+    for path in (paths["caddy"], paths["settings"], runtime_paths.SESSION_SECRET_FILE):
         assert path.stat().st_mode & 0o777 == 0o600, path
     setup(monkeypatch)
     assert render(paths) == 0
@@ -83,7 +82,7 @@ def test_a_password_set_in_the_settings_files_joins_or_replaces_what_docker_run_
     (paths["root"] / "environment").write_text("OPEN_BUTTON_TOKEN=new-button-token-987654\n")
     assert render(paths) == 0
     assert verifier_settings(paths)["tokens"] == ["new-button-token-987654"]
-    assert (paths["root"] / "run/secrets/token").read_text() == "new-button-token-987654"
+    assert (runtime_paths.TOKEN_FILE).read_text() == "new-button-token-987654"
 
 
 def test_a_weak_token_is_used_and_warned_about_without_being_shown(
@@ -106,7 +105,7 @@ def test_the_cookie_name_and_sessions_survive_a_restart_but_not_a_new_secret(
     setup(monkeypatch, OPEN_BUTTON_TOKEN="button-token-0123456789")
     render(paths)
     assert verifier_settings(paths)["cookie"] == first["cookie"] and verifier_settings(paths)["key"] == first["key"]
-    (paths["root"] / "state/session-secret").unlink()
+    (runtime_paths.SESSION_SECRET_FILE).unlink()
     render(paths)
     assert verifier_settings(paths)["key"] != first["key"]
 
@@ -117,7 +116,7 @@ def test_a_render_that_cannot_be_written_leaves_the_last_config_in_place(
     setup(monkeypatch, OPEN_BUTTON_TOKEN="button-token-0123456789")
     assert render(paths) == 0
     before = (paths["caddy"].read_text(), paths["settings"].read_text())
-    real_write = cli.write_private
+    real_write = files.write_private
 
     def full_disk(path: Path, text: str) -> None:
         if path.name.startswith(".caddy.json"):
@@ -136,9 +135,10 @@ def test_a_render_that_cannot_be_written_leaves_the_last_config_in_place(
 
 @pytest.fixture
 def tls_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(cli, "INSTANCE_CERT", tmp_path / "etc/instance.crt")
-    monkeypatch.setattr(cli, "INSTANCE_KEY", tmp_path / "etc/instance.key")
-    monkeypatch.setattr(cli, "FALLBACK_TLS_DIR", tmp_path / "run/tls")
+    monkeypatch.setattr(runtime_paths, "INSTANCE_CERT", tmp_path / "etc/instance.crt")
+    monkeypatch.setattr(runtime_paths, "INSTANCE_KEY", tmp_path / "etc/instance.key")
+    monkeypatch.setattr(runtime_paths, "RUN_TLS_DIR", tmp_path / "run/tls")
+    monkeypatch.setattr(runtime_paths, "TLS_LOCK_FILE", tmp_path / "run/tls.lock")
     monkeypatch.delenv("TLS_CERT_FILE", raising=False)
     monkeypatch.delenv("TLS_KEY_FILE", raising=False)
     (tmp_path / "etc").mkdir()
@@ -146,21 +146,21 @@ def tls_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_the_instance_certificate_is_made_once_where_the_reference_keeps_it(tls_paths: Path) -> None:
-    made = cli.ensure_certificate()
+    made = certificate.ensure()
     assert made == Tls(tls_paths / "etc/instance.crt", tls_paths / "etc/instance.key")
     assert (tls_paths / "etc/instance.key").stat().st_mode & 0o777 == 0o600
     first = (tls_paths / "etc/instance.crt").read_bytes()
-    assert cli.ensure_certificate() == made and (tls_paths / "etc/instance.crt").read_bytes() == first
+    assert certificate.ensure() == made and (tls_paths / "etc/instance.crt").read_bytes() == first
 
 
 def test_the_owner_s_pair_is_used_and_a_broken_one_left_alone_for_a_pair_of_this_boot(
     tls_paths: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.generate_certificate(tls_paths / "etc/instance.crt", tls_paths / "etc/instance.key") is None
+    assert certificate.generate(tls_paths / "etc/instance.crt", tls_paths / "etc/instance.key") is None
     owner = (tls_paths / "etc/instance.crt").read_bytes()
-    assert cli.ensure_certificate() is not None and (tls_paths / "etc/instance.crt").read_bytes() == owner
+    assert certificate.ensure() is not None and (tls_paths / "etc/instance.crt").read_bytes() == owner
     (tls_paths / "etc/instance.key").write_text("not a key\n")
-    made = cli.ensure_certificate()
+    made = certificate.ensure()
     assert made == Tls(tls_paths / "run/tls/instance.crt", tls_paths / "run/tls/instance.key")
     assert (tls_paths / "etc/instance.key").read_text() == "not a key\n"
     assert "ERROR: " in capsys.readouterr().out

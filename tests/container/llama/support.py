@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_runtime.services import STATUS_DIR
+from llama_serving import paths as llama_paths
 
 from tests.container.conftest import CPU_IMAGE, declared_services, exec_text, wait_for
 from tests.container.runtime_support import program_states
@@ -20,9 +20,9 @@ from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 # llama-server's port as declared (llama.toml), and its status line, where the base runtime keeps them.
 INTERNAL_PORT = next(s.internal_port for s in declared_services() if s.name == "llama")
-STATUS_FILE = str(STATUS_DIR / "llama")
-# Left by the launcher when it gives up; its start script removes it (service.py GAVE_UP).
-GAVE_UP = "/run/llama-images/llama/gave-up"
+STATUS_FILE = str(llama_paths.STATUS_FILE)
+# Left by the launcher when it gives up; its start script removes it.
+GAVE_UP = str(llama_paths.GAVE_UP_FILE)
 # Short retry timings for tests that wait for FATAL; the production defaults are tested on their own.
 FAST_RETRIES = {"LLAMA_RETRY_DELAY": "1"}
 
@@ -108,7 +108,7 @@ class Llama:
         return re.findall(r"^\[llama\] attempt \d+/\d+ failed: .*", self.llama_log(), re.MULTILINE)
 
     def llama_server_pid(self) -> int | None:
-        code, output = self.exec("cat", "/run/llama-images/llama/llama-server.pid")
+        code, output = self.exec("cat", str(llama_paths.PID_FILE))
         return int(output) if code == 0 and output.strip().isdigit() else None
 
 

@@ -7,8 +7,10 @@
 # is not (it is retried on the next boot). Boot goes on either way.
 set -uo pipefail
 
-done_dir=/var/lib/llama-images/done
-status=/run/llama-images/boot/packages
+# shellcheck source=base-image/ROOT/opt/llama-images/lib/llama_runtime/paths.sh
+source /opt/llama-images/lib/llama_runtime/paths.sh
+done_dir=${LLAMA_IMAGES_DONE_DIR}
+status=${LLAMA_IMAGES_PACKAGES_STATUS_FILE}
 
 # Split on whitespace (newlines included) without glob expansion; nothing is evaluated.
 read -r -d '' -a apt_packages <<<"${APT_PACKAGES:-}" || true

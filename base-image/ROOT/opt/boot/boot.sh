@@ -11,7 +11,10 @@
 # Arguments, if any, replace supervisord (e.g. `docker run IMAGE bash`).
 set -uo pipefail
 
-runtime=/opt/llama-images/bin/llama-runtime
+# The runtime's paths (generated from llama_runtime/paths.py).
+# shellcheck source=base-image/ROOT/opt/llama-images/lib/llama_runtime/paths.sh
+source /opt/llama-images/lib/llama_runtime/paths.sh
+runtime=${LLAMA_IMAGES_RUNTIME_COMMAND}
 
 for dir in /run /tmp; do
     if ! { mkdir -p "${dir}/.llama-images-probe" && rmdir "${dir}/.llama-images-probe"; } 2>/dev/null; then
@@ -21,16 +24,19 @@ for dir in /run /tmp; do
 done
 
 # Logs: /var/log normally; under a read-only root, in /run (tmpfs).
-if [[ -w /var/log ]]; then
-    LLAMA_IMAGES_LOG_DIR=/var/log
+if [[ -w ${LLAMA_IMAGES_SYSTEM_LOG_DIR} ]]; then
+    LLAMA_IMAGES_LOG_DIR=${LLAMA_IMAGES_SYSTEM_LOG_DIR}
 else
-    LLAMA_IMAGES_LOG_DIR=/run/llama-images/log
+    LLAMA_IMAGES_LOG_DIR=${LLAMA_IMAGES_RUN_LOG_DIR}
 fi
-export LLAMA_IMAGES_LOG_DIR
-# Programs log to portal/<program>.log; program "logs" keeps the clean copies <program>.log.
-mkdir -p /run/llama-images/status /run/llama-images/services.d /run/llama-images/boot "${LLAMA_IMAGES_LOG_DIR}/portal"
-boot_log="${LLAMA_IMAGES_LOG_DIR}/boot.log"
-steps_file=/run/llama-images/boot/steps
+# Programs log to portal/<program>.log (the Supervisor programs name it by this variable);
+# program "logs" keeps the clean copies <program>.log.
+LLAMA_IMAGES_PROGRAM_LOG_DIR="${LLAMA_IMAGES_LOG_DIR}/${LLAMA_IMAGES_PROGRAM_LOGS}"
+export LLAMA_IMAGES_LOG_DIR LLAMA_IMAGES_PROGRAM_LOG_DIR
+mkdir -p "${LLAMA_IMAGES_STATUS_DIR}" "${LLAMA_IMAGES_RUNTIME_SERVICES_DIR}" "${LLAMA_IMAGES_BOOT_DIR}" \
+    "${LLAMA_IMAGES_PROGRAM_LOG_DIR}"
+boot_log="${LLAMA_IMAGES_LOG_DIR}/${LLAMA_IMAGES_BOOT_LOG}"
+steps_file=${LLAMA_IMAGES_BOOT_STEPS_FILE}
 : >"${steps_file}"
 
 say() {
@@ -38,8 +44,8 @@ say() {
 }
 
 say "[boot] $(date -u +%FT%TZ) boot as uid $(id -u); logs in ${LLAMA_IMAGES_LOG_DIR}"
-if [[ ${LLAMA_IMAGES_LOG_DIR} != /var/log ]]; then
-    say "[boot] /var/log is read-only: logs are kept in ${LLAMA_IMAGES_LOG_DIR} (tmpfs) for this boot"
+if [[ ${LLAMA_IMAGES_LOG_DIR} != "${LLAMA_IMAGES_SYSTEM_LOG_DIR}" ]]; then
+    say "[boot] ${LLAMA_IMAGES_SYSTEM_LOG_DIR} is read-only: logs are kept in ${LLAMA_IMAGES_LOG_DIR} (tmpfs) for this boot"
 fi
 
 # The token is stored while the CUDA decision and the boot steps run (each is a Python start on
@@ -56,12 +62,12 @@ unset OPEN_BUTTON_TOKEN WEB_PASSWORD
 # The decision is a Python start too (and, on a GPU host, a cuInit in a child process): it runs
 # beside the boot steps (none of them needs the compat libraries); its answer is read before
 # Supervisor starts the services, which inherit LD_LIBRARY_PATH.
-compat_answer=/run/llama-images/boot/cuda-compat
+compat_answer=${LLAMA_IMAGES_CUDA_COMPAT_FILE}
 "${runtime}" cuda-compat >"${compat_answer}" 2> >(tee -a "${boot_log}" >&2) &
 compat_decided=$!
 
 shopt -s nullglob
-for step in /etc/boot.d/*.sh; do
+for step in "${LLAMA_IMAGES_BOOT_STEPS_DIR}"/*.sh; do
     say "[boot] running ${step}"
     started=${SECONDS}
     # Each step runs in its own bash: its `set -e`/`exit` cannot end boot, and its status is
@@ -86,27 +92,28 @@ if (($#)); then
     exec "$@"
 fi
 # Where each existing log ends now: program "logs" copies only what this boot adds.
-for log in "${LLAMA_IMAGES_LOG_DIR}"/portal/*.log; do
+for log in "${LLAMA_IMAGES_PROGRAM_LOG_DIR}"/*.log; do
     [[ -f ${log} ]] && printf '%s\t%s\n' "$(stat -c %s "${log}")" "${log}"
-done >/run/llama-images/boot/log-offsets
+done >"${LLAMA_IMAGES_LOG_OFFSETS_FILE}"
 
 # supervisord starts its programs after its first wait on the control socket, which lasts a full
 # second unless something arrives: one request as soon as the socket listens starts them at once
 # (docs/benchmarks.md, boot to healthy). Detached, so tini reaps it, not supervisord.
 nudge_supervisord() {
     for _ in {1..150}; do
-        curl -s -o /dev/null --max-time 1 --unix-socket /run/supervisor.sock http://localhost/boot-nudge && return 0
+        curl -s -o /dev/null --max-time 1 --unix-socket "${LLAMA_IMAGES_SUPERVISOR_SOCKET}" http://localhost/boot-nudge &&
+            return 0
         sleep 0.02
     done
     return 1
 }
 (nudge_supervisord &)
 
-config=/etc/supervisor/supervisord.conf
+config=${LLAMA_IMAGES_SUPERVISORD_CONF}
 if ((EUID != 0)); then
     # supervisord.conf says user=root (no warning about running as root); another uid, which
     # may have no passwd entry, runs a copy without that line.
-    sed '/^user=root$/d' "${config}" >/run/llama-images/supervisord.conf
-    config=/run/llama-images/supervisord.conf
+    sed '/^user=root$/d' "${config}" >"${LLAMA_IMAGES_NON_ROOT_SUPERVISORD_CONF}"
+    config=${LLAMA_IMAGES_NON_ROOT_SUPERVISORD_CONF}
 fi
 exec supervisord -n -c "${config}"

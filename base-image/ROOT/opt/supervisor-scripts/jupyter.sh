@@ -4,7 +4,9 @@
 # that changes something when it comes from another site or port: Origin, Sec-Fetch-Site).
 set -euo pipefail
 
-runtime=/opt/llama-images/bin/llama-runtime
+# shellcheck source=base-image/ROOT/opt/llama-images/lib/llama_runtime/paths.sh
+source /opt/llama-images/lib/llama_runtime/paths.sh
+runtime=${LLAMA_IMAGES_RUNTIME_COMMAND}
 # The declaration decides, with the settings files applied (ENABLE_JUPYTER read as the proxy
 # and the portal read it: false, 0, no or off; PORTAL_CONFIG without a Jupyter entry).
 if [[ $("${runtime}" services --field jupyter.enabled) != true ]]; then
@@ -17,7 +19,7 @@ fi
 mkdir -p /workspace 2>/dev/null || true
 # The port follows the declaration (a runtime override may move it).
 port="$("${runtime}" services --field jupyter.internal_port)"
-export JUPYTER_RUNTIME_DIR=/run/llama-images/jupyter
+export JUPYTER_RUNTIME_DIR=${LLAMA_IMAGES_JUPYTER_RUNTIME_DIR}
 # `run`: JupyterLab, its kernels and terminals get the settings files' values (never the token).
 exec "${runtime}" run -- /venv/main/bin/jupyter-lab \
     --no-browser \

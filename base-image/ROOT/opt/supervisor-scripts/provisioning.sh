@@ -5,15 +5,18 @@
 # the next boot. Output: provisioning.log in the log directory (and `docker logs`, the portal).
 set -uo pipefail
 
+# shellcheck source=base-image/ROOT/opt/llama-images/lib/llama_runtime/paths.sh
+source /opt/llama-images/lib/llama_runtime/paths.sh
+
 # The settings files (/etc/environment, ${WORKSPACE}/.env) apply to the script, as to every
 # program: this script starts again through `run`, which reads them as data.
 if [[ -z ${LLAMA_IMAGES_SETTINGS_READ:-} ]]; then
-    exec /opt/llama-images/bin/llama-runtime run -- "$0" "$@"
+    exec "${LLAMA_IMAGES_RUNTIME_COMMAND}" run -- "$0" "$@"
 fi
 
 source="${PROVISIONING_SCRIPT:-}"
-marker=/var/lib/llama-images/done/provisioning
-status=/run/llama-images/boot/provisioning
+marker=${LLAMA_IMAGES_DONE_DIR}/provisioning
+status=${LLAMA_IMAGES_PROVISIONING_STATUS_FILE}
 
 report() {
     echo "$1" >"${status}"

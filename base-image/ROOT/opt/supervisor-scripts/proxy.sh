@@ -8,9 +8,11 @@
 # written (a full /run), the last one that was written keeps serving while the render is retried.
 set -uo pipefail
 
-runtime=/opt/llama-images/bin/llama-runtime
+# shellcheck source=base-image/ROOT/opt/llama-images/lib/llama_runtime/paths.sh
+source /opt/llama-images/lib/llama_runtime/paths.sh
+runtime=${LLAMA_IMAGES_RUNTIME_COMMAND}
 caddy=/usr/local/bin/caddy
-config=/run/llama-images/caddy.json
+config=${LLAMA_IMAGES_CADDY_CONFIG_FILE}
 retry_seconds=10
 
 if "${runtime}" render-proxy --output "${config}"; then

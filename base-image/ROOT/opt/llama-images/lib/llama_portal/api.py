@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llama_runtime import environment, logs, supervisor
-from llama_runtime.cli import RUN_DIR, TOKEN_FILE, effective_tokens
+from llama_runtime import environment, logs, paths, supervisor
+from llama_runtime.credentials import effective_tokens
 from llama_runtime.proxy import auth_from_env
-from llama_runtime.services import STATUS_DIR, Service, load_services
+from llama_runtime.services import Service, load_services
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -58,10 +58,10 @@ def llama_secrets(service: Service) -> tuple[str | None, list[str]]:
 def requests_served() -> int | None:
     """How many requests llama-server has served since it started, as its launcher counts them."""
     try:
-        from llama_serving.service import REQUESTS_SERVED
+        from llama_serving.paths import REQUESTS_SERVED_FILE
     except ImportError:
         return None
-    text = read_line(REQUESTS_SERVED) or ""
+    text = read_line(REQUESTS_SERVED_FILE) or ""
     return int(text) if text.isdigit() else None
 
 
@@ -73,7 +73,7 @@ def known_secrets() -> list[str]:
     tokens, _ = effective_tokens(files)  # every token that opens the proxy (OPEN_BUTTON_TOKEN, WEB_PASSWORD)
     env = dict(os.environ)
     environment.apply(env, files)
-    return logs_archive.secrets_in(env, [*tokens.values(), read_line(TOKEN_FILE) or ""], llama)
+    return logs_archive.secrets_in(env, [*tokens.values(), read_line(paths.TOKEN_FILE) or ""], llama)
 
 
 def masked(text: str) -> str:
@@ -101,7 +101,7 @@ def model_figures(request: Request) -> Response:
         return JSONResponse({"available": False})
     states = supervisor.states_or_empty()
     state = (states.get(service.program or "") or {}).get("statename", "UNKNOWN")
-    status = read_line(STATUS_DIR / service.name)
+    status = read_line(paths.status_file(service.name))
     panel: dict[str, Any] = {"router": False, "models": [], "notes": [], "requests_served": None}
     # While it downloads or loads, the status line says so and llama-server has nothing to tell.
     if state == "RUNNING" and model.ready(status):
@@ -147,7 +147,7 @@ def usage(request: Request) -> Response:
     key, _ = llama_secrets(service)
     served = None
     state = (supervisor.states_or_empty().get(service.program or "") or {}).get("statename")
-    if state == "RUNNING" and model.ready(read_line(STATUS_DIR / service.name)):
+    if state == "RUNNING" and model.ready(read_line(paths.status_file(service.name))):
         try:
             entries, _ = model.model_entries(llama_client(service).get_json("/v1/models"))
             served = entries[0].id if entries else None
@@ -164,15 +164,15 @@ def usage(request: Request) -> Response:
         model=served,
         token_needed=auth.protects(service.external_port),
         api_key_needed=key is not None,
-        token_file=str(TOKEN_FILE),
+        token_file=str(paths.TOKEN_FILE),
     )
     return JSONResponse({"available": True, **found.to_json()})
 
 
 def logs_download(request: Request) -> Response:
     secrets = known_secrets()
-    texts = {f"status/{path.name}": read_line(path) or "" for path in sorted(STATUS_DIR.glob("*"))}
-    texts.update({f"boot/{path.name}": read_line(path) or "" for path in sorted((RUN_DIR / "boot").glob("*"))})
+    texts = {f"status/{path.name}": read_line(path) or "" for path in sorted(paths.STATUS_DIR.glob("*"))}
+    texts.update({f"boot/{path.name}": read_line(path) or "" for path in sorted(paths.BOOT_DIR.glob("*"))})
     texts["services.json"] = json.dumps(
         {
             name: {k: info.get(k) for k in ("statename", "description")}

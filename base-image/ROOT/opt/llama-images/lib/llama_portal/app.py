@@ -12,11 +12,10 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
-from llama_runtime import environment, logs, supervisor
+from llama_runtime import environment, logs, paths, supervisor
 from llama_runtime.access import origin_problem
-from llama_runtime.cli import RUN_DIR
 from llama_runtime.proxy import AUTH_HEADER, CROSS_SITE_MESSAGE, Auth, auth_from_env
-from llama_runtime.services import STATUS_DIR, Service, load_services
+from llama_runtime.services import Service, load_services
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -26,7 +25,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import api, panels
 
-BOOT_DIR = RUN_DIR / "boot"
 # Programs the portal will not stop: without them nobody could reach the portal again.
 PROTECTED = {"portal", "proxy"}
 ACTIONS = {"start", "stop", "restart"}
@@ -65,7 +63,7 @@ def service_row(service: Service, info: dict[str, Any] | None, auth: Auth) -> di
         "state": state,
         "description": (info or {}).get("description", ""),
         # Why it is off (PORTAL_CONFIG, an ENABLE_* switch), else what the service says.
-        "status": f"off: {service.off_reason}" if not service.enabled else read_line(STATUS_DIR / service.name),
+        "status": f"off: {service.off_reason}" if not service.enabled else read_line(paths.status_file(service.name)),
         "controllable": bool(service.program) and service.program not in PROTECTED and service.enabled,
         "actions": panels.allowed_actions(state, bool(service.program) and service.program not in PROTECTED),
         "has_log": log_file(info) is not None,
@@ -132,7 +130,7 @@ def service_log(request: Request) -> Response:
 
 def boot_steps() -> list[dict[str, Any]]:
     steps = []
-    for line in (read_line(BOOT_DIR / "steps") or "").splitlines():
+    for line in (read_line(paths.BOOT_STEPS_FILE) or "").splitlines():
         parts = line.split("\t")
         if len(parts) == 3 and parts[1].isdigit():
             seconds = int(parts[2]) if parts[2].isdigit() else None
@@ -145,10 +143,10 @@ def boot(request: Request) -> Response:
     return JSONResponse(
         {
             "steps": boot_steps(),
-            "packages": read_line(BOOT_DIR / "packages"),
-            "provisioning": read_line(BOOT_DIR / "provisioning"),
-            "boot_log": api.masked(logs.tail(log_dir / "boot.log", 16 * 1024)),
-            "provisioning_log": api.masked(logs.tail(log_dir / "provisioning.log", 16 * 1024)),
+            "packages": read_line(paths.PACKAGES_STATUS_FILE),
+            "provisioning": read_line(paths.PROVISIONING_STATUS_FILE),
+            "boot_log": api.masked(logs.tail(log_dir / paths.BOOT_LOG, 16 * 1024)),
+            "provisioning_log": api.masked(logs.tail(log_dir / paths.PROVISIONING_LOG, 16 * 1024)),
         }
     )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-from llama_runtime.logs import PROGRAM_LOGS
+from llama_runtime import paths
 
 MASK = "***"
 # Values of variables named like this are masked wherever they appear (a provisioning script
@@ -60,10 +60,12 @@ def members(log_dir: Path) -> list[tuple[str, Path]]:
     """(name in the archive, file) for each log: boot.log, provisioning.log and Supervisor's
     program logs, with their rotated copies (.1)."""
     found = [
-        (path.name, path) for path in sorted(log_dir.glob("boot.log*")) + sorted(log_dir.glob("provisioning.log*"))
+        (path.name, path)
+        for log in (paths.BOOT_LOG, paths.PROVISIONING_LOG)
+        for path in sorted(log_dir.glob(f"{log}*"))
     ]
-    programs = log_dir / PROGRAM_LOGS
-    found += [(f"{PROGRAM_LOGS}/{path.name}", path) for path in sorted(programs.glob("*.log*"))]
+    programs = log_dir / paths.PROGRAM_LOGS
+    found += [(f"{paths.PROGRAM_LOGS}/{path.name}", path) for path in sorted(programs.glob("*.log*"))]
     return [(name, path) for name, path in found if path.is_file()]
 
 

@@ -77,37 +77,6 @@ def usage(
     another port than the portal's (`page_port`, `portal_port`), the host maps ports: a note says
     the API's port is mapped too."""
     base = f"{scheme}://{host_for_url(host)}:{port}"
-    headers = []
-    if token_needed:
-        headers.append(f"Authorization: Bearer {TOKEN_PLACEHOLDER}")
-    if api_key_needed:
-        headers.append(f"X-Api-Key: {API_KEY_PLACEHOLDER}")
-    body: dict[str, object] = {"messages": [{"role": "user", "content": "Hello!"}]}
-    if model:
-        body = {"model": model, **body}
-    lines = [f'curl -H "{header}" \\' for header in [*headers, "Content-Type: application/json"]]
-    lines = [lines[0], *("     " + line.removeprefix("curl ") for line in lines[1:])]
-    curl = "\n".join([*lines, f"     -d {shlex.quote(json.dumps(body))} \\", f"     {base}/v1/chat/completions"])
-    client_args = [
-        f"base_url={json.dumps(base + '/v1')}",
-        f"api_key={json.dumps(TOKEN_PLACEHOLDER if token_needed else 'none')}",
-    ]
-    if api_key_needed:
-        client_args.append(f"default_headers={{{json.dumps('X-Api-Key')}: {json.dumps(API_KEY_PLACEHOLDER)}}}")
-    python = "\n".join(
-        [
-            "from openai import OpenAI",
-            "",
-            "client = OpenAI(",
-            *(f"    {argument}," for argument in client_args),
-            ")",
-            "reply = client.chat.completions.create(",
-            f"    model={json.dumps(model or 'default')},",
-            '    messages=[{"role": "user", "content": "Hello!"}],',
-            ")",
-            "print(reply.choices[0].message.content)",
-        ]
-    )
     hint = (
         f"Put your token where {TOKEN_PLACEHOLDER} stands: the OPEN_BUTTON_TOKEN you set, or the generated "
         f"one, which the owner reads with: docker exec <container> cat {token_file}"
@@ -122,4 +91,43 @@ def usage(
             f"This page is reached on port {page_port}, not {portal_port}: the host maps the container's ports "
             f"to others. Use the port it maps to {declared_port} instead of {port}."
         )
+    curl = curl_snippet(base, model, token_needed, api_key_needed)
+    python = python_snippet(base, model, token_needed, api_key_needed)
     return Usage(base, f"{base}/", model, token_needed, api_key_needed, hint, note, curl, python)
+
+
+def curl_snippet(base: str, model: str | None, token_needed: bool, api_key_needed: bool) -> str:
+    headers = []
+    if token_needed:
+        headers.append(f"Authorization: Bearer {TOKEN_PLACEHOLDER}")
+    if api_key_needed:
+        headers.append(f"X-Api-Key: {API_KEY_PLACEHOLDER}")
+    body: dict[str, object] = {"messages": [{"role": "user", "content": "Hello!"}]}
+    if model:
+        body = {"model": model, **body}
+    lines = [f'curl -H "{header}" \\' for header in [*headers, "Content-Type: application/json"]]
+    lines = [lines[0], *("     " + line.removeprefix("curl ") for line in lines[1:])]
+    return "\n".join([*lines, f"     -d {shlex.quote(json.dumps(body))} \\", f"     {base}/v1/chat/completions"])
+
+
+def python_snippet(base: str, model: str | None, token_needed: bool, api_key_needed: bool) -> str:
+    client_args = [
+        f"base_url={json.dumps(base + '/v1')}",
+        f"api_key={json.dumps(TOKEN_PLACEHOLDER if token_needed else 'none')}",
+    ]
+    if api_key_needed:
+        client_args.append(f"default_headers={{{json.dumps('X-Api-Key')}: {json.dumps(API_KEY_PLACEHOLDER)}}}")
+    return "\n".join(
+        [
+            "from openai import OpenAI",
+            "",
+            "client = OpenAI(",
+            *(f"    {argument}," for argument in client_args),
+            ")",
+            "reply = client.chat.completions.create(",
+            f"    model={json.dumps(model or 'default')},",
+            '    messages=[{"role": "user", "content": "Hello!"}],',
+            ")",
+            "print(reply.choices[0].message.content)",
+        ]
+    )

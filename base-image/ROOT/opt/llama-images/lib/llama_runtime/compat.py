@@ -2,8 +2,9 @@
 
 The compat libraries run a newer CUDA on an older driver, on data-center GPUs (and professional
 RTX cards NVIDIA certifies for servers) with a driver of a long-term or production branch only.
-The image keeps them in COMPAT_DIR, out of /usr/local/cuda/compat, where NVIDIA's Container
-Toolkit would put them in front by itself whatever the GPU (CUDA error 804 on a GeForce).
+The image keeps them in paths.CUDA_COMPAT_LIBRARIES, out of /usr/local/cuda/compat, where
+NVIDIA's Container Toolkit would put them in front by itself whatever the GPU (CUDA error 804 on a
+GeForce).
 
 Boot decides here: from the driver's own version (not nvidia-smi's banner, which shows the
 compat version once they are in use), the GPU names and the driver branch, and then probes the
@@ -24,8 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-# Where the image's base stage moves NVIDIA's compat libraries (base-image/Dockerfile, system).
-COMPAT_DIR = Path("/opt/llama-images/cuda-compat")
+from . import paths
+
 DRIVER_VERSION_FILE = Path("/proc/driver/nvidia/version")
 # The CUDA version the image's programs are built for (the llama.cpp image sets it); NVIDIA's
 # own CUDA_VERSION (the upstream's, e.g. 12.8.1) when it is not set.
@@ -315,7 +316,7 @@ def needed_cuda(env: Mapping[str, str]) -> str | None:
     return next((env[name] for name in NEEDED_CUDA_VARIABLES if env.get(name)), None)
 
 
-def decide(env: Mapping[str, str], disabled: bool, compat_dir: Path = COMPAT_DIR) -> Outcome:
+def decide(env: Mapping[str, str], disabled: bool, compat_dir: Path = paths.CUDA_COMPAT_LIBRARIES) -> Outcome:
     needed = needed_cuda(env)
     if parse_version(needed) is None:
         return outcome(plan(Facts(None, None, (), None)), None, compat_dir)

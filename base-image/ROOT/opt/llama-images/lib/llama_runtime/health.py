@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .services import STATUS_DIR, Service
+from . import paths
+from .services import Service
 
 PROXY_PROGRAM = "proxy"
 
@@ -34,7 +35,7 @@ def problems(
     services: tuple[Service, ...],
     programs: Mapping[str, Mapping[str, Any]],
     answers: Callable[[str, int], bool] = port_answers,
-    status_dir: Path = STATUS_DIR,
+    status_dir: Path = paths.STATUS_DIR,
 ) -> list[str]:
     """What makes the container unhealthy; empty when healthy."""
     found = []

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-# Where Supervisor writes each program's log, inside the log directory (supervisord.conf).
-PROGRAM_LOGS = "portal"
+from . import paths
+
 # A clean copy that grows past this is moved to `<program>.log.1` (one kept, as Supervisor keeps
 # one backup of the log it copies).
 CLEAN_COPY_MAX_BYTES = 20 * 1024 * 1024
@@ -25,12 +25,12 @@ TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
 
 def log_dir() -> Path:
-    return Path(os.environ.get("LLAMA_IMAGES_LOG_DIR", "/var/log"))
+    return Path(os.environ.get(paths.LOG_DIR_VARIABLE, paths.SYSTEM_LOG_DIR))
 
 
 def program_log(program: str, directory: Path | None = None) -> Path:
     """The file Supervisor writes program `program`'s output to."""
-    return (directory or log_dir()) / PROGRAM_LOGS / f"{program}.log"
+    return (directory or log_dir()) / paths.PROGRAM_LOGS / f"{program}.log"
 
 
 def clean_copy(path: Path) -> Path:
@@ -39,10 +39,10 @@ def clean_copy(path: Path) -> Path:
 
 
 def followed_files(directory: Path) -> list[Path]:
-    return sorted((directory / PROGRAM_LOGS).glob("*.log"))
+    return sorted((directory / paths.PROGRAM_LOGS).glob("*.log"))
 
 
-def boot_offsets(path: Path = Path("/run/llama-images/boot/log-offsets")) -> dict[Path, int]:
+def boot_offsets(path: Path = paths.LOG_OFFSETS_FILE) -> dict[Path, int]:
     """Sizes of the log files when boot started Supervisor (written by boot.sh)."""
     found = {}
     try:

@@ -13,10 +13,8 @@ import os
 import time
 from pathlib import Path
 
-from . import environment
+from . import environment, paths
 from .services import load_services
-
-SUPERVISOR_CONF_DIR = Path("/etc/supervisor/conf.d")
 
 
 def start(name: str) -> bool:
@@ -34,7 +32,7 @@ def start(name: str) -> bool:
     return False
 
 
-def startsecs(program: str, conf_dir: Path = SUPERVISOR_CONF_DIR) -> float:
+def startsecs(program: str, conf_dir: Path = paths.SUPERVISOR_PROGRAMS_DIR) -> float:
     """Supervisor's `startsecs` for `program` (0 when not found)."""
     parser = configparser.RawConfigParser(inline_comment_prefixes=(";",), strict=False)
     with contextlib.suppress(OSError, configparser.Error):

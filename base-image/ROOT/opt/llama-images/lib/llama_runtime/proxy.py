@@ -28,15 +28,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import paths
 from .access import ANY_SESSION_COOKIE, COOLDOWN_SECONDS, SAFE_METHODS
-from .services import STATUS_DIR, Service, env_flag
+from .services import Service, env_flag
 
 RETRY_AFTER_SECONDS = 5
 TLS_TAG = "llama-images"
 DEFAULT_USERNAME = "vastai"  # the reference image's
-AUTH_DIR = Path("/run/llama-images/auth")
-VERIFIER_SOCKET = AUTH_DIR / "verifier.sock"
-BLOCKED_DIR = AUTH_DIR / "blocked"
 # Set by the proxy on protected ports (how the request was let in), removed everywhere else:
 # the portal's own origin check trusts it.
 AUTH_HEADER = "X-Llama-Images-Auth"
@@ -59,8 +57,8 @@ class Auth:
     excluded_ports: frozenset[int] = field(default_factory=frozenset)
     cookie: str = "llama_000000000000_auth"  # this instance's session cookie (access.cookie_name)
     cors_origins: tuple[str, ...] = ()
-    verifier_socket: Path = VERIFIER_SOCKET
-    blocked_dir: Path = BLOCKED_DIR
+    verifier_socket: Path = paths.VERIFIER_SOCKET
+    blocked_dir: Path = paths.BLOCKED_DIR
 
     def protects(self, port: int) -> bool:
         return self.enabled and port not in self.excluded_ports
@@ -411,8 +409,8 @@ def caddy_config(
     services: Sequence[Service],
     auth: Auth,
     tls: Tls | None = None,
-    status_dir: Path = STATUS_DIR,
-    storage: Path = Path("/run/llama-images/caddy"),
+    status_dir: Path = paths.STATUS_DIR,
+    storage: Path = paths.CADDY_STORAGE_DIR,
 ) -> dict[str, Any]:
     """Caddy's config for every published service (enabled, not a link only). Caddy's own admin
     API is off: the config is rendered each time program proxy starts, so restarting it applies

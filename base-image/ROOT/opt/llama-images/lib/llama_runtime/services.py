@@ -22,9 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-SHIPPED_DIR = Path("/etc/llama-images/services.d")
-RUNTIME_DIR = Path("/run/llama-images/services.d")
-STATUS_DIR = Path("/run/llama-images/status")
+from . import paths
 
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 # Key -> (type, required). `name` must equal the file's stem.
@@ -39,6 +37,7 @@ KEYS: dict[str, tuple[type, bool]] = {
     "essential": (bool, False),
     "enabled_by": (str, False),
     "host": (str, False),
+    "files": (list, False),
 }
 
 
@@ -61,6 +60,7 @@ class Service:
     essential: bool = False
     enabled_by: str | None = None  # env var that turns the service off when "false"
     host: str = "127.0.0.1"  # where the proxy reaches it
+    files: tuple[str, ...] = ()  # its files in the image: Supervisor program, start script, boot step
     enabled: bool = True
     link_only: bool = False  # a PORTAL_CONFIG entry with external == internal: a portal link, not proxied
     off_reason: str = ""  # why it is off (enabled False): shown by the portal and the program's log
@@ -100,8 +100,8 @@ class Loaded:
 
 
 def load_services(
-    shipped_dir: Path = SHIPPED_DIR,
-    runtime_dir: Path = RUNTIME_DIR,
+    shipped_dir: Path = paths.SHIPPED_SERVICES_DIR,
+    runtime_dir: Path = paths.RUNTIME_SERVICES_DIR,
     environ: Mapping[str, str] | None = None,
 ) -> Loaded:
     """Every declared service, runtime overrides and PORTAL_CONFIG applied, sorted by external
@@ -174,6 +174,8 @@ def value_problem(key: str, value: Any) -> str | None:
         return "must start with '/'"
     if key == "name" and not NAME.fullmatch(value):
         return "is not a service name (lowercase letters, digits, '-', '_')"
+    if key == "files" and not all(isinstance(item, str) and item.startswith("/") for item in value):
+        return "must list paths in the image, each starting with '/'"
     return None
 
 
@@ -186,12 +188,13 @@ def service_from(path: Path, data: Mapping[str, Any], problems: list[str]) -> Se
     if good["name"] != path.stem:
         problems.append(f"{path}: name = {good['name']!r} must equal the file name {path.stem!r}; service skipped")
         return None
-    return Service(**good)
+    return Service(**{**good, "files": tuple(good.get("files", ()))})
 
 
 def override(path: Path, service: Service, data: Mapping[str, Any], problems: list[str]) -> Service:
     good = check_values(path, data, problems, partial=True)
     good.pop("name", None)
+    good.pop("files", None)  # what the image holds, not something a boot step changes
     return replace(service, **good)
 
 

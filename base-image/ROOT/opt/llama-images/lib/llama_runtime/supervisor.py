@@ -1,4 +1,4 @@
-"""Supervisor's XML-RPC interface over its unix socket (/run/supervisor.sock), stdlib only."""
+"""Supervisor's XML-RPC interface over its unix socket (paths.SUPERVISOR_SOCKET), stdlib only."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import socket
 import xmlrpc.client
 from typing import Any
 
-SOCKET = "/run/supervisor.sock"
+from . import paths
+
+SOCKET = str(paths.SUPERVISOR_SOCKET)
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

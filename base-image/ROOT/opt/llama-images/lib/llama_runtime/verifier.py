@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
-from . import access, proxy
-
-SETTINGS_FILE = proxy.AUTH_DIR / "settings.json"
+from . import access, paths, proxy
 
 
 @dataclass(frozen=True)
@@ -258,9 +256,9 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 def serve(
-    settings_file: Path = SETTINGS_FILE,
-    socket_path: Path = proxy.VERIFIER_SOCKET,
-    blocked_dir: Path = proxy.BLOCKED_DIR,
+    settings_file: Path = paths.VERIFIER_SETTINGS_FILE,
+    socket_path: Path = paths.VERIFIER_SOCKET,
+    blocked_dir: Path = paths.BLOCKED_DIR,
 ) -> int:
     deadline = time.monotonic() + 30
     while not settings_file.is_file():

@@ -37,7 +37,7 @@ from . import hub
 from .caches import adopt, in_cache, link_snapshot, serve_cached, write_text
 from .config import ModelSource, Plan, mask_url
 from .hub import HubError, RepoCache, RepoFile, Transfer
-from .service import die_with_parent
+from .watch import die_with_parent
 
 USER_AGENT = "llama-images"
 REDIRECTS = 5
@@ -397,23 +397,7 @@ def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None
     if stalled:
         raise DownloadError(stalled)
     if code == 0:
-        for transfer in transfers:
-            size = Path(transfer.path).stat().st_size if Path(transfer.path).exists() else -1
-            if transfer.size >= 0 and size != transfer.size:
-                discard(transfer.path)
-                raise DownloadError(f"download failed: {transfer.shown} has {size} bytes, not {transfer.size}")
-        mismatched = []
-        for transfer in transfers:
-            if transfer.path in hashes:
-                ui.status(f"checking {transfer.shown} (sha256)")
-                if hashes[transfer.path].finish() != transfer.sha256:
-                    discard(transfer.path)  # never kept, never served: fetched again from scratch
-                    mismatched.append(transfer.shown)
-        if mismatched:
-            raise DownloadError(
-                f"download failed: sha256 mismatch: {', '.join(mismatched)} is not what the hub published "
-                "(the corrupt download was discarded)"
-            )
+        check_downloaded(transfers, hashes, ui)
         took = max(time.monotonic() - started, 0.001)
         total = sum(max(t.size, 0) for t in transfers)
         names = ", ".join(t.shown for t in transfers)
@@ -427,6 +411,28 @@ def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None
             discard(transfer.path)
     meaning = ARIA2_EXIT.get(code, f"aria2c exit status {code}")
     raise DownloadError(f"download failed: {meaning}" + (f": {detail}" if detail and detail != meaning else ""))
+
+
+def check_downloaded(transfers: Sequence[Transfer], hashes: Mapping[str, FollowingHash], ui: Ui) -> None:
+    """Each file as long as the hub said and, where it published one, of its sha256; a file that
+    is not is discarded (never kept, never served: fetched again from scratch) and named."""
+    for transfer in transfers:
+        size = Path(transfer.path).stat().st_size if Path(transfer.path).exists() else -1
+        if transfer.size >= 0 and size != transfer.size:
+            discard(transfer.path)
+            raise DownloadError(f"download failed: {transfer.shown} has {size} bytes, not {transfer.size}")
+    mismatched = []
+    for transfer in transfers:
+        if transfer.path in hashes:
+            ui.status(f"checking {transfer.shown} (sha256)")
+            if hashes[transfer.path].finish() != transfer.sha256:
+                discard(transfer.path)
+                mismatched.append(transfer.shown)
+    if mismatched:
+        raise DownloadError(
+            f"download failed: sha256 mismatch: {', '.join(mismatched)} is not what the hub published "
+            "(the corrupt download was discarded)"
+        )
 
 
 class FollowingHash(threading.Thread):

@@ -12,6 +12,7 @@ script (llama.sh) finds the marker, removes it and exits at once, before Python 
 `startretries=0` that is FATAL. A fresh start
 (`supervisorctl start/restart llama`, the portal, `docker restart`) finds no marker and begins
 again with a full count. A llama-server that served and then died is started again at once.
+Each start is watched in watch.py.
 
 Stdlib only: this runs with the image's own python3 (>= 3.11).
 """
@@ -21,92 +22,52 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pty
-import shutil
 import signal
-import struct
 import subprocess
 import sys
-import termios
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llama_runtime.services import RUNTIME_DIR, SHIPPED_DIR, STATUS_DIR, load_services
+from llama_runtime import paths as runtime_paths
+from llama_runtime.files import write_atomically, write_private
+from llama_runtime.services import load_services
 
-from . import gpu, output
+from . import gpu
 from .config import ConfigError, Plan, make_plan, mask, shown_command
+from .paths import GAVE_UP_FILE, OVERRIDE_FILE, PRESET_FILE, SERVICE, STATUS_FILE, SUPERVISOR_PROGRAM_FILE
+from .watch import PROGRESS_LOG_SECONDS, Attempt, Watch, host_for_url, log
 
 if TYPE_CHECKING:
     from .download import Prepared
 
-NAME = "llama"
-OVERRIDE = RUNTIME_DIR / f"{NAME}.toml"
 NO_OVERRIDES = Path("/nonexistent")  # the port before this program's own override
-STATUS = STATUS_DIR / NAME
-STATE_DIR = Path("/run/llama-images/llama")
-# Written here when the launcher gives up; read and removed by /opt/supervisor-scripts/llama.sh.
-GAVE_UP = STATE_DIR / "gave-up"
-PID_FILE = STATE_DIR / "llama-server.pid"
-PRESET = STATE_DIR / "models.ini"
-# Requests llama-server has served since it started, counted from its output (its /metrics has
-# no such counter); the portal's model panel shows it.
-REQUESTS_SERVED = STATE_DIR / "requests-served"
-SUPERVISOR_PROGRAM = Path("/etc/supervisor/conf.d/llama.conf")
 FALLBACK_PORT = 18000
 # How long llama-server gets to end after SIGTERM when the program is stopped, counted from the
 # SIGTERM Supervisor sends: below llama.conf's stopwaitsecs (5), so the launcher ends it (and
 # writes the status "stopped") before Supervisor kills the whole group.
 STOP_GRACE_SECONDS = 3.5
-# How long a llama-server that stalled gets to end after SIGTERM (no Supervisor stop pending).
-STALL_GRACE_SECONDS = 8.0
-PROGRESS_LOG_SECONDS = 5.0
-ROUTER_POLL_SECONDS = 3.0
-
-
-def log(message: str) -> None:
-    print(f"[llama] {message}", flush=True)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Like write_atomically, for a file only root may read (0600 from its creation on): a file
-    left by an earlier run is removed first, as an existing file keeps its mode when reopened."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    temporary.replace(path)
 
 
 def set_status(line: str) -> None:
     """The one line the proxy's 503 and the portal show for this service."""
     with contextlib.suppress(OSError):
-        write_atomically(STATUS, line.replace("\n", " ")[:300] + "\n")
+        write_atomically(STATUS_FILE, line.replace("\n", " ")[:300] + "\n")
 
 
 def declaration(env: Mapping[str, str]) -> tuple[int, dict[int, str]]:
     """llama's internal port as declared (the shipped file, then PORTAL_CONFIG: what the proxy
     dials unless LLAMA_ARGS moves it), and the ports the other services and the proxy use. Read
     with the base runtime's own loader, so both sides see one declaration."""
-    loaded = load_services(SHIPPED_DIR, NO_OVERRIDES, env)
+    loaded = load_services(runtime_paths.SHIPPED_SERVICES_DIR, NO_OVERRIDES, env)
     default = FALLBACK_PORT
     taken: dict[int, str] = {}
     for service in loaded.services:
         if service.enabled:
             taken[service.external_port] = f"the proxy (external port of {service.name!r})"
-        if service.name == NAME:
+        if service.name == SERVICE:
             default = service.internal_port
         elif service.enabled:
             taken.setdefault(service.internal_port, f"service {service.name!r}")
@@ -120,8 +81,8 @@ def startsecs() -> float:
 
     parser = configparser.RawConfigParser(inline_comment_prefixes=(";",))
     with contextlib.suppress(OSError, configparser.Error, ValueError):
-        parser.read(SUPERVISOR_PROGRAM)
-        return float(parser.get(f"program:{NAME}", "startsecs"))
+        parser.read(SUPERVISOR_PROGRAM_FILE)
+        return float(parser.get(f"program:{SERVICE}", "startsecs"))
     return 3.0
 
 
@@ -134,16 +95,17 @@ def publish_port(plan: Plan | None, default_port: int) -> None:
     if plan is not None and plan.listen.reach_host != "127.0.0.1":
         lines.append(f"host = {json.dumps(plan.listen.reach_host)}")
     if lines:
-        header = "# Written at boot from LLAMA_ARGS; replaces keys of /etc/llama-images/services.d/llama.toml.\n"
-        write_atomically(OVERRIDE, header + "\n".join(lines) + "\n")
+        shipped = runtime_paths.SHIPPED_SERVICES_DIR / OVERRIDE_FILE.name
+        header = f"# Written at boot from LLAMA_ARGS; replaces keys of {shipped}.\n"
+        write_atomically(OVERRIDE_FILE, header + "\n".join(lines) + "\n")
     else:
-        OVERRIDE.unlink(missing_ok=True)
+        OVERRIDE_FILE.unlink(missing_ok=True)
 
 
 def boot(env: Mapping[str, str]) -> int:
     """Boot step: start afresh, publish the port, say what comes. Never fails the boot: a bad
     setting is reported once, by the program when it starts."""
-    GAVE_UP.unlink(missing_ok=True)
+    GAVE_UP_FILE.unlink(missing_ok=True)
     default_port, taken = declaration(env)
     try:
         plan = make_plan(env, default_port, taken)
@@ -189,7 +151,7 @@ def serve(env: Mapping[str, str]) -> int:
     # Give up: make sure Supervisor counts this run as started, so it starts the program again,
     # and that start finds the marker (see the module docstring).
     time.sleep(max(0.0, startsecs() + 1.5 - (time.monotonic() - born)))
-    write_atomically(GAVE_UP, gave_up + "\n")
+    write_atomically(GAVE_UP_FILE, gave_up + "\n")
     return 1
 
 
@@ -204,15 +166,6 @@ def warn_exposure(plan: Plan) -> None:
     log("WARNING: whoever reaches that address reaches llama-server WITHOUT the proxy's token.")
     log("WARNING: leave --host out (127.0.0.1) to serve only through the proxy on its external port.")
     log(banner)
-
-
-@dataclass
-class Attempt:
-    """How one start of llama-server ended."""
-
-    served: bool  # it answered /health with 200 before it ended
-    cause: str = ""
-    final: bool = False  # starting again cannot help (its arguments were refused)
 
 
 class Runner:
@@ -273,10 +226,11 @@ class Runner:
         preset = None
         if self.plan.router and self.plan.sources:
             try:
-                write_private(PRESET, self.plan.preset())  # URLs in it may carry credentials
+                PRESET_FILE.parent.mkdir(parents=True, exist_ok=True)  # not root-only: only the preset is private
+                write_private(PRESET_FILE, self.plan.preset())  # URLs in it may carry credentials
             except OSError as exc:
-                return Attempt(served=False, cause=f"cannot write {PRESET}: {exc.strerror}")
-            preset = str(PRESET)
+                return Attempt(served=False, cause=f"cannot write {PRESET_FILE}: {exc.strerror}")
+            preset = str(PRESET_FILE)
         for source in self.plan.sources:
             if source.kind == "url":
                 directory = Path(source.download_path(self.plan.cache)).parent
@@ -344,196 +298,6 @@ class Runner:
         return env
 
 
-class Watch:
-    """One llama-server process: its output copied to the log (secrets masked), its progress
-    and health turned into status lines, a download that stops moving ended."""
-
-    def __init__(self, runner: Runner, command: list[str]) -> None:
-        self.runner = runner
-        self.plan = runner.plan
-        self.command = command
-        self.lines: list[str] = []
-        self.activity = time.monotonic()
-        self.download: output.Progress | None = None
-        self.logged_progress = (0.0, -1)
-        self.stalled = ""  # why the watch ended a start that stopped moving
-        self.requests = 0
-        self.published_requests = -1
-        self.lock = threading.Lock()
-
-    def run(self) -> Attempt:
-        with contextlib.suppress(OSError):
-            REQUESTS_SERVED.unlink(missing_ok=True)  # counted afresh for this llama-server
-        reader, writer = open_terminal()
-        try:
-            process = subprocess.Popen(
-                [*die_with_parent(), *self.command],
-                stdin=subprocess.DEVNULL,
-                stdout=writer,
-                stderr=writer,
-                env=self.runner.child_environment(),
-            )
-        except OSError as exc:
-            os.close(reader)
-            os.close(writer)
-            return Attempt(served=False, cause=f"cannot run llama-server: {exc.strerror}", final=True)
-        os.close(writer)
-        self.runner.process = process
-        with contextlib.suppress(OSError):
-            write_atomically(PID_FILE, f"{process.pid}\n")
-        copier = threading.Thread(target=self.copy_output, args=(reader,), daemon=True)
-        copier.start()
-        served = self.watch(process)
-        copier.join(timeout=5)
-        PID_FILE.unlink(missing_ok=True)
-        self.runner.process = None
-        return self.outcome(process, served)
-
-    def watch(self, process: subprocess.Popen[bytes]) -> bool:
-        """Until llama-server ends (or is ended): whether it served. Until it answers, its state
-        is checked twice a second; once it serves, only router mode's model list, now and then."""
-        served = False
-        cache_bytes = -1
-        while True:
-            try:
-                process.wait(timeout=ROUTER_POLL_SECONDS if served else 0.5)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if self.runner.stopping.is_set():
-                terminate(process, self.runner.stop_deadline - time.monotonic())
-                break
-            if served:
-                self.publish_requests()
-                summary = self.router_summary() if self.plan.router else None
-                if summary:
-                    self.runner.status(summary)
-                continue
-            health = self.health()
-            if health == 200:
-                served = True
-                self.publish_requests()
-                log(f"ready: serving {self.plan.model_name} on {self.plan.listen.host}:{self.plan.listen.port}")
-                summary = self.router_summary() if self.plan.router else None
-                self.runner.status(summary or f"serving {self.plan.model_name}")
-                continue
-            if health == 503:
-                self.runner.status("loading model")
-                continue
-            # Nothing listens yet: a download, or a stall.
-            with self.lock:
-                download = self.download
-            if download is not None and download.percent < 100:
-                self.runner.status(f"downloading {download.file} {download.percent}%")
-            size = downloading_bytes(self.plan.cache)
-            with self.lock:
-                if size != cache_bytes:
-                    cache_bytes = size
-                    self.activity = time.monotonic()
-                idle = time.monotonic() - self.activity
-            if idle > self.plan.retries.stall_timeout:
-                self.stalled = f"no output and no download progress for {self.plan.retries.stall_timeout:g} s"
-                terminate(process, STALL_GRACE_SECONDS)
-                break
-        process.wait()
-        return served
-
-    def publish_requests(self) -> None:
-        with self.lock:
-            count = self.requests
-        if count != self.published_requests:
-            with contextlib.suppress(OSError):
-                write_atomically(REQUESTS_SERVED, f"{count}\n")
-            self.published_requests = count
-
-    def health(self) -> int:
-        """HTTP status of /health, 0 when nothing answers."""
-        # Imported here, after llama-server is started: urllib is a tenth of the launcher's
-        # start-up, which is on the way to the first answer (docs/benchmarks.md).
-        import urllib.error
-        import urllib.request
-
-        url = f"http://{host_for_url(self.plan.listen.reach_host)}:{self.plan.listen.port}/health"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                return int(answer.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except (OSError, ValueError):
-            return 0
-
-    def router_summary(self) -> str | None:
-        import urllib.request
-
-        url = f"http://{host_for_url(self.plan.listen.reach_host)}:{self.plan.listen.port}/v1/models"
-        request = urllib.request.Request(url)
-        key = self.plan.secrets.get("LLAMA_API_KEY", "").split(",")[0].strip()
-        if key:
-            request.add_header("Authorization", f"Bearer {key}")
-        try:
-            with urllib.request.urlopen(request, timeout=3) as answer:
-                return output.router_summary(json.loads(answer.read()))
-        except (OSError, ValueError):
-            return None
-
-    def copy_output(self, reader: int) -> None:
-        """llama-server's output to ours (Supervisor's log), line by line, secrets masked;
-        its progress bars become a progress line every few seconds."""
-        pending = ""
-        while True:
-            try:
-                chunk = os.read(reader, 65536)
-            except OSError:  # EIO: every writer has closed the terminal
-                chunk = b""
-            if not chunk:
-                break
-            segments, pending = output.split_output(pending + chunk.decode(errors="replace"))
-            for segment in segments:
-                self.take(segment)
-        if pending:
-            self.take(pending)
-        os.close(reader)
-
-    def take(self, segment: str) -> None:
-        line = output.clean(segment)
-        if not line:
-            return
-        with self.lock:
-            self.activity = time.monotonic()
-        found = output.progress(line)
-        if found is not None:
-            with self.lock:
-                self.download = found
-            last_time, last_percent = self.logged_progress
-            now = time.monotonic()
-            if found.percent != last_percent and (now - last_time >= PROGRESS_LOG_SECONDS or found.percent == 100):
-                self.logged_progress = (now, found.percent)
-                log(f"downloading {found.file}: {found.percent}%")
-            return
-        line = mask(line, self.runner.secrets)
-        with self.lock:
-            self.requests += output.request_done(line)
-            self.lines.append(line)
-            del self.lines[:-400]
-        print(line, flush=True)
-
-    def outcome(self, process: subprocess.Popen[bytes], served: bool) -> Attempt:
-        code = process.returncode
-        ended = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-        with self.lock:
-            lines = list(self.lines)
-        diagnosed = gpu.failure_cause(lines, self.runner.gpu.facts)  # a CUDA error, with its fix
-        if served:
-            return Attempt(served=True, cause=f"{ended}; {diagnosed}" if diagnosed else ended)
-        cause = (
-            self.stalled
-            or diagnosed
-            or output.failure_cause(lines)
-            or f"llama-server ended ({ended}) before it answered"
-        )
-        return Attempt(served=False, cause=mask(cause, self.runner.secrets), final=output.is_argument_error(lines))
-
-
 def file_problem(name: str) -> str | None:
     """What keeps a model file from loading, as the end of a sentence starting with its name."""
     path = Path(name).expanduser()
@@ -549,58 +313,6 @@ def file_problem(name: str) -> str | None:
     if magic != b"GGUF":
         return f" is not a GGUF file (it starts with {magic!r}, not b'GGUF')"
     return None
-
-
-def open_terminal() -> tuple[int, int]:
-    """(read end, write end) for llama-server's output: a pseudo-terminal, because llama-server
-    draws download progress only on a terminal; a pipe where no terminal can be had."""
-    try:
-        reader, writer = pty.openpty()
-    except OSError:
-        return os.pipe()
-    attributes = termios.tcgetattr(writer)
-    attributes[1] &= ~termios.OPOST  # no "\n" -> "\r\n"
-    termios.tcsetattr(writer, termios.TCSANOW, attributes)
-    with contextlib.suppress(OSError):
-        import fcntl
-
-        fcntl.ioctl(writer, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
-    return reader, writer
-
-
-def die_with_parent() -> list[str]:
-    """A prefix that makes llama-server end when this program dies without stopping it (SIGKILL):
-    util-linux's setpriv sets the parent-death signal, then runs it in the same process."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
-
-
-def terminate(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM, then SIGKILL after `grace` seconds (at once when `grace` is not positive)."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        process.wait(timeout=max(grace, 0.0))
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.wait()
-
-
-def host_for_url(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def downloading_bytes(cache: str) -> int:
-    """Bytes in unfinished downloads under the cache (llama-server's *.downloadInProgress)."""
-    total = 0
-    with contextlib.suppress(OSError):
-        for path in Path(cache).rglob("*.downloadInProgress"):
-            with contextlib.suppress(OSError):
-                total += path.stat().st_size
-    return total
 
 
 def status_line(warning: str, line: str) -> str:

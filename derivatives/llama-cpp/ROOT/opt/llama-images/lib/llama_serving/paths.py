@@ -1,0 +1,22 @@
+"""Where the llama launcher keeps its files: its part of the images' paths (the runtime's are
+llama_runtime/paths.py). llama.sh reads them from `paths.sh` beside this file, generated from it
+(`nox -s generate`; a unit test regenerates it and compares). Stdlib only."""
+
+from __future__ import annotations
+
+from llama_runtime import paths
+
+SERVICE = "llama"
+LAUNCHER_DIR = paths.service_run_dir(SERVICE)  # this boot's files of the launcher
+# Written when the launcher gives up; read and removed by /opt/supervisor-scripts/llama.sh.
+GAVE_UP_FILE = LAUNCHER_DIR / "gave-up"
+PID_FILE = LAUNCHER_DIR / "llama-server.pid"
+PRESET_FILE = LAUNCHER_DIR / "models.ini"  # router mode's models (root-only: URLs may carry credentials)
+# Requests llama-server has served since it started, counted from its output (its /metrics has
+# no such counter); the portal's model panel shows it.
+REQUESTS_SERVED_FILE = LAUNCHER_DIR / "requests-served"
+STATUS_FILE = paths.status_file(SERVICE)
+OVERRIDE_FILE = paths.RUNTIME_SERVICES_DIR / f"{SERVICE}.toml"  # the effective port, for the proxy
+SUPERVISOR_PROGRAM_FILE = paths.SUPERVISOR_PROGRAMS_DIR / f"{SERVICE}.conf"
+
+SHELL_PREFIX = "LLAMA_SERVING_"
