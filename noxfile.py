@@ -91,12 +91,13 @@ def lock(session: nox.Session) -> None:
     """Re-resolve the image's Python environments (base-image/python/*.in) into hash-pinned
     *.txt files for every platform and Python >= 3.12 the upstreams carry."""
     session.install(UV)
-    for name in LOCKED_ENVIRONMENTS:
-        source = ROOT / "base-image" / "python" / f"{name}.in"
-        session.run(
-            "uv", "pip", "compile", "--quiet", "--universal", "--python-version", "3.12", "--generate-hashes",
-            "--custom-compile-command", "nox -s lock", str(source), "-o", str(source.with_suffix(".txt")),
-        )  # fmt: skip
+    # From the files' folder: the *.txt files name their source as `-r <name>.in`, wherever this runs.
+    with session.chdir(ROOT / "base-image" / "python"):
+        for name in LOCKED_ENVIRONMENTS:
+            session.run(
+                "uv", "pip", "compile", "--quiet", "--universal", "--python-version", "3.12", "--generate-hashes",
+                "--custom-compile-command", "nox -s lock", f"{name}.in", "-o", f"{name}.txt",
+            )  # fmt: skip
 
 
 @nox.session(python=False)

@@ -351,3 +351,17 @@ def test_jupyterlab_works_in_the_browser_with_the_login(portal_container: Any, b
         " body: JSON.stringify({type: 'notebook'})}).then(r => done(r.status));"
     )
     assert created == 201
+
+
+def test_the_reference_images_jupyter_terminal_link_opens_a_terminal(
+    portal_container: Any, browser: webdriver.Chrome
+) -> None:
+    # The reference's default PORTAL_CONFIG links "Jupyter Terminal" to Notebook 7's /terminals/1.
+    jupyter = host_port(portal_container, 8080)
+    browser.get(f"http://127.0.0.1:{jupyter}/terminals/1?token={TOKEN}")
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Terminal"))
+    assert browser.current_url == f"http://127.0.0.1:{jupyter}/terminals/1"
+    terminals = browser.execute_async_script(
+        "const done = arguments[0]; fetch('/api/terminals').then(r => r.json()).then(done);"
+    )
+    assert [terminal["name"] for terminal in terminals] == ["1"]
