@@ -8,6 +8,7 @@
 #   - debootstrap, which creates upstream images that cannot be pulled,
 #   - with --test-tools: what the tests need besides the engine (Debian's chromium and
 #     chromium-driver for the portal's browser test, aria2 for the launcher's download tests).
+# With --empty-registry (invoke clean) it only empties the loopback registry it started.
 # Every part is checked first and left alone when it already works, so a host that has an
 # engine is not touched. Re-running is safe.
 set -euo pipefail
@@ -173,12 +174,30 @@ install_test_tools() {
     install_packages "${missing[@]}"
 }
 
-main() {
-    if [ "${1:-}" = "--test-tools" ]; then
-        install_test_tools
-    elif [ -n "${1:-}" ]; then
-        die "unknown option $1 (known: --test-tools)"
+# The loopback registry this script started (its config file is ours) is emptied by stopping it,
+# removing its storage and starting it again: each test run pushes to new namespaces there.
+empty_registry() {
+    local pid
+    if ! pid=$(pgrep -f "^docker-registry serve $STATE_DIR/registry.yml\$" | head -n 1) || [ -z "$pid" ]; then
+        log "the registry at $REGISTRY_ADDR was not started by this script; left as it is"
+        return 0
     fi
+    require_root "emptying the loopback registry"
+    kill "$pid"
+    registry_stopped() { ! registry_ready && ! pgrep -f "^docker-registry serve $STATE_DIR/registry.yml\$" >/dev/null; }
+    wait_until registry_stopped 30 "the registry's stop" "$LOG_DIR/registry.log"
+    log "emptying the loopback registry ($(du -sh "$STATE_DIR/registry" 2>/dev/null | cut -f1) in $STATE_DIR/registry)"
+    rm -rf "$STATE_DIR/registry"
+    start_registry
+}
+
+main() {
+    case "${1:-}" in
+        --test-tools) install_test_tools ;;
+        --empty-registry) empty_registry; return 0 ;;
+        "") ;;
+        *) die "unknown option $1 (known: --test-tools, --empty-registry)" ;;
+    esac
     if engine_ready && buildx_ready && ! engine_is_ours; then
         local missing=()
         registry_ready || missing+=("no registry at $REGISTRY_ADDR")

@@ -32,7 +32,8 @@ def provision_engine(root: Path, arguments: EngineArguments) -> None:
 
 
 def forget_images(root: Path, arguments: None) -> None:
-    """Everything this project built, and the build cache: the next build starts cold."""
+    """Everything this project built, the build cache and what the tests pushed to the loopback
+    registry: the next build starts cold."""
     images = files.load_matrix(root / MATRIX_FILE).images
     test_namespace = os.environ.get(TEST_NAMESPACE_VARIABLE, "").strip()
     repositories = {(images.namespace, images.repository), (images.namespace, images.base_repository)}
@@ -41,6 +42,7 @@ def forget_images(root: Path, arguments: None) -> None:
     for reference in removed:
         print(f"removed {reference}")
     print(f"removed {len(removed)} image(s) and the build cache")
+    engine.empty_loopback_registry(root)
 
 
 def show_matrix(root: Path, selection: Selection) -> None:

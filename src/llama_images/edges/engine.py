@@ -88,10 +88,20 @@ def provision(root: Path, test_tools: bool = False) -> None:
 
     The script leaves whatever already works alone, so this is cheap on a ready host.
     """
+    run_provision_script(root, *(["--test-tools"] if test_tools else []))
+
+
+def empty_loopback_registry(root: Path) -> None:
+    """Empty the loopback registry `invoke engine` started (test runs push to new namespaces
+    there each time); a registry started otherwise is left alone."""
+    run_provision_script(root, "--empty-registry")
+
+
+def run_provision_script(root: Path, *flags: str) -> None:
     script = root / PROVISION_SCRIPT
     if not script.is_file():
         raise EngineError(f"{script} is missing: run the task in a llama-images checkout")
-    result = subprocess.run(["bash", str(script), *(["--test-tools"] if test_tools else [])], check=False)
+    result = subprocess.run(["bash", str(script), *flags], check=False)
     if result.returncode != 0:
         raise EngineError(f"{PROVISION_SCRIPT} failed (exit {result.returncode}); see its output above")
 
