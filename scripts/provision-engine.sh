@@ -53,11 +53,17 @@ mirror_uri() {
     printf '%s\n' "${uri:-http://deb.debian.org/debian}"
 }
 
-install_packages() {
-    local missing=() pkg
+# The packages among the arguments that are not installed, one per line.
+missing_packages() {
+    local pkg
     for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || printf '%s\n' "$pkg"
     done
+}
+
+install_packages() {
+    local missing=()
+    mapfile -t missing < <(missing_packages "$@")
     [ "${#missing[@]}" -eq 0 ] && return 0
     log "installing Debian packages: ${missing[*]}"
     apt-get update -qq
@@ -162,10 +168,8 @@ engine_is_ours() {
 }
 
 install_test_tools() {
-    local missing=() pkg
-    for pkg in "${TEST_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-    done
+    local missing=()
+    mapfile -t missing < <(missing_packages "${TEST_PACKAGES[@]}")
     [ "${#missing[@]}" -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
         log "the tests need ${missing[*]}: install them (apt-get install ${missing[*]}); those tests skip until then"

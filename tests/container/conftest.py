@@ -14,8 +14,11 @@ import docker
 import pytest
 from llama_runtime.services import Service, load_services
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from llama_images.edges.engine import LOCAL_REGISTRY
 from tests import shipped
@@ -150,3 +153,16 @@ def browser() -> Iterator[webdriver.Chrome]:
         yield driver
     finally:
         driver.quit()
+
+
+def click(wait: WebDriverWait[webdriver.Chrome], selector: str) -> None:
+    """Click the element, retrying when a redraw replaced it between finding and clicking."""
+
+    def clicked(driver: webdriver.Chrome) -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return True
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+
+    wait.until(clicked)

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import websocket
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.container.conftest import ARTIFACTS, CPU_IMAGE, loopback_ports, wait_for
+from tests.container.conftest import ARTIFACTS, CPU_IMAGE, click, loopback_ports, wait_for
 from tests.container.runtime_support import (
     TOKEN,
     bearer,
@@ -67,19 +67,6 @@ def state_of(driver: webdriver.Chrome, service: str) -> str:
         return cells[0].get_attribute("data-state") or "" if cells else ""
     except StaleElementReferenceException:
         return ""
-
-
-def click(wait: WebDriverWait[webdriver.Chrome], selector: str) -> None:
-    """Click the element, retrying when a redraw replaced it between finding and clicking."""
-
-    def clicked(driver: webdriver.Chrome) -> bool:
-        try:
-            driver.find_element(By.CSS_SELECTOR, selector).click()
-            return True
-        except (StaleElementReferenceException, NoSuchElementException):
-            return False
-
-    wait.until(clicked)
 
 
 def test_the_portal_in_a_browser_lists_services_and_restarts_one(

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.container.conftest import ARTIFACTS, CPU_IMAGE, loopback_ports
+from tests.container.conftest import ARTIFACTS, CPU_IMAGE, click, loopback_ports
 from tests.container.runtime_support import TOKEN, bearer, host_port, request, wait_answering
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
@@ -101,17 +101,6 @@ MODEL_ROWS = (
     "return [...document.querySelectorAll('#models tbody tr')].map(r => "
     "({id: r.dataset.model, state: r.dataset.state, cells: [...r.cells].map(c => c.innerText)}))"
 )
-
-
-def click(wait: WebDriverWait[webdriver.Chrome], selector: str) -> None:
-    def clicked(driver: webdriver.Chrome) -> bool:
-        try:
-            driver.find_element(By.CSS_SELECTOR, selector).click()
-            return True
-        except (StaleElementReferenceException, NoSuchElementException):
-            return False
-
-    wait.until(clicked)
 
 
 def until(wait: WebDriverWait[webdriver.Chrome], check: Callable[[webdriver.Chrome], Any]) -> Any:
