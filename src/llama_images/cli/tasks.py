@@ -54,8 +54,8 @@ TASKS: tuple[TaskSpec[Any], ...] = (
     TaskSpec(
         "clean",
         "Remove from the engine every image this project built or stood in for (local upstreams, llamaimages* "
-        "images, the matrix's repositories in its namespace, $LLAMA_IMAGES_TEST_NAMESPACE) and the build cache: "
-        "the next build starts cold, as on a fresh machine.",
+        "images, the matrix's repositories in its namespace, $LLAMA_IMAGES_TEST_NAMESPACE) and the build cache, "
+        "and empty the loopback registry `invoke engine` started: the next build starts cold, as on a fresh machine.",
         (), arguments.no_arguments, build.forget_images,
     ),
     TaskSpec(
