@@ -77,6 +77,7 @@ class Watch:
                 stdout=writer,
                 stderr=writer,
                 env=self.runner.child_environment(),
+                **self.runner.credentials(),
             )
         except OSError as exc:
             os.close(reader)
