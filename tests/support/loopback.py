@@ -54,7 +54,9 @@ class Loopback:
 
 
 @contextmanager
-def serve(loopback: Loopback) -> Iterator[Loopback]:
+def serve(loopback: Loopback, host: str = "127.0.0.1") -> Iterator[Loopback]:
+    """Serve `loopback` on `host` (a container reaches the host at Docker's bridge gateway)."""
+
     class Handler(BaseHTTPRequestHandler):
         def handle_any(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -69,20 +71,21 @@ def serve(loopback: Loopback) -> Iterator[Loopback]:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":
+                    self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test)
 
-        do_GET = do_POST = handle_any
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = handle_any
 
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    loopback.url = f"http://127.0.0.1:{server.server_address[1]}"
+    loopback.url = f"http://{host}:{server.server_address[1]}"
     try:
         yield loopback
     finally:

@@ -269,11 +269,13 @@ def locked(target: str) -> Iterator[None]:
         return
     lock = Path(target + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    with contextlib.suppress(OSError):
-        lock.unlink()
+    try:
+        with lock.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
