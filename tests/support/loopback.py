@@ -1,4 +1,5 @@
-"""Loopback HTTP servers the tests start: a GitHub releases API and a Slack webhook receiver.
+"""Loopback HTTP servers the tests start: a GitHub releases API, a Slack webhook receiver, a
+directory of files.
 
 Each answers from a script of responses per path (the last one repeats), and records every
 request it got, so tests assert what the code under test really sent.
@@ -6,6 +7,7 @@ request it got, so tests assert what the code under test really sent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -13,7 +15,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -135,3 +138,23 @@ def sha256_of(tag: str, cuda: str, arch: str | None) -> str:
 
 
 CURRENT = (("12.8", "amd64"), ("12.8", "arm64"))
+
+
+@contextmanager
+def serve_directory(root: Path, host: str = "127.0.0.1") -> Iterator[str]:
+    """The files under `root` over plain HTTP (GET and HEAD; git's dumb protocol works with it);
+    yields the base URL."""
+    handler = functools.partial(QuietFiles, directory=str(root))
+    server = ThreadingHTTPServer((host, 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
