@@ -85,7 +85,7 @@ def test_portal_config_starts_what_its_labels_name_and_portal_yaml_says_so(conta
     assert program_states(container)["llama"] in {"EXITED", "STOPPED"}
     _, text = exec_text(container, "cat", "/etc/portal.yaml")
     apps = yaml.safe_load(text)["applications"]
-    assert set(apps) == {"Instance Portal", "Jupyter Terminal", "Docs"}
+    assert set(apps) == {"Instance Portal", "Jupyter", "Jupyter Terminal", "Docs"}  # Jupyter runs: it is listed
     assert sh(container, "test -r /etc/portal.yaml", user="user")[0] == 0
     log = exec_text(container, "supervisorctl", "tail", "-100000", "proxy")[1]
     assert "names 'Jupyter' in its label: jupyter runs on its declared port 8080" in log

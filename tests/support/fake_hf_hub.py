@@ -81,6 +81,7 @@ class HubRepo:
     files: dict[str, bytes]
     token: str | None = None  # gated: only this bearer token gets in
     commit: str = ""
+    lfs: tuple[str, ...] = (".gguf",)
 
     def __post_init__(self) -> None:
         if not self.commit:
@@ -95,7 +96,7 @@ class HubRepo:
                 "size": len(data),
                 "oid": _digest("git", data),
             }
-            if path.endswith(".gguf"):
+            if path.endswith(self.lfs):
                 # Large files live in Git LFS on the real hub; the lfs oid is the sha256.
                 entry["lfs"] = {"oid": _digest("sha256", data), "size": len(data), "pointerSize": 134}
             entries.append(entry)
@@ -119,6 +120,7 @@ class FakeHub:
     requests: list[RecordedRequest] = field(default_factory=list)
     cdn_port: int = 0
     tokens: set[str] = field(default_factory=set)  # tokens /api/whoami-v2 accepts besides the repos'
+    lfs: tuple[str, ...] = (".gguf",)  # file endings kept in Git LFS: sha256 in the tree, served by the CDN
     peak_downloads: int = 0  # the most file downloads (GET bodies) in flight at once
     bytes_sent: int = 0  # file bytes sent, both origins together
     _downloads: int = 0
@@ -129,7 +131,7 @@ class FakeHub:
     _link: _Bucket | None = None
 
     def add_repo(self, name: str, files: Mapping[str, bytes], token: str | None = None) -> HubRepo:
-        repo = HubRepo(name, dict(files), token)
+        repo = HubRepo(name, dict(files), token, lfs=self.lfs)
         self.repos[name] = repo
         return repo
 
@@ -280,7 +282,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         elif kind == "tree" and rest == repo.commit:
             self._json(200, repo.tree(), head)
         elif kind == "resolve" and (path := self._resolve(repo, rest)) is not None:
-            if hub.cdn and path.endswith(".gguf"):
+            if hub.cdn and path.endswith(hub.lfs):
                 self._redirect_to_cdn(repo, repo.files[path], head)
             else:
                 self._file(repo.commit, repo.files[path], head)

@@ -5,7 +5,9 @@ starts it as the reference image's `user` account (issue 27)."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -24,12 +26,18 @@ def llama_server_line(llama: Llama) -> tuple[str, str]:
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a quota below the CPUs seen needs a host with 2 CPUs or more")
 def test_under_a_cpu_quota_llama_server_runs_as_many_threads_as_the_quota_allows_and_as_user(
-    start_llama: Callable[..., Llama], models: Models
+    start_llama: Callable[..., Llama], models: Models, tmp_path: Path
 ) -> None:
     """What a user met: on a host showing 384 CPUs with a quota of 46, llama-server started 384
     threads. Here: --cpus 1 on a host of more CPUs."""
-    env = {"LLAMA_MODEL": models.path("tiny.gguf"), "LLAMA_SERVER_USER": "user"}
-    llama = start_llama(env=env, volumes=models.volumes, nano_cpus=1_000_000_000)
+    readable = tmp_path / "models"  # a model `user` may read (the test's own folders are root's only)
+    readable.mkdir(mode=0o755)
+    readable.chmod(0o755)
+    tmp_path.chmod(0o755)
+    shutil.copy(models.dir / "tiny.gguf", readable / "tiny.gguf")
+    (readable / "tiny.gguf").chmod(0o644)
+    env = {"LLAMA_MODEL": "/models/tiny.gguf", "LLAMA_SERVER_USER": "user"}
+    llama = start_llama(env=env, volumes={str(readable): "/models"}, nano_cpus=1_000_000_000)
     llama.wait_healthy(120)
     owner, args = llama_server_line(llama)
     assert "--threads 1 --threads-batch 1" in args, args
