@@ -13,6 +13,7 @@ import pytest
 from tests.container import reference_suite
 from tests.container.conftest import CPU_IMAGE, exec_text, loopback_ports, wait_for
 from tests.container.runtime_support import TOKEN, wait_answering
+from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.container
 
@@ -77,3 +78,26 @@ def test_the_reference_s_provisioner_self_test_passes_where_it_tests_the_manifes
         "registered a real service and it reached RUNNING",
     ):
         assert line in outcome.output, str(outcome)
+
+
+def test_the_reference_s_llama_cpp_test_passes_with_a_model(
+    main_build: Any, client: Any, suite: Path, tmp_path: Path
+) -> None:
+    """llama.d/10: llama-server healthy on 18000, its model listed, a completion through it."""
+    write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    tmp_path.chmod(0o755)
+    started = client.containers.run(
+        CPU_IMAGE,
+        detach=True,
+        environment={
+            "PORTAL_CONFIG": reference_suite.PORTAL_CONFIG,
+            "OPEN_BUTTON_TOKEN": TOKEN,
+            "LLAMA_MODEL": "/models/tiny.gguf",
+        },
+        volumes={**reference_suite.mounted(suite), str(tmp_path): {"bind": "/models", "mode": "ro"}},
+    )
+    try:
+        outcome = reference_suite.run(started, "llama.d/10-llama-serving", env={"LLAMA_MODEL": "/models/tiny.gguf"})
+        assert outcome.status == reference_suite.PASSED, str(outcome)
+    finally:
+        started.remove(force=True)
