@@ -97,7 +97,9 @@ def test_a_cuda_version_without_declared_architectures_is_refused_naming_the_key
 def test_the_bake_passes_the_declared_architectures_of_each_tarball() -> None:
     matrix = parse_matrix(VALID)
     bake = render(matrix, select(expand(matrix), ["cuda/*"]), OPTIONS)
-    args = {name: target["args"] for name, target in bake["target"].items() if "LLAMA_CPP_CUDA_VERSION" in target["args"]}
+    args = {
+        name: target["args"] for name, target in bake["target"].items() if "LLAMA_CPP_CUDA_VERSION" in target["args"]
+    }
     assert args["cuda_cuda-12_9_b9159"]["LLAMA_CPP_CUDA_ARCHITECTURES"] == "75-virtual;80-virtual;86-virtual;90-virtual"
     assert args["cuda_cuda-13_1_b9159"]["LLAMA_CPP_CUDA_ARCHITECTURES"] == "75-virtual;120a-real"
 
