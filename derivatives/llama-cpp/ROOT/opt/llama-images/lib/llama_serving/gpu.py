@@ -34,6 +34,7 @@ from llama_runtime.compat import cuda_of_driver, driver_from_proc, newer_driver_
 
 from . import cuda_architectures
 from .cuda_architectures import Capability, show_capability
+from .paths import SERVER_DIRECTORY
 
 BACKENDS = ("cuda", "vulkan", "cpu")
 # PCI vendor ids of display controllers (class 0x03xxxx) whose GPUs llama.cpp can use.
@@ -515,8 +516,9 @@ def nvidia_smi_gpus() -> tuple[str, ...]:
 def list_devices(env: Mapping[str, str]) -> str:
     try:
         listed = subprocess.run(
-            ["llama-server", "--list-devices"], capture_output=True, text=True, timeout=120, check=False, env=dict(env)
-        )
+            ["llama-server", "--list-devices"], capture_output=True, text=True, timeout=120, check=False, env=dict(env),
+            cwd=SERVER_DIRECTORY,  # it loads the backends too: not from /workspace
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"(llama-server --list-devices failed: {exc})"
     return listed.stdout + listed.stderr

@@ -25,7 +25,7 @@ from llama_runtime.files import write_atomically
 
 from . import gpu, output
 from .config import mask
-from .paths import PID_FILE, REQUESTS_SERVED_FILE
+from .paths import PID_FILE, REQUESTS_SERVED_FILE, SERVER_DIRECTORY
 
 if TYPE_CHECKING:
     from .service import Runner
@@ -78,6 +78,7 @@ class Watch:
                 stdout=writer,
                 stderr=writer,
                 env=self.runner.child_environment(),
+                cwd=SERVER_DIRECTORY,  # not /workspace: ggml loads backends from its working directory
             )
         except OSError as exc:
             os.close(reader)
