@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -105,8 +106,9 @@ def test_boot_s_cuda_compat_decision_stays_first_whatever_a_settings_file_sets(
     system.write_text("LD_LIBRARY_PATH=/usr/local/nvidia/lib:/usr/local/nvidia/lib64\nLLAMA_MODEL=m\n")
     monkeypatch.setenv("WORKSPACE", str(tmp_path))
     monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/llama-images/cuda-compat:/usr/local/nvidia/lib")
+    monkeypatch.setenv("LLAMA_MODEL", "old")  # restored after the test, as the file changes it
     environment.apply_to_process("llama", system)
-    assert environment.os.environ["LD_LIBRARY_PATH"] == (
+    assert os.environ["LD_LIBRARY_PATH"] == (
         "/opt/llama-images/cuda-compat:/usr/local/nvidia/lib:/usr/local/nvidia/lib64"
     )
     logged = capsys.readouterr().out.splitlines()

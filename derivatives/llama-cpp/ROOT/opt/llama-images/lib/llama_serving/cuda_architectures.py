@@ -240,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="check a CUDA build's GPU code against its declared architectures")
     parser.add_argument("--declared", required=True, help="CMake CUDA_ARCHITECTURES, e.g. 75-virtual;80-virtual")
     parser.add_argument("--version-file", type=Path, help="the release's VERSION.txt")
-    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("files", nargs="+", type=Path, help="files, or directories to read every file of")
     args = parser.parse_args(argv)
-    problems = check(args.declared, args.files, args.version_file)
+    files = [f for path in args.files for f in (sorted(path.rglob("*")) if path.is_dir() else [path]) if f.is_file()]
+    problems = check(args.declared, files, args.version_file)
     for problem in problems:
         print(f"CUDA architectures: {problem}", file=sys.stderr)
     if not problems:
