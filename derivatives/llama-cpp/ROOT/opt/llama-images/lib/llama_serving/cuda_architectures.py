@@ -89,15 +89,16 @@ def show_capability(capability: Capability) -> str:
     return f"{capability[0]}.{capability[1]}"
 
 
-def describe(architectures: tuple[Architecture, ...]) -> str:
-    """'compute capability 7.5 and newer (75-virtual, ..., 120-virtual)' for the messages."""
-    listed = ", ".join(str(a) for a in architectures)
+def describe(architectures: tuple[Architecture, ...], listed: bool = True) -> str:
+    """'compute capability 7.5 and newer (75-virtual, ..., 120-virtual)' for the messages (without
+    the list: 'compute capability 7.5 and newer')."""
+    names = f" ({', '.join(str(a) for a in architectures)})" if listed else ""
     oldest = oldest_capability(architectures)
     if oldest is None:
         return "no GPU architecture"
     if all(a.ptx for a in architectures) or any(a.ptx and a.capability == oldest for a in architectures):
-        return f"compute capability {show_capability(oldest)} and newer ({listed})"
-    return f"compute capability {', '.join(show_capability(a.capability) for a in architectures)} ({listed})"
+        return f"compute capability {show_capability(oldest)} and newer{names}"
+    return f"compute capability {', '.join(show_capability(a.capability) for a in architectures)}{names}"
 
 
 # The fat binary (CUDA's container of GPU code in a library's .nv_fatbin section): a 16-byte

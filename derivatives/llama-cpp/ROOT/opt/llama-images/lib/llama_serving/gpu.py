@@ -280,14 +280,15 @@ def diagnosis(lines: Iterable[str], facts: Facts) -> Diagnosis | None:
     code, match = found
     driver = driver_label(facts)
     advice = driver_advice(facts)
-    built_for = release_architectures(facts)
+    # The fix comes before the details: the status line keeps 300 characters.
+    built_for, listed = release_architectures(facts)
     if code == NO_KERNELS:
         number = int(match.group(1)) if match else 0
         capability = (number // 100, number % 100 // 10)
         cause = (
             f"the GPU's compute capability {show_capability(capability)} is older than every architecture this "
-            f"image's CUDA kernels are built for{built_for} (ggml: not compiled with any CUDA arch <= {number}): "
-            f"use {VULKAN_IMAGE}, which runs on this GPU"
+            f"image's CUDA kernels are built for{built_for}: use {VULKAN_IMAGE}, which runs on this GPU (ggml: not "
+            f"compiled with any CUDA arch <= {number}{listed})"
         )
         return Diagnosis(code, cause, final=True)
     gpus = ", ".join(f"{g.name} ({show_capability(g.capability)})" for g in facts_gpus(facts) if g.capability)
@@ -301,7 +302,7 @@ def diagnosis(lines: Iterable[str], facts: Facts) -> Diagnosis | None:
         "222": f"CUDA error 222: {driver} cannot compile this image's CUDA kernels (the release carries PTX only, "
         f"which the driver compiles on first use): {advice}",
         "209": f"CUDA error 209: this image's CUDA kernels have no code for this GPU{f' ({gpus})' if gpus else ''}; "
-        f"they are built for{built_for or ' other GPUs'}: use {VULKAN_IMAGE}, which runs on it",
+        f"they are built for{built_for or ' other GPUs'}: use {VULKAN_IMAGE}, which runs on it{listed}",
         "35": f"CUDA error 35: {driver} is older than this image's CUDA runtime: {advice}",
         "100": "CUDA error 100: no CUDA-capable device is visible in the container: docker run "
         f"{GPUS_FLAG} (or NVIDIA_VISIBLE_DEVICES naming a GPU)",
@@ -317,13 +318,17 @@ def diagnose(lines: Iterable[str], facts: Facts) -> str | None:
     return found.cause if found else None
 
 
-def release_architectures(facts: Facts) -> str:
-    """' compute capability 7.5 and newer (75-virtual, ...)', or '' when the image does not say."""
+def release_architectures(facts: Facts) -> tuple[str, str]:
+    """(' compute capability 7.5 and newer', '; the release: 75-virtual, ...'), or empty when
+    the image does not say."""
     try:
         architectures = cuda_architectures.parse(facts.architectures)
     except ValueError:
-        return ""
-    return f" {cuda_architectures.describe(architectures)}" if architectures else ""
+        return "", ""
+    if not architectures:
+        return "", ""
+    names = ", ".join(str(a) for a in architectures)
+    return f" {cuda_architectures.describe(architectures, listed=False)}", f"; the release: {names}"
 
 
 @dataclass(frozen=True)
