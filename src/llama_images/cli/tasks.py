@@ -73,7 +73,7 @@ TASKS: tuple[TaskSpec[Any], ...] = (
         "build",
         "Build the matrix (default targets, or --filter) with one `docker buildx bake`; sets up the engine first.",
         (*SELECTION, *PUBLISHING, *SKIPPING, *options("builder", "digests", "job", "report", "workflow")),
-        arguments.build_arguments, build.build,
+        arguments.build_arguments, build.build, publish.record_job_failure,
     ),
     TaskSpec(
         "release",

@@ -47,6 +47,17 @@ class ImageTarget:
 Target = BaseTarget | ImageTarget
 
 
+def base_id(upstream_name: str) -> str:
+    return f"base/{upstream_name}"
+
+
+def base_of(image_id: str) -> str | None:
+    """The id of the base an image target's id stands on (`cpu/debian-forky/b11669` ->
+    `base/debian-forky`); None for an id that is not an image target's."""
+    parts = image_id.split("/")
+    return base_id(parts[1]) if len(parts) == 3 else None
+
+
 def run_id(target: Target) -> str:
     """The target's id with the release this run resolved: `cuda/cuda-12.9/latest` built from
     b9300 is `cuda/cuda-12.9/b9300` (in job and artifact names, records and reports alike)."""
@@ -98,7 +109,7 @@ def expand(matrix: Matrix, platforms: Sequence[str] = ()) -> tuple[Target, ...]:
             base = bases.get(upstream_name)
             if base is None:
                 base = BaseTarget(
-                    id=f"base/{upstream_name}",
+                    id=base_id(upstream_name),
                     upstream=upstream,
                     image=matrix.images.reference(matrix.images.base_repository, upstream_name),
                     platforms=wanted,
