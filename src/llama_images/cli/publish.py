@@ -96,7 +96,7 @@ def skip_publishing(run: WorkflowRun, report_file: Path | None) -> None:
     """A fork without the settings publishes nothing: a notice, and a report saying what to add."""
     notice = f"missing {run.publishing.describe_missing()}: publishing is skipped"
     actions.notice("Publishing skipped", notice)
-    how = f"{notice}. Add them under {SETTINGS} (see README, Building with GitHub Actions)."
+    how = f"{notice}. Add them under {SETTINGS} (see docs/publishing.md, Setup in your fork)."
     actions.write_actions(PublishingPlan().outputs(), f"## Publishing skipped\n\n{how}\n")
     if report_file is not None:
         files.write_file("--report", report_file, report_json(Report(NOTHING, run_url=gitinfo.run_url(), notes=(how,))))
