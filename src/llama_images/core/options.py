@@ -102,7 +102,8 @@ OPTIONS = (
            "that matches no target is an error, exit 3 (default: the matrix's default_targets)", Kind.LIST,
            metavar="GLOB", repeatable=True, example="'cpu/*,vulkan/*'",
            workflow=WorkflowSource("TARGETS", "Target id globs, comma-separated (`invoke matrix` lists ids)", "*")),
-    Option("platform", "platforms to narrow each target to, comma-separated, e.g. linux/amd64", Kind.LIST,
+    Option("platform", "platforms to narrow each target to, comma-separated, e.g. linux/amd64 (default: every "
+           "platform the matrix declares; for `build` without --push, the builder's own)", Kind.LIST,
            metavar="PLATFORM", check=Check(PLATFORM, "a platform; use e.g. linux/amd64,linux/arm64"),
            fills="platforms", example="linux/amd64,linux/arm64",
            workflow=WorkflowSource("MULTI_ARCH", "With a release tag: `true` builds linux/arm64 as well as "

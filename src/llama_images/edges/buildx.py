@@ -54,6 +54,30 @@ def driver(builder: str | None) -> str:
     return "unknown"
 
 
+def native_platform(builder: str | None) -> str:
+    """The platform the builder (default: the local engine's own) runs natively: the first one
+    `docker buildx inspect` lists."""
+    result = docker(["buildx", "inspect", *([builder] if builder else [])], EngineError, timeout=120)
+    platform = first_platform(result.stdout)
+    if result.returncode != 0 or platform is None:
+        which = f"buildx builder '{builder}'" if builder else "the engine's builder"
+        raise EngineError(
+            f"{which} names no platform in `docker buildx inspect`; pass --platform, e.g. --platform linux/amd64"
+        )
+    return platform
+
+
+def first_platform(inspect_output: str) -> str | None:
+    """The first platform of `docker buildx inspect`'s "Platforms:" line (buildx lists the
+    native ones first; a `*` marks one the user configured)."""
+    for line in inspect_output.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Platforms":
+            first = value.split(",")[0].strip().rstrip("*")
+            return first or None
+    return None
+
+
 def print_bake(bake: Mapping[str, Any], root: Path, builder: str | None = None) -> dict[str, Any]:
     """What buildx itself makes of the file (`bake --print`): proof that it accepts it."""
     command = bake_command(load=False, push=False, print_only=True, builder=builder)
