@@ -16,7 +16,7 @@ from llama_images.core.options import Overrides
 from llama_images.core.plan import Plan, builds_for_host, on_host
 from llama_images.core.releases import Asset, Release
 from llama_images.core.targets import ImageTarget, apply_overrides, expand, select
-from llama_images.edges.buildx import bake_command, failed_targets, first_platform, secret_files
+from llama_images.edges.buildx import bake_command, failed_targets, failure_cause, first_platform, secret_files
 from llama_images.edges.gitinfo import source_url
 from llama_images.edges.pipcert import pip_cert
 
@@ -262,6 +262,17 @@ def test_failed_targets_are_read_from_buildx_error_lines() -> None:
         "ERROR: target cpu_debian-forky_b1 [linux/arm64]: failed to solve: exit code: 1\n",
     ]
     assert failed_targets(output, names) == ["cpu/debian-forky/b1"]
+
+
+def test_a_failed_builds_cause_is_buildxs_last_error_line() -> None:
+    output = [
+        '#12 ERROR: process "/bin/sh -c apt-get install" did not complete successfully: exit code: 100\n',
+        "ERROR: target cpu_debian-forky_b1: failed to solve: process did not complete successfully: exit code: 100\n",
+    ]
+    assert failure_cause(output) == "target cpu_debian-forky_b1: failed to solve: process did not complete " \
+        "successfully: exit code: 100"  # fmt: skip
+    assert failure_cause(["ERROR: " + "x" * 1000]).endswith("x…")
+    assert failure_cause(["#3 DONE 0.1s"]) == ""
 
 
 def test_the_pip_certificate_is_an_optional_build_secret_of_the_base_stages(tmp_path: Path) -> None:

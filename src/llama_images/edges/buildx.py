@@ -119,12 +119,31 @@ def run_bake(
         if process.wait() != 0:
             failed = failed_targets(error_lines, names)
             which = ", ".join(failed) if failed else "one of: " + ", ".join(names.values())
-            raise BuildError(f"build failed for {which} (docker buildx bake exit {process.returncode})")
+            cause = failure_cause(error_lines)
+            raise BuildError(
+                f"build failed for {which} (docker buildx bake exit {process.returncode})"
+                + (f": {cause}" if cause else "")
+            )
         try:
             found: dict[str, Any] = json.loads(metadata.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             found = {}
         return found
+
+
+# A cause longer than this is cut (a RUN step's whole script can be in it); the log has it all.
+CAUSE_LIMIT = 400
+
+
+def failure_cause(error_lines: Sequence[str]) -> str:
+    """buildx's own reason for a failed build, from its last error line (`ERROR: target x:
+    failed to solve: process "..." did not complete successfully: exit code: 100`)."""
+    for line in reversed(error_lines):
+        text = line.strip()
+        if text.startswith("ERROR:"):
+            text = text.removeprefix("ERROR:").strip()
+            return text if len(text) <= CAUSE_LIMIT else text[: CAUSE_LIMIT - 1] + "…"
+    return ""
 
 
 def secret_files(bake: Mapping[str, Any]) -> list[str]:
