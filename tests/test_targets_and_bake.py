@@ -112,15 +112,34 @@ def test_the_native_platform_is_the_first_one_buildx_lists() -> None:
 
 
 def test_overrides_release_cuda_repository_and_custom_tag() -> None:
-    overrides = Overrides(release="b9999", binary_cuda="12.6", repository="my-llama", custom_tag="nightly",
+    overrides = Overrides(release="b9999", binary_cuda="13.0", repository="my-llama", custom_tag="nightly",
                           registry="127.0.0.1:5000", namespace="me")  # fmt: skip
     matrix = apply_overrides(parse_matrix(VALID), overrides)
     targets = {t.id: t for t in expand(matrix) if isinstance(t, ImageTarget)}
     cuda = targets["cuda/cuda-12.9/b9999"]
     assert cuda.image == "127.0.0.1:5000/me/my-llama:nightly-cuda-12.9"
-    assert cuda.binary_cuda == "12.6"
+    assert cuda.binary_cuda == "13.0"
     # A Debian flavor keeps the build its package carries; only the tag is customised.
     assert targets["cpu/debian-forky/b11669"].image == "127.0.0.1:5000/me/my-llama:nightly-cpu"
+
+
+def test_a_cuda_version_without_declared_architectures_is_refused_naming_the_key() -> None:
+    """--cuda-version picks other tarballs: the matrix must say which GPUs they are built for."""
+    with pytest.raises(MatrixError) as raised:
+        apply_overrides(parse_matrix(VALID), Overrides(binary_cuda="12.6"))
+    shown = str(raised.value)
+    assert "release_source.cuda_architectures: --cuda-version 12.6: no GPU architectures are declared" in shown
+    assert 'add `"12.6": [75-virtual, ...]` under release_source.cuda_architectures' in shown
+
+
+def test_the_bake_passes_the_declared_architectures_of_each_tarball() -> None:
+    matrix = parse_matrix(VALID)
+    bake = render(matrix, select(expand(matrix), ["cuda/*"]), OPTIONS)
+    args = {
+        name: target["args"] for name, target in bake["target"].items() if "LLAMA_CPP_CUDA_VERSION" in target["args"]
+    }
+    assert args["cuda_cuda-12_9_b9159"]["LLAMA_CPP_CUDA_ARCHITECTURES"] == "75-virtual;80-virtual;86-virtual;90-virtual"
+    assert args["cuda_cuda-13_1_b9159"]["LLAMA_CPP_CUDA_ARCHITECTURES"] == "75-virtual;120a-real"
 
 
 def test_custom_tag_on_several_releases_is_a_clash_not_an_overwrite() -> None:

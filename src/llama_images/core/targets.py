@@ -71,6 +71,7 @@ def run_id(target: Target) -> str:
 def apply_overrides(matrix: Matrix, overrides: Overrides) -> Matrix:
     """A matrix with the command line's overrides applied."""
     check_overrides(overrides)
+    check_architectures_declared(matrix, overrides)
     flavors = dict(matrix.flavors)
     for name, flavor in matrix.flavors.items():
         if flavor.source == SOURCE_RELEASE_TARBALL:
@@ -90,6 +91,25 @@ def apply_overrides(matrix: Matrix, overrides: Overrides) -> Matrix:
         namespace=overrides.namespace or matrix.images.namespace,
     )
     return replace(matrix, images=images, flavors=MappingProxyType(flavors))
+
+
+def check_architectures_declared(matrix: Matrix, overrides: Overrides) -> None:
+    """--cuda-version installs tarballs of that CUDA version: the matrix must say which GPU
+    architectures they are built for, as it must for every version its flavors name."""
+    cuda = overrides.binary_cuda
+    tarballs = any(flavor.source == SOURCE_RELEASE_TARBALL for flavor in matrix.flavors.values())
+    if cuda is None or not tarballs or cuda in matrix.release_source.cuda_architectures:
+        return
+    raise MatrixError(
+        [
+            matrix.problem(
+                "release_source.cuda_architectures",
+                f"--cuda-version {cuda}: no GPU architectures are declared for the CUDA {cuda} tarballs",
+                f'add `"{cuda}": [75-virtual, ...]` under release_source.cuda_architectures '
+                "(the release's VERSION.txt lists them)",
+            )
+        ]
+    )
 
 
 def expand(matrix: Matrix, platforms: Sequence[str] = ()) -> tuple[Target, ...]:
