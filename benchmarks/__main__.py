@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import builds, download, measure, portal, report, serving
+from . import builds, download, measure, portal, report, serving, threads
 
-MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal", "download")
+MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal", "download", "threads")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,8 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--download-rate-mb", type=int, default=20, help="the hub's cap per connection, MB/s (default 20)"
     )
     parser.add_argument("--download-link-mb", type=int, default=40, help="the link's cap, MB/s (default 40)")
+    parser.add_argument("--thread-runs", type=int, default=3, help="runs of each thread setting (default 3)")
     parser.add_argument(
-        "--image", help="measure boot, load, size, portal and download on this image instead of building one"
+        "--image", help="measure boot, load, size, portal, download and threads on this image instead of building one"
     )
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -55,10 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         or args.load_repeats < 1
         or args.portal_rounds < 1
         or args.download_runs < 1
+        or args.thread_runs < 1
     ):
         parser.error(
-            "--targets must be at least 2, --boot-runs at least 5, --load-repeats, --portal-rounds and "
-            "--download-runs at least 1"
+            "--targets must be at least 2, --boot-runs at least 5, --load-repeats, --portal-rounds, "
+            "--download-runs and --thread-runs at least 1"
         )
     if args.download_mb < 10 or args.download_rate_mb < 1 or args.download_link_mb < 1:
         parser.error("--download-mb must be at least 10, --download-rate-mb and --download-link-mb at least 1")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measure.ensure_upstream(ctx)
         image = args.image
-        if image is None and {"boot", "load", "size", "portal", "download"} & set(args.only):
+        if image is None and {"boot", "load", "size", "portal", "download", "threads"} & set(args.only):
             image = measure.build_image(ctx)
         steps = {
             "update": lambda: builds.measure_update(ctx),
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.download_rate_mb * 1_000_000,
                 args.download_link_mb * 1_000_000,
             ),
+            "threads": lambda: threads.measure_threads(ctx, image, args.thread_runs),
         }
         for name in MEASUREMENTS:
             if name in args.only:

@@ -393,6 +393,22 @@ def render_download(download: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def render_threads(threads: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"8. llama-server under docker run --cpus {threads['cpus']:g} on {threads['cpus_seen']} CPUs "
+        f"({human_bytes(threads['model_bytes'])} f32 model, {threads['tokens']} tokens per /completion, "
+        f"median of {threads['runs']} interleaved runs of 3)",
+    ]
+    rows = [
+        [way, str(found["threads"]), f"{found['median_generation']:.1f}", f"{found['median_prompt']:.1f}"]
+        for way, found in threads["ways"].items()
+    ]
+    rows.append(["ratio (quota / default)", "", fmt_ratio(threads["speedup"]), ""])
+    lines += table(["threads", "--threads", "generation tokens/s", "prompt tokens/s"], rows)
+    return lines
+
+
 SECTIONS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "update": render_update,
     "matrix": render_matrix,
@@ -401,6 +417,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "size": render_size,
     "portal": render_portal,
     "download": render_download,
+    "threads": render_threads,
 }
 
 

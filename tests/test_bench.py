@@ -383,3 +383,24 @@ def test_the_download_meets_its_targets_at_5x_under_a_per_connection_cap_and_no_
     text = report.render(download_results((3.0, 15.0), (8.0, 8.0)))
     assert "7. Cold start with a model download (300.0 MB" in text and "20.0 MB/s per connection" in text
     assert "5.00x" in text and "40.0 MB/s in all" in text
+
+
+def test_the_thread_measurement_shows_tokens_per_second_both_ways() -> None:
+    threads = {
+        "cpus": 1.0,
+        "cpus_seen": "2",
+        "tokens": 64,
+        "runs": 3,
+        "model_bytes": 210_000_000,
+        "speedup": 1.25,
+        "ways": {
+            "threads at the quota (the image's default)": {"threads": "1", "median_generation": 25.0,
+                                                           "median_prompt": 80.0},
+            "llama-server's own default (every CPU seen)": {"threads": "default", "median_generation": 20.0,
+                                                            "median_prompt": 70.0},
+        },
+    }  # fmt: skip
+    text = report.render({"threads": threads})
+    assert "8. llama-server under docker run --cpus 1 on 2 CPUs" in text
+    assert "threads at the quota (the image's default)   1          25.0                 80.0" in text
+    assert "ratio (quota / default)" in text and "1.25x" in text

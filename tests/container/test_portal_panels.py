@@ -207,12 +207,18 @@ def test_buttons_follow_state_and_a_press_shows_its_result(served: Any, browser:
 def test_the_logs_archive_downloads_every_log_with_secrets_masked(
     served: Any, browser: webdriver.Chrome, tmp_path: Path
 ) -> None:
-    # The leaky provisioning script has run: its log holds the token, in the container.
+    # The leaky provisioning script has run; the provisioner masked its output at the source.
     wait_answering(served, 1111, "/api/health")
     deadline = time.monotonic() + 60
-    while TOKEN not in served.exec_run(["cat", "/var/log/provisioning.log"]).output.decode(errors="replace"):
+    masked = "provisioning with token *** and HF_TOKEN=***"
+    while masked not in served.exec_run(["cat", "/var/log/provisioning.log"]).output.decode(errors="replace"):
         assert time.monotonic() < deadline, "the provisioning script did not run"
         time.sleep(1)
+    raw = served.exec_run(["cat", "/var/log/portal/provisioning.log"]).output.decode(errors="replace")
+    assert TOKEN not in raw and HF_SECRET not in raw
+    # A program that prints a secret anyway: its log holds it, in the container; the archive masks it.
+    planted = f"a program printed {TOKEN} and {HF_SECRET}"
+    assert served.exec_run(["sh", "-c", 'echo "$1" >> /var/log/portal/portal.log', "sh", planted]).exit_code == 0
     browser.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
     wait = open_portal(browser, served)
     click(wait, "#logs-archive")
@@ -225,6 +231,7 @@ def test_the_logs_archive_downloads_every_log_with_secrets_masked(
     assert "[packages]" in contents["logs/boot.log"] or "10-packages.sh" in contents["logs/boot.log"]
     assert "starting llama-server" in contents["logs/portal/llama.log"]
     assert "provisioning with token *** and HF_TOKEN=***" in contents["logs/provisioning.log"]
+    assert "a program printed *** and ***" in contents["logs/portal/portal.log"]
     assert not any(TOKEN in text or HF_SECRET in text for text in contents.values())
 
 

@@ -21,10 +21,17 @@ DERIVATIVES = sorted((REPO_ROOT / "derivatives").glob("*/ROOT"))
 RUNTIME_OWN = {
     "boot": ["/opt/boot/boot.sh"],
     "packages": ["/etc/boot.d/10-packages.sh"],
+    "environment": ["/etc/boot.d/05-environment.sh"],  # PATH and the thread caps in /etc/environment
+    "cron": ["/etc/supervisor/conf.d/cron.conf", "/opt/supervisor-scripts/cron.sh"],
     "proxy": ["/etc/supervisor/conf.d/proxy.conf", "/opt/supervisor-scripts/proxy.sh"],
     "auth": ["/etc/supervisor/conf.d/auth.conf"],
     "logs": ["/etc/supervisor/conf.d/logs.conf"],
-    "provisioning": ["/etc/supervisor/conf.d/provisioning.conf", "/opt/supervisor-scripts/provisioning.sh"],
+    "provisioning": [
+        "/etc/supervisor/conf.d/provisioning.conf",
+        "/opt/supervisor-scripts/provisioning.sh",
+        "/etc/boot.d/20-provisioning.sh",
+        "/opt/llama-images/lib/llama_provisioner",
+    ],
     "runtime": [
         "/opt/llama-images/bin/llama-runtime",
         "/opt/llama-images/lib/llama_runtime",

@@ -145,3 +145,49 @@ def test_two_declared_services_on_one_external_port_keep_the_first(tmp_path: Pat
     loaded = load_services(shipped, tmp_path / "none", {})
     assert "other" not in loaded.by_name()
     assert loaded.problems == ("service 'other': external port 8080 is already used by 'jupyter'; 'other' skipped",)
+
+
+def test_a_label_containing_a_services_search_term_starts_it_as_the_reference_does(tmp_path: Path) -> None:
+    """What a user met: PORTAL_CONFIG with only the "Jupyter Terminal" link left Jupyter off; the
+    reference image starts it (its name is in the config)."""
+    config = "localhost:1111:11111:/:Instance Portal|localhost:8080:8080:/terminals/1:Jupyter Terminal"
+    loaded = load_services(image_declaration(tmp_path), tmp_path / "none", {"PORTAL_CONFIG": config})
+    jupyter = loaded.by_name()["jupyter"]
+    assert (jupyter.enabled, jupyter.published, jupyter.external_port, jupyter.internal_port) == (
+        True,
+        True,
+        8080,
+        18080,
+    )
+    assert loaded.by_name()["jupyter-terminal"].link_only
+    assert loaded.notes == (
+        "PORTAL_CONFIG entry 2 'localhost:8080:8080:/terminals/1:Jupyter Terminal' names 'Jupyter' in its label: "
+        "jupyter runs on its declared port 8080, as the reference image starts it",
+    )
+    assert not loaded.by_name()["llama"].enabled  # "Llama.cpp" is in no label
+
+
+def test_a_term_only_in_a_host_or_path_starts_nothing_and_the_log_says_so(tmp_path: Path) -> None:
+    """The reference greps the whole config: a path /jupyter-docs would start Jupyter there."""
+    config = "localhost:1111:11111:/:Instance Portal|localhost:7000:17000:/jupyter/docs:Docs"
+    loaded = load_services(image_declaration(tmp_path), tmp_path / "none", {"PORTAL_CONFIG": config})
+    assert not loaded.by_name()["jupyter"].enabled
+    assert loaded.notes == (
+        "PORTAL_CONFIG entry 2 'localhost:7000:17000:/jupyter/docs:Docs' mentions 'Jupyter' only in its host or path: "
+        "jupyter stays off (the reference image would start it, finding the name anywhere in the config); put "
+        "'Jupyter' in an entry's label to start it",
+    )
+
+
+def test_a_services_port_published_by_an_entry_stays_the_entrys(tmp_path: Path) -> None:
+    config = "localhost:8080:17777:/:Jupyter Lab of mine"
+    loaded = load_services(image_declaration(tmp_path), tmp_path / "none", {"PORTAL_CONFIG": config})
+    published = {s.external_port: s.name for s in loaded.services if s.published}
+    assert published == {8080: "jupyter-lab-of-mine"} and not loaded.by_name()["jupyter"].enabled
+    assert "publishes jupyter's port 8080: jupyter stays off" in loaded.notes[0]
+
+
+def test_an_enable_switch_still_wins_over_a_search_term(tmp_path: Path) -> None:
+    env = {"PORTAL_CONFIG": "localhost:8080:8080:/terminals/1:Jupyter Terminal", "ENABLE_JUPYTER": "false"}
+    jupyter = load_services(image_declaration(tmp_path), tmp_path / "none", env).by_name()["jupyter"]
+    assert (jupyter.enabled, jupyter.off_reason) == (False, "ENABLE_JUPYTER=false")

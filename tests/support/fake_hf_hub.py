@@ -16,8 +16,9 @@ together (the machine's link). With `cdn=True` a resolve of an LFS file answers 
 origin (another port) holding a signed URL, as huggingface.co does; that origin refuses requests
 that carry an `Authorization` header, as a presigned object store does.
 
-A repository can be gated (answers 401 unless `Authorization: Bearer <its token>` is sent), and
-the whole hub can be told to fail: answer 500, stall (a timeout for the client), cut a file
+A repository can be gated (answers 401 unless `Authorization: Bearer <its token>` is sent);
+`GET /api/whoami-v2` answers 200 for a gated repo's token (or one in `tokens`), 401 otherwise, as
+the hub checks a token. The whole hub can be told to fail: answer 500, stall (a timeout for the client), cut a file
 download short, stall in the middle of a file, or serve bytes that differ from the sha256 its
 tree lists. Every request is recorded. Run `python -m tests.support.fake_hf_hub MODEL.gguf` to
 serve one repository by hand.
@@ -80,6 +81,7 @@ class HubRepo:
     files: dict[str, bytes]
     token: str | None = None  # gated: only this bearer token gets in
     commit: str = ""
+    lfs: tuple[str, ...] = (".gguf",)
 
     def __post_init__(self) -> None:
         if not self.commit:
@@ -94,7 +96,7 @@ class HubRepo:
                 "size": len(data),
                 "oid": _digest("git", data),
             }
-            if path.endswith(".gguf"):
+            if path.endswith(self.lfs):
                 # Large files live in Git LFS on the real hub; the lfs oid is the sha256.
                 entry["lfs"] = {"oid": _digest("sha256", data), "size": len(data), "pointerSize": 134}
             entries.append(entry)
@@ -117,6 +119,8 @@ class FakeHub:
     repos: dict[str, HubRepo] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     cdn_port: int = 0
+    tokens: set[str] = field(default_factory=set)  # tokens /api/whoami-v2 accepts besides the repos'
+    lfs: tuple[str, ...] = (".gguf",)  # file endings kept in Git LFS: sha256 in the tree, served by the CDN
     peak_downloads: int = 0  # the most file downloads (GET bodies) in flight at once
     bytes_sent: int = 0  # file bytes sent, both origins together
     _downloads: int = 0
@@ -127,7 +131,7 @@ class FakeHub:
     _link: _Bucket | None = None
 
     def add_repo(self, name: str, files: Mapping[str, bytes], token: str | None = None) -> HubRepo:
-        repo = HubRepo(name, dict(files), token)
+        repo = HubRepo(name, dict(files), token, lfs=self.lfs)
         self.repos[name] = repo
         return repo
 
@@ -261,6 +265,9 @@ class _HubHandler(BaseHTTPRequestHandler):
         if self.origin == "cdn":
             self._cdn(head)
             return
+        if urlsplit(self.path).path == "/api/whoami-v2":
+            self._whoami(head)
+            return
         route = self._route()
         if route is None:
             self._json(404, {"error": "Repository not found"}, head)
@@ -275,12 +282,20 @@ class _HubHandler(BaseHTTPRequestHandler):
         elif kind == "tree" and rest == repo.commit:
             self._json(200, repo.tree(), head)
         elif kind == "resolve" and (path := self._resolve(repo, rest)) is not None:
-            if hub.cdn and path.endswith(".gguf"):
+            if hub.cdn and path.endswith(hub.lfs):
                 self._redirect_to_cdn(repo, repo.files[path], head)
             else:
                 self._file(repo.commit, repo.files[path], head)
         else:
             self._json(404, {"error": "Entry not found"}, head)
+
+    def _whoami(self, head: bool) -> None:
+        hub = self.fake_hub
+        known = hub.tokens | {repo.token for repo in hub.repos.values() if repo.token}
+        if self.headers.get("Authorization", "").removeprefix("Bearer ") in known:
+            self._json(200, {"type": "user", "name": "tester"}, head)
+        else:
+            self._json(401, {"error": "Invalid credentials in Authorization header"}, head)
 
     def _route(self) -> tuple[HubRepo, str, str] | None:
         """(repo, "refs" | "tree" | "resolve", the rest of the path) for a known repo."""

@@ -1,4 +1,5 @@
-"""Loopback HTTP servers the tests start: a GitHub releases API and a Slack webhook receiver.
+"""Loopback HTTP servers the tests start: a GitHub releases API, a Slack webhook receiver, a
+directory of files.
 
 Each answers from a script of responses per path (the last one repeats), and records every
 request it got, so tests assert what the code under test really sent.
@@ -6,6 +7,7 @@ request it got, so tests assert what the code under test really sent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -13,7 +15,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -54,7 +57,9 @@ class Loopback:
 
 
 @contextmanager
-def serve(loopback: Loopback) -> Iterator[Loopback]:
+def serve(loopback: Loopback, host: str = "127.0.0.1") -> Iterator[Loopback]:
+    """Serve `loopback` on `host` (a container reaches the host at Docker's bridge gateway)."""
+
     class Handler(BaseHTTPRequestHandler):
         def handle_any(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -69,20 +74,21 @@ def serve(loopback: Loopback) -> Iterator[Loopback]:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":
+                    self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout test)
 
-        do_GET = do_POST = handle_any
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = handle_any
 
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    loopback.url = f"http://127.0.0.1:{server.server_address[1]}"
+    loopback.url = f"http://{host}:{server.server_address[1]}"
     try:
         yield loopback
     finally:
@@ -132,3 +138,23 @@ def sha256_of(tag: str, cuda: str, arch: str | None) -> str:
 
 
 CURRENT = (("12.8", "amd64"), ("12.8", "arm64"))
+
+
+@contextmanager
+def serve_directory(root: Path, host: str = "127.0.0.1") -> Iterator[str]:
+    """The files under `root` over plain HTTP (GET and HEAD; git's dumb protocol works with it);
+    yields the base URL."""
+    handler = functools.partial(QuietFiles, directory=str(root))
+    server = ThreadingHTTPServer((host, 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass

@@ -36,6 +36,8 @@ LLAMA_IMAGES_PROGRAM_LOG_DIR="${LLAMA_IMAGES_LOG_DIR}/${LLAMA_IMAGES_PROGRAM_LOG
 export LLAMA_IMAGES_LOG_DIR LLAMA_IMAGES_PROGRAM_LOG_DIR
 mkdir -p "${LLAMA_IMAGES_STATUS_DIR}" "${LLAMA_IMAGES_RUNTIME_SERVICES_DIR}" "${LLAMA_IMAGES_BOOT_DIR}" \
     "${LLAMA_IMAGES_PROGRAM_LOG_DIR}"
+# Writable by every user, sticky (a service running as `user` logs there too), as in the reference image.
+chmod 1777 "${LLAMA_IMAGES_PROGRAM_LOG_DIR}" 2>/dev/null || true
 boot_log="${LLAMA_IMAGES_LOG_DIR}/${LLAMA_IMAGES_BOOT_LOG}"
 steps_file=${LLAMA_IMAGES_BOOT_STEPS_FILE}
 : >"${steps_file}"

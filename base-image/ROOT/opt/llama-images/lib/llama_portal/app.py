@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import api, panels
+from . import api, panels, reference_routes
 
 # Programs the portal will not stop: without them nobody could reach the portal again.
 PROTECTED = {"portal", "proxy"}
@@ -210,5 +210,6 @@ app = Starlette(
         Route("/api/services/{name}/{action}", control, methods=["POST"]),
         Route("/api/boot", boot),
         *api.ROUTES,
+        *reference_routes.ROUTES,  # the reference portal's, for tools written against it
     ],
 )

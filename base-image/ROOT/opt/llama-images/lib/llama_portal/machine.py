@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llama_runtime.cgroup import cpu_limit_v1, cpu_limit_v2
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC = Path("/proc")
 DRM = Path("/sys/class/drm")
@@ -72,21 +74,6 @@ def cpu_seconds_v1(cpuacct_usage: str) -> float | None:
     """CPU time the cgroup used (cgroup v1 cpuacct.usage: nanoseconds)."""
     value = cpuacct_usage.strip()
     return int(value) / 1e9 if value.isdigit() else None
-
-
-def cpu_limit_v2(cpu_max: str) -> float | None:
-    """Cores the cgroup may use (cpu.max "quota period"; "max ..." is no limit)."""
-    parts = cpu_max.split()
-    if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit() and int(parts[1]) > 0:
-        return int(parts[0]) / int(parts[1])
-    return None
-
-
-def cpu_limit_v1(quota: str, period: str) -> float | None:
-    """Cores the cgroup may use (cpu.cfs_quota_us / cpu.cfs_period_us; a quota of -1 is no limit)."""
-    if quota.strip().isdigit() and period.strip().isdigit() and int(period) > 0 and int(quota) > 0:
-        return int(quota) / int(period)
-    return None
 
 
 def cpus_allowed(limit: float | None, cpuset_size: int) -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 # by the commands that use them: boot and Supervisor run several commands before the services
 # answer, and every import is on that path (docs/benchmarks.md, boot to healthy).
 from . import access, certificate, credentials, environment, paths, proxy
-from .files import write_private
+from .files import write_atomically, write_private
 from .services import Service, env_flag, load_services
 
 FAILURE_LIMIT_VARIABLE = "AUTH_FAILURE_LIMIT"
@@ -49,6 +49,8 @@ def render_proxy(output: Path, settings_output: Path, retry: bool = False) -> in
     if not retry:
         for problem in loaded.problems:
             log("services", f"ERROR: {problem}")
+        for note in loaded.notes:
+            log("services", note)
         for problem in [*problems, *token_problems, *limit_problems]:
             log("proxy", f"ERROR: {problem}")
         if not auth.enabled:
@@ -71,7 +73,30 @@ def render_proxy(output: Path, settings_output: Path, retry: bool = False) -> in
         return 1
     credentials.publish_token(next(iter(tokens.values()), ""))
     log_routes(loaded.services, auth, "https" if tls else "http")
+    write_reference_files(loaded.services, auth, tls is not None, output, quiet=retry)
     return 0
+
+
+def write_reference_files(
+    services: tuple[Service, ...], auth: proxy.Auth, https: bool, config: Path, quiet: bool = False
+) -> None:
+    """/etc/portal.yaml and /etc/Caddyfile, which the reference image's tools read (readable by
+    every user, as there); a read-only /etc keeps them out, with one log line."""
+    from . import reference_files
+    from .files import write_atomically
+
+    protected = {s.external_port: auth.protects(s.external_port) for s in services}
+    texts = {
+        paths.PORTAL_YAML: reference_files.portal_yaml(reference_files.applications(services)),
+        paths.CADDYFILE: reference_files.caddyfile(services, protected, https, str(config)),
+    }
+    for path, text in texts.items():
+        try:
+            write_atomically(path, text)
+            path.chmod(0o644)
+        except OSError as exc:
+            if not quiet:
+                log("proxy", f"{path} not written ({exc.strerror or exc}); the reference image's tools read it")
 
 
 def write_together(texts: dict[Path, str]) -> None:
@@ -197,11 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     wait = commands.add_parser("wait-essential", help="wait until the essential services answer (or stop trying)")
     wait.add_argument("--timeout", type=float, default=10.0, help="seconds at most (default 10)")
     commands.add_parser("cuda-compat", help="decide whether to use CUDA forward-compat libraries")
+    commands.add_parser(
+        "environment-file", help="at boot: PATH in /etc/environment, and the thread caps a low pids budget needs"
+    )
+    has = commands.add_parser("portal-has", help="exit 0 when a PORTAL_CONFIG label in effect contains TERM")
+    has.add_argument("term")
     run = commands.add_parser("run", help="run a program with the settings files applied")
     run.add_argument("--service", help="exit 0 (saying why) when this service is off")
     run.add_argument("program", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     args = parser.parse_args(argv)
-    if args.command != "setup-access":
+    container_env = dict(os.environ)  # before the settings files: what `docker run` set
+    if args.command not in {"setup-access", "environment-file"}:
         # What a user wrote to /etc/environment or ${WORKSPACE}/.env applies to every command
         # (read as data; the token variables are never put into this environment).
         environment.apply(os.environ, environment.read(os.environ))
@@ -215,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         "wait-essential": lambda: wait_essential(args.timeout),
         "follow-logs": follow_logs,
         "cuda-compat": cuda_compat,
+        "environment-file": lambda: environment_file(container_env),
+        "portal-has": lambda: portal_has(args.term),
         "run": lambda: run_program(args.service, args.program[1:] if args.program[:1] == ["--"] else args.program),
     }
     return commands_run[args.command]()
@@ -235,3 +268,56 @@ def follow_logs() -> int:
     wait_for_essential(API_FIRST_SECONDS, exclude="portal")
     logs.follow()
     return 0
+
+
+def environment_file(env: Mapping[str, str], system_file: Path = paths.SYSTEM_ENVIRONMENT_FILE) -> int:
+    """At boot, /etc/environment as the reference image's tools expect it: a PATH line (the
+    container's, when the file has none), and the thread caps' managed block where the pids
+    budget is too low for pools sized to the visible CPUs (removed again on a healthy host)."""
+    from . import cgroup, threads
+
+    try:
+        text = system_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    except OSError as exc:
+        log("environment", f"{system_file} not readable ({exc.strerror}); left as it is")
+        return 0
+    values, _ = environment.parse(threads.strip_block(text), str(system_file))
+    updated = text
+    if "PATH" not in values and env.get("PATH"):
+        updated = updated + ("" if not updated or updated.endswith("\n") else "\n")
+        updated += f'# The container\'s PATH (the reference image keeps it here).\nPATH="{env["PATH"]}"\n'
+    budget = cgroup.read_budget()
+    cap = threads.thread_cap(budget.pids_max, budget.visible, budget.quota_cores, threads.ceiling({**values, **env}))
+    workspace = values.get("WORKSPACE") or env.get("WORKSPACE") or environment.WORKSPACE_DEFAULT
+    try:
+        dotenv, _ = environment.parse(Path(workspace, ".env").read_text(encoding="utf-8"), ".env")
+    except OSError:
+        dotenv = {}
+    updated = threads.rewrite(updated, cap, set(env) | set(dotenv))
+    quota = f"{budget.quota:g}" if budget.quota is not None else "none"
+    if cap is not None:
+        log(
+            "thread-limits",
+            f"low pids budget (pids.max={budget.pids_max}, CPUs visible={budget.visible}, quota={quota}): "
+            f"thread pools capped to {cap} in {system_file} (values you set are kept)",
+        )
+    elif threads.BEGIN_MARK in text:
+        log("thread-limits", f"pids budget healthy: the thread caps are removed from {system_file}")
+    if updated == text:
+        return 0
+    try:
+        write_atomically(system_file, updated)
+        system_file.chmod(0o644)
+    except OSError as exc:
+        log("environment", f"{system_file} not written ({exc.strerror or exc}); PATH and thread caps not recorded")
+    return 0
+
+
+def portal_has(term: str) -> int:
+    """For a start script: 0 when a service in effect (PORTAL_CONFIG, the declaration) has a
+    label containing `term` (any case), like the reference's exit_portal.sh but in labels only."""
+    loaded = load_services(environ=os.environ)
+    wanted = term.strip().lower()
+    return 0 if wanted and any(s.enabled and wanted in s.label.lower() for s in loaded.services) else 1

@@ -64,6 +64,23 @@ RUNTIME_COMMAND = Path("/opt/llama-images/bin/llama-runtime")
 CUDA_COMPAT_LIBRARIES = Path("/opt/llama-images/cuda-compat")  # moved there by the Dockerfile
 INSTANCE_CERT = Path("/etc/instance.crt")  # the reference image's certificate and key
 INSTANCE_KEY = Path("/etc/instance.key")
+SUPERVISOR_SCRIPTS_DIR = Path("/opt/supervisor-scripts")  # the programs' start scripts
+SYSTEM_ENVIRONMENT_FILE = Path("/etc/environment")  # the settings file every program reads
+
+# The reference image's places, kept for its tools, templates and in-instance tests.
+INSTANCE_TOOLS_BIN = Path("/opt/instance-tools/bin")  # on PATH: provisioner
+PROVISIONER_COMMAND = INSTANCE_TOOLS_BIN / "provisioner"
+PORTAL_YAML = Path("/etc/portal.yaml")  # the applications in effect, its format (written, not read)
+CADDYFILE = Path("/etc/Caddyfile")  # a summary of the proxy's listeners (written, not read)
+BAKED_MANIFEST = Path("/provisioning.yaml")  # a manifest baked into an image, or a downloaded one
+DOWNLOADED_SCRIPT = Path("/provisioning.sh")  # PROVISIONING_SCRIPT fetched from a URL
+PROVISIONING_MARKER = Path("/.provisioning")  # provisioning runs (services may wait for it to go)
+PROVISIONING_COMPLETE = Path("/.provisioning_complete")  # it succeeded: later boots skip it
+PROVISIONING_FAILED = Path("/.provisioning_failed")  # its last run failed: the next boot tries again
+PROVISIONER_STATE_DIR = Path("/.provisioner_state")  # each phase's input hash after it succeeded
+PROVISIONER_STOPPED = Path("/.provisioner_stopped")  # on_failure: stop happened once (no restart loop)
+# A derivative's verified downloader, which the provisioner hands its downloads (TOML: command).
+DOWNLOADER_DECLARATION = Path("/etc/llama-images/downloader.toml")
 
 SHELL_PREFIX = "LLAMA_IMAGES_"
 

@@ -7,8 +7,12 @@ Then:     PORTAL_CONFIG  "host:external:internal:path:Label|..." (the reference 
           service with its label (any case), else the one on its internal port when its host is
           this machine; an entry naming none adds a service the proxy publishes; an entry whose
           external and internal ports are equal is a portal link only. A declared service no
-          entry names is off. Conflicts (two entries for one service, one external port or one
-          label): the later entry wins, and both are named in the log.
+          entry names still runs, on its declared ports, when an entry's label contains its
+          search term (the reference image's habit: "Jupyter Terminal" starts Jupyter); the
+          reference looks for the term anywhere in the config, this image in labels only, and
+          says so when a host or path alone mentions it. Any other declared service is off.
+          Conflicts (two entries for one service, one external port or one label): the later
+          entry wins, and both are named in the log.
 
 Stdlib only: this runs with the image's own python3 (>= 3.11).
 """
@@ -38,6 +42,8 @@ KEYS: dict[str, tuple[type, bool]] = {
     "enabled_by": (str, False),
     "host": (str, False),
     "files": (list, False),
+    "search_term": (str, False),
+    "openai_path": (str, False),
 }
 
 
@@ -61,9 +67,17 @@ class Service:
     enabled_by: str | None = None  # env var that turns the service off when "false"
     host: str = "127.0.0.1"  # where the proxy reaches it
     files: tuple[str, ...] = ()  # its files in the image: Supervisor program, start script, boot step
+    search_term: str | None = None  # what a PORTAL_CONFIG label must contain to start it (default: label)
+    openai_path: str | None = None  # where it answers OpenAI's API (/v1), for tools that look for one
     enabled: bool = True
     link_only: bool = False  # a PORTAL_CONFIG entry with external == internal: a portal link, not proxied
     off_reason: str = ""  # why it is off (enabled False): shown by the portal and the program's log
+
+    @property
+    def term(self) -> str:
+        """What a PORTAL_CONFIG entry's label must contain to start it (the reference image's
+        exit_portal.sh search term)."""
+        return self.search_term or self.label
 
     @property
     def published(self) -> bool:
@@ -87,6 +101,7 @@ class Service:
             "enabled": self.enabled,
             "link_only": self.link_only,
             "off_reason": self.off_reason,
+            "search_term": self.term,
         }
 
 
@@ -94,6 +109,7 @@ class Service:
 class Loaded:
     services: tuple[Service, ...]
     problems: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())  # decisions worth a log line that are no problem
 
     def by_name(self) -> dict[str, Service]:
         return {s.name: s for s in self.services}
@@ -108,6 +124,7 @@ def load_services(
     port. Bad files or entries are reported in `problems` and skipped; the rest still load."""
     env = dict(environ) if environ is not None else {}
     problems: list[str] = []
+    notes: list[str] = []
     services: dict[str, Service] = {}
     for path in sorted(shipped_dir.glob("*.toml")):
         data = read_toml(path, problems)
@@ -129,9 +146,9 @@ def load_services(
             services[name] = service.switched_off(f"{service.enabled_by}={env.get(service.enabled_by, '').strip()}")
     portal_config = env.get("PORTAL_CONFIG", "").strip()
     if portal_config:
-        services = apply_portal_config(portal_config, services, problems)
+        services = apply_portal_config(portal_config, services, problems, notes)
     ordered = sorted(services.values(), key=lambda s: (s.external_port, s.name))
-    return Loaded(drop_port_clashes(ordered, problems), tuple(problems))
+    return Loaded(drop_port_clashes(ordered, problems), tuple(problems), tuple(notes))
 
 
 def read_toml(path: Path, problems: list[str]) -> dict[str, Any] | None:
@@ -170,7 +187,7 @@ def check_values(path: Path, data: Mapping[str, Any], problems: list[str], *, pa
 def value_problem(key: str, value: Any) -> str | None:
     if key.endswith("_port") and not 1 <= value <= 65535:
         return "is not a port (1-65535)"
-    if key in {"path", "health_path"} and not str(value).startswith("/"):
+    if key in {"path", "health_path", "openai_path"} and not str(value).startswith("/"):
         return "must start with '/'"
     if key == "name" and not NAME.fullmatch(value):
         return "is not a service name (lowercase letters, digits, '-', '_')"
@@ -309,9 +326,12 @@ def conflict(earlier: tuple[Entry, Service], later: tuple[Entry, Service], decla
     return None
 
 
-def apply_portal_config(value: str, services: dict[str, Service], problems: list[str]) -> dict[str, Service]:
-    """PORTAL_CONFIG decides what runs: the services its entries name or add; every other
-    declared service is off. Of two conflicting entries, the later is kept."""
+def apply_portal_config(
+    value: str, services: dict[str, Service], problems: list[str], notes: list[str] | None = None
+) -> dict[str, Service]:
+    """PORTAL_CONFIG decides what runs: the services its entries name or add, and the declared
+    services whose search term an entry's label contains; every other declared service is off.
+    Of two conflicting entries, the later is kept."""
     kept: list[tuple[Entry, Service]] = []
     for entry in parse_portal_config(value, problems):
         candidate = (entry, entry_service(entry, services))
@@ -324,6 +344,8 @@ def apply_portal_config(value: str, services: dict[str, Service], problems: list
                 kept.remove(earlier)
         kept.append(candidate)
     result = {name: s.switched_off("not in PORTAL_CONFIG") for name, s in services.items()}
+    started_by_term = started_by_label(kept, services, notes if notes is not None else [])
+    result.update(started_by_term)
     taken = set(result)
     for _, service in kept:
         if service.name in taken and service.name not in services:
@@ -331,6 +353,45 @@ def apply_portal_config(value: str, services: dict[str, Service], problems: list
         result[service.name] = service
         taken.add(service.name)
     return result
+
+
+def started_by_label(
+    kept: list[tuple[Entry, Service]], services: dict[str, Service], notes: list[str]
+) -> dict[str, Service]:
+    """The declared services no entry names whose search term an entry's label contains (any
+    case), on their declared ports: the reference image starts such a service. It looks for the
+    term anywhere in the config; a term found only in an entry's host or path starts nothing
+    here, and the note says so. A declared port an entry publishes stays the entry's."""
+    named = {service.name for _, service in kept if service.name in services}
+    published = {service.external_port: entry for entry, service in kept if service.published}
+    started: dict[str, Service] = {}
+    for name, declared in services.items():
+        if name in named or not declared.enabled:
+            continue
+        term = declared.term.lower()
+        by_label = [entry for entry, _ in kept if term in entry.label.lower()]
+        if by_label:
+            clash = published.get(declared.external_port) if declared.program else None
+            if clash is not None:
+                notes.append(
+                    f"PORTAL_CONFIG {by_label[0]} names {declared.term!r} in its label, but {clash} publishes "
+                    f"{name}'s port {declared.external_port}: {name} stays off"
+                )
+                continue
+            started[name] = declared
+            notes.append(
+                f"PORTAL_CONFIG {by_label[0]} names {declared.term!r} in its label: {name} runs on its declared "
+                f"port {declared.external_port}, as the reference image starts it"
+            )
+            continue
+        elsewhere = [entry for entry, _ in kept if term in f"{entry.host}:{entry.path}".lower()]
+        if elsewhere:
+            notes.append(
+                f"PORTAL_CONFIG {elsewhere[0]} mentions {declared.term!r} only in its host or path: {name} stays "
+                "off (the reference image would start it, finding the name anywhere in the config); put "
+                f"{declared.term!r} in an entry's label to start it"
+            )
+    return started
 
 
 def drop_port_clashes(services: list[Service], problems: list[str]) -> tuple[Service, ...]:

@@ -21,6 +21,10 @@ from pathlib import PurePosixPath
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from llama_runtime.cgroup import CpuBudget
+
+from .threads import thread_options
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_ATTEMPTS = 3  # llama-server starts before giving up (FATAL)
 DEFAULT_RETRY_DELAY = 5.0  # seconds before the second start; doubles for each further one
@@ -166,6 +170,7 @@ class Plan:
     endpoint: str = DEFAULT_ENDPOINT
     other_caches: tuple[str, ...] = ()  # caches on the volume models are linked in from
     path_variables: Mapping[str, str] = field(default_factory=dict)  # PATH_VARIABLES made absolute
+    threads: tuple[str, ...] = ()  # --threads at the CPU quota, unless LLAMA_ARGS set them (threads.py)
 
     @property
     def args_download(self) -> bool:
@@ -209,7 +214,7 @@ class Plan:
             command += model_arguments(self.sources[0], self.cache, hf_file)
         if offline:
             command.append("--offline")
-        return [*command, *self.monitoring, *self.args]
+        return [*command, *self.monitoring, *self.threads, *self.args]
 
     def preset(self) -> str:
         """Router mode: llama-server's models file (INI), one section per LLAMA_MODEL entry."""
@@ -388,8 +393,14 @@ def number(env: Mapping[str, str], name: str, default: float, minimum: float, in
     return value
 
 
-def make_plan(env: Mapping[str, str], default_port: int, taken_ports: Mapping[int, str] | None = None) -> Plan | None:
-    """The plan for this environment, or None when no model is configured anywhere."""
+def make_plan(
+    env: Mapping[str, str],
+    default_port: int,
+    taken_ports: Mapping[int, str] | None = None,
+    cpu: CpuBudget | None = None,
+) -> Plan | None:
+    """The plan for this environment, or None when no model is configured anywhere; `cpu`, the
+    container's CPU budget, sets llama-server's threads where LLAMA_ARGS leave them."""
     workspace = env.get("WORKSPACE", "").strip() or DEFAULT_WORKSPACE
     args, arg_secrets = take_secrets(split_args(env.get("LLAMA_ARGS", "")))
     args = absolute_arguments(args, workspace)
@@ -443,6 +454,7 @@ def make_plan(env: Mapping[str, str], default_port: int, taken_ports: Mapping[in
             for name in PATH_VARIABLES
             if absolute(env.get(name, ""), workspace) != env.get(name, "")
         },
+        threads=thread_options(args, env, cpu),
     )
 
 

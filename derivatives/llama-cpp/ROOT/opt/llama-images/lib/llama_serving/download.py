@@ -184,6 +184,7 @@ class Located:
     ranges: bool
     etag: str = ""
     sha256: str | None = None
+    disposition: str = ""  # Content-Disposition: the file's name when a URL does not say it
 
 
 def locate(url: str, authorization: str | None, settings: Settings) -> Located:
@@ -210,7 +211,15 @@ def locate(url: str, authorization: str | None, settings: Settings) -> Located:
         length = headers.get("content-length", "")
         size = int(length) if length.isdigit() else linked_size
         ranges = headers.get("accept-ranges", "none").lower() != "none"
-        return Located(url, authorization, size, ranges, headers.get("etag", ""), linked_sha)
+        return Located(
+            url,
+            authorization,
+            size,
+            ranges,
+            headers.get("etag", ""),
+            linked_sha,
+            headers.get("content-disposition", ""),
+        )
     raise DownloadError(f"more than {REDIRECTS} redirects from {mask_url(url)}")
 
 

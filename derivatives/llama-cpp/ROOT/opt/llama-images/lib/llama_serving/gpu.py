@@ -194,7 +194,7 @@ def fix(facts: Facts, listed: str) -> str:  # noqa: PLR0911 (one return per case
         if not capabilities & {"graphics", "all"}:
             return (
                 f"NVIDIA's Vulkan driver is mounted only with the graphics capability: NVIDIA_DRIVER_CAPABILITIES is "
-                f"'{facts.capabilities}'; leave the image's (compute,utility,graphics) or add graphics"
+                f"'{facts.capabilities}'; leave the image's (all) or add graphics"
             )
         return "NVIDIA's Vulkan driver did not load (see the line above); the host driver's Vulkan files may be missing"
     if not facts.render_nodes:

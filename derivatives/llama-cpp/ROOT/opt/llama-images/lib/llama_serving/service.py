@@ -22,20 +22,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llama_runtime import paths as runtime_paths
+from llama_runtime.cgroup import read_budget
 from llama_runtime.files import write_atomically, write_private
 from llama_runtime.services import load_services
 
-from . import gpu
+from . import gpu, threads
 from .config import ConfigError, Plan, make_plan, mask, shown_command
 from .paths import GAVE_UP_FILE, OVERRIDE_FILE, PRESET_FILE, SERVICE, STATUS_FILE, SUPERVISOR_PROGRAM_FILE
 from .watch import PROGRESS_LOG_SECONDS, Attempt, Watch, host_for_url, log
@@ -127,8 +130,10 @@ def serve(env: Mapping[str, str]) -> int:
     """Program llama (started by llama.sh, which has already handled a gave-up marker)."""
     born = time.monotonic()
     default_port, taken = declaration(env)
+    budget = read_budget()
     try:
-        plan = make_plan(env, default_port, taken)
+        plan = make_plan(env, default_port, taken, cpu=budget)
+        account = server_account(env)
     except ConfigError as exc:
         log(f"error: {exc}")
         set_status(f"failed: {exc}")
@@ -142,7 +147,11 @@ def serve(env: Mapping[str, str]) -> int:
         time.sleep(startsecs() + 1)
         return 0
     warn_exposure(plan)
-    runner = Runner(plan, env)
+    if plan.threads:
+        log(threads.described(budget, plan.threads))
+    runner = Runner(plan, env, account)
+    if account is not None:
+        log(f"llama-server runs as {account.name} (uid {account.uid}, gid {account.gid}): LLAMA_SERVER_USER")
     signal.signal(signal.SIGTERM, runner.stop)
     signal.signal(signal.SIGINT, runner.stop)
     gave_up = runner.run()
@@ -168,10 +177,40 @@ def warn_exposure(plan: Plan) -> None:
     log(banner)
 
 
+USER_VARIABLE = "LLAMA_SERVER_USER"
+
+
+@dataclass(frozen=True)
+class Account:
+    """Who llama-server runs as when LLAMA_SERVER_USER names someone other than root."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def server_account(env: Mapping[str, str]) -> Account | None:
+    """LLAMA_SERVER_USER's account (a name or a uid), None for root or unset; ConfigError when
+    it does not exist, or the container does not run as root (only root can switch)."""
+    value = env.get(USER_VARIABLE, "").strip()
+    if not value or value in {"root", "0"}:
+        return None
+    try:
+        entry = pwd.getpwuid(int(value)) if value.isdigit() else pwd.getpwnam(value)
+    except KeyError:
+        raise ConfigError(f"{USER_VARIABLE}={value!r}: no such user in the container; `user` (UID 1001) is") from None
+    if os.geteuid() != 0:
+        raise ConfigError(f"{USER_VARIABLE}={value!r}: only root can start llama-server as another user (this "
+                          f"container runs as uid {os.geteuid()}); leave it unset")  # fmt: skip
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+
 class Runner:
-    def __init__(self, plan: Plan, env: Mapping[str, str]) -> None:
+    def __init__(self, plan: Plan, env: Mapping[str, str], account: Account | None = None) -> None:
         self.plan = plan
         self.env = env
+        self.account = account
         self.secrets = plan.secret_values()
         self.stopping = threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
@@ -228,6 +267,8 @@ class Runner:
             try:
                 PRESET_FILE.parent.mkdir(parents=True, exist_ok=True)  # not root-only: only the preset is private
                 write_private(PRESET_FILE, self.plan.preset())  # URLs in it may carry credentials
+                if self.account is not None:  # llama-server reads it as that user
+                    os.chown(PRESET_FILE, self.account.uid, self.account.gid)
             except OSError as exc:
                 return Attempt(served=False, cause=f"cannot write {PRESET_FILE}: {exc.strerror}")
             preset = str(PRESET_FILE)
@@ -295,7 +336,15 @@ class Runner:
         env.update(self.gpu.environment)
         # The progress bars need a terminal (see Watch); colours would only clutter the log.
         env.setdefault("LLAMA_ARG_LOG_COLORS", "off")
+        if self.account is not None:
+            env.update(HOME=self.account.home, USER=self.account.name, LOGNAME=self.account.name)
         return env
+
+    def credentials(self) -> dict[str, Any]:
+        """Popen's arguments that start llama-server as LLAMA_SERVER_USER's account (none: as we are)."""
+        if self.account is None:
+            return {}
+        return {"user": self.account.uid, "group": self.account.gid, "extra_groups": []}
 
 
 def file_problem(name: str) -> str | None:
@@ -331,5 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         return boot(env)
     if command == "serve":
         return serve(env)
-    print("usage: llama-serving boot|serve", file=sys.stderr)
+    if command == "fetch":  # the provisioner's downloads (llama_serving/fetch.py)
+        from . import fetch
+
+        return fetch.main(env)
+    print("usage: llama-serving boot|serve|fetch", file=sys.stderr)
     return 2

@@ -79,6 +79,7 @@ class Watch:
                 stderr=writer,
                 env=self.runner.child_environment(),
                 cwd=SERVER_DIRECTORY,  # not /workspace: ggml loads backends from its working directory
+                **self.runner.credentials(),
             )
         except OSError as exc:
             os.close(reader)
