@@ -38,7 +38,9 @@ KEYS: dict[str, tuple[type, bool]] = {
     "enabled_by": (str, False),
     "host": (str, False),
     "files": (list, False),
+    "token_scheme": (str, False),
 }
+TOKEN_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
 
 def env_flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
@@ -61,6 +63,9 @@ class Service:
     enabled_by: str | None = None  # env var that turns the service off when "false"
     host: str = "127.0.0.1"  # where the proxy reaches it
     files: tuple[str, ...] = ()  # its files in the image: Supervisor program, start script, boot step
+    # It checks a token of its own (`Authorization: <scheme> <token>`, paths.service_token_file):
+    # the proxy sends it on the requests it let in; on a port left open the client must bring it.
+    token_scheme: str | None = None
     enabled: bool = True
     link_only: bool = False  # a PORTAL_CONFIG entry with external == internal: a portal link, not proxied
     off_reason: str = ""  # why it is off (enabled False): shown by the portal and the program's log
@@ -87,6 +92,7 @@ class Service:
             "enabled": self.enabled,
             "link_only": self.link_only,
             "off_reason": self.off_reason,
+            "token_scheme": self.token_scheme,
         }
 
 
@@ -174,6 +180,8 @@ def value_problem(key: str, value: Any) -> str | None:
         return "must start with '/'"
     if key == "name" and not NAME.fullmatch(value):
         return "is not a service name (lowercase letters, digits, '-', '_')"
+    if key == "token_scheme" and not TOKEN_SCHEME.fullmatch(value):
+        return "is not an Authorization scheme (a word such as 'token')"
     if key == "files" and not all(isinstance(item, str) and item.startswith("/") for item in value):
         return "must list paths in the image, each starting with '/'"
     return None
