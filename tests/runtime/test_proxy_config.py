@@ -186,6 +186,16 @@ def test_a_service_with_a_token_of_its_own_gets_it_from_the_proxy_on_a_protected
     # Set after the proxy's own credentials are removed, on every way in (Bearer, session, ...).
     bearer = by_kind(routes_of(protected, "srv-jupyter"), "bearer")["handle"]
     assert bearer.index(given) > next(i for i, h in enumerate(bearer) if h.get("request", {}).get("delete"))
+    # Its pages send it back: on the protected port it is no credential, removed before the login
+    # is looked at (not counted as a wrong token, not a way in by itself).
+    first, second = routes_of(protected, "srv-jupyter")[:2]
+    assert "terminal" not in first and "terminal" not in second
+    pattern = go_pattern(first["match"][0]["header_regexp"]["Authorization"]["pattern"])
+    assert pattern.search("token own-token-123") and pattern.search("Token  own-token-123")
+    assert not pattern.search("token own-token-1234") and not pattern.search("Bearer own-token-123")
+    assert first["handle"] == [{"handler": "headers", "request": {"delete": ["Authorization"]}}]
+    assert second["match"] == [{"query": {"token": ["own-token-123"]}}]
+    assert second["handle"] == [{"handler": "rewrite", "query": {"delete": ["token"]}}]
     opened = Auth(("s3cret",), cookie=COOKIE, service_tokens=tokens, excluded_ports=frozenset({8080}))
     assert "own-token-123" not in json.dumps(routes_of(caddy_config((*SERVICES[:2], jupyter), opened), "srv-jupyter"))
 

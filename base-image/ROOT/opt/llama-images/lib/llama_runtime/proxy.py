@@ -373,11 +373,32 @@ def upstream_handlers(service: Service, auth: Auth, protected: bool) -> list[dic
     return [*handlers, {"handler": "subroute", "routes": upstream_routes(service, strip_cors=True)}]
 
 
+def own_token_ignored(service: Service, auth: Auth) -> list[dict[str, Any]]:
+    """A service with a token of its own puts it in its pages (JupyterLab's page config), and its
+    scripts send it back (`Authorization: token ...`, `?token=` on websockets). On its protected
+    port that is no credential of the proxy's: removed before the login is looked at (the
+    session those requests also carry decides), and the proxy sets it again on what it lets in."""
+    own_token = dict(auth.service_tokens).get(service.name)
+    if not service.token_scheme or not own_token:
+        return []
+    header = f"^(?i:{regex_literal(service.token_scheme)}) +{regex_literal(own_token)}$"
+    return [
+        {
+            "match": [{"header_regexp": {"Authorization": {"pattern": header}}}],
+            "handle": [{"handler": "headers", "request": {"delete": ["Authorization"]}}],
+        },
+        {
+            "match": [{"query": {"token": [placeholder_literal(own_token)]}}],
+            "handle": [{"handler": "rewrite", "query": {"delete": ["token"]}}],
+        },
+    ]
+
+
 def auth_routes(service: Service, auth: Auth) -> list[dict[str, Any]]:
     fast = fast_path_matchers(auth)
     upstream = upstream_handlers(service, auth, protected=True)
     blocked = {"file": {"root": str(auth.blocked_dir), "try_files": ["/{http.request.remote.host}"]}}
-    routes: list[dict[str, Any]] = []
+    routes: list[dict[str, Any]] = own_token_ignored(service, auth)
     if service.name == LOGOUT_SERVICE:
         routes.append(logout_route(auth, service))
     routes += [
