@@ -270,14 +270,14 @@ def test_log_lines_are_masked_including_llama_servers_own_key_tail() -> None:
 # Retries
 
 
-def test_retry_defaults_are_small_and_the_readme_states_them() -> None:
+def test_retry_defaults_are_small_and_the_docs_state_them() -> None:
     defaults = plan(LLAMA_MODEL="/m/x.gguf").retries
     assert (defaults.attempts, defaults.delay, defaults.stall_timeout) == (3, 5.0, 300.0)
     assert [defaults.delay_after(n) for n in (1, 2)] == [5.0, 10.0]
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    serving = (REPO_ROOT / "docs" / "serving.md").read_text(encoding="utf-8")
     for variable, value in (("LLAMA_START_ATTEMPTS", "3"), ("LLAMA_RETRY_DELAY", "5"), ("LLAMA_STALL_TIMEOUT", "300")):
-        assert re.search(rf"^\| `{variable}` \| `{value}` \|", readme, re.MULTILINE), variable
-    assert re.search(r"^\| `LLAMA_MODELS_MAX` \| `1` \|", readme, re.MULTILINE)
+        assert re.search(rf"^\| `{variable}` \| `{value}` \|", serving, re.MULTILINE), variable
+    assert re.search(r"^\| `LLAMA_MODELS_MAX` \| `1` \|", serving, re.MULTILINE)
 
 
 @pytest.mark.parametrize(

@@ -35,9 +35,9 @@ DEVICE_LINE = re.compile(r"^\s*((CUDA|Vulkan|ROCm|SYCL|Metal|OpenCL)\d+):\s*(.*)
 CUDA_INIT_FAILURE = re.compile(r"ggml_cuda_init: failed to initialize CUDA: (.*)")
 WARNING_PREFIX = "CPU fallback (GPU not used): "
 CPU_CACHE_DIR = "/tmp/nv-compute-cache"  # where CUDA's JIT cache goes when /workspace is not writable
-# The images to name in advice (the matrix's tag templates: README "matrix.yaml reference").
+# The images to name in advice (the matrix's tag templates: docs/building.md "matrix.yaml reference").
 VULKAN_IMAGE = "the vulkan image (tag <release>-vulkan)"
-CUDA_IMAGE = "the CUDA image (tag <release>-cuda-<version>; its driver minimum is in the README)"
+CUDA_IMAGE = "the CUDA image (tag <release>-cuda-<version>; its driver minimum: docs/serving.md, GPU hosts)"
 DRI_FLAG = "--device /dev/dri"
 GPUS_FLAG = "--gpus all"
 
