@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 from .stats import LoadSample
 
-CONCURRENCY = (1, 8, 64)
+CONCURRENCY = (1, 8, 64, 256)
+# The ways a request is sent: through the proxy with the token (Bearer, checked inside Caddy) or
+# with a browser's login session cookie (issue 28: the verifier's path), and to llama-server itself.
+PATHS = ("proxy", "session", "direct")
 # A completion small enough that the proxy's share of the time shows: 8 tokens of a tiny model.
 PROMPT = "Once upon a time"
 MAX_TOKENS = 8

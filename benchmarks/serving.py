@@ -161,12 +161,25 @@ def internal_port(image: str) -> int:
     return int(text.strip())
 
 
+def session_cookie(server: str, token: str) -> str:
+    """A browser's login inside the container (127.0.0.1, the address hey sends from: the session
+    is bound to it): the session cookie as `name=value`."""
+    head = run(["docker", "exec", server, "curl", "-s", "-o", "/dev/null", "-D", "-", "-H", "Accept: text/html",
+                f"http://127.0.0.1:{EXTERNAL_PORT}/health?token={token}"])  # fmt: skip
+    for line in head.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "set-cookie":
+            return value.strip().split(";")[0]
+    raise BenchError(f"the login with ?token= set no session cookie:\n{head}")
+
+
 def measure_load(ctx: Context, image: str, repeats: int) -> dict[str, Any]:
     models = tiny_model(ctx).parent
     token = secrets.token_urlsafe(18)
     loader = loader_image(ctx)
     direct_port = internal_port(image)
-    paths = {"proxy": f"http://127.0.0.1:{EXTERNAL_PORT}", "direct": f"http://127.0.0.1:{direct_port}"}
+    proxy_url = f"http://127.0.0.1:{EXTERNAL_PORT}"
+    paths = {"proxy": proxy_url, "session": proxy_url, "direct": f"http://127.0.0.1:{direct_port}"}
     headers = {"Authorization": f"Bearer {token}"}
     samples: dict[tuple[str, int, str], list[LoadSample]] = {}
     server_args = [
@@ -180,10 +193,12 @@ def measure_load(ctx: Context, image: str, repeats: int) -> dict[str, Any]:
     ]
     with container(server_args) as server:
         wait_serving(server, loader, paths["proxy"], headers)
+        # The same header names on every path: the session path sends the cookie instead.
+        sent = {"proxy": headers, "direct": headers, "session": {"Cookie": session_cookie(server, token)}}
         with container(["--network", f"container:{server}", "--entrypoint", "sleep", loader, "infinity"]) as client:
 
             def hey(kind: load.LoadKind, concurrency: int, path: str) -> LoadSample:
-                command = load.hey_command(paths[path] + kind.path, kind, concurrency, headers)
+                command = load.hey_command(paths[path] + kind.path, kind, concurrency, sent[path])
                 text = run(["docker", "exec", client, *command], timeout=600)
                 return load.parse_hey_csv(text, load.request_count(kind, concurrency))
 
@@ -193,7 +208,9 @@ def measure_load(ctx: Context, image: str, repeats: int) -> dict[str, Any]:
             for repeat in range(repeats):
                 for kind in load.KINDS:
                     for concurrency in load.CONCURRENCY:
-                        order = list(paths) if (repeat + concurrency) % 2 == 0 else list(reversed(paths))
+                        # Each path goes first in turn.
+                        shift = (repeat + load.CONCURRENCY.index(concurrency)) % len(load.PATHS)
+                        order = [*load.PATHS[shift:], *load.PATHS[:shift]]
                         for path in order:
                             samples.setdefault((kind.name, concurrency, path), []).append(hey(kind, concurrency, path))
                 ctx.log(f"load: round {repeat + 1}/{repeats} done")

@@ -251,6 +251,35 @@ def test_load_rows_pair_proxy_and_direct() -> None:
     assert row["p50_added_ms"] == 1.5
 
 
+def session_rows(c1_added: float, c8_ratio: float, errors: int) -> list[dict[str, Any]]:
+    summary = {"requests": 400, "errors": 0, "requests_per_second": 1000.0, "p50_ms": 0.5, "p99_ms": 2.0}
+    summaries = {}
+    for concurrency in (1, 8, 256):
+        summaries[("health", concurrency, "proxy")] = summary
+        summaries[("health", concurrency, "direct")] = summary
+        summaries[("health", concurrency, "session")] = {
+            **summary,
+            "p50_ms": 0.5 + (c1_added if concurrency == 1 else 0.0),
+            "requests_per_second": 1000.0 * (c8_ratio if concurrency == 8 else 1.0),
+            "errors": errors if concurrency == 256 else 0,
+        }
+    return report.load_rows(summaries)
+
+
+def test_the_session_cookie_is_held_against_the_bearer_token() -> None:
+    rows = session_rows(0.4, 0.85, 0)
+    assert [(r["concurrency"], r["session_throughput_ratio"], r["session_p50_added_ms"]) for r in rows] == [
+        (1, 1.0, 0.4), (8, 0.85, 0.0), (256, 1.0, 0.0)
+    ]  # fmt: skip
+    met = {v["name"]: v["met"] for v in report.verdicts(results(load={"repeats": 1, "rows": rows}))}
+    assert (met["session p50 latency"], met["session throughput"], met["session errors"]) == (True, True, True)
+    for slow in (session_rows(1.2, 0.85, 0), session_rows(0.4, 0.6, 0), session_rows(0.4, 0.85, 3)):
+        judged = {v["name"]: v["met"] for v in report.verdicts(results(load={"repeats": 1, "rows": slow}))}
+        assert [judged[n] for n in ("session p50 latency", "session throughput", "session errors")].count(False) == 1
+    text = report.render(results(load={"repeats": 1, "rows": rows}))
+    assert "4b. A browser's session cookie vs the Bearer token" in text and "0.85x" in text
+
+
 def test_verdicts_hold_each_figure_against_its_target() -> None:
     found = {v["name"]: v["met"] for v in report.verdicts(results())}
     assert found == {
@@ -295,7 +324,7 @@ def test_the_table_shows_every_measurement_and_the_targets() -> None:
     expected_parts = (
         *("machine: 2 cores", "1. Update pull delta", "base script edit", "30.0 kB", "5.0%", "2. Matrix build"),
         *("0.50x", "3. Boot to healthy", "+0.50 s", "4. Proxy under load", "0.95x", "+1.50", "5. Image size"),
-        *("800.0 MB", "4.00x", "255.0 MB", "Targets (issues 8, 17 and 18)"),
+        *("800.0 MB", "4.00x", "255.0 MB", "Targets (issues 8, 17, 18 and 28)"),
     )
     for expected in expected_parts:
         assert expected in text, expected

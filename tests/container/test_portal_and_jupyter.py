@@ -26,7 +26,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.container.conftest import ARTIFACTS, CPU_IMAGE, click, loopback_ports, wait_for
+from tests.container.conftest import ARTIFACTS, CPU_IMAGE, click, exec_text, loopback_ports, wait_for
 from tests.container.runtime_support import (
     TOKEN,
     bearer,
@@ -338,6 +338,9 @@ def test_jupyterlab_works_in_the_browser_with_the_login(portal_container: Any, b
         " body: JSON.stringify({type: 'notebook'})}).then(r => done(r.status));"
     )
     assert created == 201
+    # JupyterLab's scripts send its own token back (its page holds it): the proxy takes it for
+    # no credential, neither a way in nor a wrong token counted against the owner.
+    assert "failed attempt" not in exec_text(portal_container, "cat", "/var/log/portal/auth.log")[1]
 
 
 def test_the_reference_images_jupyter_terminal_link_opens_a_terminal(
@@ -352,3 +355,4 @@ def test_the_reference_images_jupyter_terminal_link_opens_a_terminal(
         "const done = arguments[0]; fetch('/api/terminals').then(r => r.json()).then(done);"
     )
     assert [terminal["name"] for terminal in terminals] == ["1"]
+    assert "failed attempt" not in exec_text(portal_container, "cat", "/var/log/portal/auth.log")[1]

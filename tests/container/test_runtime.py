@@ -88,9 +88,11 @@ def test_exposed_ports_are_the_declared_external_ports(served: Any, client: Any)
     assert set(client.images.get(CPU_IMAGE).attrs["Config"]["ExposedPorts"]) == ports
 
 
-# A signed session that expires (the reference image's 7 days), named per instance.
+# A signed session that expires (the reference image's 7 days), named per instance: its expiry, its
+# own id, the network it is bound to, the signature (docs/image.md).
 SESSION_COOKIE = re.compile(
-    r"^(llama_[0-9a-f]{12}_auth)=(v1\.\d+\.[\w-]+); Path=/; Max-Age=604800; HttpOnly; SameSite=Lax$"
+    r"^(llama_[0-9a-f]{12}_auth)=(v2\.\d+\.[\w-]{16}\.\d+-[\w-]{11}\.[\w-]{43}); "
+    r"Path=/; Max-Age=604800; HttpOnly; SameSite=Lax$"
 )
 
 
@@ -116,7 +118,7 @@ def test_auth_matrix(served: Any, port: int) -> None:
     assert cookie, browser.headers["Set-Cookie"]
     assert TOKEN not in browser.headers["Set-Cookie"]
     session = f"{cookie.group(1)}={cookie.group(2)}"
-    forged = f"{cookie.group(1)}=v1.9999999999.{cookie.group(2).rsplit('.', 1)[1]}"
+    forged = f"{cookie.group(1)}=v2.9999999999.{cookie.group(2).split('.', 2)[2]}"  # a later expiry
     assert request(served, port, path, headers={"Cookie": forged}).status == 401
     api = request(served, port, f"{path}?token={TOKEN}")
     # (Jupyter sets its own cookies.)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from llama_portal.logs_archive import members, secrets_in, write_zip
-from llama_portal.panels import allowed_actions, mapped_port, usage
+from llama_portal.panels import allowed_actions, link_query, mapped_port, usage
 from llama_runtime.paths import PROGRAM_LOGS
 
 
@@ -36,6 +36,13 @@ def test_buttons_follow_the_programs_state(state: str, buttons: list[str]) -> No
 def test_programs_the_portal_does_not_control_offer_no_buttons() -> None:
     assert allowed_actions("RUNNING", controllable=False) == []
     assert allowed_actions("STOPPED", controllable=False) == []
+
+
+def test_a_link_to_an_opened_port_carries_the_service_s_own_token_only_from_a_portal_behind_the_login() -> None:
+    assert link_query(protected=False, portal_protected=True, own_token="a+b/c") == "token=a%2Bb%2Fc"
+    assert link_query(protected=True, portal_protected=True, own_token="t") == ""  # the proxy sends it
+    assert link_query(protected=False, portal_protected=False, own_token="t") == ""  # anyone would see it
+    assert link_query(protected=False, portal_protected=True, own_token=None) == ""
 
 
 def test_the_api_port_follows_vast_ais_port_mapping() -> None:

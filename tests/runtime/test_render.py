@@ -96,6 +96,44 @@ def test_a_weak_token_is_used_and_warned_about_without_being_shown(
     assert "Qz9" not in out
 
 
+def test_session_bind_reaches_the_verifier_and_a_bad_value_keeps_the_default(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup(monkeypatch, OPEN_BUTTON_TOKEN="button-token-0123456789")
+    assert render(paths) == 0
+    assert verifier_settings(paths)["bind"] == [24, 64]
+    for value, bind in (("none", [None, None]), ("address", [32, 128]), ("16,none", [16, None])):
+        monkeypatch.setenv("SESSION_BIND", value)
+        assert render(paths) == 0
+        assert verifier_settings(paths)["bind"] == bind, value
+    monkeypatch.setenv("SESSION_BIND", "everywhere")
+    assert render(paths) == 0
+    assert verifier_settings(paths)["bind"] == [24, 64]
+    assert "ERROR: SESSION_BIND='everywhere' is not understood" in capsys.readouterr().out
+
+
+def test_jupyter_gets_a_token_of_its_own_which_the_proxy_sends_and_its_start_reads_from_a_file(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup(monkeypatch, OPEN_BUTTON_TOKEN="button-token-0123456789")
+    assert render(paths) == 0
+    token_file = runtime_paths.service_token_file("jupyter")
+    token = token_file.read_text()
+    assert len(token) >= 43 and token_file.stat().st_mode & 0o777 == 0o600
+    assert f'"Authorization": ["token {token}"]' in json.dumps(json.loads(paths["caddy"].read_text()))
+    assert render(paths) == 0 and token_file.read_text() == token  # one token a boot
+    # jupyter.sh asks for the file (JUPYTER_TOKEN_FILE): its path, never the token.
+    capsys.readouterr()
+    assert cli.service_token_file("jupyter") == 0
+    assert capsys.readouterr().out.strip() == str(token_file)
+    assert cli.service_token_file("portal") == 2  # declares none
+    # Asked at once by the render and the start script: both get the one that was linked first.
+    token_file.unlink()
+    first = credentials.service_token("jupyter")
+    assert credentials.service_token("jupyter") == first == token_file.read_text()
+    assert [p.name for p in token_file.parent.iterdir() if p.name.startswith(".jupyter")] == []
+
+
 def test_the_cookie_name_and_sessions_survive_a_restart_but_not_a_new_secret(
     paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Supervisor program "jupyter": JupyterLab on 127.0.0.1:18080, rooted at /workspace. The proxy
-# checks the token, so Jupyter's own token and XSRF check are off (the proxy refuses a request
-# that changes something when it comes from another site or port: Origin, Sec-Fetch-Site).
+# Supervisor program "jupyter": JupyterLab on 127.0.0.1:18080, rooted at /workspace. It checks a
+# token of its own and its XSRF proof: behind the proxy's login the proxy sends that token on the
+# requests it let in (token_scheme in jupyter.toml), so nobody types it and the proxy's own checks
+# (the login, Origin, Sec-Fetch-Site) decide; on a port the proxy leaves open (AUTH_EXCLUDE,
+# ENABLE_AUTH=false) a browser needs the token (the portal's link carries it) and a page of
+# another site cannot post to it.
 set -euo pipefail
 
 # shellcheck source=base-image/ROOT/opt/llama-images/lib/llama_runtime/paths.sh
@@ -20,6 +23,9 @@ mkdir -p /workspace 2>/dev/null || true
 # The port follows the declaration (a runtime override may move it).
 port="$("${runtime}" services --field jupyter.internal_port)"
 export JUPYTER_RUNTIME_DIR=${LLAMA_IMAGES_JUPYTER_RUNTIME_DIR}
+# Read from a root-only file (never an argument or a variable holding it); Jupyter logs it as "...".
+JUPYTER_TOKEN_FILE=$("${runtime}" service-token jupyter)
+export JUPYTER_TOKEN_FILE
 # `run`: JupyterLab, its kernels and terminals get the settings files' values (never the token).
 exec "${runtime}" run -- /venv/main/bin/jupyter-lab \
     --no-browser \
@@ -29,7 +35,5 @@ exec "${runtime}" run -- /venv/main/bin/jupyter-lab \
     --ServerApp.root_dir=/workspace \
     --ServerApp.allow_remote_access=True \
     --ServerApp.allow_root=True \
-    --ServerApp.disable_check_xsrf=True \
-    --IdentityProvider.token= \
     --PasswordIdentityProvider.hashed_password= \
     --ServerApp.terminado_settings='{"shell_command": ["/bin/bash", "-l"]}'

@@ -73,7 +73,10 @@ def known_secrets() -> list[str]:
     tokens, _ = effective_tokens(files)  # every token that opens the proxy (OPEN_BUTTON_TOKEN, WEB_PASSWORD)
     env = dict(os.environ)
     environment.apply(env, files)
-    return logs_archive.secrets_in(env, [*tokens.values(), read_line(paths.TOKEN_FILE) or ""], llama)
+    own = [
+        read_line(paths.service_token_file(s.name)) or "" for s in load_services(environ=env).services if s.token_scheme
+    ]
+    return logs_archive.secrets_in(env, [*tokens.values(), read_line(paths.TOKEN_FILE) or "", *own], llama)
 
 
 def masked(text: str) -> str:

@@ -3,10 +3,14 @@
 Every answer carries security headers (no framing by another origin, no sniffing, no referrer),
 and every request that may change something must come from the portal's own origin (the
 proxy checks this too; the portal repeats it for ports the proxy leaves open). No answer holds
-the access token: links need none, the login session reaches every port of the host."""
+the access token: links need none, the login session reaches every port of the host. A service
+with a token of its own (JupyterLab) on a port the proxy leaves open gets it in its link
+(`link_query`), shown only by a portal behind the login."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import xmlrpc.client
 from pathlib import Path
@@ -14,7 +18,7 @@ from typing import Any
 
 from llama_runtime import environment, logs, paths, supervisor
 from llama_runtime.access import origin_problem
-from llama_runtime.proxy import AUTH_HEADER, CROSS_SITE_MESSAGE, Auth, auth_from_env
+from llama_runtime.proxy import AUTH_HEADER, CROSS_SITE_MESSAGE, LOGOUT_PATH, Auth, auth_from_env
 from llama_runtime.services import Service, load_services
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -51,7 +55,25 @@ def current_env() -> dict[str, str]:
     return env
 
 
-def service_row(service: Service, info: dict[str, Any] | None, auth: Auth) -> dict[str, Any]:
+def own_token(service: Service, services: tuple[Service, ...]) -> str | None:
+    """The token of the service on `service`'s port that checks one of its own (JupyterLab; a
+    PORTAL_CONFIG link to another of its paths shares it), or None."""
+    owner = next((s for s in services if s.token_scheme and s.external_port == service.external_port), None)
+    if owner is None:
+        return None
+    with contextlib.suppress(OSError):
+        return paths.service_token_file(owner.name).read_text(encoding="utf-8") or None
+    return None
+
+
+def link_query(service: Service, services: tuple[Service, ...], auth: Auth, portal: Service | None) -> str:
+    portal_protected = portal is not None and auth.protects(portal.external_port)
+    protected = auth.protects(service.external_port)
+    token = None if protected or not portal_protected else own_token(service, services)
+    return panels.link_query(protected=protected, portal_protected=portal_protected, own_token=token)
+
+
+def service_row(service: Service, info: dict[str, Any] | None, auth: Auth, query: str = "") -> dict[str, Any]:
     if not service.enabled:
         state = "DISABLED"
     elif service.link_only:
@@ -68,6 +90,7 @@ def service_row(service: Service, info: dict[str, Any] | None, auth: Auth) -> di
         "actions": panels.allowed_actions(state, bool(service.program) and service.program not in PROTECTED),
         "has_log": log_file(info) is not None,
         "protected": auth.protects(service.external_port),
+        "link_query": query,
     }
 
 
@@ -80,7 +103,12 @@ def list_services(request: Request) -> Response:
     loaded = load_services(environ=env)
     states = supervisor.states_or_empty()
     auth, _ = auth_from_env(env, (), "")
-    rows = [service_row(s, states.get(s.program) if s.program else None, auth) for s in loaded.services]
+    portal = loaded.by_name().get("portal")
+    rows = [
+        service_row(s, states.get(s.program) if s.program else None, auth,
+                    link_query(s, loaded.services, auth, portal))
+        for s in loaded.services
+    ]  # fmt: skip
     proxy = states.get("proxy")
     return JSONResponse(
         {
@@ -88,8 +116,21 @@ def list_services(request: Request) -> Response:
             "proxy": {"state": proxy["statename"] if proxy else "UNKNOWN"},
             "problems": list(loaded.problems),
             "supervisor": bool(states),
+            # The logout form is offered where there is a login: the portal behind the proxy's check.
+            "logout": LOGOUT_PATH if portal is not None and auth.protects(portal.external_port) else None,
         }
     )
+
+
+def lockouts(request: Request) -> Response:
+    """Recent lock-outs (too many failed attempts from an address), newest first, as the login
+    verifier recorded them (a root-only file; the portal is behind the login)."""
+    try:
+        data = json.loads(paths.LOCKOUTS_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    found = data.get("lockouts") if isinstance(data, dict) else None
+    return JSONResponse({"lockouts": found if isinstance(found, list) else []})
 
 
 def find(name: str) -> Service | None:
@@ -156,8 +197,9 @@ def page(request: Request) -> Response:
 
 
 # frame-ancestors: another port of the same host must not frame the page and click its buttons.
+# Scripts only from the portal's own files: the page has no inline script or handler.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'self'"
 )
@@ -209,6 +251,7 @@ app = Starlette(
         Route("/api/services/{name}/log", service_log),
         Route("/api/services/{name}/{action}", control, methods=["POST"]),
         Route("/api/boot", boot),
+        Route("/api/lockouts", lockouts),
         *api.ROUTES,
         *reference_routes.ROUTES,  # the reference portal's, for tools written against it
     ],

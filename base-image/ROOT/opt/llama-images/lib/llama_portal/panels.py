@@ -10,6 +10,7 @@ import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from urllib.parse import urlencode
 
 # Supervisor states: start only a program that is not running; stop or restart one that is, or
 # is trying to (BACKOFF: between failed starts).
@@ -29,6 +30,15 @@ def allowed_actions(state: str, controllable: bool) -> list[str]:
     if state in RUNNING_STATES:
         return ["stop", "restart"]
     return []
+
+
+def link_query(*, protected: bool, portal_protected: bool, own_token: str | None) -> str:
+    """What the portal's link to a service adds to its address: the service's own token (one that
+    checks one, JupyterLab) when the proxy leaves its port open, so the browser must bring it, and
+    the portal is itself behind the login (an open portal would show it to anyone); else nothing."""
+    if protected or not portal_protected or not own_token:
+        return ""
+    return urlencode({"token": own_token})
 
 
 def mapped_port(env: Mapping[str, str], port: int) -> int:

@@ -1,12 +1,18 @@
 """Who may pass the proxy, decided without I/O: the tokens, login sessions, the origin proof
 that cookie and basic-auth requests need to change anything, and the guessing limit.
 
-A session is a cookie `llama_<instance>_auth=v1.<expiry>.<signature>`: the signature is an
-HMAC of the expiry under a key derived from the instance's secret (root-only, kept across
-restarts) and every valid token, so it says nothing about the token, a new token or secret ends
-every session, and a cookie of one instance is no use to another. The name carries an id
-derived from the secret: two instances on one host (cookies are per host, not per port) keep
-their own login.
+A session is a cookie `llama_<instance>_auth=v2.<expiry>.<id>.<binding>.<signature>`:
+- `<id>`: random, per login; a logout puts it on the revoked list (the verifier keeps it there
+  until the expiry), which ends that session and no other.
+- `<binding>`: `<prefix>-<tag>`, the network the browser logged in from (by default its IPv4 /24
+  or IPv6 /64; SESSION_BIND): the prefix length and a keyed tag of that network, so the cookie
+  does not show it. A session used from another network is refused. `any`: not bound
+  (SESSION_BIND=none).
+- `<signature>`: an HMAC of all of the above under a key derived from the instance's secret
+  (root-only, kept across restarts) and every valid token, so it says nothing about the token, a
+  new token or secret ends every session, and a cookie of one instance is no use to another.
+The name carries an id derived from the secret: two instances on one host (cookies are per host,
+not per port) keep their own login.
 
 Stdlib only: this runs with the image's own python3 (>= 3.11).
 """
@@ -16,7 +22,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import math
+import re
+import secrets
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +46,76 @@ MIN_TOKEN_LENGTH = 16
 MIN_DISTINCT_CHARACTERS = 8
 MIN_TOKEN_BITS = 64
 
+# The whole value, ASCII only: anything else is not a session (never an exception).
+SESSION_VALUE = re.compile(
+    r"v2\.(?P<expiry>[1-9][0-9]{0,11})\.(?P<id>[A-Za-z0-9_-]{16})"
+    r"\.(?P<binding>any|(?P<prefix>[0-9]{1,3})-(?P<tag>[A-Za-z0-9_-]{11}))\.(?P<signature>[A-Za-z0-9_-]{43})",
+    re.ASCII,
+)
+UNBOUND = "any"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """How closely a session is tied to where it was made: a prefix length per address family,
+    None for not at all (SESSION_BIND=none)."""
+
+    ipv4: int | None = 24
+    ipv6: int | None = 64
+
+    def prefix(self, version: int) -> int | None:
+        return self.ipv4 if version == 4 else self.ipv6
+
+    def describe(self) -> str:
+        if self.ipv4 is None and self.ipv6 is None:
+            return "none"
+        return f"{self.ipv4 if self.ipv4 is not None else 'none'},{self.ipv6 if self.ipv6 is not None else 'none'}"
+
+
+DEFAULT_BINDING = Binding()
+SESSION_BIND_HELP = (
+    "use network (IPv4 /24, IPv6 /64: the default), address (/32, /128), none, or two prefix lengths "
+    "IPV4,IPV6 such as 16,48"
+)
+
+
+def parse_binding(value: str) -> tuple[Binding, str | None]:
+    """SESSION_BIND -> (binding, problem). A bad value keeps the default and says why."""
+    text = value.strip().lower()
+    named = {"": DEFAULT_BINDING, "network": DEFAULT_BINDING, "address": Binding(32, 128), "none": Binding(None, None)}
+    if text in named:
+        return named[text], None
+    parts = [p.strip().lstrip("/") for p in text.split(",")]
+    if len(parts) == 2:
+        limits = (32, 128)
+        prefixes: list[int | None] = []
+        for part, limit in zip(parts, limits, strict=True):
+            if part == "none":
+                prefixes.append(None)
+            elif part.isascii() and part.isdigit() and 0 < int(part) <= limit:
+                prefixes.append(int(part))
+            else:
+                break
+        else:
+            return Binding(prefixes[0], prefixes[1]), None
+    return DEFAULT_BINDING, f"SESSION_BIND={value.strip()!r} is not understood; {SESSION_BIND_HELP}"
+
+
+def client_network(address: str, prefix_for: Binding | int | None) -> str | None:
+    """The network `address` belongs to, as text (`203.0.113.0/24`), at the binding's prefix for
+    its address family (or the prefix given); None where that is "not bound". An address that is
+    not an IP (never one from the proxy) stands for itself, as a network of its own."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])  # without an IPv6 zone
+    except ValueError:
+        return f"{address}/0"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = prefix_for.prefix(ip.version) if isinstance(prefix_for, Binding) else prefix_for
+    if prefix is None:
+        return None
+    return str(ipaddress.ip_network((ip, min(prefix, ip.max_prefixlen)), strict=False))
+
 
 def cookie_name(secret: bytes) -> str:
     """Per instance: an id derived from the instance's secret (reveals nothing about it)."""
@@ -50,22 +129,61 @@ def session_key(secret: bytes, username: str, tokens: Sequence[str]) -> bytes:
     return hmac.new(secret, b"session-key\0" + material, hashlib.sha256).digest()
 
 
-def _signature(key: bytes, expiry: int) -> str:
-    digest = hmac.new(key, f"v1.{expiry}".encode(), hashlib.sha256).digest()
+def _mac(key: bytes, purpose: bytes, text: str, length: int = 32) -> str:
+    digest = hmac.new(key, purpose + b"\0" + text.encode(), hashlib.sha256).digest()[:length]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def new_session(key: bytes, now: float, lifetime: int = SESSION_SECONDS) -> str:
+def network_tag(key: bytes, network: str) -> str:
+    return _mac(key, b"network", network, 8)
+
+
+@dataclass(frozen=True)
+class Session:
+    """A session value whose signature is this instance's (not yet checked: expiry, network)."""
+
+    value: str
+    expiry: int
+    id: str
+    prefix: int | None  # the binding's prefix length, None: not bound
+    tag: str
+
+
+def new_session(key: bytes, now: float, network: str | None, lifetime: int = SESSION_SECONDS) -> str:
+    """A fresh session bound to `network` (`203.0.113.0/24`, None: not bound)."""
     expiry = int(now) + lifetime
-    return f"v1.{expiry}.{_signature(key, expiry)}"
+    session_id = secrets.token_urlsafe(12)
+    binding = UNBOUND if network is None else f"{network.rpartition('/')[2]}-{network_tag(key, network)}"
+    payload = f"v2.{expiry}.{session_id}.{binding}"
+    return f"{payload}.{_mac(key, b'session', payload)}"
 
 
-def session_valid(key: bytes, value: str, now: float) -> bool:
-    parts = value.split(".")
-    if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit():
-        return False
-    expiry = int(parts[1])
-    return hmac.compare_digest(_signature(key, expiry), parts[2]) and now < expiry
+def read_session(key: bytes, value: str) -> Session | None:
+    """The session `value` holds when it is well formed and signed with `key`, else None."""
+    found = SESSION_VALUE.fullmatch(value)
+    if found is None:
+        return None
+    payload = value.rpartition(".")[0]
+    if not hmac.compare_digest(_mac(key, b"session", payload), found["signature"]):
+        return None
+    prefix = int(found["prefix"]) if found["prefix"] is not None else None
+    return Session(value, int(found["expiry"]), found["id"], prefix, found["tag"] or "")
+
+
+def session_problem(key: bytes, session: Session, now: float, client: str, binding: Binding) -> str | None:
+    """Why a signed session may not be used by `client` now, or None."""
+    if now >= session.expiry:
+        return "expired"
+    network = client_network(client, session.prefix) if session.prefix is not None else None
+    wanted = client_network(client, binding)
+    if wanted is not None and session.prefix is None:
+        return "made while sessions were not bound (SESSION_BIND)"
+    if network is not None and not hmac.compare_digest(network_tag(key, network), session.tag):
+        return "from another network"
+    # Made under a looser SESSION_BIND than today's: no longer enough.
+    if wanted is not None and network is not None and int(wanted.rpartition("/")[2]) > int(network.rpartition("/")[2]):
+        return "bound more loosely than SESSION_BIND asks now"
+    return None
 
 
 def set_cookie(name: str, value: str, secure: bool, lifetime: int = SESSION_SECONDS) -> str:
@@ -73,10 +191,15 @@ def set_cookie(name: str, value: str, secure: bool, lifetime: int = SESSION_SECO
     return f"{name}={value}{flags}"
 
 
+def clear_cookie(name: str, secure: bool) -> str:
+    return f"{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
+
+
 def cookie_values(header: str, name: str) -> list[str]:
-    """Every value of cookie `name` in a Cookie header (a browser may send a name twice)."""
+    """Every value of cookie `name` in a Cookie header (a browser may send a name twice; a proxy
+    may have joined two headers with a comma, which no cookie value holds)."""
     found = []
-    for part in header.split(";"):
+    for part in header.replace(",", ";").split(";"):
         key, equals, value = part.strip().partition("=")
         if equals and key == name:
             found.append(value.strip())
@@ -85,9 +208,10 @@ def cookie_values(header: str, name: str) -> list[str]:
 
 def token_matches(candidate: str, tokens: Sequence[str]) -> bool:
     """Compared in constant time against every valid token."""
+    given = candidate.encode("utf-8", "surrogateescape")  # header bytes as they came (verifier.decode)
     matched = False
     for token in tokens:
-        matched |= hmac.compare_digest(candidate.encode(), token.encode())
+        matched |= hmac.compare_digest(given, token.encode())
     return matched
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 # Heavier modules (the health check's XML-RPC, the log follower, the CUDA decision) are imported
@@ -17,6 +18,7 @@ from .files import write_atomically, write_private
 from .services import Service, env_flag, load_services
 
 FAILURE_LIMIT_VARIABLE = "AUTH_FAILURE_LIMIT"
+SESSION_BIND_VARIABLE = "SESSION_BIND"
 
 
 def log(tag: str, message: str) -> None:
@@ -33,6 +35,24 @@ def failure_limit(env: Mapping[str, str]) -> tuple[int, list[str]]:
     return access.DEFAULT_FAILURE_LIMIT, [problem]
 
 
+def session_binding(env: Mapping[str, str]) -> tuple[access.Binding, list[str]]:
+    binding, problem = access.parse_binding(env.get(SESSION_BIND_VARIABLE, ""))
+    return binding, [problem] if problem else []
+
+
+def service_tokens(services: tuple[Service, ...]) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """(service, its own token) for each published service that checks one (token_scheme)."""
+    found: list[tuple[str, str]] = []
+    problems = []
+    for service in services:
+        if service.published and service.token_scheme:
+            try:
+                found.append((service.name, credentials.service_token(service.name)))
+            except OSError as exc:
+                problems.append(f"{service.name}: its own token could not be written ({exc.strerror or exc})")
+    return tuple(found), problems
+
+
 def render_proxy(output: Path, settings_output: Path, retry: bool = False) -> int:
     """Caddy's config and the login verifier's settings, from the declaration, the environment
     and the settings files. Both are written whole or not at all: when they cannot be written
@@ -43,7 +63,10 @@ def render_proxy(output: Path, settings_output: Path, retry: bool = False) -> in
     secret = credentials.session_secret()
     cookie = access.cookie_name(secret)
     auth, problems = proxy.auth_from_env(os.environ, list(dict.fromkeys(tokens.values())), cookie)
+    own_tokens, own_token_problems = service_tokens(loaded.services)
+    auth = replace(auth, service_tokens=own_tokens)
     limit, limit_problems = failure_limit(os.environ)
+    binding, binding_problems = session_binding(os.environ)
     enable_https = env_flag(os.environ, "ENABLE_HTTPS", default=False)
     tls = certificate.ensure() if enable_https else None
     if not retry:
@@ -51,7 +74,7 @@ def render_proxy(output: Path, settings_output: Path, retry: bool = False) -> in
             log("services", f"ERROR: {problem}")
         for note in loaded.notes:
             log("services", note)
-        for problem in [*problems, *token_problems, *limit_problems]:
+        for problem in [*problems, *token_problems, *limit_problems, *binding_problems, *own_token_problems]:
             log("proxy", f"ERROR: {problem}")
         if not auth.enabled:
             log("proxy", "WARNING: ENABLE_AUTH=false: every port is open to anyone who can reach it")
@@ -64,6 +87,7 @@ def render_proxy(output: Path, settings_output: Path, retry: bool = False) -> in
         "cookie": cookie,
         "key": access.session_key(secret, auth.username, auth.tokens).hex(),
         "failure_limit": limit,
+        "bind": [binding.ipv4, binding.ipv6],
     }
     config = proxy.caddy_config(loaded.services, auth, tls)
     try:
@@ -214,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--settings-output", type=Path, default=paths.VERIFIER_SETTINGS_FILE)
     render.add_argument("--retry", action="store_true", help="a retry after a failed render: only the outcome")
     commands.add_parser("auth-verifier", help="serve the proxy's login checks on its unix socket")
+    own_token = commands.add_parser("service-token", help="make a service's own token (once a boot); print its file")
+    own_token.add_argument("service", help="a service declaring token_scheme, e.g. jupyter")
     commands.add_parser("make-certificate", help="make /etc/instance.crt and .key when there is no usable pair")
     commands.add_parser("healthcheck", help="exit 1 when the proxy or an essential service is down")
     services = commands.add_parser("services", help="print the loaded service declaration as JSON")
@@ -240,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "setup-access": credentials.store_at_boot,
         "render-proxy": lambda: render_proxy(args.output, args.settings_output, args.retry),
         "auth-verifier": auth_verifier,
+        "service-token": lambda: service_token_file(args.service),
         "make-certificate": lambda: 0 if certificate.ensure(quiet=True) else 1,
         "healthcheck": run_healthcheck,
         "services": lambda: print_services(args.field),
@@ -251,6 +278,17 @@ def main(argv: list[str] | None = None) -> int:
         "run": lambda: run_program(args.service, args.program[1:] if args.program[:1] == ["--"] else args.program),
     }
     return commands_run[args.command]()
+
+
+def service_token_file(name: str) -> int:
+    """For a start script: the file holding the service's own token (never the token itself)."""
+    service = load_services(environ=os.environ).by_name().get(name)
+    if service is None or not service.token_scheme:
+        print(f"no service {name!r} declares token_scheme", file=sys.stderr)
+        return 2
+    credentials.service_token(name)
+    print(paths.service_token_file(name))
+    return 0
 
 
 def auth_verifier() -> int:

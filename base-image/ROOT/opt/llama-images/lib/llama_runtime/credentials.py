@@ -77,6 +77,28 @@ def session_secret() -> bytes:
     return bytes.fromhex(value)
 
 
+def service_token(service: str) -> str:
+    """The token of a service that checks one of its own (JupyterLab), made on first use of this
+    boot, root-only (paths.service_token_file). The proxy's render and the service's start script
+    may ask at once: the first file linked into place wins, both read that one."""
+    path = paths.service_token_file(service)
+    try:
+        existing = path.read_text(encoding="utf-8")
+    except OSError:
+        existing = ""
+    if existing:
+        return existing
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    write_private(staging, secrets.token_urlsafe(32))  # no newline: Jupyter reads the file as it is
+    try:
+        os.link(staging, path)
+    except FileExistsError:
+        pass
+    finally:
+        staging.unlink(missing_ok=True)
+    return path.read_text(encoding="utf-8")
+
+
 def store_at_boot() -> int:
     """At boot, before Supervisor: keep what OPEN_BUTTON_TOKEN and WEB_PASSWORD hold (either, or
     both: each is then valid) root-only, or a generated token, and the session secret. Boot then

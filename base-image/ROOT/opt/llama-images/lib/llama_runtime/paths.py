@@ -19,6 +19,7 @@ STATE_DIR = Path("/var/lib/llama-images")
 GENERATED_TOKEN_FILE = STATE_DIR / "token"
 SESSION_SECRET_FILE = STATE_DIR / "session-secret"
 DONE_DIR = STATE_DIR / "done"  # first-boot work that succeeded: later boots skip it
+REVOKED_SESSIONS_FILE = STATE_DIR / "revoked-sessions.json"  # ended by a logout, until they expire
 
 # This boot only (a tmpfs): secrets, status lines, the proxy's rendered config.
 RUN_DIR = Path("/run/llama-images")
@@ -38,6 +39,11 @@ AUTH_DIR = RUN_DIR / "auth"  # the login verifier's, root-only
 VERIFIER_SOCKET = AUTH_DIR / "verifier.sock"
 VERIFIER_SETTINGS_FILE = AUTH_DIR / "settings.json"
 BLOCKED_DIR = AUTH_DIR / "blocked"  # one file per client address in its cooldown
+# <session value>/<client address>: a session the verifier let in from that address; Caddy lets the
+# next requests of that pair in itself (a stat), the verifier removes them when the session ends.
+ADMITTED_DIR = AUTH_DIR / "sessions"
+LOCKOUTS_FILE = AUTH_DIR / "lockouts.json"  # recent lock-outs, which the portal shows
+RUN_REVOKED_SESSIONS_FILE = AUTH_DIR / "revoked-sessions.json"  # where STATE_DIR is read-only
 CADDY_CONFIG_FILE = RUN_DIR / "caddy.json"
 CADDY_STORAGE_DIR = RUN_DIR / "caddy"
 TLS_LOCK_FILE = RUN_DIR / "tls.lock"
@@ -87,6 +93,11 @@ SHELL_PREFIX = "LLAMA_IMAGES_"
 
 def status_file(service: str) -> Path:
     return STATUS_DIR / service
+
+
+def service_token_file(service: str) -> Path:
+    """The token of a service that checks one of its own (`token_scheme` in its declaration)."""
+    return SECRETS_DIR / f"{service}-token"
 
 
 def service_run_dir(service: str) -> Path:

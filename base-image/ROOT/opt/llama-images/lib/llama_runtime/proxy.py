@@ -5,7 +5,12 @@ verifier (llama_runtime/verifier.py) on a root-only unix socket, which Caddy ask
 (forward_auth).
 
 On a protected port, in this order:
-  a client address in its cooldown (too many failures)   429 + Retry-After, whatever it sends
+  /logout (the portal's port only)                       the verifier: POST ends the session
+  a session the verifier admitted for this client address,
+  no other credential, within the origin rules            passed (a stat; see verifier.py)
+  a client address in its cooldown (too many failures)   a session cookie: the verifier decides
+                                                         (only a valid session passes); else
+                                                         429 + Retry-After, whatever it sends
   CORS preflight from a CORS_ALLOWED_ORIGINS origin      204 (opt-in)
   Authorization: Bearer <token> (scheme in any case)     passed (the header removed)
   Basic <WEB_USERNAME:token>, GET/HEAD/OPTIONS           passed (the header removed)
@@ -14,7 +19,9 @@ On a protected port, in this order:
   changes something, a browser's ?token=, a session)     the verifier decides: passed, 302 +
                                                          session cookie, 401, 403 or 429
   no credential                                          401 (a token form for browsers, JSON)
-Every session cookie is removed before a request reaches a service, on every port.
+Every session cookie is removed before a request reaches a service, on every port. A service
+that checks a token of its own (`token_scheme`, JupyterLab) gets it from the proxy on the requests
+the proxy let in; on a port left open, the client must bring it.
 A service whose port does not answer: 503 + Retry-After, carrying its status line.
 """
 
@@ -38,6 +45,9 @@ DEFAULT_USERNAME = "vastai"  # the reference image's
 # Set by the proxy on protected ports (how the request was let in), removed everywhere else:
 # the portal's own origin check trusts it.
 AUTH_HEADER = "X-Llama-Images-Auth"
+# Where the portal's logout form posts (its own port): the verifier ends the session.
+LOGOUT_SERVICE = "portal"
+LOGOUT_PATH = "/logout"
 CORS_VARIABLES = ("CORS_ALLOWED_ORIGINS", "CADDY_CORS_ALLOWED_ORIGINS")
 CORS_HEADERS = (
     "Access-Control-Allow-Origin",
@@ -59,6 +69,9 @@ class Auth:
     cors_origins: tuple[str, ...] = ()
     verifier_socket: Path = paths.VERIFIER_SOCKET
     blocked_dir: Path = paths.BLOCKED_DIR
+    admitted_dir: Path = paths.ADMITTED_DIR
+    # Service name -> its own token (services declaring `token_scheme`): sent on what the proxy let in.
+    service_tokens: tuple[tuple[str, str], ...] = ()
 
     def protects(self, port: int) -> bool:
         return self.enabled and port not in self.excluded_ports
@@ -126,11 +139,7 @@ def fast_path_matchers(auth: Auth) -> dict[str, list[dict[str, Any]]]:
 
 
 def has_credential(auth: Auth) -> list[dict[str, Any]]:
-    return [
-        {"header": {"Authorization": ["*"]}},
-        {"query": {"token": ["*"]}},
-        {"header_regexp": {"Cookie": {"pattern": f"(?:^|;)\\s*{regex_literal(auth.cookie)}="}}},
-    ]
+    return [{"header": {"Authorization": ["*"]}}, {"query": {"token": ["*"]}}, session_cookie(auth)]
 
 
 UNAUTHORIZED_PAGE = """<!doctype html>
@@ -141,6 +150,16 @@ UNAUTHORIZED_PAGE = """<!doctype html>
 <p>This service is protected. Open it with <code>?token=&lt;token&gt;</code>, or enter the token
 (<code>OPEN_BUTTON_TOKEN</code> / <code>WEB_PASSWORD</code>):</p>
 <form method="get"><input name="token" type="password" autofocus> <button>Open</button></form>
+</body></html>
+"""
+LOGGED_OUT_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Logged out</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: sans-serif; max-width: 32em; margin: 4em auto">
+<h1>Logged out</h1>
+<p>This browser's login session is ended: a copy of its cookie no longer opens anything. To log in
+again, enter the token:</p>
+<form method="get" action="/"><input name="token" type="password" autofocus> <button>Log in</button></form>
 </body></html>
 """
 JSON_UNAUTHORIZED = '{"error": "unauthorized", "hint": "send Authorization: Bearer <token>"}\n'
@@ -191,25 +210,45 @@ def mark(kind: str) -> dict[str, Any]:
     return {"handler": "headers", "request": {"set": {AUTH_HEADER: [kind]}}}
 
 
-def ask_verifier(auth: Auth, service: Service) -> dict[str, Any]:
-    """forward_auth: the verifier answers 2xx (go on; how it let the request in comes back in
-    X-Llama-Auth), or the response the client gets (302 + session, 401, 403, 429)."""
-    asking = {
+# What the verifier reads of the client's request; every other header is left out.
+VERIFIER_READS = ("Authorization", "Cookie", "Accept", "Origin", "Sec-Fetch-Site", "Sec-Fetch-Dest", "Upgrade")
+
+
+def verifier_request(auth: Auth, service: Service, path: str) -> dict[str, Any]:
+    """A request to the verifier of Caddy's own making: GET, no body, only the headers it reads,
+    each set here (empty when the client sent none), whatever the client sent. The URI carries a
+    fresh id no client request can have: Caddy drops the client's body only when its rewrite
+    changes the request (a client's own `GET /verify` with a body would keep it)."""
+    forwarded = {name: [f"{{http.request.header.{name}}}"] for name in VERIFIER_READS}
+    return {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"unix/{auth.verifier_socket}"}],
-        "rewrite": {"method": "GET", "uri": "/verify"},
+        "rewrite": {"method": "GET", "uri": f"{path}?request={{http.request.uuid}}"},
         "headers": {
             "request": {
+                "delete": ["*"],  # applied before `set`: nothing of the client's but what follows
                 "set": {
+                    **forwarded,
                     "X-Forwarded-Method": ["{http.request.method}"],
                     "X-Forwarded-Uri": ["{http.request.uri}"],
                     "X-Llama-Client": ["{http.request.remote.host}"],
                     "X-Llama-Scheme": ["{http.request.scheme}"],
                     "X-Llama-Host": ["{http.request.hostport}"],
                     "X-Llama-Port": [str(service.external_port)],
-                }
+                },
             }
         },
+    }
+
+
+VERIFIER_DOWN = '{"error": "the login check is not answering yet; try again"}\n'
+
+
+def ask_verifier(auth: Auth, service: Service) -> dict[str, Any]:
+    """forward_auth: the verifier answers 2xx (go on; how it let the request in comes back in
+    X-Llama-Auth), or the response the client gets (302 + session, 401, 403, 429)."""
+    asking = {
+        **verifier_request(auth, service, "/verify"),
         "handle_response": [
             {
                 "match": {"status_code": [2]},
@@ -220,8 +259,41 @@ def ask_verifier(auth: Auth, service: Service) -> dict[str, Any]:
             }
         ],
     }
-    unreachable = response(503, '{"error": "the login check is not answering yet; try again"}\n', "application/json")
+    unreachable = response(503, VERIFIER_DOWN, "application/json")
     return {"handler": "subroute", "routes": [{"handle": [asking]}], "errors": {"routes": [{"handle": [unreachable]}]}}
+
+
+def logout_route(auth: Auth, service: Service) -> dict[str, Any]:
+    """The portal's logout form: the verifier's answer (303, the cookie cleared) goes to the client."""
+    unreachable = response(503, VERIFIER_DOWN, "application/json")
+    ending = {
+        "handler": "subroute",
+        "routes": [{"handle": [verifier_request(auth, service, LOGOUT_PATH)]}],
+        "errors": {"routes": [{"handle": [unreachable]}]},
+    }
+    return {"match": [{"path": [LOGOUT_PATH]}], "handle": [ending], "terminal": True}
+
+
+def session_cookie(auth: Auth) -> dict[str, Any]:
+    return {"header_regexp": {"Cookie": {"pattern": f"(?:^|;)\\s*{regex_literal(auth.cookie)}="}}}
+
+
+def admitted_session(auth: Auth) -> list[dict[str, Any]]:
+    """A session the verifier let in from this very address (a file it keeps: one stat), with no
+    other credential, and only where the verifier's origin rules need no Origin comparison:
+    reading, or the browser's word that the page is this origin, or no browser at all. Anything
+    else (and every first request of a pair) goes to the verifier."""
+    pair = f"/{{http.request.cookie.{auth.cookie}}}/{{http.request.remote.host}}"
+    admitted = {"file": {"root": str(auth.admitted_dir), "try_files": [pair]}}
+    other_credential = [{"header": {"Authorization": ["*"]}}, {"query": {"token": ["*"]}}]
+    return [
+        {**admitted, "method": sorted(SAFE_METHODS), "not": [*other_credential, {"header": {"Upgrade": ["*"]}}]},
+        {**admitted, "header": {"Sec-Fetch-Site": ["same-origin", "none"]}, "not": other_credential},
+        {
+            **admitted,
+            "not": [*other_credential, {"header": {"Sec-Fetch-Site": ["*"]}}, {"header": {"Origin": ["*"]}}],
+        },
+    ]
 
 
 def strip_session_cookies() -> dict[str, Any]:
@@ -293,14 +365,56 @@ def upstream_handlers(service: Service, auth: Auth, protected: bool) -> list[dic
                 ],
             }
         )
+    own_token = dict(auth.service_tokens).get(service.name)
+    if service.token_scheme and own_token:
+        # Let in by the proxy: the service's own token, which the client never sees.
+        value = placeholder_literal(f"{service.token_scheme} {own_token}")
+        handlers.append({"handler": "headers", "request": {"set": {"Authorization": [value]}}})
     return [*handlers, {"handler": "subroute", "routes": upstream_routes(service, strip_cors=True)}]
+
+
+def own_token_ignored(service: Service, auth: Auth) -> list[dict[str, Any]]:
+    """A service with a token of its own puts it in its pages (JupyterLab's page config), and its
+    scripts send it back (`Authorization: token ...`, `?token=` on websockets). On its protected
+    port that is no credential of the proxy's: removed before the login is looked at (the
+    session those requests also carry decides), and the proxy sets it again on what it lets in."""
+    own_token = dict(auth.service_tokens).get(service.name)
+    if not service.token_scheme or not own_token:
+        return []
+    header = f"^(?i:{regex_literal(service.token_scheme)}) +{regex_literal(own_token)}$"
+    return [
+        {
+            "match": [{"header_regexp": {"Authorization": {"pattern": header}}}],
+            "handle": [{"handler": "headers", "request": {"delete": ["Authorization"]}}],
+        },
+        {
+            "match": [{"query": {"token": [placeholder_literal(own_token)]}}],
+            "handle": [{"handler": "rewrite", "query": {"delete": ["token"]}}],
+        },
+    ]
 
 
 def auth_routes(service: Service, auth: Auth) -> list[dict[str, Any]]:
     fast = fast_path_matchers(auth)
     upstream = upstream_handlers(service, auth, protected=True)
     blocked = {"file": {"root": str(auth.blocked_dir), "try_files": ["/{http.request.remote.host}"]}}
-    routes: list[dict[str, Any]] = [{"match": [blocked], "handle": [cooling_down()], "terminal": True}]
+    routes: list[dict[str, Any]] = own_token_ignored(service, auth)
+    if service.name == LOGOUT_SERVICE:
+        routes.append(logout_route(auth, service))
+    routes += [
+        {
+            "match": admitted_session(auth),
+            "handle": [*strip_credentials(), mark("cookie"), *upstream],
+            "terminal": True,
+        },
+        # In a cooldown only a valid session passes, which the verifier checks.
+        {
+            "match": [{**blocked, **session_cookie(auth)}],
+            "handle": [ask_verifier(auth, service), *strip_credentials(), *upstream],
+            "terminal": True,
+        },
+        {"match": [blocked], "handle": [cooling_down()], "terminal": True},
+    ]
     routes += cors_routes(auth)
     for kind in ("bearer", "basic", "token"):
         routes.append({"match": fast[kind], "handle": [*strip_credentials(), mark(kind), *upstream], "terminal": True})

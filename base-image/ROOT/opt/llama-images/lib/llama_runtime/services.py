@@ -44,7 +44,9 @@ KEYS: dict[str, tuple[type, bool]] = {
     "files": (list, False),
     "search_term": (str, False),
     "openai_path": (str, False),
+    "token_scheme": (str, False),
 }
+TOKEN_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 
 
 def env_flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
@@ -69,6 +71,9 @@ class Service:
     files: tuple[str, ...] = ()  # its files in the image: Supervisor program, start script, boot step
     search_term: str | None = None  # what a PORTAL_CONFIG label must contain to start it (default: label)
     openai_path: str | None = None  # where it answers OpenAI's API (/v1), for tools that look for one
+    # It checks a token of its own (`Authorization: <scheme> <token>`, paths.service_token_file):
+    # the proxy sends it on the requests it let in; on a port left open the client must bring it.
+    token_scheme: str | None = None
     enabled: bool = True
     link_only: bool = False  # a PORTAL_CONFIG entry with external == internal: a portal link, not proxied
     off_reason: str = ""  # why it is off (enabled False): shown by the portal and the program's log
@@ -102,6 +107,7 @@ class Service:
             "link_only": self.link_only,
             "off_reason": self.off_reason,
             "search_term": self.term,
+            "token_scheme": self.token_scheme,
         }
 
 
@@ -191,6 +197,8 @@ def value_problem(key: str, value: Any) -> str | None:
         return "must start with '/'"
     if key == "name" and not NAME.fullmatch(value):
         return "is not a service name (lowercase letters, digits, '-', '_')"
+    if key == "token_scheme" and not TOKEN_SCHEME.fullmatch(value):
+        return "is not an Authorization scheme (a word such as 'token')"
     if key == "files" and not all(isinstance(item, str) and item.startswith("/") for item in value):
         return "must list paths in the image, each starting with '/'"
     return None

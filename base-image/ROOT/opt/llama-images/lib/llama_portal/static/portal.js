@@ -230,7 +230,7 @@ function link(service) {
   const url = new URL(location.href);
   url.port = String(service.external_port);
   url.pathname = service.path;
-  url.search = "";
+  url.search = service.link_query || ""; // a service's own token, where the proxy leaves its port open
   url.hash = "";
   return url.toString();
 }
@@ -248,6 +248,8 @@ async function act(name, action) {
 
 async function refreshServices() {
   const data = await api("/api/services");
+  $("logout-form").hidden = !data.logout;
+  if (data.logout) $("logout-form").action = data.logout;
   $("supervisor").textContent =
     `Proxy: ${data.proxy.state}` + (data.problems.length ? ` — declaration problems: ${data.problems.join("; ")}` : "");
   const rows = data.services.map((s) => {
@@ -290,6 +292,14 @@ async function refreshBoot() {
     boot.provisioning_log ? el("pre", { class: "log" }, boot.provisioning_log) : "");
 }
 
+async function refreshLockouts() {
+  const data = await api("/api/lockouts");
+  const rows = data.lockouts.map((entry) => el("li", { "data-address": entry.address },
+    `${new Date(entry.started * 1000).toLocaleString()}: ${entry.address}, ${entry.failures} failed attempts` +
+    `${entry.port ? ` (last on port ${entry.port})` : ""}, refused until ${new Date(entry.until * 1000).toLocaleTimeString()}`));
+  $("lockouts").replaceChildren(rows.length ? el("ul", {}, ...rows) : el("p", { class: "muted" }, "None recorded."));
+}
+
 async function tailLog() {
   if (!logService) return;
   const data = await api(`/api/services/${logService}/log`);
@@ -307,7 +317,7 @@ async function tick() {
   if (document.hidden || ticking) return; // a tab in the background costs the machine nothing
   ticking = true;
   const jobs = [refreshServices(), refreshMachine(), refreshModel(), tailLog()];
-  if (Date.now() - lastBoot > BOOT_REFRESH_MS) { lastBoot = Date.now(); jobs.push(refreshBoot()); }
+  if (Date.now() - lastBoot > BOOT_REFRESH_MS) { lastBoot = Date.now(); jobs.push(refreshBoot(), refreshLockouts()); }
   const results = await Promise.allSettled(jobs);
   ticking = false;
   const failure = results.find((r) => r.status === "rejected");
