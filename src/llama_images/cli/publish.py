@@ -13,9 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..core import soak
 from ..core.errors import BuildError, LlamaImagesError, RegistryError, UsageError
 from ..core.plan import skip_published
-from ..core.publishing import DigestRecord, Merge, PublishingPlan, parse_record, plan_merges, publishing_plan
+from ..core.publishing import Merge, PublishingPlan, plan_merges, publishing_plan
 from ..core.report import (
     FAILURE,
     NOTHING,
@@ -33,7 +34,8 @@ from ..core.targets import run_id
 from ..core.workflow import NAMESPACE, SETTINGS, TOKEN, USERNAME, WorkflowRun, secrets_in_outputs
 from ..edges import actions, files, gitinfo, registry, web
 from .arguments import MergeArguments, NotifyArguments, PlanArguments, output_file
-from .steps import emit_report, log_in_as_the_workflow, plan_for, print_skips
+from .soak import read_soak_records
+from .steps import emit_report, log_in_as_the_workflow, plan_for, print_skips, read_records
 
 SLACK_VARIABLE = "SLACK_WEBHOOK_URL"
 # Environment variables that hold credentials in a publishing run.
@@ -123,7 +125,10 @@ def merge(root: Path, arguments: MergeArguments) -> None:
     if not records and not expected:
         raise UsageError(f"no digest records in {arguments.digests}/ and no --plan: nothing to merge")
     merges, incomplete = plan_merges(records, expected)
+    # Only images that held their soak on every platform are tagged (core/soak.py: gate).
+    merges, unsoaked, soaks = soak.gate(merges, read_soak_records(arguments.digests))
     failed = [f"{i.name}: no digest for {', '.join(i.missing)} (that job failed or did not run)" for i in incomplete]
+    failed += unsoaked
     published: list[Published] = []
     try:
         with ExitStack() as logins:
@@ -133,10 +138,12 @@ def merge(root: Path, arguments: MergeArguments) -> None:
     except RegistryError as exc:
         failed.append(str(exc))
     report = Report(status_of(published, failed), tuple(published), planned.skipped, tuple(failed),
-                    gitinfo.run_url(), planned.notes)  # fmt: skip
+                    gitinfo.run_url(), (*planned.notes, *soaks))  # fmt: skip
     emit_report(report, arguments.report)
     if incomplete:
         raise BuildError(f"{len(incomplete)} image(s) not published: a platform's job failed (see above)")
+    if unsoaked:
+        raise BuildError(f"{len(unsoaked)} image(s) not published: their soak failed or did not run (see above)")
     if failed:
         raise RegistryError(f"{len(failed)} tag(s) not created (see above)")
 
@@ -154,18 +161,6 @@ def create_tags(merges: list[Merge], builder: str | None, published: list[Publis
             continue
         print(f"tagged {item.image} {digest} [{', '.join(item.platforms)}]")
         published.append(Published(item.image, digest, item.platforms))
-
-
-def read_records(folder: Path) -> list[DigestRecord]:
-    if not folder.is_dir():
-        return []
-    records = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            records.append(parse_record(json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, ValueError, KeyError) as exc:
-            raise UsageError(f"{path}: not a digest record ({exc})") from None
-    return records
 
 
 def notify(root: Path, arguments: NotifyArguments) -> None:
