@@ -23,7 +23,7 @@ from llama_images.core.tiny_model import tiny_llama_gguf
 from llama_images.edges import http_load
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
-SMALL = Settings(blocks=3, rounds=2, sub_block=100)
+SMALL = Settings(blocks=3, rounds=2, sub_block=100, warmup_rounds=1, confirmations=2)
 
 
 def test_the_release_soak_sends_20400_requests_of_six_kinds_each_with_its_own_prompt() -> None:
@@ -34,9 +34,9 @@ def test_the_release_soak_sends_20400_requests_of_six_kinds_each_with_its_own_pr
         for path in ("/v1/chat/completions", "/v1/completions", "/completion")
         for stream in (False, True)
     }
-    # A warm-up round, then each block is rounds of one sub-block of every kind in turn.
-    assert [s.kind for s in steps[:6]] == list(KINDS) and {s.block for s in steps[:6]} == {0}
-    assert [s.block for s in steps[6::24]] == [1, 2, 3, 4]
+    # Warm-up rounds, then each block is rounds of one sub-block of every kind in turn.
+    assert [s.kind for s in steps[:6]] == list(KINDS) and {s.block for s in steps[:24]} == {0}
+    assert [s.block for s in steps[24::96]] == [1, 2, 3, 4] and {s.count for s in steps} == {50}
     every = [p for s in steps for p in soak.prompts(s.first, s.count, RELEASE.seed)]
     assert len(set(every)) == len(every) == 20_400
     assert soak.prompts(5, 2, 28) == soak.prompts(5, 2, 28)
@@ -85,34 +85,40 @@ def test_an_answer_is_whole_or_says_what_is_missing(kind: Kind, body: bytes, pro
 def measured_run(
     settings: Settings = SMALL,
     rate: Callable[[int, str], float] = lambda block, kind: 500.0,
-    cpu_per_request: Callable[[int, str], float] = lambda block, kind: 0.002,
     rss: Callable[[int], int] = lambda requests: 30_000_000,
     log_bytes: int = 60 * 3_600,
     failures: int = 0,
     restart_at: int | None = None,
+    confirming: Callable[[str], float] | None = None,
 ) -> Run:
-    """What a soak of `settings` would measure, from per-block rates, CPU seconds per request and
-    resident memory by requests served."""
-    served, ticks = 0, 0.0
-    steps = []
-    for index, step in enumerate(soak.schedule(settings)):
+    """What a soak of `settings` would measure, from per-block rates and resident memory by
+    requests served; `confirming` gives the rate of the confirmation sub-blocks of slow kinds."""
+    served = 0
+    steps: list[Measured] = []
+
+    def measure(index: int, step: soak.Step, speed: float) -> None:
+        nonlocal served
         served += step.count
-        ticks += step.count * cpu_per_request(step.block, step.kind.name) * soak.CLOCK_TICKS
         pid = 7 if restart_at is None or index < restart_at else 8
-        after = Sample(pid, rss(served), round(ticks))
         failed = failures if index == 3 else 0
         example = ("POST /v1/completions: status 500: boom",) if failed else ()
         steps.append(
-            Measured(step.block, step.kind.name, step.count, failed, 0, step.count / rate(step.block, step.kind.name),
-                     after, example)
+            Measured(step.block, step.kind.name, step.count, failed, 0, step.count / speed, Sample(pid, rss(served)),
+                     example)
         )  # fmt: skip
-    return Run(settings, Sample(7, rss(0), 0), tuple(steps), log_bytes, 30.0)
+
+    for index, step in enumerate(soak.schedule(settings)):
+        measure(index, step, rate(step.block, step.kind.name))
+    if confirming is not None:
+        for step in soak.confirmation_steps(settings, steps):
+            measure(len(steps), step, confirming(step.kind.name))
+    return Run(settings, Sample(7, rss(0)), tuple(steps), log_bytes, 30.0)
 
 
 def test_a_steady_server_holds() -> None:
-    verdict = judge(measured_run())
+    verdict = judge(measured_run(confirming=lambda kind: 1.0))
     assert verdict.passed, verdict.problems
-    assert verdict.requests == SMALL.total_requests == 4_200
+    assert verdict.requests == SMALL.total_requests == 4_200  # nothing needed confirming
     assert [k.ratio for k in verdict.kinds] == [1.0] * 6
     assert verdict.summary().startswith("held: 4200 requests, 0 failed")
 
@@ -134,26 +140,33 @@ def test_growth_within_the_bound_and_the_first_block_filling_caches_pass() -> No
     assert verdict.rss_first_block == 25_000_000 + 2_000_000 + first_block_end * 200
 
 
-def test_a_kind_that_slows_down_fails_naming_its_endpoint() -> None:
-    def rate(block: int, kind: str) -> float:
-        return 500.0 / max(block, 1) if kind == "completions" else 500.0
+def slower(block: int, kind: str) -> float:
+    return 500.0 / max(block, 1) if kind == "completions" else 500.0
 
-    def cpu(block: int, kind: str) -> float:
-        return 0.002 * max(block, 1) if kind == "completions" else 0.002
 
-    verdict = judge(measured_run(rate=rate, cpu_per_request=cpu))
+def test_a_kind_that_slows_down_fails_naming_its_endpoint_once_confirmed() -> None:
+    verdict = judge(measured_run(rate=slower, confirming=lambda kind: 160.0))
     [problem] = verdict.problems
-    assert problem.startswith(
-        "completions (/v1/completions) slowed down: the last block ran 167 requests/s, 0.33x the first block's 500"
+    assert problem == (
+        "completions (/v1/completions) slowed down: the last block ran 167 requests/s, 0.33x the first block's 500 "
+        "(at least 0.8x, 2 more sub-blocks as slow)"
     )
-    assert "at least 0.8x; per second of llama-server's CPU 0.33x" in problem
+    assert verdict.requests == 4_200 + 2 * SMALL.sub_block  # two more sub-blocks of that kind only
 
 
-def test_a_busy_machine_is_not_taken_for_a_slowdown() -> None:
-    """The wall clock slows for every kind, llama-server's CPU time per request does not."""
-    verdict = judge(measured_run(rate=lambda block, kind: 500.0 / max(block, 1)))
+def test_a_moment_of_other_work_on_the_machine_is_not_taken_for_a_slowdown() -> None:
+    """Every kind's last block ran slow, but the confirming sub-blocks, a moment later, did not."""
+    run = measured_run(rate=lambda block, kind: 200.0 if block == SMALL.blocks else 500.0, confirming=lambda k: 480.0)
+    verdict = judge(run)
     assert verdict.passed, verdict.problems
-    assert all(k.ratio < 0.4 and k.cpu_ratio == 1.0 for k in verdict.kinds)
+    assert [(k.ratio, k.confirmed) for k in verdict.kinds] == [(0.96, 2)] * 6
+
+
+def test_confirmations_go_to_the_kinds_that_look_slower_with_prompts_of_their_own() -> None:
+    measured = measured_run(rate=slower).steps
+    steps = soak.confirmation_steps(SMALL, measured)
+    assert [(s.block, s.kind.name, s.count) for s in steps] == [(3, "completions", 100)] * 2
+    assert [s.first for s in steps] == [4_200, 4_300]
 
 
 def test_the_best_sub_block_of_a_block_is_its_rate() -> None:
@@ -182,8 +195,8 @@ def test_docker_logs_past_100_bytes_a_request_fail() -> None:
 
 def test_the_figures_read_as_a_table() -> None:
     lines = soak.figures_lines(judge(measured_run()))
-    assert lines[0].split() == ["kind", "first", "block", "last", "block", "ratio", "CPU", "ratio"]
-    assert lines[1].split() == ["chat", "500", "r/s", "500", "r/s", "1.00x", "1.00x"]
+    assert lines[0].split() == ["kind", "first", "block", "last", "block", "ratio"]
+    assert lines[1].split() == ["chat", "500", "r/s", "500", "r/s", "1.00x"]
     assert lines[-1] == "docker logs: 51 bytes a request (at most 100)"
     assert json.loads(json.dumps(soak.verdict_json(judge(measured_run()))))["passed"] is True
 

@@ -13,7 +13,7 @@ import contextlib
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +26,8 @@ from .engine import docker
 PROXY_PORT = 8000  # the llama service's external port in the image (llama.toml)
 MODEL = "/models/tiny.gguf"
 READY_SECONDS = 180.0  # boot and first answer; emulated platforms are slow
-# llama-server's process, its resident memory and CPU ticks, as one line: "PID RSS_KB TICKS".
-SAMPLE = (
-    "pid=$(pgrep -xo llama-server) && "
-    "rss=$(awk '/^VmRSS:/{print $2}' /proc/$pid/status) && "
-    "ticks=$(awk '{print $14 + $15}' /proc/$pid/stat) && echo $pid $rss $ticks"
-)
+# llama-server's process and its resident memory, as one line: "PID RSS_KB".
+SAMPLE = "pid=$(pgrep -xo llama-server) && echo $pid $(awk '/^VmRSS:/{print $2}' /proc/$pid/status)"
 
 
 class SoakError(LlamaImagesError):
@@ -49,14 +45,26 @@ class Container:
     def sample(self) -> soak.Sample:
         done = docker(["exec", self.identifier, "sh", "-c", SAMPLE], SoakError, timeout=60)
         fields = done.stdout.split()
-        if done.returncode != 0 or len(fields) != 3 or not all(f.isdigit() for f in fields):
+        if done.returncode != 0 or len(fields) != 2 or not all(f.isdigit() for f in fields):
             raise SoakError(f"llama-server's process could not be read in the container: {done.stderr.strip()[-300:]}")
-        pid, rss_kb, ticks = (int(f) for f in fields)
-        return soak.Sample(pid, rss_kb * 1024, ticks)
+        pid, rss_kb = (int(f) for f in fields)
+        return soak.Sample(pid, rss_kb * 1024)
 
     def log_bytes(self) -> int:
         done = docker(["logs", self.identifier], SoakError, timeout=120)
         return len(done.stdout.encode()) + len(done.stderr.encode())
+
+    def settled_log_bytes(self, seconds: float = 15.0) -> int:
+        """What `docker logs` holds once it stops growing (the log copier runs a moment behind)."""
+        deadline = time.monotonic() + seconds
+        size = self.log_bytes()
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = self.log_bytes()
+            if now == size:
+                break
+            size = now
+        return size
 
     def log_tail(self, lines: int = 40) -> str:
         done = docker(["logs", "--tail", str(lines), self.identifier], SoakError, timeout=60)
@@ -64,8 +72,9 @@ class Container:
 
 
 @contextlib.contextmanager
-def started(image: str, platform: str | None = None) -> Iterator[Container]:
-    """The image serving the tiny model, its proxy's port published on loopback."""
+def started(image: str, platform: str | None = None, env: Mapping[str, str] | None = None) -> Iterator[Container]:
+    """The image serving the tiny model (with `env` added to its environment), its proxy's port
+    published on loopback; removed afterwards."""
     token = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="llama-images-soak-") as folder:
         model = Path(folder) / "tiny.gguf"
@@ -74,10 +83,12 @@ def started(image: str, platform: str | None = None) -> Iterator[Container]:
         Path(folder).chmod(0o755)
         command = ["run", "-d", "-p", f"127.0.0.1::{PROXY_PORT}", "-v", f"{folder}:/models:ro",
                    "-e", f"LLAMA_MODEL={MODEL}", "-e", "OPEN_BUTTON_TOKEN"]  # fmt: skip
+        for name in env or {}:
+            command += ["-e", name]
         if platform:
             command += ["--platform", platform]
         # The token travels in the environment of `docker run`, never in its arguments.
-        done = docker([*command, image], SoakError, timeout=600, env={"OPEN_BUTTON_TOKEN": token})
+        done = docker([*command, image], SoakError, timeout=600, env={**(env or {}), "OPEN_BUTTON_TOKEN": token})
         if done.returncode != 0:
             raise SoakError(f"{image} did not start: {done.stderr.strip()[-500:]}")
         identifier = done.stdout.strip()
@@ -95,6 +106,20 @@ def published_port(identifier: str) -> int:
         if host in ("127.0.0.1", "0.0.0.0") and port.isdigit():
             return int(port)
     raise SoakError(f"the proxy's port {PROXY_PORT} was not published: {done.stdout.strip()} {done.stderr.strip()}")
+
+
+def send(
+    container: Container, target: http_load.Target, settings: soak.Settings, step: soak.Step, sample: bool
+) -> soak.Measured:
+    """One sub-block sent and answered (then, with `sample`, llama-server sampled)."""
+    kind = step.kind
+    requests = [
+        http_load.Request("POST", kind.path, kind.body(prompt, settings.max_tokens), kind.stream)
+        for prompt in soak.prompts(step.first, step.count, settings.seed)
+    ]
+    outcome = http_load.send_all(target, requests, settings.concurrency, check=kind.problem)
+    return soak.Measured(step.block, kind.name, outcome.requests, outcome.failures, outcome.retried, outcome.seconds,
+                         container.sample() if sample else None, tuple(outcome.examples))  # fmt: skip
 
 
 def wait_serving(container: Container, target: http_load.Target, seconds: float = READY_SECONDS) -> None:
@@ -120,27 +145,32 @@ def run(
 ) -> soak.Run:
     """Soak `image` (on `platform`, when given) and return what was measured."""
     with started(image, platform) as container:
-        target = http_load.Target("127.0.0.1", container.port, (("Authorization", f"Bearer {container.token}"),))
-        wait_serving(container, target)
-        logs_before = container.log_bytes()
-        start = container.sample()
-        measured: list[soak.Measured] = []
-        began = time.monotonic()
-        steps = soak.schedule(settings)
-        for step in steps:
-            requests = [
-                http_load.Request("POST", step.kind.path, step.kind.body(prompt, settings.max_tokens), step.kind.stream)
-                for prompt in soak.prompts(step.first, step.count, settings.seed)
-            ]
-            outcome = http_load.send_all(target, requests, settings.concurrency, check=step.kind.problem)
-            after = container.sample()
-            measured.append(
-                soak.Measured(step.block, step.kind.name, outcome.requests, outcome.failures, outcome.retried,
-                              outcome.seconds, after, tuple(outcome.examples))
-            )  # fmt: skip
-            if step is steps[-1] or steps[len(measured)].block != step.block:
-                sent = sum(m.requests for m in measured)
-                progress(f"block {step.block} done: {sent} requests sent, llama-server at {after.rss // 1024} kB")
-        seconds = time.monotonic() - began
-        log_bytes = container.log_bytes() - logs_before
-        return soak.Run(settings, start, tuple(measured), log_bytes, seconds)
+        return load(container, settings, progress)
+
+
+def load(
+    container: Container, settings: soak.Settings, progress: Callable[[str], None] = lambda line: None
+) -> soak.Run:
+    """The soak's load on a started container, and what was measured."""
+    target = http_load.Target("127.0.0.1", container.port, (("Authorization", f"Bearer {container.token}"),))
+    wait_serving(container, target)
+    logs_before = container.log_bytes()
+    start = container.sample()
+    measured: list[soak.Measured] = []
+    began = time.monotonic()
+    steps = soak.schedule(settings)
+    for index, step in enumerate(steps):
+        block_ends = index + 1 == len(steps) or steps[index + 1].block != step.block
+        measured.append(send(container, target, settings, step, sample=block_ends))
+        after = measured[-1].after
+        if after is not None:
+            sent = sum(m.requests for m in measured)
+            progress(f"block {step.block} done: {sent} requests sent, llama-server at {after.rss // 1024} kB")
+    confirming = soak.confirmation_steps(settings, measured)
+    for index, step in enumerate(confirming):
+        if index % max(1, settings.confirmations) == 0:
+            progress(f"{step.kind.name} looks slower at the end: {settings.confirmations} more sub-blocks to confirm")
+        measured.append(send(container, target, settings, step, sample=index + 1 == len(confirming)))
+    seconds = time.monotonic() - began
+    log_bytes = container.settled_log_bytes() - logs_before
+    return soak.Run(settings, start, tuple(measured), log_bytes, seconds)
