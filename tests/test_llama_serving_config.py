@@ -399,7 +399,9 @@ def test_interleaved_requests_and_a_routers_children_are_told_apart() -> None:
     requests = output.Requests()
     other = [line.replace("task 5", "task 6").replace("id  1", "id  2") for line in REQUEST]
     child = ["[51595] " + line for line in REQUEST]
-    summaries = [found for pair in zip(REQUEST, other, child, strict=True) for _, found in map(requests.route, pair) if found]
+    summaries = [
+        found for pair in zip(REQUEST, other, child, strict=True) for _, found in map(requests.route, pair) if found
+    ]
     assert summaries == [
         "[llama] task 5: 20 prompt + 4 generated tokens in 4.7 ms",
         "[llama] task 6: 20 prompt + 4 generated tokens in 4.7 ms",
@@ -499,3 +501,28 @@ def test_the_launcher_ends_llama_server_before_supervisor_kills_it() -> None:
     conf = configparser.RawConfigParser(inline_comment_prefixes=(";",))
     conf.read(REPO_ROOT / "derivatives/llama-cpp/ROOT/etc/supervisor/conf.d/llama.conf")
     assert conf.getfloat("program:llama", "stopwaitsecs") >= service.STOP_GRACE_SECONDS + 1
+
+
+def test_llama_servers_output_falls_back_to_a_pipe_where_a_terminal_cannot_be_set_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """qemu's user emulation (an arm64 image on an amd64 machine) answers the terminal's settings
+    with ENOSYS: the launcher then reads llama-server through a pipe instead of crashing."""
+    import os
+    import stat
+    import termios
+
+    from llama_serving import watch
+
+    def unsupported(fd: int) -> list[object]:
+        raise termios.error(38, "Function not implemented")
+
+    monkeypatch.setattr(termios, "tcgetattr", unsupported)
+    reader, writer = watch.open_terminal()
+    try:
+        assert stat.S_ISFIFO(os.fstat(reader).st_mode)
+        os.write(writer, b"line\n")
+        assert os.read(reader, 10) == b"line\n"
+    finally:
+        os.close(reader)
+        os.close(writer)

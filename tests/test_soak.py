@@ -386,4 +386,5 @@ def test_an_emulated_soak_judges_only_the_answers() -> None:
                                   log_bytes=10_000_000)  # fmt: skip
     assert not judge(leaky_and_slow).passed
     assert soak.judge_emulated(leaky_and_slow).passed
+    assert soak.judge_emulated(leaky_and_slow).summary() == "held: 4200 requests, 0 failed"
     assert soak.judge_emulated(measured_run(failures=1)).problems[0].startswith("1 of 4200 requests failed")

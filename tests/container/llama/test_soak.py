@@ -19,6 +19,7 @@ import pytest
 
 from llama_images.core import soak
 from llama_images.edges import soak as soak_edge
+from llama_images.edges.engine import docker
 from tests.container.conftest import CPU_IMAGE
 
 pytestmark = pytest.mark.container
@@ -28,7 +29,7 @@ REQUEST_LINE = re.compile(r"llama \| \[llama\] task \d+: \d+ prompt \+ \d+ gener
 
 
 def shell(container: soak_edge.Container, script: str) -> str:
-    done = soak_edge.docker(["exec", container.identifier, "bash", "-c", script], soak_edge.SoakError, timeout=60)
+    done = docker(["exec", container.identifier, "bash", "-c", script], soak_edge.SoakError, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -43,7 +44,7 @@ def test_the_image_holds_the_release_soak_with_bounded_logs(main_build: Any) -> 
         assert verdict.requests >= 20_000 and verdict.failures == 0
         # A soak of 20,000 requests writes less than 2 MB to docker logs: one line per request.
         assert run.log_bytes < 2_000_000, figures
-        logged = soak_edge.docker(["logs", container.identifier], soak_edge.SoakError, timeout=60).stdout
+        logged = docker(["logs", container.identifier], soak_edge.SoakError, timeout=60).stdout
         requests_logged = REQUEST_LINE.findall(logged)
         assert len(requests_logged) >= verdict.requests, logged[-2000:]
         assert "print_timing" not in logged and "launch_slot_" not in logged

@@ -10,6 +10,7 @@ older file kept (`RotatingFile`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -169,10 +170,8 @@ class RotatingFile:
     def close(self) -> None:
         handle, self.handle = self.handle, None
         if handle is not None:
-            try:
+            with contextlib.suppress(OSError):
                 handle.close()
-            except OSError:
-                pass
 
 
 def follow(

@@ -123,18 +123,20 @@ class Requests:
         task = TASK_LINE.fullmatch(line)
         if task is None:
             logged = LOG_LINE.fullmatch(line)
-            if logged is None:
-                return self.continuing_detail, None
-            self.continuing_detail = logged.group(1) == "D"
+            if logged is not None:
+                self.continuing_detail = logged.group(1) == "D"
             return self.continuing_detail, None
         child, level, task_id, text = task.groups()
+        self.continuing_detail = level != "E"
         if level == "E":
-            self.continuing_detail = False
             return False, None
-        self.continuing_detail = True
         if task_id == "-1":  # choosing a slot, before the task has its id
             return True, None
-        key = (child or "", task_id)
+        return True, self.take(child or "", task_id, line, text)
+
+    def take(self, child: str, task_id: str, line: str, text: str) -> str | None:
+        """A line about task `task_id`: its figures kept, and its one line once it ends."""
+        key = (child, task_id)
         figures = self.tasks.setdefault(key, TaskFigures())
         timing = TIMING.search(text)
         if timing is not None:
@@ -145,13 +147,13 @@ class Requests:
                 figures.generated_tokens = tokens
             else:
                 figures.milliseconds = milliseconds
-            return True, None
+            return None
         if REQUEST_DONE.search(line) is None:
-            return True, None
+            return None
         del self.tasks[key]
         if len(self.tasks) > 1000:  # tasks that never ended (cancelled before their timings): forgotten
             self.tasks.clear()
-        return True, request_line(child or "", task_id, figures)
+        return request_line(child, task_id, figures)
 
 
 def request_line(child: str, task_id: str, figures: TaskFigures) -> str:

@@ -258,14 +258,20 @@ class Watch:
 
 def open_terminal() -> tuple[int, int]:
     """(read end, write end) for llama-server's output: a pseudo-terminal, because llama-server
-    draws download progress only on a terminal; a pipe where no terminal can be had."""
+    draws download progress only on a terminal; a pipe where no terminal can be had, or set up
+    (an arm64 image under qemu's emulation answers the terminal's settings with ENOSYS)."""
     try:
         reader, writer = pty.openpty()
     except OSError:
         return os.pipe()
-    attributes = termios.tcgetattr(writer)
-    attributes[1] &= ~termios.OPOST  # no "\n" -> "\r\n"
-    termios.tcsetattr(writer, termios.TCSANOW, attributes)
+    try:
+        attributes = termios.tcgetattr(writer)
+        attributes[1] &= ~termios.OPOST  # no "\n" -> "\r\n"
+        termios.tcsetattr(writer, termios.TCSANOW, attributes)
+    except termios.error:
+        os.close(reader)
+        os.close(writer)
+        return os.pipe()
     with contextlib.suppress(OSError):
         import fcntl
 
