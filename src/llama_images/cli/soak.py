@@ -68,6 +68,10 @@ def soak_one(record: DigestRecord, emulated: bool) -> soak.SoakRecord:
     except soak_edge.SoakError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return soak.not_served(record.target, record.image, record.platform, record.digest, str(exc).splitlines()[0])
+    finally:
+        # The reference the pull made; the engine keeps nothing of the soak (its content stays
+        # where another tag still names it).
+        docker(["rmi", record.reference], soak_edge.SoakError, timeout=300)
     verdict = soak.judge_emulated(run) if emulated else soak.judge(run)
     return soak.record_of(record.target, record.image, record.platform, record.digest, verdict, emulated)
 

@@ -113,6 +113,7 @@ class Settings:
     growth_bound: int = GROWTH_BOUND
     log_bound: int = LOG_BOUND
     seed: int = 28
+    ready_seconds: float = 180.0  # from `docker run` to the first answer
 
     @property
     def block_requests(self) -> int:
@@ -392,7 +393,7 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
 # An image whose platform this machine can only emulate (an arm64 job on an amd64 machine, off
 # GitHub's native runners): its answers are checked, its timing, memory and logs are not judged
 # (emulation is tens of times slower and says nothing about them).
-EMULATED = Settings(blocks=1, rounds=1, sub_block=10, warmup_rounds=0, confirmations=0)
+EMULATED = Settings(blocks=1, rounds=1, sub_block=10, warmup_rounds=0, confirmations=0, ready_seconds=900.0)
 
 
 def judge_emulated(run: Run) -> Verdict:

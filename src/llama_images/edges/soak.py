@@ -1,5 +1,5 @@
 """The soak run against an image (I/O edge): the container started with the tiny model, the load
-sent through its proxy (edges/http_load.py), llama-server's process sampled after every sub-block
+sent through its proxy (edges/http_load.py), llama-server's process sampled at the end of each block
 (`docker exec`), and what `docker logs` got. What is sent and how it is judged is core/soak.py.
 
 The container publishes the proxy's port on loopback only, with a token made for this run; the
@@ -25,7 +25,6 @@ from .engine import docker
 
 PROXY_PORT = 8000  # the llama service's external port in the image (llama.toml)
 MODEL = "/models/tiny.gguf"
-READY_SECONDS = 180.0  # boot and first answer; emulated platforms are slow
 # llama-server's process and its resident memory, as one line: "PID RSS_KB".
 SAMPLE = "pid=$(pgrep -xo llama-server) && echo $pid $(awk '/^VmRSS:/{print $2}' /proc/$pid/status)"
 
@@ -122,7 +121,7 @@ def send(
                          container.sample() if sample else None, tuple(outcome.examples))  # fmt: skip
 
 
-def wait_serving(container: Container, target: http_load.Target, seconds: float = READY_SECONDS) -> None:
+def wait_serving(container: Container, target: http_load.Target, seconds: float) -> None:
     """Until a completion answers 200 through the proxy (llama-server up, the model loaded)."""
     kind = soak.KINDS[0]
     probe = http_load.Request("POST", kind.path, kind.body("ready?", 1), kind.stream)
@@ -153,7 +152,7 @@ def load(
 ) -> soak.Run:
     """The soak's load on a started container, and what was measured."""
     target = http_load.Target("127.0.0.1", container.port, (("Authorization", f"Bearer {container.token}"),))
-    wait_serving(container, target)
+    wait_serving(container, target, settings.ready_seconds)
     logs_before = container.log_bytes()
     start = container.sample()
     measured: list[soak.Measured] = []

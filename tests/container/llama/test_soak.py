@@ -58,7 +58,7 @@ def test_the_image_holds_the_release_soak_with_bounded_logs(main_build: Any) -> 
 def test_the_soak_catches_llama_servers_prompt_cache_growing(main_build: Any) -> None:
     """The upstream default (`--cache-ram 8192`) back on: the soak fails, naming the memory growth."""
     assert main_build.returncode == 0, main_build.stdout[-3000:]
-    short = soak.Settings(blocks=2, rounds=1, sub_block=150)
+    short = soak.Settings(blocks=2, rounds=1, sub_block=150, warmup_rounds=1, confirmations=0)
     with soak_edge.started(CPU_IMAGE, env={"LLAMA_ARGS": "--cache-ram 8192"}) as container:
         verdict = soak.judge(soak_edge.load(container, short))
     assert not verdict.passed
