@@ -90,9 +90,11 @@ def measured_run(
     failures: int = 0,
     restart_at: int | None = None,
     confirming: Callable[[str], float] | None = None,
+    fresh: Callable[[str], float] | None = None,
 ) -> Run:
     """What a soak of `settings` would measure, from per-block rates and resident memory by
-    requests served; `confirming` gives the rate of the confirmation sub-blocks of slow kinds."""
+    requests served; `confirming` gives the rate of the confirmation sub-blocks of slow kinds,
+    `fresh` that of a fresh llama-server for those still slow."""
     served = 0
     steps: list[Measured] = []
 
@@ -112,6 +114,10 @@ def measured_run(
     if confirming is not None:
         for step in soak.confirmation_steps(settings, steps):
             measure(len(steps), step, confirming(step.kind.name))
+    if fresh is not None:
+        for step in soak.fresh_steps(settings, steps):
+            measure(len(steps), step, fresh(step.kind.name))
+            steps[-1] = replace(steps[-1], after=Sample(99, 20_000_000))  # restarted on purpose
     return Run(settings, Sample(7, rss(0)), tuple(steps), log_bytes, 30.0)
 
 
@@ -162,11 +168,38 @@ def test_a_moment_of_other_work_on_the_machine_is_not_taken_for_a_slowdown() -> 
     assert [(k.ratio, k.confirmed) for k in verdict.kinds] == [(0.96, 2)] * 6
 
 
+def test_a_machine_busier_for_longer_than_a_block_is_told_apart_by_a_fresh_llama_server() -> None:
+    """The last block and its confirmations ran slow; a fresh llama-server right after is no
+    faster: the machine slowed down, not the server. Its restart is no crash, its memory not
+    the soak's."""
+    run = measured_run(rate=slower, confirming=lambda kind: 170.0, fresh=lambda kind: 180.0)
+    verdict = judge(run)
+    assert verdict.passed, verdict.problems
+    [completions] = [k for k in verdict.kinds if k.name == "completions"]
+    assert (round(completions.ratio, 2), completions.fresh_rate, round(completions.fresh_ratio, 2)) == (0.34, 180, 0.94)
+    assert "(as fast as a fresh llama-server: 0.94x)" in verdict.summary()
+    assert verdict.requests == 4_200 + 2 * 100 + 3 * 100  # confirmations, then a warm-up and two on the fresh one
+
+
+def test_a_server_slower_than_a_fresh_one_fails() -> None:
+    verdict = judge(measured_run(rate=slower, confirming=lambda kind: 170.0, fresh=lambda kind: 500.0))
+    [problem] = verdict.problems
+    assert problem == (
+        "completions (/v1/completions) slowed down: the last block ran 170 requests/s, 0.34x the first block's 500 "
+        "(at least 0.8x, 2 more sub-blocks as slow; a fresh llama-server right after ran 500, the soaked one "
+        "0.34x of that)"
+    )
+
+
 def test_confirmations_go_to_the_kinds_that_look_slower_with_prompts_of_their_own() -> None:
     measured = measured_run(rate=slower).steps
     steps = soak.confirmation_steps(SMALL, measured)
     assert [(s.block, s.kind.name, s.count) for s in steps] == [(3, "completions", 100)] * 2
     assert [s.first for s in steps] == [4_200, 4_300]
+    fresh = soak.fresh_steps(SMALL, measured)
+    assert [(s.block, s.kind.name) for s in fresh] == [(soak.FRESH_WARMUP, "completions")] + [
+        (soak.FRESH, "completions")
+    ] * 2
 
 
 def test_the_best_sub_block_of_a_block_is_its_rate() -> None:

@@ -13,10 +13,12 @@ A warm-up round comes first and is not judged.
 The verdict, for the whole run and each kind:
 - no request fails (a 503 with Retry-After that is waited out is not a failure, and is counted);
 - throughput holds: a kind's last block runs at least `min_ratio` of its first block. A block's
-  rate is its best sub-block's (other work on the machine only ever slows a sub-block down); a kind
-  that looks slower gets `confirmations` more sub-blocks at the end, counted in its last block,
-  so a moment of other work on the machine is not taken for a slowdown of the server, while a
-  server that has slowed down stays slow;
+  rate is its best sub-block's (other work on the machine only ever slows a sub-block down). A
+  kind that looks slower gets `confirmations` more sub-blocks at the end, counted in its last
+  block (a moment of other work passes); if it still looks slower, llama-server is restarted and
+  the kind measured again on the fresh process, right away: the machine slowed down when the
+  fresh one is no faster, llama-server did when the soaked one runs below `min_ratio` of the
+  fresh one. (Other work on a shared machine can last longer than a block.)
 - memory holds: llama-server's resident memory grows by at most `growth_bound` bytes per 1,000
   requests, from the end of the first block to the end of the last;
 - logs hold: `docker logs` gets at most `log_bound` bytes per request;
@@ -130,9 +132,14 @@ RELEASE = Settings()
 BENCH = Settings(blocks=20)
 
 
+# Blocks of the comparison with a fresh llama-server: its warm-up, then what is compared.
+FRESH_WARMUP, FRESH = -2, -1
+
+
 @dataclass(frozen=True)
 class Step:
-    """One sub-block: `count` requests of one kind; block 0 is the warm-up."""
+    """One sub-block: `count` requests of one kind; block 0 is the warm-up (FRESH_WARMUP and
+    FRESH: the comparison with a fresh llama-server)."""
 
     block: int
     kind: Kind
@@ -154,12 +161,31 @@ def confirmation_steps(settings: Settings, measured: Sequence[Measured]) -> list
     """More sub-blocks, in the last block, of each kind whose last block looks slower than its first."""
     steps: list[Step] = []
     sent = sum(m.requests for m in measured)
+    for kind in slow_kinds(settings, measured):
+        for _ in range(settings.confirmations):
+            steps.append(Step(settings.blocks, kind, settings.sub_block, sent))
+            sent += settings.sub_block
+    return steps
+
+
+def slow_kinds(settings: Settings, measured: Sequence[Measured]) -> list[Kind]:
+    found = []
     for kind in KINDS:
         figures = kind_figures(kind, measured)
         if figures is not None and figures.ratio < settings.min_ratio:
-            for _ in range(settings.confirmations):
-                steps.append(Step(settings.blocks, kind, settings.sub_block, sent))
-                sent += settings.sub_block
+            found.append(kind)
+    return found
+
+
+def fresh_steps(settings: Settings, measured: Sequence[Measured]) -> list[Step]:
+    """For each kind that still looks slower: a warm-up sub-block and `confirmations` more on a
+    fresh llama-server."""
+    steps: list[Step] = []
+    sent = sum(m.requests for m in measured)
+    for kind in slow_kinds(settings, measured):
+        for block in (FRESH_WARMUP, *[FRESH] * settings.confirmations):
+            steps.append(Step(block, kind, settings.sub_block, sent))
+            sent += settings.sub_block
     return steps
 
 
@@ -216,9 +242,21 @@ class Run:
 @dataclass(frozen=True)
 class KindFigures:
     name: str
+    min_ratio: float
     first_rate: float  # requests per second, the first block's best sub-block
     last_rate: float  # the last block's best (its confirmations included)
     confirmed: int = 0  # the confirmations it got
+    fresh_rate: float = 0.0  # a fresh llama-server's best, when it was compared with one
+
+    @property
+    def fresh_ratio(self) -> float:
+        return self.last_rate / self.fresh_rate if self.fresh_rate else 0.0
+
+    @property
+    def slower(self) -> bool:
+        """Slower than its first block, and (when compared) than a fresh llama-server just after."""
+        below = self.ratio < self.min_ratio
+        return below and (not self.fresh_rate or self.fresh_ratio < self.min_ratio)
 
     @property
     def ratio(self) -> float:
@@ -233,7 +271,7 @@ def kind_figures(kind: Kind, measured: Sequence[Measured]) -> KindFigures | None
         return None
     first = [rate(m) for m in judged if m.block == 1]
     last = [rate(m) for m in judged if m.block == last_block]
-    return KindFigures(kind.name, max(first), max(last)) if first and last else None
+    return KindFigures(kind.name, MIN_RATIO, max(first), max(last)) if first and last else None
 
 
 @dataclass(frozen=True)
@@ -260,6 +298,8 @@ class Verdict:
         if self.passed:
             slowest = min(self.kinds, key=lambda k: k.ratio, default=None)
             ratio = f", slowest kind {slowest.name} at {slowest.ratio:.2f}x" if slowest else ""
+            if slowest and slowest.fresh_rate:
+                ratio += f" (as fast as a fresh llama-server: {slowest.fresh_ratio:.2f}x)"
             return (
                 f"held: {self.requests} requests, 0 failed{ratio}, memory {kib(self.growth_per_1000)} "
                 f"per 1,000 requests, docker logs {self.log_bytes_per_request:.0f} bytes a request"
@@ -288,16 +328,26 @@ def judge(run: Run) -> Verdict:
         if found is None:
             continue
         confirmed = sum(1 for s in judged if s.kind == kind.name and s.block == settings.blocks) - settings.rounds
-        found = replace(found, confirmed=max(0, confirmed))
+        fresh = [rate(s) for s in steps if s.kind == kind.name and s.block == FRESH]
+        found = replace(
+            found, min_ratio=settings.min_ratio, confirmed=max(0, confirmed), fresh_rate=max(fresh, default=0.0)
+        )
         figures.append(found)
-        if found.ratio < settings.min_ratio:
+        if found.slower:
             again = f", {found.confirmed} more sub-blocks as slow" if found.confirmed else ""
+            compared = (
+                f"; a fresh llama-server right after ran {found.fresh_rate:.0f}, the soaked one "
+                f"{found.fresh_ratio:.2f}x of that"
+                if found.fresh_rate
+                else ""
+            )
             problems.append(
                 f"{kind.name} ({kind.path}{', streamed' if kind.stream else ''}) slowed down: the last block ran "
                 f"{found.last_rate:.0f} requests/s, {found.ratio:.2f}x the first block's {found.first_rate:.0f} "
-                f"(at least {settings.min_ratio}x{again})"
+                f"(at least {settings.min_ratio}x{again}{compared})"
             )
-    samples = [(s.block, s.after) for s in steps if s.after is not None]
+    # The comparison with a fresh llama-server restarts it on purpose: not a crash, not memory.
+    samples = [(s.block, s.after) for s in steps if s.after is not None and s.block >= 0]
     pids = {run.start.pid, *(sample.pid for _, sample in samples)}
     if len(pids) > 1:
         problems.append(f"llama-server was restarted during the soak (processes {sorted(pids)}): it crashed")
@@ -312,7 +362,8 @@ def judge(run: Run) -> Verdict:
             f"({rss_first // 1024} -> {rss_end // 1024} kB over {after_first} requests; "
             f"at most {kib(settings.growth_bound)})"
         )
-    per_request = run.log_bytes / requests if requests else 0.0
+    logged = sum(s.requests for s in steps if s.block >= 0)  # `docker logs` is read before a fresh start
+    per_request = run.log_bytes / logged if logged else 0.0
     if per_request > settings.log_bound:
         problems.append(
             f"docker logs got {run.log_bytes} bytes, {per_request:.0f} a request (at most {settings.log_bound})"
@@ -343,6 +394,8 @@ def figures_lines(verdict: Verdict) -> list[str]:
     lines = [f"{'kind':<22} {'first block':>12} {'last block':>11} {'ratio':>6}"]
     for kind in verdict.kinds:
         again = f"  (+{kind.confirmed} confirming sub-blocks)" if kind.confirmed else ""
+        if kind.fresh_rate:
+            again += f"  (a fresh llama-server: {kind.fresh_rate:.0f} r/s, {kind.fresh_ratio:.2f}x)"
         lines.append(
             f"{kind.name:<22} {kind.first_rate:>8.0f} r/s {kind.last_rate:>7.0f} r/s {kind.ratio:>5.2f}x{again}"
         )
@@ -382,6 +435,7 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
                 "last_rate": round(k.last_rate, 1),
                 "ratio": round(k.ratio, 3),
                 "confirmed": k.confirmed,
+                "fresh_rate": round(k.fresh_rate, 1),
             }
             for k in verdict.kinds
         ],

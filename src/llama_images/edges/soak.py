@@ -65,6 +65,12 @@ class Container:
             size = now
         return size
 
+    def restart_llama(self) -> None:
+        """A fresh llama-server, as a user restarts it (program llama)."""
+        done = docker(["exec", self.identifier, "supervisorctl", "restart", "llama"], SoakError, timeout=120)
+        if done.returncode != 0:
+            raise SoakError(f"llama-server could not be restarted: {(done.stdout + done.stderr).strip()[-300:]}")
+
     def log_tail(self, lines: int = 40) -> str:
         done = docker(["logs", "--tail", str(lines), self.identifier], SoakError, timeout=60)
         return (done.stdout + done.stderr).strip()
@@ -170,6 +176,13 @@ def load(
         if index % max(1, settings.confirmations) == 0:
             progress(f"{step.kind.name} looks slower at the end: {settings.confirmations} more sub-blocks to confirm")
         measured.append(send(container, target, settings, step, sample=index + 1 == len(confirming)))
-    seconds = time.monotonic() - began
     log_bytes = container.settled_log_bytes() - logs_before
+    fresh = soak.fresh_steps(settings, measured)
+    if fresh:
+        names = ", ".join(dict.fromkeys(step.kind.name for step in fresh))
+        progress(f"{names} still slower: llama-server restarted, to compare with a fresh one")
+        container.restart_llama()
+        wait_serving(container, target, settings.ready_seconds)
+        measured += [send(container, target, settings, step, sample=False) for step in fresh]
+    seconds = time.monotonic() - began
     return soak.Run(settings, start, tuple(measured), log_bytes, seconds)
