@@ -15,6 +15,15 @@ from typing import Any
 
 from ..core import soak
 from ..core.errors import BuildError, LlamaImagesError, RegistryError, UsageError
+from ..core.job_failures import (
+    FAILED_FOLDER,
+    JobFailure,
+    failure_file_name,
+    failure_from_json,
+    job_failure,
+    missing_platform_lines,
+)
+from ..core.options import default
 from ..core.plan import skip_published
 from ..core.publishing import Merge, PublishingPlan, plan_merges, publishing_plan
 from ..core.report import (
@@ -33,7 +42,7 @@ from ..core.report import (
 from ..core.targets import run_id
 from ..core.workflow import NAMESPACE, SETTINGS, TOKEN, USERNAME, WorkflowRun, secrets_in_outputs
 from ..edges import actions, files, gitinfo, registry, web
-from .arguments import MergeArguments, NotifyArguments, PlanArguments, output_file
+from .arguments import MergeArguments, NotifyArguments, PlanArguments, job_from_text, output_file
 from .soak import read_soak_records
 from .steps import emit_report, log_in_as_the_workflow, plan_for, print_skips, read_records
 
@@ -89,7 +98,7 @@ def skip_publishing(run: WorkflowRun, report_file: Path | None) -> None:
     """A fork without the settings publishes nothing: a notice, and a report saying what to add."""
     notice = f"missing {run.publishing.describe_missing()}: publishing is skipped"
     actions.notice("Publishing skipped", notice)
-    how = f"{notice}. Add them under {SETTINGS} (see README, Building with GitHub Actions)."
+    how = f"{notice}. Add them under {SETTINGS} (see docs/publishing.md, Setup in your fork)."
     actions.write_actions(PublishingPlan().outputs(), f"## Publishing skipped\n\n{how}\n")
     if report_file is not None:
         files.write_file("--report", report_file, report_json(Report(NOTHING, run_url=gitinfo.run_url(), notes=(how,))))
@@ -125,9 +134,9 @@ def merge(root: Path, arguments: MergeArguments) -> None:
     if not records and not expected:
         raise UsageError(f"no digest records in {arguments.digests}/ and no --plan: nothing to merge")
     merges, incomplete = plan_merges(records, expected)
+    failed = missing_platform_lines(incomplete, read_failures(arguments.digests / FAILED_FOLDER))
     # Only images that held their soak on every platform are tagged (core/soak.py: gate).
     merges, unsoaked, soaks = soak.gate(merges, read_soak_records(arguments.digests))
-    failed = [f"{i.name}: no digest for {', '.join(i.missing)} (that job failed or did not run)" for i in incomplete]
     failed += unsoaked
     published: list[Published] = []
     try:
@@ -161,6 +170,39 @@ def create_tags(merges: list[Merge], builder: str | None, published: list[Publis
             continue
         print(f"tagged {item.image} {digest} [{', '.join(item.platforms)}]")
         published.append(Published(item.image, digest, item.platforms))
+
+
+def record_job_failure(raw: Mapping[str, Any], error: LlamaImagesError) -> None:
+    """A by-digest job of the publishing plan that fails leaves why beside its digest records
+    (the workflow uploads them also then): the merge's report names the target and the cause."""
+    job_text = raw.get("job")
+    if not isinstance(job_text, str) or not raw.get("by_digest"):
+        return
+    try:
+        job = job_from_text(job_text)
+    except UsageError:
+        return  # no target to name: the merge says its platform has no digest
+    failure = job_failure(job, error.exit_code, str(error), [os.environ.get(name, "") for name in CREDENTIALS])
+    folder = Path(raw.get("digests") or default("digests")) / FAILED_FOLDER
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / failure_file_name(failure)).write_text(json.dumps(failure.as_json()) + "\n", encoding="utf-8")
+    except OSError as exc:
+        actions.warning(f"could not record the job's failure in {folder}/ ({exc.strerror or exc})")
+        return
+    actions.write_actions({}, f"## build {job.name}: failure\n\n`{job.target}` on {job.platform}: {failure.line()}\n")
+
+
+def read_failures(folder: Path) -> list[JobFailure]:
+    """The failure records the build jobs left; one that cannot be read is a warning, not a
+    failed merge (its platform is then reported without a cause)."""
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            found.append(failure_from_json(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            actions.warning(f"{path}: not a job failure record ({exc})")
+    return found
 
 
 def notify(root: Path, arguments: NotifyArguments) -> None:

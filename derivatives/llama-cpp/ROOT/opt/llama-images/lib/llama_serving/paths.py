@@ -4,6 +4,8 @@ llama_runtime/paths.py). llama.sh reads them from `paths.sh` beside this file, g
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from llama_runtime import paths
 
 SERVICE = "llama"
@@ -18,5 +20,9 @@ REQUESTS_SERVED_FILE = LAUNCHER_DIR / "requests-served"
 STATUS_FILE = paths.status_file(SERVICE)
 OVERRIDE_FILE = paths.RUNTIME_SERVICES_DIR / f"{SERVICE}.toml"  # the effective port, for the proxy
 SUPERVISOR_PROGRAM_FILE = paths.SUPERVISOR_PROGRAMS_DIR / f"{SERVICE}.conf"
+# llama-server's working directory: one users do not write. ggml's backend loader searches the
+# executable's directory and then the working directory for libggml-*.so, and loads what it finds
+# there: in /workspace (the users' volume) a stray or planted library would run in llama-server.
+SERVER_DIRECTORY = Path("/")
 
 SHELL_PREFIX = "LLAMA_SERVING_"

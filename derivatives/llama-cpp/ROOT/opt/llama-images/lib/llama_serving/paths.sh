@@ -8,3 +8,4 @@ LLAMA_SERVING_REQUESTS_SERVED_FILE=/run/llama-images/llama/requests-served
 LLAMA_SERVING_STATUS_FILE=/run/llama-images/status/llama
 LLAMA_SERVING_OVERRIDE_FILE=/run/llama-images/services.d/llama.toml
 LLAMA_SERVING_SUPERVISOR_PROGRAM_FILE=/etc/supervisor/conf.d/llama.conf
+LLAMA_SERVING_SERVER_DIRECTORY=/
