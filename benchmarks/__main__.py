@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import builds, download, measure, portal, report, serving, threads
+from . import builds, download, measure, portal, report, serving, soak, threads
 
-MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal", "download", "threads")
+MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal", "download", "threads", "soak")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,7 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--download-link-mb", type=int, default=40, help="the link's cap, MB/s (default 40)")
     parser.add_argument("--thread-runs", type=int, default=3, help="runs of each thread setting (default 3)")
     parser.add_argument(
-        "--image", help="measure boot, load, size, portal, download and threads on this image instead of building one"
+        "--soak-blocks", type=int, default=20, help="blocks of the soak, 4,800 requests each (default 20; the gate: 4)"
+    )
+    parser.add_argument(
+        "--image",
+        help="measure boot, load, size, portal, download, threads and soak on this image instead of building one",
     )
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -62,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "--targets must be at least 2, --boot-runs at least 5, --load-repeats, --portal-rounds, "
             "--download-runs and --thread-runs at least 1"
         )
+    if args.soak_blocks < 2:
+        parser.error("--soak-blocks must be at least 2 (the first block against the last)")
     if args.download_mb < 10 or args.download_rate_mb < 1 or args.download_link_mb < 1:
         parser.error("--download-mb must be at least 10, --download-rate-mb and --download-link-mb at least 1")
     args.only = chosen
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measure.ensure_upstream(ctx)
         image = args.image
-        if image is None and {"boot", "load", "size", "portal", "download", "threads"} & set(args.only):
+        if image is None and {"boot", "load", "size", "portal", "download", "threads", "soak"} & set(args.only):
             image = measure.build_image(ctx)
         steps = {
             "update": lambda: builds.measure_update(ctx),
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.download_link_mb * 1_000_000,
             ),
             "threads": lambda: threads.measure_threads(ctx, image, args.thread_runs),
+            "soak": lambda: soak.measure_soak(ctx, image, args.soak_blocks),
         }
         for name in MEASUREMENTS:
             if name in args.only:

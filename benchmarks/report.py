@@ -7,6 +7,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from llama_images.core.soak import GROWTH_BOUND, LOG_BOUND, MIN_RATIO
+
 # Issue 8's targets.
 SCRIPT_EDIT_MAX_BYTES = 1_000_000
 SCRIPT_EDIT_MAX_FRACTION = 0.10
@@ -21,6 +23,7 @@ SESSION_MIN_THROUGHPUT_RATIO = 0.7  # at c=8
 PORTAL_PAGE_MAX_BYTES = 60_000
 PORTAL_MAX_CPU_PERCENT = 5.0
 PORTAL_MIN_GENERATION_RATIO = 0.95
+# Issue 28's: a long soak holds as the release gate's does (core/soak.py: MIN_RATIO, GROWTH_BOUND, LOG_BOUND).
 # Issue 18's: the launcher's download against llama-server's own -hf, time to healthy.
 DOWNLOAD_MIN_SPEEDUP = 5.0  # with a per-connection cap
 DOWNLOAD_MIN_LINK_RATIO = 0.95  # when the link is the limit: no slower than one connection (noise allowed)
@@ -184,6 +187,29 @@ def download_verdicts(download: Mapping[str, Any], add: Add) -> None:
         )
 
 
+def soak_verdicts(found: Mapping[str, Any], add: Add) -> None:
+    slowest = min(found["kinds"], key=lambda k: k["ratio"], default=None)
+    add(
+        "soak: no request fails, no kind slower",
+        f">= {MIN_RATIO}x the first block, 0 failed",
+        f"{found['failures']} of {found['requests']} failed"
+        + (f"; slowest {slowest['kind']} {fmt_ratio(slowest['ratio'])}" if slowest else ""),
+        found["failures"] == 0 and all(k["ratio"] >= MIN_RATIO for k in found["kinds"]),
+    )
+    add(
+        "soak: llama-server's memory",
+        f"<= {GROWTH_BOUND // 1024} kB per 1,000 requests",
+        f"{found['growth_per_1000'] / 1024:+.0f} kB per 1,000 requests",
+        found["growth_per_1000"] <= GROWTH_BOUND,
+    )
+    add(
+        "soak: docker logs",
+        f"<= {LOG_BOUND} bytes a request",
+        f"{found['log_bytes_per_request']:.0f} bytes a request",
+        found["log_bytes_per_request"] <= LOG_BOUND,
+    )
+
+
 VERDICTS: dict[str, Callable[[Mapping[str, Any], Add], None]] = {
     "update": update_verdicts,
     "matrix": matrix_verdicts,
@@ -191,6 +217,7 @@ VERDICTS: dict[str, Callable[[Mapping[str, Any], Add], None]] = {
     "load": load_verdicts,
     "portal": portal_verdicts,
     "download": download_verdicts,
+    "soak": soak_verdicts,
 }
 
 
@@ -466,6 +493,14 @@ def render_threads(threads: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def render_soak(found: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"9. Soak ({found['requests']} requests in {found['blocks']} blocks, {found['image']}): {found['summary']}",
+    ]
+    return lines + list(found["figures"])
+
+
 SECTIONS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "update": render_update,
     "matrix": render_matrix,
@@ -475,6 +510,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "portal": render_portal,
     "download": render_download,
     "threads": render_threads,
+    "soak": render_soak,
 }
 
 

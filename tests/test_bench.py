@@ -333,6 +333,32 @@ def test_the_table_shows_every_measurement_and_the_targets() -> None:
     assert "1. Update" not in only_boot and "3. Boot" in only_boot
 
 
+def test_the_soak_prints_its_figures_and_its_three_targets() -> None:
+    """What the soak measured (core/soak.py's figures) and issue 28's targets."""
+    from llama_images.core import soak
+
+    steps = [
+        soak.Measured(step.block, step.kind.name, step.count, 0, 0, step.count / 400, soak.Sample(9, 26_000_000))
+        for step in soak.schedule(soak.Settings(blocks=5))
+    ]
+    verdict = soak.judge(soak.Run(soak.Settings(blocks=5), soak.Sample(9, 24_000_000), tuple(steps), 70 * 25_200, 60))
+    found = {"image": "img", "blocks": 5, **soak.verdict_json(verdict), "figures": soak.figures_lines(verdict)}
+    text = report.render({"soak": found})
+    assert "9. Soak (25200 requests in 5 blocks, img): held: 25200 requests, 0 failed" in text
+    assert "completions streamed        400 r/s     400 r/s  1.00x" in text
+    verdicts = {v["name"]: v for v in report.verdicts({"soak": found})}
+    assert verdicts["soak: llama-server's memory"]["measured"] == "+0 kB per 1,000 requests"
+    assert verdicts["soak: docker logs"] == {
+        "name": "soak: docker logs",
+        "target": "<= 100 bytes a request",
+        "measured": "70 bytes a request",
+        "met": True,
+    }
+    assert all(v["met"] for v in verdicts.values())
+    leaking = {**found, "growth_per_1000": 6_600_000, "log_bytes_per_request": 989}
+    assert [v["met"] for v in report.verdicts({"soak": leaking})] == [True, False, False]
+
+
 def test_human_bytes() -> None:
     assert report.human_bytes(999) == "999 B"
     assert report.human_bytes(33_000) == "33.0 kB"

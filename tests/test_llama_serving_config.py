@@ -17,6 +17,9 @@ from tests.conftest import REPO_ROOT
 PORT = 18000
 # The endpoints the portal's model panel reads, on unless LLAMA_ARGS says otherwise.
 MONITORING = ["--metrics", "--slots"]
+# The options whose llama-server default the image changes (no prompt cache in RAM: issue 28).
+DEFAULTS = ["--cache-ram", "0"]
+ADDED = [*MONITORING, *DEFAULTS]
 TAKEN = {8000: "the proxy (external port of llama)", 11111: "service 'portal' (internal_port)"}
 
 
@@ -129,8 +132,8 @@ def test_anything_else_in_llama_model_is_refused_and_never_run(value: str) -> No
 
 
 def test_each_source_becomes_llama_servers_own_option() -> None:
-    assert plan(LLAMA_MODEL="org/repo-GGUF:Q8_0").command()[5:] == ["-hf", "org/repo-GGUF:Q8_0", *MONITORING]
-    assert plan(LLAMA_MODEL="/m/x.gguf").command()[5:] == ["-m", "/m/x.gguf", *MONITORING]
+    assert plan(LLAMA_MODEL="org/repo-GGUF:Q8_0").command()[5:] == ["-hf", "org/repo-GGUF:Q8_0", *ADDED]
+    assert plan(LLAMA_MODEL="/m/x.gguf").command()[5:] == ["-m", "/m/x.gguf", *ADDED]
     from_url = plan(LLAMA_MODEL="https://host/dir/tiny.gguf", LLAMA_CACHE="/c")
     assert from_url.command()[5] == "-m" and re.fullmatch(r"/c/url/[0-9a-f]{12}-tiny\.gguf", from_url.command()[6])
     assert from_url.environment() == {}  # the launcher downloads it: llama-server gets only the file
@@ -150,7 +153,7 @@ def test_llama_args_that_download_keep_llama_server_online(args: str, downloads:
 def test_a_prepared_hub_model_is_served_from_the_cache_by_name() -> None:
     made = plan(LLAMA_MODEL="org/r:Q8_0", LLAMA_ARGS="-c 512")
     assert made.command(hf_file="m-Q8_0.gguf", offline=True)[5:] == [
-        "-hf", "org/r:Q8_0", "-hff", "m-Q8_0.gguf", "--offline", "--metrics", "--slots", "-c", "512",
+        "-hf", "org/r:Q8_0", "-hff", "m-Q8_0.gguf", "--offline", *ADDED, "-c", "512",
     ]  # fmt: skip
 
 
@@ -177,6 +180,37 @@ def test_the_metrics_and_slots_endpoints_are_on_unless_llama_args_decide(env: di
     assert "--no-slots" not in command or "--slots" not in command
 
 
+@pytest.mark.parametrize(
+    ("env", "added"),
+    [
+        ({}, ["--cache-ram", "0"]),
+        ({"LLAMA_ARGS": "--cache-ram 2048"}, []),
+        ({"LLAMA_ARGS": "-cram=512"}, []),
+        ({"LLAMA_ARG_CACHE_RAM": "1024"}, []),
+    ],
+)
+def test_the_prompt_cache_in_ram_is_off_unless_llama_args_turn_it_on(env: dict[str, str], added: list[str]) -> None:
+    """llama-server's RAM prompt cache grows by each distinct prompt's state and slows every
+    request down (the soak's finding, issue 28): off by default, a choice in LLAMA_ARGS or
+    llama-server's own variable wins, and comes after it on the command line."""
+    made = plan(LLAMA_MODEL="/m/x.gguf", **env)
+    assert list(made.defaults) == added
+    command = made.command()
+    assert command.count("--cache-ram") + command.count("-cram") == (1 if env.get("LLAMA_ARGS") or added else 0)
+    if env.get("LLAMA_ARGS"):
+        assert command[-2:] == config.split_args(env["LLAMA_ARGS"])
+
+
+@pytest.mark.parametrize(("value", "mode"), [("", "summary"), ("full", "full"), (" None ", "none")])
+def test_llama_log_requests_chooses_what_docker_logs_gets_of_each_request(value: str, mode: str) -> None:
+    assert plan(LLAMA_MODEL="/m/x.gguf", LLAMA_LOG_REQUESTS=value).log_requests == mode
+
+
+def test_an_unknown_llama_log_requests_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"LLAMA_LOG_REQUESTS='all' is not one of summary, full, none"):
+        plan(LLAMA_MODEL="/m/x.gguf", LLAMA_LOG_REQUESTS="all")
+
+
 def test_without_any_model_there_is_no_plan() -> None:
     assert make_plan({}, PORT) is None
     assert make_plan({"LLAMA_MODEL": " ", "LLAMA_ARGS": "-c 512"}, PORT) is None
@@ -194,11 +228,11 @@ def test_a_model_named_only_in_llama_servers_own_terms_is_started(env: dict[str,
 
 def test_a_models_dir_or_a_list_starts_router_mode() -> None:
     by_dir = plan(LLAMA_MODELS_DIR="/models")
-    assert by_dir.router and by_dir.command()[5:] == ["--models-max", "1", "--models-dir", "/models", *MONITORING]
+    assert by_dir.router and by_dir.command()[5:] == ["--models-max", "1", "--models-dir", "/models", *ADDED]
     listed = plan(LLAMA_MODEL="org/a-GGUF, /models/b.gguf,\nhttps://h/c.gguf", LLAMA_MODELS_MAX="2", LLAMA_CACHE="/c")
     assert listed.router and [s.name for s in listed.sources] == ["org/a-GGUF", "b", "c"]
     assert listed.command("/run/models.ini")[5:] == [
-        "--models-max", "2", "--models-preset", "/run/models.ini", *MONITORING
+        "--models-max", "2", "--models-preset", "/run/models.ini", *ADDED
     ]  # fmt: skip
     preset = listed.preset()
     assert "[org/a-GGUF]\nhf-repo = org/a-GGUF\n" in preset
@@ -337,6 +371,67 @@ def test_a_served_request_is_counted_from_llama_servers_output() -> None:
     assert not output.request_done("0.12.496.266 I slot print_timing: id  0 | task 2 | total time = 6047.19 ms")
 
 
+# One request as the bundled llama-server (build 11669) logs it at its default verbosity.
+REQUEST = [
+    "0.02.311.403 I slot get_availabl: id  1 | task -1 | selected slot by LRU, n_tokens = 0, t_last = -1",
+    "0.02.311.470 I slot launch_slot_: id  1 | task 5 | processing task, is_child = 0",
+    "0.02.316.332 I slot print_timing: id  1 | task 5 | prompt eval time =       1.55 ms /    20 tokens "
+    "(    0.08 ms per token, 12878.30 tokens per second)",
+    "0.02.316.473 I slot print_timing: id  1 | task 5 |        eval time =       3.15 ms /     4 tokens "
+    "(    1.05 ms per token,   951.78 tokens per second)",
+    "0.02.316.576 I slot print_timing: id  1 | task 5 |       total time =       4.71 ms /    24 tokens",
+    "0.02.316.619 I slot print_timing: id  1 | task 5 |    graphs reused =          5",
+    "0.02.316.653 I slot print_timing: id  1 | task 5 |   graph reallocs =          0    /     0        "
+    "(same size) / (changed size)",
+    "0.02.317.803 I slot      release: id  1 | task 5 | stop processing: n_tokens = 23, truncated = 0",
+]
+
+
+def test_a_request_becomes_one_line_and_its_eight_lines_are_detail() -> None:
+    requests = output.Requests()
+    routed = [requests.route(line) for line in REQUEST]
+    assert all(detail for detail, _ in routed)
+    assert [line for _, line in routed if line] == ["[llama] task 5: 20 prompt + 4 generated tokens in 4.7 ms"]
+    assert requests.tasks == {}
+
+
+def test_interleaved_requests_and_a_routers_children_are_told_apart() -> None:
+    requests = output.Requests()
+    other = [line.replace("task 5", "task 6").replace("id  1", "id  2") for line in REQUEST]
+    child = ["[51595] " + line for line in REQUEST]
+    summaries = [
+        found for pair in zip(REQUEST, other, child, strict=True) for _, found in map(requests.route, pair) if found
+    ]
+    assert summaries == [
+        "[llama] task 5: 20 prompt + 4 generated tokens in 4.7 ms",
+        "[llama] task 6: 20 prompt + 4 generated tokens in 4.7 ms",
+        "[llama] [51595] task 5: 20 prompt + 4 generated tokens in 4.7 ms",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "detail"),
+    [
+        ("0.00.451.877 I srv  llama_server: listening on http://127.0.0.1:18000", False),
+        ("0.00.111.611 W srv  llama_server: security: no API key is set", False),
+        ("0.03.200.115 W slot   operator(): id  1 | task 697 | need to evaluate at least 1 token", True),
+        ("0.03.200.115 E slot   operator(): id  1 | task 697 | failed to decode the batch", False),
+        ("0.00.252.077 D que    start_loop: processing new tasks", True),
+        ("[boot] something else entirely", False),
+    ],
+)
+def test_what_is_detail_warnings_and_errors_about_the_server_are_not(line: str, detail: bool) -> None:
+    assert output.Requests().route(line) == (detail, None)
+
+
+def test_a_line_continuing_a_debug_line_is_detail_too() -> None:
+    requests = output.Requests()
+    requests.route("0.02.201.577 D slot launch_slot_: id  0 | task -1 | sampler params: ")
+    assert requests.route("\trepeat_last_n = 64, repeat_penalty = 1.000") == (True, None)
+    requests.route("0.00.451.877 I srv  llama_server: listening on http://127.0.0.1:18000")
+    assert requests.route("an unprefixed line after a server line") == (False, None)
+
+
 def test_refused_arguments_are_final() -> None:
     assert output.is_argument_error(['error while handling argument "--port": stoi'])
     assert not output.is_argument_error(["0.00.1.2 E common_pull_file: download failed"])
@@ -450,9 +545,35 @@ def test_llama_server_runs_in_a_directory_users_do_not_write(tmp_path: Path, mon
     monkeypatch.setattr(watch, "PID_FILE", tmp_path / "pid")
     monkeypatch.setattr(watch, "REQUESTS_SERVED_FILE", tmp_path / "requests")
     monkeypatch.setattr(service, "STATUS_FILE", tmp_path / "status")
+    monkeypatch.setenv("LLAMA_IMAGES_LOG_DIR", str(tmp_path))  # the detail log (boot exports it)
     monkeypatch.chdir(tmp_path)  # where the launcher runs (Supervisor starts it in /workspace)
     model = tmp_path / "tiny.gguf"
     model.write_bytes(b"GGUF" + bytes(28))
     env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
     service.Runner(plan(LLAMA_MODEL=str(model), LLAMA_CACHE=str(tmp_path / "cache")), env).attempt(1)
     assert (tmp_path / "cwd").read_text(encoding="utf-8").strip() == "/"
+
+
+def test_llama_servers_output_falls_back_to_a_pipe_where_a_terminal_cannot_be_set_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """qemu's user emulation (an arm64 image on an amd64 machine) answers the terminal's settings
+    with ENOSYS: the launcher then reads llama-server through a pipe instead of crashing."""
+    import os
+    import stat
+    import termios
+
+    from llama_serving import watch
+
+    def unsupported(fd: int) -> list[object]:
+        raise termios.error(38, "Function not implemented")
+
+    monkeypatch.setattr(termios, "tcgetattr", unsupported)
+    reader, writer = watch.open_terminal()
+    try:
+        assert stat.S_ISFIFO(os.fstat(reader).st_mode)
+        os.write(writer, b"line\n")
+        assert os.read(reader, 10) == b"line\n"
+    finally:
+        os.close(reader)
+        os.close(writer)

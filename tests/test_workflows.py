@@ -107,13 +107,14 @@ def test_each_publishing_step_gets_every_setting_as_a_variable_or_a_secret() -> 
 
     workflow = load(REPO_ROOT / ".github" / "workflows" / "build-llama-cpp.yml")
     assert set(workflow["jobs"]["plan"]["outputs"]) == {"publish", "matrix", "plan"}
-    calls = {"plan": "invoke plan --workflow", "build": "invoke build --job", "merge": "invoke merge --workflow"}
-    for job, call in calls.items():
+    calls = [("plan", "invoke plan --workflow"), ("build", "invoke build --job"), ("build", "invoke soak --workflow"),
+             ("merge", "invoke merge --workflow")]  # fmt: skip
+    for job, call in calls:
         [step] = [s for s in workflow["jobs"][job]["steps"] if s.get("run", "").startswith(call)]
         assert "--workflow" in step["run"]
         for setting in REPOSITORY_SETTINGS:
-            if job == "merge" and setting.name == NAMESPACE:
-                continue  # the merge tags what the records name
+            if (job == "merge" or "soak" in call) and setting.name == NAMESPACE:
+                continue  # the merge tags, and the soak pulls, what the records name
             assert step["env"][setting.secret_env] == f"${{{{ secrets.{setting.name} }}}}", (job, setting)
             if setting.variable_env:
                 assert step["env"][setting.variable_env] == f"${{{{ vars.{setting.name} }}}}", (job, setting)

@@ -201,8 +201,13 @@ def assert_offloaded_and_generating(container: Any, model: Path, device: str, cp
     model_mib = model.stat().st_size / 2**20
     assert gpu_memory - cpu_memory > model_mib / 2, (cpu_memory, gpu_memory, model_mib)
     assert '"tokens_predicted":16' in generate(container)
-    wait_for(lambda: "eval time =" in container.logs().decode(errors="replace"), 30, "no timing line", container)
-    timing = re.search(r"eval time = +([\d.]+) ms / +16 tokens", container.logs().decode(errors="replace"))
+
+    # llama-server's timing lines are detail: in its detail log, not in docker logs (issue 28).
+    def detail() -> str:
+        return exec_text(container, "cat", "/var/log/portal/llama.detail.log")[1]
+
+    wait_for(lambda: "eval time =" in detail(), 30, "no timing line", container)
+    timing = re.search(r"eval time = +([\d.]+) ms / +16 tokens", detail())
     assert timing is not None and float(timing.group(1)) > 0
     assert exec_text(container, "cat", "/run/llama-images/status/llama") == (0, f"serving /models/{model.name}\n")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -141,21 +143,56 @@ def test_native_jobs_push_by_digest_and_merge_into_one_index_with_attestations(
         (cpu.id, "linux/amd64"),
         (cpu.id, "linux/arm64"),
     ]
-    digests = tmp_path / "digests"
+    digests = tmp_path / "digests"  # what the merge job downloads: every job's records together
+    soaked = []
     for job in plan["jobs"]:
         # What each runner's job does; --builder picks buildx's builder by name (here the engine's own).
+        own = tmp_path / f"digests-{job['name']}"
         built = invoke_as(auth_registry, PASSWORD, "build", "--job", json.dumps(job), "--push", "--by-digest",
-                          "--no-sbom", "--digests", str(digests), "--builder", "default")  # fmt: skip
+                          "--no-sbom", "--digests", str(own), "--builder", "default")  # fmt: skip
         assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
         assert PASSWORD not in built.stdout + built.stderr
+        shutil.copytree(own, digests, dirs_exist_ok=True)
+        # Then it soaks what it pushed (an arm64 job on this amd64 machine: emulated, answers checked).
+        soaked.append(invoke_as(auth_registry, PASSWORD, "soak", "--digests", str(own)))
+        shutil.copytree(own, tmp_path / "soaked" / job["name"])
     assert len(list(digests.glob("*.json"))) == 4  # base and image, two platforms each
+    image = cpu.image
     report = tmp_path / "report.json"
+    # Without the soaks' records, no tag: the merge says why (the base image needs none).
+    unsoaked = invoke_as(auth_registry, PASSWORD, "merge", "--digests", str(digests), "--plan", planned.stdout,
+                         "--report", str(report))  # fmt: skip
+    assert unsoaked.returncode == 4, unsoaked.stdout[-3000:] + unsoaked.stderr[-3000:]
+    failed = json.loads(report.read_text())["failed"]
+    assert failed == [f"{image}: not published: linux/amd64 was not soaked (its job's soak did not run); "
+                      "linux/arm64 was not soaked (its job's soak did not run)"]  # fmt: skip
+    for result in soaked:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert PASSWORD not in result.stdout + result.stderr
+    # 20,400 requests, more where a kind needed confirming on a busy machine.
+    assert re.search(rf"soak of {re.escape(image)} \[linux/amd64\]: held: \d+ requests, 0 failed", soaked[0].stdout)
+    assert f"soak of {image} [linux/arm64] (emulated: answers checked only): held: 60 requests" in soaked[1].stdout
+    for job in plan["jobs"]:
+        shutil.copytree(tmp_path / "soaked" / job["name"], digests, dirs_exist_ok=True)
+    # A soak that failed on one platform keeps the image from being published, and says why.
+    [amd64_soak] = (digests / "soak").glob("*-amd64.json")
+    held = amd64_soak.read_text()
+    failing = {**json.loads(held), "passed": False, "summary": "failed: llama-server's memory grew +6445 kB"}
+    amd64_soak.write_text(json.dumps(failing))
+    refused = invoke_as(auth_registry, PASSWORD, "merge", "--digests", str(digests), "--plan", planned.stdout,
+                        "--report", str(report))  # fmt: skip
+    assert refused.returncode == 4
+    assert json.loads(report.read_text())["failed"] == [
+        f"{image}: not published: linux/amd64 failed the soak: llama-server's memory grew +6445 kB"
+    ]
+    amd64_soak.write_text(held)
     merged = invoke_as(auth_registry, PASSWORD, "merge", "--digests", str(digests), "--plan", planned.stdout,
                        "--report", str(report))  # fmt: skip
     assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-3000:]
-    image = cpu.image
-    published = {p["image"]: p for p in json.loads(report.read_text())["published"]}
+    written = json.loads(report.read_text())
+    published = {p["image"]: p for p in written["published"]}
     assert published[image]["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert any(n.startswith(f"soak of {image} [linux/amd64]: held") for n in written["notes"]), written["notes"]
     # The tasks log out when they are done; look at the result with a login of the test's own.
     env = {**os.environ, "DOCKER_CONFIG": str(auth_registry.docker_config)}
     login = ["docker", "login", "--username", USER, "--password-stdin", auth_registry.address]
@@ -234,6 +271,9 @@ def test_a_fork_set_up_with_the_reference_secrets_publishes_through_the_workflow
         image = cpu.image
         [published] = [json.loads(r.body)["text"] for r in slack.received]
         assert ":white_check_mark: Build llama.cpp images: success" in published and f"published `{image}`" in published
+        # Each build job soaked what it pushed before the merge tagged it; the message says how it held.
+        assert [s.outcome for s in jobs["build"].runs[0].steps if s.name == "Soak the pushed images"] == ["success"]
+        assert re.search(rf"soak of `?{re.escape(image)}`? \[linux/amd64\]: held: \d+ requests, 0 failed", published)
         # Next week: nothing new. The run says so on Slack; a manual run with an empty version alike.
         weekly = run("schedule")
         manual = run("workflow_dispatch", LLAMA_CPP_VERSION="")

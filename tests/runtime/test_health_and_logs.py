@@ -133,3 +133,41 @@ def test_a_clean_copy_past_its_limit_is_moved_aside(tmp_path: Path, monkeypatch:
         handle.write(b"next\n")
     follower.copy_new_lines([raw])
     assert (tmp_path / "proxy.log").read_text() == "next\n"
+
+
+def test_a_programs_detail_log_stays_out_of_docker_logs(tmp_path: Path) -> None:
+    """portal/<program>.detail.log is kept in the files, never copied to the container's output."""
+    raw = program_log("llama", tmp_path)
+    raw.parent.mkdir()
+    raw.write_bytes(b"[llama] task 5: 20 prompt + 4 generated tokens in 4.7 ms\n")
+    logs.detail_log("llama", tmp_path).write_bytes(b"0.02.311.470 I slot launch_slot_: id  1 | task 5 |\n")
+    assert followed_files(tmp_path) == [raw]
+    out = io.StringIO()
+    Follower(out).copy_new_lines(followed_files(tmp_path))
+    assert out.getvalue() == "llama | [llama] task 5: 20 prompt + 4 generated tokens in 4.7 ms\n"
+
+
+def test_a_rotating_file_never_grows_past_its_cap_and_keeps_one_older_file(tmp_path: Path) -> None:
+    path = tmp_path / "portal" / "llama.detail.log"
+    detail = logs.RotatingFile(path, max_bytes=100)
+    for number in range(47):
+        detail.write(f"line {number:03d} of the detail")  # 25 bytes each: moved aside every 5th
+    detail.close()
+    assert path.stat().st_size <= 100 and (tmp_path / "portal/llama.detail.log.1").stat().st_size <= 125
+    kept = (tmp_path / "portal/llama.detail.log.1").read_text() + path.read_text()
+    assert kept.splitlines()[-1] == "line 046 of the detail"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["llama.detail.log", "llama.detail.log.1"]
+    # Opened again (the next start of the program), it counts what is already there.
+    again = logs.RotatingFile(path, max_bytes=100)
+    for number in range(10):
+        again.write(f"more {number:03d} of the detail")
+    again.close()
+    assert path.stat().st_size <= 100
+
+
+def test_a_rotating_file_that_cannot_be_written_says_why_once(tmp_path: Path) -> None:
+    (tmp_path / "portal").write_text("a file where the folder should be")
+    detail = logs.RotatingFile(tmp_path / "portal" / "llama.detail.log")
+    detail.write("one")
+    detail.write("two")
+    assert detail.problem.startswith(f"cannot write {tmp_path / 'portal' / 'llama.detail.log'}")

@@ -188,6 +188,17 @@ def merge_arguments(root: Path, raw: Raw, env: Mapping[str, str]) -> MergeArgume
 
 
 @dataclass(frozen=True)
+class SoakArguments:
+    digests: Path
+    workflow: Publishing | None  # with --workflow: the login from the workflow's settings
+
+
+def soak_arguments(root: Path, raw: Raw, env: Mapping[str, str]) -> SoakArguments:
+    given = values(raw, "digests", "workflow")
+    return SoakArguments(given["digests"], publishing(env) if given["workflow"] else None)
+
+
+@dataclass(frozen=True)
 class NotifyArguments:
     report: Path | None
     title: str

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..core import soak
 from ..core.errors import BuildError, LlamaImagesError, RegistryError, UsageError
 from ..core.job_failures import (
     FAILED_FOLDER,
@@ -24,7 +25,7 @@ from ..core.job_failures import (
 )
 from ..core.options import default
 from ..core.plan import skip_published
-from ..core.publishing import DigestRecord, Merge, PublishingPlan, parse_record, plan_merges, publishing_plan
+from ..core.publishing import Merge, PublishingPlan, plan_merges, publishing_plan
 from ..core.report import (
     FAILURE,
     NOTHING,
@@ -42,7 +43,8 @@ from ..core.targets import run_id
 from ..core.workflow import NAMESPACE, SETTINGS, TOKEN, USERNAME, WorkflowRun, secrets_in_outputs
 from ..edges import actions, files, gitinfo, registry, web
 from .arguments import MergeArguments, NotifyArguments, PlanArguments, job_from_text, output_file
-from .steps import emit_report, log_in_as_the_workflow, plan_for, print_skips
+from .soak import read_soak_records
+from .steps import emit_report, log_in_as_the_workflow, plan_for, print_skips, read_records
 
 SLACK_VARIABLE = "SLACK_WEBHOOK_URL"
 # Environment variables that hold credentials in a publishing run.
@@ -133,6 +135,9 @@ def merge(root: Path, arguments: MergeArguments) -> None:
         raise UsageError(f"no digest records in {arguments.digests}/ and no --plan: nothing to merge")
     merges, incomplete = plan_merges(records, expected)
     failed = missing_platform_lines(incomplete, read_failures(arguments.digests / FAILED_FOLDER))
+    # Only images that held their soak on every platform are tagged (core/soak.py: gate).
+    merges, unsoaked, soaks = soak.gate(merges, read_soak_records(arguments.digests))
+    failed += unsoaked
     published: list[Published] = []
     try:
         with ExitStack() as logins:
@@ -142,10 +147,12 @@ def merge(root: Path, arguments: MergeArguments) -> None:
     except RegistryError as exc:
         failed.append(str(exc))
     report = Report(status_of(published, failed), tuple(published), planned.skipped, tuple(failed),
-                    gitinfo.run_url(), planned.notes)  # fmt: skip
+                    gitinfo.run_url(), (*planned.notes, *soaks))  # fmt: skip
     emit_report(report, arguments.report)
     if incomplete:
         raise BuildError(f"{len(incomplete)} image(s) not published: a platform's job failed (see above)")
+    if unsoaked:
+        raise BuildError(f"{len(unsoaked)} image(s) not published: their soak failed or did not run (see above)")
     if failed:
         raise RegistryError(f"{len(failed)} tag(s) not created (see above)")
 
@@ -163,18 +170,6 @@ def create_tags(merges: list[Merge], builder: str | None, published: list[Publis
             continue
         print(f"tagged {item.image} {digest} [{', '.join(item.platforms)}]")
         published.append(Published(item.image, digest, item.platforms))
-
-
-def read_records(folder: Path) -> list[DigestRecord]:
-    if not folder.is_dir():
-        return []
-    records = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            records.append(parse_record(json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, ValueError, KeyError) as exc:
-            raise UsageError(f"{path}: not a digest record ({exc})") from None
-    return records
 
 
 def record_job_failure(raw: Mapping[str, Any], error: LlamaImagesError) -> None:

@@ -1,7 +1,9 @@
-"""Steps the task bodies share: plan from the matrix file, render the plan, report a run."""
+"""Steps the task bodies share: plan from the matrix file, render the plan, report a run, read the
+digest records publishing jobs leave."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -9,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.bake import render_plan
+from ..core.errors import UsageError
 from ..core.options import Request
 from ..core.plan import Plan, make_plan
+from ..core.publishing import DigestRecord, parse_record
 from ..core.report import RUN_TITLE, Report, Skipped, plain_text, report_json, report_outputs, summary_markdown
 from ..core.workflow import Publishing
 from ..edges import actions, files, github, gitinfo, pipcert
@@ -46,3 +50,15 @@ def emit_report(report: Report, report_file: Path | None, title: str = RUN_TITLE
         files.write_file("--report", report_file, report_json(report))
     sys.stdout.write(plain_text(report))
     actions.write_actions(report_outputs(report), summary_markdown(report, title))
+
+
+def read_records(folder: Path) -> list[DigestRecord]:
+    if not folder.is_dir():
+        return []
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            records.append(parse_record(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"{path}: not a digest record ({exc})") from None
+    return records

@@ -24,7 +24,7 @@ from invoke.tasks import Task
 
 from ..core.errors import LlamaImagesError
 from ..core.options import OPTION, PUBLISHING, SELECTION, SKIPPING, Option
-from . import arguments, build, docs, publish
+from . import arguments, build, docs, publish, soak
 
 T = TypeVar("T")
 
@@ -87,6 +87,12 @@ TASKS: tuple[TaskSpec[Any], ...] = (
         "matrix), with what is skipped and why.",
         (*SELECTION, *SKIPPING, *options("workflow", "output", "report")),
         arguments.plan_arguments, publish.plan_jobs, publish.report_plan_failure,
+    ),
+    TaskSpec(
+        "soak",
+        "In a publishing job, after `build --by-digest`: serve a sustained load with each llama.cpp image it "
+        "pushed and record whether it held (throughput, memory, logs); `merge` tags only images that held.",
+        options("digests", "workflow"), arguments.soak_arguments, soak.soak_images,
     ),
     TaskSpec(
         "merge",

@@ -154,7 +154,8 @@ OPTIONS = (
     Option("check", "also have `docker buildx bake --print` accept the bake file (needs an engine or --builder)",
            Kind.FLAG, False),
     Option("digests", "folder of the digest records: `build --by-digest` writes one per target and platform, "
-           "`merge` reads them", Kind.PATH, "digests", "DIR"),
+           "`soak` adds each llama.cpp image's soak record (in its soak/ folder), `merge` reads them", Kind.PATH,
+           "digests", "DIR"),
     Option("job", "one job of the plan `invoke plan` wrote (JSON): builds its one target and platform, instead "
            "of selection options", metavar="JSON"),
     Option("plan", "the plan `invoke plan` wrote (JSON): a tag missing a planned platform (its job failed) is "
@@ -163,8 +164,9 @@ OPTIONS = (
            "for `plan`, how a run that ends with the plan ended (nothing to build, or the plan failed), else "
            "planned; `notify` posts it (missing: the run failed before publishing)", Kind.PATH, metavar="FILE"),
     Option("workflow", "in the publishing workflow: `plan` reads the selection from its inputs (a selection "
-           "option the workflow has no input for may be given too); `plan`, `build --job` and `merge` take the "
-           "namespace and the registry login from its variables and secrets (docs/publishing.md)", Kind.FLAG, False),
+           "option the workflow has no input for may be given too); `plan`, `build --job`, `soak` and `merge` take "
+           "the namespace and the registry login from its variables and secrets (docs/publishing.md)", Kind.FLAG,
+           False),
     Option("title", "the message's title", default=RUN_TITLE),
     Option("test_tools", "also install what the tests need besides the engine (Debian's chromium, "
            "chromium-driver and aria2)", Kind.FLAG, False),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from ..core.errors import EngineError, LlamaImagesError
@@ -41,14 +41,17 @@ def docker(
     timeout: float | None,
     input: str | None = None,
     cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`docker ARGS` with its output captured as text. A CLI that cannot run is an EngineError (no
-    usable engine); a timeout raises `error`, the calling module's own type with its exit code. A
-    failing command is the caller's to judge."""
+    """`docker ARGS` with its output captured as text (`env`: variables added to its environment,
+    e.g. a secret that `-e NAME` passes on without putting it in the arguments). A CLI that cannot
+    run is an EngineError (no usable engine); a timeout raises `error`, the calling module's own
+    type with its exit code. A failing command is the caller's to judge."""
     try:
         return subprocess.run(
-            ["docker", *args], input=input, check=False, capture_output=True, text=True, timeout=timeout, cwd=cwd
-        )
+            ["docker", *args], input=input, check=False, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+            env={**os.environ, **env} if env else None,
+        )  # fmt: skip
     except OSError as exc:
         raise EngineError(docker_failure(args, exc, timeout)) from None
     except subprocess.TimeoutExpired as exc:

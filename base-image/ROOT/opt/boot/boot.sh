@@ -24,10 +24,24 @@ for dir in /run /tmp; do
     fi
 done
 
-# Logs: /var/log normally; under a read-only root, in /run (tmpfs).
-if [[ -w ${LLAMA_IMAGES_SYSTEM_LOG_DIR} ]]; then
+# Logs: /var/log normally; ${WORKSPACE}/logs when LOGS_ON_WORKSPACE asks for them to outlive the
+# container (true, 1, yes or on); under a read-only root, in /run (tmpfs). Every file there has a
+# size cap (docs/image.md, "Logs").
+workspace_logs="${WORKSPACE:-/workspace}/${LLAMA_IMAGES_WORKSPACE_LOGS}"
+LLAMA_IMAGES_LOG_DIR=""
+unkept=""
+case ${LOGS_ON_WORKSPACE:-} in
+[Tt][Rr][Uu][Ee] | 1 | [Yy][Ee][Ss] | [Oo][Nn])
+    if mkdir -p "${workspace_logs}" 2>/dev/null && [[ -w ${workspace_logs} ]]; then
+        LLAMA_IMAGES_LOG_DIR=${workspace_logs}
+    else
+        unkept="[boot] LOGS_ON_WORKSPACE: ${workspace_logs} cannot be written for uid $(id -u): logs stay in the container"
+    fi
+    ;;
+esac
+if [[ -z ${LLAMA_IMAGES_LOG_DIR} && -w ${LLAMA_IMAGES_SYSTEM_LOG_DIR} ]]; then
     LLAMA_IMAGES_LOG_DIR=${LLAMA_IMAGES_SYSTEM_LOG_DIR}
-else
+elif [[ -z ${LLAMA_IMAGES_LOG_DIR} ]]; then
     LLAMA_IMAGES_LOG_DIR=${LLAMA_IMAGES_RUN_LOG_DIR}
 fi
 # Programs log to portal/<program>.log (the Supervisor programs name it by this variable);
@@ -39,6 +53,11 @@ mkdir -p "${LLAMA_IMAGES_STATUS_DIR}" "${LLAMA_IMAGES_RUNTIME_SERVICES_DIR}" "${
 # Writable by every user, sticky (a service running as `user` logs there too), as in the reference image.
 chmod 1777 "${LLAMA_IMAGES_PROGRAM_LOG_DIR}" 2>/dev/null || true
 boot_log="${LLAMA_IMAGES_LOG_DIR}/${LLAMA_IMAGES_BOOT_LOG}"
+# Every boot adds to boot.log: past 1 MB it is moved to boot.log.1 (one older file kept, as for the
+# program logs).
+if [[ -f ${boot_log} ]] && (($(stat -c %s "${boot_log}") > 1048576)); then
+    mv -f "${boot_log}" "${boot_log}.1"
+fi
 steps_file=${LLAMA_IMAGES_BOOT_STEPS_FILE}
 : >"${steps_file}"
 
@@ -47,7 +66,10 @@ say() {
 }
 
 say "[boot] $(date -u +%FT%TZ) boot as uid $(id -u); logs in ${LLAMA_IMAGES_LOG_DIR}"
-if [[ ${LLAMA_IMAGES_LOG_DIR} != "${LLAMA_IMAGES_SYSTEM_LOG_DIR}" ]]; then
+if [[ -n ${unkept} ]]; then
+    say "${unkept}"
+fi
+if [[ ${LLAMA_IMAGES_LOG_DIR} == "${LLAMA_IMAGES_RUN_LOG_DIR}" ]]; then
     say "[boot] ${LLAMA_IMAGES_SYSTEM_LOG_DIR} is read-only: logs are kept in ${LLAMA_IMAGES_LOG_DIR} (tmpfs) for this boot"
 fi
 

@@ -2,10 +2,15 @@
 image's layout: what the portal tails, progress bars and colours as written). `follow` copies
 every new line, progress bars collapsed to their last state and terminal escapes removed, to the
 container's stdout (`docker logs`) and to the program's clean copy `<program>.log` beside the
-`portal/` folder (/var/log/llama.log)."""
+`portal/` folder (/var/log/llama.log). A program may also keep a detail log,
+`portal/<program>.detail.log`: in the file logs (and the portal's archive) only, never copied to
+`docker logs`. Every file here has a size cap: Supervisor rotates the program logs
+(`stdout_logfile_maxbytes`), and the clean copies and detail logs are rotated like them, one
+older file kept (`RotatingFile`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -13,13 +18,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from . import paths
 
 # A clean copy that grows past this is moved to `<program>.log.1` (one kept, as Supervisor keeps
 # one backup of the log it copies).
 CLEAN_COPY_MAX_BYTES = 20 * 1024 * 1024
+DETAIL_SUFFIX = ".detail.log"
 # CSI sequences (colours, cursor moves, erase) and two-character escapes.
 TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
@@ -33,13 +39,19 @@ def program_log(program: str, directory: Path | None = None) -> Path:
     return (directory or log_dir()) / paths.PROGRAM_LOGS / f"{program}.log"
 
 
+def detail_log(program: str, directory: Path | None = None) -> Path:
+    """Where program `program` keeps the detail that `docker logs` does not get."""
+    return (directory or log_dir()) / paths.PROGRAM_LOGS / f"{program}{DETAIL_SUFFIX}"
+
+
 def clean_copy(path: Path) -> Path:
     """`<dir>/portal/llama.log` -> `<dir>/llama.log`."""
     return path.parent.parent / path.name
 
 
 def followed_files(directory: Path) -> list[Path]:
-    return sorted((directory / paths.PROGRAM_LOGS).glob("*.log"))
+    """The program logs copied to `docker logs`: each program's, not its detail log."""
+    return sorted(p for p in (directory / paths.PROGRAM_LOGS).glob("*.log") if not p.name.endswith(DETAIL_SUFFIX))
 
 
 def boot_offsets(path: Path = paths.LOG_OFFSETS_FILE) -> dict[Path, int]:
@@ -103,13 +115,63 @@ class Follower:
                 handle.write("".join(line + "\n" for line in lines))
                 size = handle.tell()
             if size > CLEAN_COPY_MAX_BYTES:
-                path.replace(path.with_name(path.name + ".1"))
+                rotate(path)
             self.unwritable.discard(path)
         except OSError as exc:
             if path not in self.unwritable:  # said once, not for every line
                 self.unwritable.add(path)
                 self.out.write(f"logs | cannot write the clean copy {path}: {exc.strerror}\n")
                 self.out.flush()
+
+
+def rotate(path: Path) -> None:
+    """`path` becomes `path.1` (replacing the older one): a new file starts at the next write."""
+    path.replace(path.with_name(path.name + ".1"))
+
+
+class RotatingFile:
+    """A log file written line by line that never grows past `max_bytes`: it is then moved to
+    `<name>.1` (one older file kept) and started afresh. Lines are buffered; `flush` writes them.
+    A file that cannot be written is left alone (`problem` says why, once)."""
+
+    def __init__(self, path: Path, max_bytes: int = CLEAN_COPY_MAX_BYTES) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.handle: BinaryIO | None = None
+        self.size = 0
+        self.problem = ""
+
+    def write(self, line: str) -> None:
+        if self.problem:
+            return
+        data = (line + "\n").encode(errors="replace")
+        try:
+            if self.handle is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.handle = self.path.open("ab")
+                self.size = self.handle.seek(0, os.SEEK_END)
+            self.handle.write(data)
+            self.size += len(data)
+            if self.size > self.max_bytes:
+                self.close()
+                rotate(self.path)
+        except OSError as exc:
+            self.problem = f"cannot write {self.path}: {exc.strerror or exc}"
+            self.close()
+
+    def flush(self) -> None:
+        if self.handle is not None:
+            try:
+                self.handle.flush()
+            except OSError as exc:
+                self.problem = f"cannot write {self.path}: {exc.strerror or exc}"
+                self.close()
+
+    def close(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()
 
 
 def follow(

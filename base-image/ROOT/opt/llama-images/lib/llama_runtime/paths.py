@@ -57,6 +57,7 @@ PROGRAM_LOG_DIR_VARIABLE = "LLAMA_IMAGES_PROGRAM_LOG_DIR"  # what the Supervisor
 SYSTEM_LOG_DIR = Path("/var/log")
 RUN_LOG_DIR = RUN_DIR / "log"
 PROGRAM_LOGS = Path("portal")  # <log dir>/portal/<program>.log (the reference image's place)
+WORKSPACE_LOGS = Path("logs")  # ${WORKSPACE}/logs: the log directory when LOGS_ON_WORKSPACE asks
 BOOT_LOG = Path("boot.log")
 PROVISIONING_LOG = Path("provisioning.log")  # the clean copy of program provisioning's log
 

@@ -35,6 +35,10 @@ DEFAULT_ENDPOINT = "https://huggingface.co/"  # what llama-server asks without M
 DEFAULT_CONNECTIONS = 16  # per file; aria2 opens at most 16 to one server
 MAX_CONNECTIONS = 16
 DEFAULT_WORKSPACE = "/workspace"
+# LLAMA_LOG_REQUESTS: what `docker logs` gets of each request llama-server serves (watch.py; every
+# line of its output stays in its detail log either way).
+LOG_REQUESTS = ("summary", "full", "none")
+DEFAULT_LOG_REQUESTS = "summary"
 
 # Options whose value is a secret: it goes into llama-server's environment (which it reads
 # itself), never into its arguments (visible in `ps`) or the log.
@@ -79,6 +83,13 @@ MONITORING = (
     ("--metrics", ("--metrics",), "LLAMA_ARG_ENDPOINT_METRICS"),
     ("--slots", ("--slots", "--no-slots"), "LLAMA_ARG_ENDPOINT_SLOTS"),
 )
+# Options whose default the image changes, unless LLAMA_ARGS or llama-server's own variable sets
+# them: (the words added, the options that decide, the variable that decides).
+# --cache-ram 0: llama-server's prompt cache in RAM (8192 MiB by default) keeps the state of every
+# prompt a slot gives up and compares each new prompt with all of them: under traffic with distinct
+# prompts it grows by one prompt's state per request (6 to 10 kB with the tiny test model, far more
+# with a real one) and every request gets slower (docs/serving.md, "llama-server's defaults").
+SERVING_DEFAULTS = ((("--cache-ram", "0"), ("-cram", "--cache-ram"), "LLAMA_ARG_CACHE_RAM"),)
 # LLAMA_ARGS options that make llama-server download by itself (a draft or vocoder repo, a URL);
 # without any, it is started --offline once the launcher has put the model in the cache.
 DOWNLOAD_OPTION = re.compile(r"--?(hf[a-z]*|hf-repo[a-z-]*|[a-z-]*-url|mu|dr|docker-repo)")
@@ -166,6 +177,8 @@ class Plan:
     cache: str = DEFAULT_CACHE
     retries: Retries = Retries()
     monitoring: tuple[str, ...] = ()  # --metrics, --slots: added unless LLAMA_ARGS decides
+    defaults: tuple[str, ...] = ()  # SERVING_DEFAULTS that LLAMA_ARGS and the environment leave unset
+    log_requests: str = DEFAULT_LOG_REQUESTS  # LLAMA_LOG_REQUESTS
     connections: int = DEFAULT_CONNECTIONS  # 0: llama-server downloads by itself
     endpoint: str = DEFAULT_ENDPOINT
     other_caches: tuple[str, ...] = ()  # caches on the volume models are linked in from
@@ -214,7 +227,7 @@ class Plan:
             command += model_arguments(self.sources[0], self.cache, hf_file)
         if offline:
             command.append("--offline")
-        return [*command, *self.monitoring, *self.threads, *self.args]
+        return [*command, *self.monitoring, *self.threads, *self.defaults, *self.args]
 
     def preset(self) -> str:
         """Router mode: llama-server's models file (INI), one section per LLAMA_MODEL entry."""
@@ -379,6 +392,25 @@ def monitoring_options(args: Sequence[str], env: Mapping[str, str]) -> tuple[str
     )
 
 
+def serving_defaults(args: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
+    """The image's own defaults (SERVING_DEFAULTS), for each option LLAMA_ARGS and the environment leave unset."""
+    added: list[str] = []
+    for words, given, variable in SERVING_DEFAULTS:
+        if not any(word in given for word in args) and not env.get(variable, "").strip():
+            added += words
+    return tuple(added)
+
+
+def log_requests(env: Mapping[str, str]) -> str:
+    value = env.get("LLAMA_LOG_REQUESTS", "").strip().lower() or DEFAULT_LOG_REQUESTS
+    if value not in LOG_REQUESTS:
+        raise ConfigError(
+            f"LLAMA_LOG_REQUESTS={value!r} is not one of {', '.join(LOG_REQUESTS)} (summary: one line per "
+            "request in docker logs; full: every line llama-server writes; none: no line per request)"
+        )
+    return value
+
+
 def number(env: Mapping[str, str], name: str, default: float, minimum: float, integer: bool = False) -> float:
     text = env.get(name, "").strip()
     if not text:
@@ -446,6 +478,8 @@ def make_plan(
         cache=cache,
         retries=retries,
         monitoring=monitoring_options(args, env),
+        defaults=serving_defaults(args, env),
+        log_requests=log_requests(env),
         connections=connections,
         endpoint=hub_endpoint(env),
         other_caches=other_caches(env, cache),

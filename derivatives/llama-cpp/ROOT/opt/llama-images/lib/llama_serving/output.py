@@ -1,11 +1,12 @@
 """Reading llama-server's output: its log lines, its download progress bars, the cause of a
-failed start, and router mode's model list. Pure functions: no I/O."""
+failed start, router mode's model list, and the one line per request `docker logs` gets. Pure:
+no I/O."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -15,6 +16,9 @@ LOG_LINE = re.compile(r"(?:\[\d+\] )?\d+\.\d+\.\d+\.\d+ ([IWEDT]) (?:(?:srv|cmn|
 PROGRESS = re.compile(r"Downloading\s+(\S+).*?(\d{1,3})%\s*$")
 # A request served: each completion ends by releasing its slot ("slot release: ... stop processing").
 REQUEST_DONE = re.compile(r"\bslot\s+release: .*\bstop processing\b")
+# A line about one request: "slot print_timing: id  0 | task 5 | ..." (a router's child: "[port] " first).
+TASK_LINE = re.compile(r"(?:(\[\d+\]) )?\d+\.\d+\.\d+\.\d+ ([IWEDT]) .*?\| task (-?\d+) \| (.*)")
+TIMING = re.compile(r"(prompt eval|eval|total) time =\s*([\d.]+) ms /\s*(\d+) tokens")
 ARGUMENT_ERROR = re.compile(r"^error(: invalid argument:| while handling argument)")
 # Error lines that follow the real cause of a failed model load and say nothing new.
 CONSEQUENCES = (
@@ -95,3 +99,70 @@ def router_summary(models: Mapping[str, Any]) -> str:
     if failed:
         parts.append(f"failed: {', '.join(failed)}")
     return f"serving {count} ({'; '.join(parts)})"
+
+
+@dataclass
+class TaskFigures:
+    prompt_tokens: int | None = None
+    generated_tokens: int | None = None
+    milliseconds: float | None = None
+
+
+@dataclass
+class Requests:
+    """llama-server's lines about each request (eight a request at its default verbosity: the slot
+    chosen, the task launched, five timing lines, the slot released) are detail, kept in the
+    detail log; `route` turns them into one line when the request ends. Lines at debug level
+    (-v, -lv 4), and the unprefixed lines that continue one, are detail too. Errors never are."""
+
+    tasks: dict[tuple[str, str], TaskFigures] = field(default_factory=dict)
+    continuing_detail: bool = False
+
+    def route(self, line: str) -> tuple[bool, str | None]:
+        """(whether `line` is detail, the request's one line when `line` ends a request)."""
+        task = TASK_LINE.fullmatch(line)
+        if task is None:
+            logged = LOG_LINE.fullmatch(line)
+            if logged is not None:
+                self.continuing_detail = logged.group(1) == "D"
+            return self.continuing_detail, None
+        child, level, task_id, text = task.groups()
+        self.continuing_detail = level != "E"
+        if level == "E":
+            return False, None
+        if task_id == "-1":  # choosing a slot, before the task has its id
+            return True, None
+        return True, self.take(child or "", task_id, line, text)
+
+    def take(self, child: str, task_id: str, line: str, text: str) -> str | None:
+        """A line about task `task_id`: its figures kept, and its one line once it ends."""
+        key = (child, task_id)
+        figures = self.tasks.setdefault(key, TaskFigures())
+        timing = TIMING.search(text)
+        if timing is not None:
+            kind, milliseconds, tokens = timing.group(1), float(timing.group(2)), int(timing.group(3))
+            if kind == "prompt eval":
+                figures.prompt_tokens = tokens
+            elif kind == "eval":
+                figures.generated_tokens = tokens
+            else:
+                figures.milliseconds = milliseconds
+            return None
+        if REQUEST_DONE.search(line) is None:
+            return None
+        del self.tasks[key]
+        if len(self.tasks) > 1000:  # tasks that never ended (cancelled before their timings): forgotten
+            self.tasks.clear()
+        return request_line(child, task_id, figures)
+
+
+def request_line(child: str, task_id: str, figures: TaskFigures) -> str:
+    """`[llama] task 5: 11 prompt + 4 generated tokens in 12.5 ms` (tokens llama-server evaluated:
+    a prompt the slot had cached counts only its new tokens)."""
+    where = f"{child} task {task_id}" if child else f"task {task_id}"
+    parts = []
+    if figures.prompt_tokens is not None or figures.generated_tokens is not None:
+        parts.append(f"{figures.prompt_tokens or 0} prompt + {figures.generated_tokens or 0} generated tokens")
+    if figures.milliseconds is not None:
+        parts.append(f"in {figures.milliseconds:.1f} ms")
+    return f"[llama] {where}: {' '.join(parts) or 'done'}"

@@ -1,6 +1,8 @@
-"""One start of llama-server, watched: its output copied to the log on a pseudo-terminal
-(secrets masked, progress bars turned into progress lines), its health and progress turned into
-status lines, a start that stops moving ended, and how it ended (an Attempt).
+"""One start of llama-server, watched: its output read on a pseudo-terminal (secrets masked,
+progress bars turned into progress lines), every line kept in its detail log and all but the
+lines about each request copied to the log, which gets one line per request instead
+(LLAMA_LOG_REQUESTS); its health and progress turned into status lines, a start that stops moving
+ended, and how it ended (an Attempt).
 
 Stdlib only: this runs with the image's own python3 (>= 3.11).
 """
@@ -21,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llama_runtime import logs
 from llama_runtime.files import write_atomically
 
 from . import gpu, output
 from .config import mask
-from .paths import PID_FILE, REQUESTS_SERVED_FILE, SERVER_DIRECTORY
+from .paths import PID_FILE, REQUESTS_SERVED_FILE, SERVER_DIRECTORY, SERVICE
 
 if TYPE_CHECKING:
     from .service import Runner
@@ -66,6 +69,10 @@ class Watch:
         self.requests = 0
         self.published_requests = -1
         self.lock = threading.Lock()
+        # Every line llama-server writes is kept in the detail log; `docker logs` gets one line per
+        # request from it (LLAMA_LOG_REQUESTS, output.Requests).
+        self.detail = logs.RotatingFile(logs.detail_log(SERVICE))
+        self.request_lines = output.Requests()
 
     def run(self) -> Attempt:
         with contextlib.suppress(OSError):
@@ -198,8 +205,12 @@ class Watch:
             segments, pending = output.split_output(pending + chunk.decode(errors="replace"))
             for segment in segments:
                 self.take(segment)
+            self.detail.flush()
         if pending:
             self.take(pending)
+        self.detail.close()
+        if self.detail.problem:
+            log(f"{self.detail.problem}: llama-server's detail is not kept")
         os.close(reader)
 
     def take(self, segment: str) -> None:
@@ -219,11 +230,17 @@ class Watch:
                 log(f"downloading {found.file}: {found.percent}%")
             return
         line = mask(line, self.runner.secrets)
+        detail, summary = self.request_lines.route(line)
         with self.lock:
             self.requests += output.request_done(line)
             self.lines.append(line)
             del self.lines[:-400]
-        print(line, flush=True)
+        self.detail.write(line)
+        shown = self.plan.log_requests
+        if shown == "full" or not detail:
+            print(line, flush=True)
+        elif summary is not None and shown == "summary":
+            print(summary, flush=True)
 
     def outcome(self, process: subprocess.Popen[bytes], served: bool) -> Attempt:
         code = process.returncode
@@ -249,14 +266,20 @@ class Watch:
 
 def open_terminal() -> tuple[int, int]:
     """(read end, write end) for llama-server's output: a pseudo-terminal, because llama-server
-    draws download progress only on a terminal; a pipe where no terminal can be had."""
+    draws download progress only on a terminal; a pipe where no terminal can be had, or set up
+    (an arm64 image under qemu's emulation answers the terminal's settings with ENOSYS)."""
     try:
         reader, writer = pty.openpty()
     except OSError:
         return os.pipe()
-    attributes = termios.tcgetattr(writer)
-    attributes[1] &= ~termios.OPOST  # no "\n" -> "\r\n"
-    termios.tcsetattr(writer, termios.TCSANOW, attributes)
+    try:
+        attributes = termios.tcgetattr(writer)
+        attributes[1] &= ~termios.OPOST  # no "\n" -> "\r\n"
+        termios.tcsetattr(writer, termios.TCSANOW, attributes)
+    except termios.error:
+        os.close(reader)
+        os.close(writer)
+        return os.pipe()
     with contextlib.suppress(OSError):
         import fcntl
 
