@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import builds, download, measure, portal, report, serving
+from . import builds, download, measure, portal, report, serving, worker
 
-MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal", "download")
+MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal", "download", "worker")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--targets", type=int, default=3, help="CPU targets in the matrix build (default 3)")
     parser.add_argument("--boot-runs", type=int, default=5, help="boot runs of each kind (default 5)")
     parser.add_argument("--load-repeats", type=int, default=3, help="runs of each load (default 3)")
+    parser.add_argument("--worker-repeats", type=int, default=3, help="runs of each worker load (default 3)")
     parser.add_argument("--portal-seconds", type=float, default=30, help="seconds of each portal phase (default 30)")
     parser.add_argument("--portal-rounds", type=int, default=3, help="rounds of page closed/open (default 3)")
     parser.add_argument("--download-runs", type=int, default=3, help="downloads of each kind and scenario (default 3)")
@@ -42,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--download-link-mb", type=int, default=40, help="the link's cap, MB/s (default 40)")
     parser.add_argument(
-        "--image", help="measure boot, load, size, portal and download on this image instead of building one"
+        "--image", help="measure boot, load, size, portal, download and worker on this image instead of building one"
     )
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -53,12 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.targets < 2
         or args.boot_runs < 5
         or args.load_repeats < 1
+        or args.worker_repeats < 1
         or args.portal_rounds < 1
         or args.download_runs < 1
     ):
         parser.error(
-            "--targets must be at least 2, --boot-runs at least 5, --load-repeats, --portal-rounds and "
-            "--download-runs at least 1"
+            "--targets must be at least 2, --boot-runs at least 5, --load-repeats, --worker-repeats, "
+            "--portal-rounds and --download-runs at least 1"
         )
     if args.download_mb < 10 or args.download_rate_mb < 1 or args.download_link_mb < 1:
         parser.error("--download-mb must be at least 10, --download-rate-mb and --download-link-mb at least 1")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measure.ensure_upstream(ctx)
         image = args.image
-        if image is None and {"boot", "load", "size", "portal", "download"} & set(args.only):
+        if image is None and {"boot", "load", "size", "portal", "download", "worker"} & set(args.only):
             image = measure.build_image(ctx)
         steps = {
             "update": lambda: builds.measure_update(ctx),
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.download_rate_mb * 1_000_000,
                 args.download_link_mb * 1_000_000,
             ),
+            "worker": lambda: worker.measure_worker(ctx, image, args.worker_repeats),
         }
         for name in MEASUREMENTS:
             if name in args.only:

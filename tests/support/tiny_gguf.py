@@ -175,8 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write a tiny random llama GGUF for tests.")
     parser.add_argument("out", type=pathlib.Path, help="where to write the .gguf file")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--n-embd", type=int, default=N_EMBD, help=f"width (default: {N_EMBD})")
+    parser.add_argument("--n-ff", type=int, default=N_FF, help=f"feed-forward width (default: {N_FF})")
+    parser.add_argument("--n-blocks", type=int, default=N_BLOCKS, help=f"blocks (default: {N_BLOCKS})")
     args = parser.parse_args(argv)
-    out = write_tiny_llama_gguf(args.out, seed=args.seed)
+    out = write_tiny_llama_gguf(args.out, seed=args.seed, n_embd=args.n_embd, n_ff=args.n_ff, n_blocks=args.n_blocks)
     print(f"{out} ({out.stat().st_size} bytes)")
     return 0
 
