@@ -24,8 +24,8 @@ from .stats import LoadSample, summarize
 CONCURRENCY = (1, 8)
 TOKENS = 64
 PROMPT = "Once upon a time"
-REQUESTS_PER_WORKER = 6
-MIN_REQUESTS = 48
+REQUESTS_PER_WORKER = 4
+MIN_REQUESTS = 16
 WORKER_PORT = 3000
 PUBLIC_URL = f"http://127.0.0.1:{WORKER_PORT}"  # what the worker reports, as hey (in its namespace) dials it
 WORKER_ID = 1

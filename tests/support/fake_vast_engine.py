@@ -129,7 +129,7 @@ class FakeEngine:
         self.routed: list[Routed] = []
         self.pubkey_fetches = 0
         self.reqnum = 0
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # the tests' checks, run under it by wait(), read through it too
         self.directory = tempfile.TemporaryDirectory(prefix="fake-vast-engine-")
         self.keys = Keys(Path(self.directory.name))
         self.server: ThreadingHTTPServer | None = None
