@@ -452,7 +452,7 @@ def render_download(download: Mapping[str, Any]) -> list[str]:
 def render_worker(worker: Mapping[str, Any]) -> list[str]:
     lines = [
         "",
-        f"7. Serverless worker (signed requests through the worker on port 3000 vs llama-server's internal "
+        f"8. Serverless worker (signed requests through the worker on port 3000 vs llama-server's internal "
         f"port, {worker['tokens_per_request']} tokens per request, {worker['repeats']} runs each; {worker['model']}; "
         f"the worker's own benchmark figure: {worker['benchmark_tokens_per_second']} tokens/s)",
     ]

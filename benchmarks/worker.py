@@ -1,4 +1,4 @@
-"""7. The serverless worker (issue 26): generation through the worker (SERVERLESS=true, signed
+"""8. The serverless worker (issue 26): generation through the worker (SERVERLESS=true, signed
 requests from a loopback stand-in for Vast's engine) vs llama-server directly, in one container
 and one run: tokens per second and added latency, at concurrency 1 and 8.
 

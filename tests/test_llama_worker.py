@@ -200,3 +200,16 @@ def test_a_missing_or_garbled_record_is_an_unknown_state(tmp_path: Path) -> None
     garbled = launcher_status.read(tmp_path / "garbled.json")
     assert (garbled.state, garbled.serving, garbled.given_up) == ("", False, False)
     assert launcher_status.parse('{"state": "no-model", "detail": "no model configured"}').given_up
+
+
+def test_the_master_token_is_masked_whole_and_as_the_library_shortens_it(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from llama_worker.masking import MaskSecrets
+
+    logger = logging.getLogger("test-masking")
+    logger.addFilter(MaskSecrets(["master-token-value", ""]))
+    with caplog.at_level(logging.DEBUG, logger="test-masking"):
+        logger.debug("report: %s", {"mtoken": "master-..."})
+        logger.debug("token master-token-value in a message")
+    assert [r.getMessage() for r in caplog.records] == ["report: {'mtoken': '***'}", "token *** in a message"]

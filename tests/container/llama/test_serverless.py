@@ -10,6 +10,7 @@ URL it reports (and the engine signs) is the one the client on the host dials.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -226,13 +227,14 @@ def test_each_request_is_reported_in_tokens_its_prompt_and_what_it_asks_for(flee
 
 
 def hold(worker: Worker, engine: FakeEngine, count: int, tokens: int) -> list[threading.Thread]:
-    """`count` requests of `tokens` each sent straight to the worker, in the background."""
+    """`count` requests of `tokens` each sent straight to the worker, in the background (on a
+    busy machine they may take minutes; their answers do not matter)."""
 
     def one() -> None:
         auth = engine.auth_data(worker.url)
-        post_json(
-            worker.url + "/completion", {"auth_data": auth, "payload": {"prompt": "x", "n_predict": tokens, **STEADY}}
-        )
+        payload = {"prompt": "x", "n_predict": tokens, **STEADY}
+        with contextlib.suppress(OSError):
+            post_json(worker.url + "/completion", {"auth_data": auth, "payload": payload}, timeout=300)
 
     threads = [threading.Thread(target=one) for _ in range(count)]
     for thread in threads:
@@ -376,7 +378,7 @@ def test_killing_a_worker_moves_the_traffic_to_the_other(fleet: Fleet) -> None:
     def client() -> None:
         while not stop.is_set():
             try:
-                answer = request(engine, "/v1/completions", completion(16), cost=20, timeout=60)
+                answer = request(engine, "/v1/completions", completion(4), cost=8, timeout=120)
             except BaseException as exc:  # counted
                 with lock:
                     failures.append(exc)
@@ -387,7 +389,15 @@ def test_killing_a_worker_moves_the_traffic_to_the_other(fleet: Fleet) -> None:
     clients = [threading.Thread(target=client) for _ in range(4)]
     for thread in clients:
         thread.start()
-    time.sleep(4)
+
+    def served_by(url: str) -> bool:
+        with lock:
+            return any(a.worker_url == url for a in answers)
+
+    # Traffic reaches both before one goes away (the engine spreads it by their reports).
+    deadline = time.monotonic() + 120
+    while not (served_by(doomed.url) and served_by(survivor.url)) and time.monotonic() < deadline:
+        time.sleep(0.2)
     with lock:
         before = len(answers)
     doomed.llama.container.kill()
@@ -395,13 +405,13 @@ def test_killing_a_worker_moves_the_traffic_to_the_other(fleet: Fleet) -> None:
     stop.set()
     for thread in clients:
         thread.join()
-    assert before > 0 and {a.worker_url for a in answers[:before]} == {doomed.url, survivor.url}
+    assert {a.worker_url for a in answers[:before]} == {doomed.url, survivor.url}
     assert failures == []
     # Those in flight when it died, and those routed to it before the engine knew, went to the survivor.
     assert all(a.status == 200 for a in answers), [a.body[:200] for a in answers if a.status != 200]
     assert any(a.reroutes for a in answers[before:])
-    late = answers[-len(clients) * 3 :]
-    assert {a.worker_url for a in late} == {survivor.url}
+    late = answers[before + len(clients) :]  # (an answer A gave as it was killed may land just after)
+    assert late and {a.worker_url for a in late} == {survivor.url}
 
 
 # ---- alone: settings -------------------------------------------------------------------------------

@@ -126,4 +126,4 @@ def main() -> int:
         f"the engine is told {settings.url} and reports go to {settings.report_addr}"
     )
     publish("waiting for llama-server")
-    return worker.run(settings, target, publish)
+    return worker.run(settings, target, publish, secrets=(env.get("MASTER_TOKEN", ""),))

@@ -28,6 +28,7 @@ from aiohttp import web
 from vastai.serverless.server.worker import BenchmarkConfig, HandlerConfig, Worker, WorkerConfig
 
 from . import launcher_status, workload
+from .masking import mask_root_handlers
 from .settings import Settings
 
 Publish = Callable[[str], None]
@@ -265,7 +266,9 @@ async def watch(backend: Any, publish: Publish) -> None:
             log(line)
 
 
-def build(settings: Settings, llama: Llama, publish: Publish) -> tuple[Worker, Tokenizer, Readiness]:
+def build(
+    settings: Settings, llama: Llama, publish: Publish, secrets: tuple[str, ...] = ()
+) -> tuple[Worker, Tokenizer, Readiness]:
     tokenizer = Tokenizer(llama)
     counts = Counts()
     dataset = benchmark_dataset()
@@ -295,6 +298,7 @@ def build(settings: Settings, llama: Llama, publish: Publish) -> tuple[Worker, T
     logging.getLogger().setLevel(settings.log_level.upper())
     for handler in logging.getLogger().handlers:
         handler.setLevel(settings.log_level.upper())
+    mask_root_handlers((*secrets, llama.api_key))
     readiness.backend = worker.backend
     worker.routes = [
         web.route(route.method, route.path, counted(route.path, route.handler, tokenizer), **route.kwargs)
@@ -303,8 +307,8 @@ def build(settings: Settings, llama: Llama, publish: Publish) -> tuple[Worker, T
     return worker, tokenizer, readiness
 
 
-async def serve(settings: Settings, llama: Llama, publish: Publish) -> None:
-    worker, tokenizer, _ = build(settings, llama, publish)
+async def serve(settings: Settings, llama: Llama, publish: Publish, secrets: tuple[str, ...]) -> None:
+    worker, tokenizer, _ = build(settings, llama, publish, secrets)
     if llama.api_key:
         # The library's connection to llama-server, as it makes it, with the key llama-server wants.
         worker.backend.session = aiohttp.ClientSession(
@@ -320,6 +324,7 @@ async def serve(settings: Settings, llama: Llama, publish: Publish) -> None:
             await tokenizer.session.close()
 
 
-def run(settings: Settings, llama: Llama, publish: Publish) -> int:
-    asyncio.run(serve(settings, llama, publish))
+def run(settings: Settings, llama: Llama, publish: Publish, secrets: tuple[str, ...] = ()) -> int:
+    """Serve until stopped. `secrets` (the MASTER_TOKEN) never reach the log."""
+    asyncio.run(serve(settings, llama, publish, secrets))
     return 0
