@@ -1,4 +1,4 @@
-"""nox sessions: `nox -s lint test` is what CI runs (see README)."""
+"""nox sessions: `nox -s lint test` is what CI runs (see docs/building.md)."""
 
 from __future__ import annotations
 

@@ -131,7 +131,7 @@ def measure_matrix(ctx: Context, targets: int) -> dict[str, Any]:
 
 
 def sequential_builds(bake: Mapping[str, Any], packages_tag: str) -> list[list[str]]:
-    """One `docker buildx build` per bake target, in dependency order, as README's "Build
+    """One `docker buildx build` per bake target, in dependency order, as docs/building.md's "Build
     arguments" builds by hand: the base's packages stage as an image, then the base image,
     then each llama.cpp image on that packages image with the base overlay as a named context."""
     targets: Mapping[str, Mapping[str, Any]] = bake["target"]

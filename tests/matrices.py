@@ -23,6 +23,7 @@ default_targets:
 release_source:
   github_repository: ai-dock/llama.cpp-cuda
   download_url: https://github.com/ai-dock/llama.cpp-cuda/releases/download
+  cuda_architectures: {"12.8": [75-virtual, 80-virtual, 86-virtual, 90-virtual], 13.0: [75-virtual, 120a-real]}
 upstreams:
   cuda-12.9:
     image: nvidia/cuda:12.9.1-runtime-ubuntu24.04

@@ -1,13 +1,15 @@
 """The package's shape, read from its folders: `core/` is pure (no process, network, file or
 environment access; it imports nothing outside the core but the standard library's pure parts
 and PyYAML), `edges/` wrap the outside world and never call up into the task shell `cli/`, there
-are no import cycles, and nothing finds project files from the package's own install location."""
+are no import cycles, and nothing finds project files from the package's own install location.
+README.md's layout table says the same (its rows for the layers are LAYER_ROWS below)."""
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -16,6 +18,15 @@ from .conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "src" / "llama_images"
 LAYERS = ("core", "edges", "cli")  # each may import the ones before it, never one after
+# What each layer is, as README.md's layout table says it: what the tests below enforce (core: no
+# I/O; edges: never import cli). A test compares the table with these rows, in LAYERS order.
+LAYER_ROWS = {
+    "core": "The pure core: model, targets, plans, bake file, reports; no I/O",
+    "edges": "The I/O edges: docker, registries, GitHub, files; never call the task shell",
+    "cli": "The task shell: options checked into one value, task bodies",
+}
+# Top-level files the layout table leaves out: they describe or configure the project.
+NOT_IN_LAYOUT = {"README.md", "pyproject.toml", ".gitignore"}
 # Standard library modules that talk to processes, the network, files or the environment.
 IO_MODULES = {"subprocess", "socket", "urllib", "http", "os", "sys", "shutil", "tempfile", "secrets", "time",
               "configparser", "docker", "invoke", "requests"}  # fmt: skip
@@ -147,3 +158,36 @@ def test_the_package_imports_only_its_runtime_dependencies() -> None:
     }
     used = {dist.lower() for name in third_party for dist in distributions.get(name, [name])}
     assert used == declared, f"imported {sorted(used)}, declared {sorted(declared)}"
+
+
+def readme_layout() -> dict[str, str]:
+    """README.md's layout table: each path a row names -> what the row says it holds."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, str] = {}
+    for path_cell, meaning in re.findall(r"^\| (.+?) \| (.+?) \|$", section, re.MULTILINE):
+        for path in re.findall(r"`([^`]+)`", path_cell):
+            rows[path] = meaning
+    return rows
+
+
+def test_the_readme_layout_table_says_what_these_tests_check() -> None:
+    rows = readme_layout()
+    layers = [path for path in rows if path.startswith("src/llama_images/")]
+    assert layers == [f"src/llama_images/{name}/" for name in LAYERS], "one row per layer, in import order"
+    for name in LAYERS:
+        assert rows[f"src/llama_images/{name}/"] == LAYER_ROWS[name]
+    assert set(LAYER_ROWS) == set(LAYERS)
+
+
+def test_the_readme_layout_table_has_a_row_for_every_part_of_the_repository() -> None:
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    tracked = set(listed.split())
+    rows = readme_layout()
+    top = {path.split("/", 1)[0] for path in tracked} - NOT_IN_LAYOUT
+    missing = [entry for entry in sorted(top) if not any(row.rstrip("/").split("/", 1)[0] == entry for row in rows)]
+    assert missing == [], f"add rows for {missing} to README.md's layout table"
+    derivatives = {path.split("/")[1] for path in tracked if path.startswith("derivatives/")}
+    assert {f"derivatives/{name}/" for name in derivatives} <= set(rows)
+    stale = [row for row in rows if not any(path == row.rstrip("/") or path.startswith(row) for path in tracked)]
+    assert stale == [], f"README.md's layout table names what the repository no longer has: {stale}"

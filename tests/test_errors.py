@@ -1,4 +1,4 @@
-"""Exit codes: every error type's code is documented, in errors.EXIT_CODES and in the README."""
+"""Exit codes: every error type's code is documented, in errors.EXIT_CODES and in docs/building.md."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ def subclasses(cls: type[errors.LlamaImagesError]) -> set[type[errors.LlamaImage
     return found
 
 
-def readme_exit_codes() -> set[int]:
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    table = text.split("Exit codes (every task", 1)[1].split("\n\n")[1]
-    return {int(code) for code in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)}
+def documented_exit_codes() -> set[int]:
+    text = (REPO_ROOT / "docs" / "building.md").read_text(encoding="utf-8")
+    section = text.split("\n## Exit codes\n", 1)[1].split("\n## ", 1)[0]
+    return {int(code) for code in re.findall(r"^\| (\d+) \|", section, flags=re.MULTILINE)}
 
 
 def test_every_error_type_has_a_documented_exit_code() -> None:
@@ -27,5 +27,5 @@ def test_every_error_type_has_a_documented_exit_code() -> None:
     assert codes | {0} == set(errors.EXIT_CODES)
 
 
-def test_the_readme_table_lists_exactly_the_exit_codes() -> None:
-    assert readme_exit_codes() == set(errors.EXIT_CODES)
+def test_the_documented_table_lists_exactly_the_exit_codes() -> None:
+    assert documented_exit_codes() == set(errors.EXIT_CODES)

@@ -95,12 +95,12 @@ def test_the_backend_defaults_to_cpu_and_release_tarballs_are_cuda() -> None:
     [
         (
             VALID + VULKAN.replace("backend: vulkan", "backend: vulkn"),
-            "matrix.yaml:39: flavors.vulkan.backend: unknown backend 'vulkn' for a debian-package flavor",
+            "matrix.yaml:40: flavors.vulkan.backend: unknown backend 'vulkn' for a debian-package flavor",
             "use one of: cpu, vulkan (did you mean 'vulkan'?)",
         ),
         (
             broken("    source: release-tarball\n", "    source: release-tarball\n    backend: vulkan\n"),
-            "matrix.yaml:26: flavors.cuda.backend: backend 'vulkan' does not apply to release-tarball flavors",
+            "matrix.yaml:27: flavors.cuda.backend: backend 'vulkan' does not apply to release-tarball flavors",
             "use source: debian-package for Debian's cpu and vulkan backends",
         ),
     ],

@@ -221,3 +221,210 @@ def test_facts_are_read_from_sysfs_and_dev(tmp_path: Path) -> None:
     assert found.render_nodes == (str(tmp_path / "dev/dri/renderD128"),)
     assert found.backend == "vulkan" and found.capabilities == "compute,utility,graphics"
     assert read_facts({"LLAMA_CPP_BACKEND": "rocm"}, tmp_path / "none", tmp_path / "none").backend == "cpu"
+
+
+# The GPUs' compute capability against the release's architectures (the shipped matrix's).
+RELEASE_ARCHITECTURES = "75-virtual;80-virtual;86-virtual;89-virtual;90-virtual;100-virtual;120-virtual"
+# ggml_cuda_init's report of a Pascal mining card (mozilla-ai/llamafile#403) as --list-devices
+# prints it before its list.
+LISTED_P104 = """\
+ggml_cuda_init: found 1 CUDA devices:
+  Device 0: NVIDIA P104-100, compute capability 6.1, VMM: yes
+Available devices:
+  CUDA0: NVIDIA P104-100 (8112 MiB, 8000 MiB free)
+"""
+SMI_V100 = ("GPU 0: Tesla V100-SXM2-16GB (UUID: GPU-9c1e0000-0000-0000-0000-000000000000)",)
+CUDA_HOST = Facts(
+    backend="cuda", pci_vendors=("NVIDIA",), nvidia_nodes=("/dev/nvidia0",), architectures=RELEASE_ARCHITECTURES
+)
+
+
+def cuda_host(smi: tuple[str, ...], compute: tuple[tuple[str, str], ...] = (), **more: Any) -> Facts:
+    return replace(CUDA_HOST, nvidia_smi=smi, compute=compute, **more)
+
+
+@pytest.mark.parametrize(
+    ("given", "listed", "shown"),
+    [
+        # nvidia-smi --query-gpu=name,compute_cap on a current driver.
+        (cuda_host(SMI_V100, (("Tesla V100-SXM2-16GB", "7.0"),)), "", "Tesla V100-SXM2-16GB, compute capability 7.0 "
+         "(nvidia-smi)"),
+        # A driver whose nvidia-smi lacks compute_cap (470.182.03: huggingface/candle#733): ggml's report.
+        (cuda_host(("GPU 0: NVIDIA P104-100 (UUID: GPU-1)",), (("NVIDIA P104-100", ""),)), LISTED_P104,
+         "NVIDIA P104-100, compute capability 6.1 (ggml)"),
+        # Neither: the recorded capability of the GPU's name.
+        (cuda_host(("GPU 0: Tesla P100-PCIE-16GB (UUID: GPU-2)",)), "", "Tesla P100-PCIE-16GB, compute capability "
+         "6.0 (recorded facts)"),
+    ],
+)  # fmt: skip
+def test_a_gpu_the_release_has_no_kernels_for_is_said_plainly_before_the_start(
+    given: Facts, listed: str, shown: str
+) -> None:
+    decided = gpu.architecture_verdict(given, listed)
+    assert decided.warning == "GPU too old for this image (use the vulkan image): "
+    text = "\n".join(decided.lines)
+    assert "WARNING: NO GPU HERE CAN RUN THIS IMAGE'S CUDA KERNELS." in text
+    assert f"WARNING: GPU 0: {shown}" in text
+    assert "built for compute capability 7.5 and newer (75-virtual, 80-virtual, 86-virtual, 89-virtual" in text
+    assert "WARNING: use the vulkan image (tag <release>-vulkan) with --gpus all: it runs on this GPU." in text
+
+
+def test_gpus_the_release_runs_on_get_one_line_and_no_warning() -> None:
+    smi = ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-3)", "GPU 1: NVIDIA L40S (UUID: GPU-4)")
+    decided = gpu.architecture_verdict(cuda_host(smi, (("NVIDIA H100 80GB HBM3", "9.0"), ("NVIDIA L40S", "8.9"))))
+    assert decided.warning == ""
+    assert decided.lines == (
+        "GPU 0: NVIDIA H100 80GB HBM3, compute capability 9.0 (nvidia-smi); GPU 1: NVIDIA L40S, compute capability "
+        "8.9 (nvidia-smi); this image's CUDA kernels: compute capability 7.5 and newer (75-virtual, 80-virtual, "
+        "86-virtual, 89-virtual, 90-virtual, 100-virtual, 120-virtual)",
+    )
+    # A GPU whose capability nothing tells is not refused.
+    unknown = gpu.architecture_verdict(cuda_host(("GPU 0: NVIDIA Mystery 9000 (UUID: GPU-5)",)))
+    assert unknown.warning == "" and "compute capability unknown (unknown)" in unknown.lines[0]
+    # No declaration (an image built before it), or another backend: nothing to say.
+    assert gpu.architecture_verdict(replace(cuda_host(SMI_V100), architectures="")) == gpu.Verdict()
+    assert gpu.architecture_verdict(replace(cuda_host(SMI_V100), backend="vulkan")) == gpu.Verdict()
+
+
+def test_a_host_with_one_gpu_too_old_is_told_which_gpus_to_give() -> None:
+    smi = ("GPU 0: Tesla V100-SXM2-16GB (UUID: GPU-6)", "GPU 1: NVIDIA A100-SXM4-80GB (UUID: GPU-7)")
+    decided = gpu.architecture_verdict(
+        cuda_host(smi, (("Tesla V100-SXM2-16GB", "7.0"), ("NVIDIA A100-SXM4-80GB", "8.0")))
+    )
+    text = "\n".join(decided.lines)
+    assert "SOME GPUS HERE CANNOT RUN" in text and "GPU 0: Tesla V100-SXM2-16GB" in text and "A100" not in text
+    assert "docker run --gpus '\"device=1\"'" in text and "CUDA_VISIBLE_DEVICES=1" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "capability"),
+    [
+        ("Tesla K80", (3, 7)),
+        ("Tesla M60", (5, 2)),
+        ("Tesla P100-PCIE-16GB", (6, 0)),
+        ("Tesla P40", (6, 1)),
+        ("NVIDIA GeForce GTX 1080 Ti", (6, 1)),
+        ("NVIDIA P104-100", (6, 1)),
+        ("Tesla V100-SXM2-16GB", (7, 0)),
+        ("NVIDIA TITAN V", (7, 0)),
+        ("Tesla T4", (7, 5)),
+        ("NVIDIA GeForce RTX 2080 Ti", (7, 5)),
+        ("NVIDIA A100-SXM4-80GB", (8, 0)),
+        ("NVIDIA A10G", (8, 6)),
+        ("NVIDIA RTX A6000", (8, 6)),
+        ("NVIDIA GeForce RTX 3090", (8, 6)),
+        ("NVIDIA L40S", (8, 9)),
+        ("NVIDIA RTX 6000 Ada Generation", (8, 9)),
+        ("NVIDIA GeForce RTX 4090", (8, 9)),
+        ("NVIDIA H100 80GB HBM3", (9, 0)),
+        ("NVIDIA GH200 480GB", (9, 0)),
+        ("NVIDIA B200", (10, 0)),
+        ("NVIDIA GeForce RTX 5090", (12, 0)),
+        ("NVIDIA RTX PRO 6000 Blackwell Server Edition", (12, 0)),
+        ("NVIDIA Mystery 9000", None),
+    ],
+)
+def test_recorded_compute_capabilities(name: str, capability: tuple[int, int] | None) -> None:
+    assert gpu.recorded_capability(name) == capability
+
+
+# ggml's abort for a GPU it has no kernels for (ggml-org/llama.cpp#15589), and the same abort as
+# ggml formats it for a V100 (common.cuh: "ggml was not compiled with any CUDA arch <= %d", 100 *
+# major + 10 * minor).
+NO_KERNELS_750 = [
+    "ggml_cuda_init: found 1 CUDA devices:",
+    "  Device 0: NVIDIA A100-SXM4-80GB, compute capability 8.0, VMM: yes",
+    "/root/llama.cpp/ggml/src/ggml-cuda/../ggml-cuda/common.cuh:112: ggml was not compiled with any CUDA arch <= 750",
+]
+NO_KERNELS_700 = ["/opt/llama.cpp/ggml/src/ggml-cuda/common.cuh:112: ggml was not compiled with any CUDA arch <= 700"]
+# Error 209 at a kernel launch: the old format (ggml-org/llama.cpp#4215) and the current one
+# (boneylizard/llama-cpp-python-cu128-gemma3#6).
+NO_KERNEL_IMAGE_OLD = [
+    "CUDA error 209 at /home/user/Documents/devops/llama.cpp/ggml-cuda.cu:6701: no kernel image is available for "
+    "execution on the device"
+]
+NO_KERNEL_IMAGE = [
+    "ggml_cuda_compute_forward: RMS_NORM failed",
+    "CUDA error: no kernel image is available for execution on the device",
+    "  current device: 0, in function ggml_cuda_compute_forward at C:\\llama_cpp_python-0.3.9\\vendor\\llama.cpp\\ggml"
+    "\\src\\ggml-cuda\\ggml-cuda.cu:2353",
+]
+
+
+@pytest.mark.parametrize(
+    ("lines", "start", "final"),
+    [
+        (NO_KERNELS_700, "the GPU's compute capability 7.0 is older than every architecture this image's CUDA "
+         "kernels are built for compute capability 7.5 and newer: use the vulkan image (tag <release>-vulkan), "
+         "which runs on this GPU (ggml: not compiled with any CUDA arch <= 700; the release: 75-virtual", True),
+        (NO_KERNELS_750, "the GPU's compute capability 7.5 is older than", True),
+        (NO_KERNEL_IMAGE_OLD, "CUDA error 209: this image's CUDA kernels have no code for this GPU (Tesla "
+         "V100-SXM2-16GB (7.0)); they are built for compute capability 7.5 and newer", True),
+        (NO_KERNEL_IMAGE, "CUDA error 209: this image's CUDA kernels have no code for this GPU", True),
+        (PTX_222, "CUDA error 222", True),
+        ([INIT_804], "CUDA error 804", True),
+        ([INIT_803], "CUDA error 803", True),
+        ([INIT_35], "CUDA error 35", False),
+        ([INIT_100], "CUDA error 100", False),
+        ([INIT_999], "CUDA error 999", False),
+    ],
+)  # fmt: skip
+def test_failures_no_restart_can_fix_are_final_and_name_the_fix(lines: list[str], start: str, final: bool) -> None:
+    facts = cuda_host(SMI_V100, (("Tesla V100-SXM2-16GB", "7.0"),), driver="570.133.20", needed_cuda="12.8")
+    found = gpu.diagnosis(lines, facts)
+    assert found is not None and found.cause.startswith(start), found
+    assert found.final is final
+    if found.code in ("209", gpu.NO_KERNELS):
+        # The status line (300 characters, after the launcher's warning) still names the fix.
+        from llama_serving import service
+
+        shown = service.status_line(gpu.UNSUPPORTED_PREFIX, f"failed: {found.cause}")[:300]
+        assert "use the vulkan image (tag <release>-vulkan), which runs on" in shown, shown
+        assert "75-virtual, 80-virtual" in found.cause  # the details after it, for the log
+
+
+STAND_IN = """#!/bin/sh
+# A llama-server that prints what a failing one printed, counting its starts.
+echo started >> "{starts}"
+cat "{output}"
+exit 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("printed", "starts", "status"),
+    [
+        (NO_KERNEL_IMAGE, 1, "failed: CUDA error 209: this image's CUDA kernels have no code for this GPU"),
+        (NO_KERNELS_700, 1, "failed: the GPU's compute capability 7.0 is older than every architecture"),
+        (PTX_222, 1, "failed: CUDA error 222: driver 535.183.01 (CUDA 12.2) cannot compile"),
+        # Out of memory may pass (another process frees the GPU): today's retries.
+        (["CUDA error 2 at ggml-cuda.cu:1: out of memory"], 3, "failed: "),
+    ],
+)
+def test_a_gpu_or_driver_that_cannot_work_ends_at_the_first_failure(
+    printed: list[str], starts: int, status: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llama_serving import service, watch
+    from llama_serving.config import make_plan
+
+    output_file, starts_file = tmp_path / "output", tmp_path / "starts"
+    output_file.write_text("\n".join(printed) + "\n", encoding="utf-8")
+    (tmp_path / "bin").mkdir()
+    server = tmp_path / "bin" / "llama-server"
+    server.write_text(STAND_IN.format(starts=starts_file, output=output_file), encoding="utf-8")
+    server.chmod(0o755)
+    status_file = tmp_path / "status"
+    monkeypatch.setattr(service, "STATUS_FILE", status_file)
+    monkeypatch.setattr(watch, "PID_FILE", tmp_path / "pid")
+    monkeypatch.setattr(watch, "REQUESTS_SERVED_FILE", tmp_path / "requests")
+    facts = cuda_host(SMI_V100, (("Tesla V100-SXM2-16GB", "7.0"),), driver="535.183.01", needed_cuda="12.8")
+    monkeypatch.setattr(gpu, "check", lambda env, log: gpu.Check(facts))
+    model = tmp_path / "tiny.gguf"
+    model.write_bytes(b"GGUF" + bytes(28))
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "LLAMA_CACHE": str(tmp_path / "cache")}
+    made = make_plan({**env, "LLAMA_MODEL": str(model), "LLAMA_RETRY_DELAY": "0"}, 18999)
+    assert made is not None
+    cause = service.Runner(made, env).run()
+    assert cause is not None
+    assert len(starts_file.read_text(encoding="utf-8").splitlines()) == starts
+    assert status_file.read_text(encoding="utf-8").startswith(status)

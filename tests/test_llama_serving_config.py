@@ -270,14 +270,14 @@ def test_log_lines_are_masked_including_llama_servers_own_key_tail() -> None:
 # Retries
 
 
-def test_retry_defaults_are_small_and_the_readme_states_them() -> None:
+def test_retry_defaults_are_small_and_the_docs_state_them() -> None:
     defaults = plan(LLAMA_MODEL="/m/x.gguf").retries
     assert (defaults.attempts, defaults.delay, defaults.stall_timeout) == (3, 5.0, 300.0)
     assert [defaults.delay_after(n) for n in (1, 2)] == [5.0, 10.0]
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    serving = (REPO_ROOT / "docs" / "serving.md").read_text(encoding="utf-8")
     for variable, value in (("LLAMA_START_ATTEMPTS", "3"), ("LLAMA_RETRY_DELAY", "5"), ("LLAMA_STALL_TIMEOUT", "300")):
-        assert re.search(rf"^\| `{variable}` \| `{value}` \|", readme, re.MULTILINE), variable
-    assert re.search(r"^\| `LLAMA_MODELS_MAX` \| `1` \|", readme, re.MULTILINE)
+        assert re.search(rf"^\| `{variable}` \| `{value}` \|", serving, re.MULTILINE), variable
+    assert re.search(r"^\| `LLAMA_MODELS_MAX` \| `1` \|", serving, re.MULTILINE)
 
 
 @pytest.mark.parametrize(
@@ -406,3 +406,53 @@ def test_the_launcher_ends_llama_server_before_supervisor_kills_it() -> None:
     conf = configparser.RawConfigParser(inline_comment_prefixes=(";",))
     conf.read(REPO_ROOT / "derivatives/llama-cpp/ROOT/etc/supervisor/conf.d/llama.conf")
     assert conf.getfloat("program:llama", "stopwaitsecs") >= service.STOP_GRACE_SECONDS + 1
+
+
+# llama-server's working directory is not the users' volume; relative paths keep their meaning.
+
+
+@pytest.mark.parametrize(
+    ("env", "command", "variables"),
+    [
+        ({"LLAMA_MODEL": "models/tiny.gguf"}, ["-m", "/workspace/models/tiny.gguf"], {}),
+        ({"LLAMA_MODEL": "./tiny.gguf", "WORKSPACE": "/data"}, ["-m", "/data/tiny.gguf"], {}),
+        ({"LLAMA_MODEL": "/models/tiny.gguf"}, ["-m", "/models/tiny.gguf"], {}),
+        (
+            {"LLAMA_MODEL": "org/repo", "LLAMA_ARGS": "--mmproj mm.gguf --alias a.gguf --lora-scaled l.gguf 0.5"},
+            ["--mmproj", "/workspace/mm.gguf", "--alias", "a.gguf", "--lora-scaled", "/workspace/l.gguf", "0.5"],
+            {},
+        ),
+        (
+            {"LLAMA_ARG_MODEL": "tiny.gguf", "LLAMA_ARGS": "--chat-template-file=t.jinja"},
+            ["--chat-template-file", "/workspace/t.jinja"],
+            {"LLAMA_ARG_MODEL": "/workspace/tiny.gguf"},
+        ),
+        ({"LLAMA_MODELS_DIR": "models"}, ["--models-dir", "/workspace/models"], {}),
+    ],
+)
+def test_relative_paths_keep_meaning_the_workspace(
+    env: dict[str, str], command: list[str], variables: dict[str, str]
+) -> None:
+    made = plan(**env)
+    line = made.command()
+    assert any(line[i : i + len(command)] == command for i in range(len(line))), line
+    assert {k: v for k, v in made.environment().items() if k.startswith("LLAMA_ARG_")} == variables
+
+
+def test_llama_server_runs_in_a_directory_users_do_not_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ggml loads libggml-*.so from the working directory: not /workspace, the users' volume."""
+    from llama_serving import watch
+
+    (tmp_path / "bin").mkdir()
+    server = tmp_path / "bin" / "llama-server"
+    server.write_text(f'#!/bin/sh\npwd > "{tmp_path}/cwd"\nexit 1\n', encoding="utf-8")
+    server.chmod(0o755)
+    monkeypatch.setattr(watch, "PID_FILE", tmp_path / "pid")
+    monkeypatch.setattr(watch, "REQUESTS_SERVED_FILE", tmp_path / "requests")
+    monkeypatch.setattr(service, "STATUS_FILE", tmp_path / "status")
+    monkeypatch.chdir(tmp_path)  # where the launcher runs (Supervisor starts it in /workspace)
+    model = tmp_path / "tiny.gguf"
+    model.write_bytes(b"GGUF" + bytes(28))
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    service.Runner(plan(LLAMA_MODEL=str(model), LLAMA_CACHE=str(tmp_path / "cache")), env).attempt(1)
+    assert (tmp_path / "cwd").read_text(encoding="utf-8").strip() == "/"

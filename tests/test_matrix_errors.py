@@ -21,54 +21,59 @@ from .matrices import VALID, broken
 # (case id, text replaced, replacement, line, key, words in the message, words in the fix)
 CASES = [
     ("unknown-key-with-suggestion", "    platforms: [linux/amd64]\n", "    platform: [linux/amd64]\n",
-     19, "upstreams.cuda-13.1.platform", "unknown key 'platform'", "did you mean 'platforms'?"),
+     20, "upstreams.cuda-13.1.platform", "unknown key 'platform'", "did you mean 'platforms'?"),
     ("unknown-top-level-key", "default_targets:", "default_target:",
      6, "default_target", "unknown key 'default_target'", "did you mean 'default_targets'?"),
     ("missing-required-key", "    image: debian:forky-slim\n", "",
-     20, "upstreams.debian-forky.image", "required key is missing", "e.g. nvidia/cuda:"),
+     21, "upstreams.debian-forky.image", "required key is missing", "e.g. nvidia/cuda:"),
     ("list-expected", "releases: [b11669]", "releases: b11669",
-     35, "flavors.cpu.releases", "expected a list, found a string", "[b11669]"),
+     36, "flavors.cpu.releases", "expected a list, found a string", "[b11669]"),
     ("mapping-expected", "  cpu:\n    source: debian-package",
      "  cpu: debian-package\n  cpux:\n    source: debian-package",
-     32, "flavors.cpu", "expected a mapping of keys, found a string", "key: value"),
+     33, "flavors.cpu", "expected a mapping of keys, found a string", "key: value"),
     ("malformed-cuda-version", 'cuda: "12.9"', 'cuda: "12.9.1"',
-     14, "upstreams.cuda-12.9.cuda", "'12.9.1' is not a CUDA version", "MAJOR.MINOR"),
+     15, "upstreams.cuda-12.9.cuda", "'12.9.1' is not a CUDA version", "MAJOR.MINOR"),
     ("malformed-platform", "[linux/amd64, linux/arm64]\n  cuda-13.1", "[linux/amd64, linux/arm]\n  cuda-13.1",
-     15, "upstreams.cuda-12.9.platforms[1]", "'linux/arm' is not a linux platform", "linux/arm64"),
+     16, "upstreams.cuda-12.9.platforms[1]", "'linux/arm' is not a linux platform", "linux/arm64"),
     ("malformed-release-tag", "[b9159, b9000]", "[b9159, v9000]",
-     27, "flavors.cuda.releases[1]", "'v9000' is not a release tag", "latest"),
+     28, "flavors.cuda.releases[1]", "'v9000' is not a release tag", "latest"),
     ("duplicate-release", "[b9159, b9000]", "[b9159, b9159]",
-     27, "flavors.cuda.releases[1]", "'b9159' is listed twice", "remove"),
+     28, "flavors.cuda.releases[1]", "'b9159' is listed twice", "remove"),
     ("undefined-upstream", "upstreams: [debian-forky]", "upstreams: [debian-forkey]",
-     34, "flavors.cpu.upstreams[0]", "upstream 'debian-forkey' is not declared", "did you mean 'debian-forky'?"),
+     35, "flavors.cpu.upstreams[0]", "upstream 'debian-forkey' is not declared", "did you mean 'debian-forky'?"),
     ("unknown-source", "source: debian-package", "source: debian-packages",
-     33, "flavors.cpu.source", "unknown source 'debian-packages'", "did you mean 'debian-package'?"),
+     34, "flavors.cpu.source", "unknown source 'debian-packages'", "did you mean 'debian-package'?"),
     ("untagged-image", "image: debian:forky-slim", "image: debian",
-     21, "upstreams.debian-forky.image", "'debian' has no tag", "pin a tag"),
+     22, "upstreams.debian-forky.image", "'debian' has no tag", "pin a tag"),
     ("tag-template-unknown-field", '"{release}-cpu"', '"{release}-{arch}"',
-     36, "flavors.cpu.tag", "unknown field '{arch}'", "{release}"),
+     37, "flavors.cpu.tag", "unknown field '{arch}'", "{release}"),
     ("tag-template-without-release", '"{release}-cpu"', '"cpu"',
-     36, "flavors.cpu.tag", "lacks {release}", "each release needs its own tag"),
+     37, "flavors.cpu.tag", "lacks {release}", "each release needs its own tag"),
     ("cuda-field-on-cpu-upstream", '"{release}-cpu"', '"{release}-cuda-{cuda}"',
-     36, "flavors.cpu.tag", "has no CUDA version", "drop {cuda}"),
+     37, "flavors.cpu.tag", "has no CUDA version", "drop {cuda}"),
     ("duplicate-tags", '"{release}-cuda-{cuda}"', '"{release}-cuda"',
-     31, "flavors.cuda.tag", "would both be tagged docker.io/example/llama-cpp:b9159-cuda", "{upstream}"),
+     32, "flavors.cuda.tag", "would both be tagged docker.io/example/llama-cpp:b9159-cuda", "{upstream}"),
     ("latest-on-debian-flavor", "releases: [b11669]", "releases: [latest]",
-     35, "flavors.cpu.releases[0]", "'latest' cannot be resolved", "b11669"),
+     36, "flavors.cpu.releases[0]", "'latest' cannot be resolved", "b11669"),
     ("binary-cuda-missing-for-upstream", '      cuda-13.1: "13.0"\n', "",
-     28, "flavors.cuda.binary_cuda", "no binary CUDA version for upstream 'cuda-13.1'", 'cuda-13.1: "MAJOR.MINOR"'),
+     29, "flavors.cuda.binary_cuda", "no binary CUDA version for upstream 'cuda-13.1'", 'cuda-13.1: "MAJOR.MINOR"'),
     ("binary-cuda-unknown-upstream", '      cuda-13.1: "13.0"\n', '      cuda-13.1: "13.0"\n      cuda-12.8: "12.8"\n',
-     31, "flavors.cuda.binary_cuda.cuda-12.8", "'cuda-12.8' is not an upstream of this flavor", "cuda-12.9"),
+     32, "flavors.cuda.binary_cuda.cuda-12.8", "'cuda-12.8' is not an upstream of this flavor", "cuda-12.9"),
     ("duplicate-key", "  debian-forky:\n", "  cuda-12.9:\n",
-     20, "upstreams.cuda-12.9", "key given twice", "YAML keeps only the last"),
+     21, "upstreams.cuda-12.9", "key given twice", "YAML keeps only the last"),
     ("default-target-matches-nothing", "  - cpu/*", "  - gpu/*",
      7, "default_targets[0]", "'gpu/*' matches no target", "invoke matrix"),
     ("bad-registry", "registry: docker.io", "registry: Docker Hub",
      2, "images.registry", "'Docker Hub' is not a registry host", "docker.io"),
     ("yaml-syntax-error", "    tag: \"{release}-cpu\"", "    tag: \"{release}-cpu",
-     37, "", "not valid YAML: found unexpected end of stream (while scanning a quoted scalar at line 36)", "quoting"),
+     38, "", "not valid YAML: found unexpected end of stream (while scanning a quoted scalar at line 37)", "quoting"),
+    ("cuda-architecture-malformed", "13.0: [75-virtual, 120a-real]", "13.0: [75-virtual, sm_120]",
+     11, "release_source.cuda_architectures.13.0[1]", "'sm_120' is not a CUDA architecture", "75-virtual"),
+    ("cuda-architectures-missing-for-a-binary-cuda", "13.0: [75-virtual, 120a-real]", "13.1: [75-virtual]",
+     31, "flavors.cuda.binary_cuda.cuda-13.1", "no GPU architectures are declared for the CUDA 13.0 tarballs",
+     "release_source.cuda_architectures"),
     ("tarball-platform-unsupported", "platforms: [linux/amd64]\n", "platforms: [linux/amd64, linux/s390x]\n",
-     26, "flavors.cuda.upstreams", "lists linux/s390x, for which no prebuilt tarball exists", "linux/amd64"),
+     27, "flavors.cuda.upstreams", "lists linux/s390x, for which no prebuilt tarball exists", "linux/amd64"),
 ]  # fmt: skip
 
 
@@ -93,7 +98,7 @@ def test_every_problem_of_a_file_is_reported_at_once() -> None:
     text = broken('cuda: "12.9"', 'cuda: "twelve"').replace("source: debian-package", "source: deb")
     with pytest.raises(MatrixError) as caught:
         parse_matrix(text)
-    assert [p.line for p in caught.value.problems] == [14, 33]
+    assert [p.line for p in caught.value.problems] == [15, 34]
 
 
 def test_unquoted_versions_keep_the_text_as_written() -> None:
@@ -191,5 +196,5 @@ def test_task_reports_bad_matrix_without_traceback(write_matrix: Callable[[str],
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert ":19: upstreams.cuda-13.1.platform: unknown key 'platform'" in result.stderr
+    assert ":20: upstreams.cuda-13.1.platform: unknown key 'platform'" in result.stderr
     assert "did you mean 'platforms'?" in result.stderr

@@ -13,9 +13,10 @@ from llama_images.core.bake import RenderOptions, bake_name, render
 from llama_images.core.errors import MatrixError, NothingSelectedError, UsageError
 from llama_images.core.matrix import parse_matrix
 from llama_images.core.options import Overrides
+from llama_images.core.plan import Plan, builds_for_host, on_host
 from llama_images.core.releases import Asset, Release
 from llama_images.core.targets import ImageTarget, apply_overrides, expand, select
-from llama_images.edges.buildx import bake_command, failed_targets, secret_files
+from llama_images.edges.buildx import bake_command, failed_targets, failure_cause, first_platform, secret_files
 from llama_images.edges.gitinfo import source_url
 from llama_images.edges.pipcert import pip_cert
 
@@ -73,16 +74,72 @@ def test_platform_override_narrows_and_drops_targets_that_cannot_build() -> None
     assert all(t.platforms == ("linux/arm64",) for t in targets)
 
 
+def platforms_of(plan: Plan) -> dict[str, tuple[str, ...]]:
+    return {t.id: t.platforms for t in plan.targets}
+
+
+def test_a_local_build_is_for_the_hosts_platform_and_publishing_for_every_declared_one(
+    write_matrix: Callable[[str], Path],
+) -> None:
+    """Issue 25: the first build spent two thirds of its time on linux/arm64 under emulation."""
+    path = write_matrix(VALID)
+    local = request_for(path, ("cpu/*",))
+    assert builds_for_host(local)
+    on_amd64 = on_host(planned(local, no_fetch), "linux/amd64")
+    assert platforms_of(on_amd64) == {"base/debian-forky": ("linux/amd64",),
+                                      "cpu/debian-forky/b11669": ("linux/amd64",)}  # fmt: skip
+    [image] = on_amd64.images
+    assert image.base.platforms == ("linux/amd64",)  # the upstream it needs, for that platform only
+    on_arm64 = on_host(planned(local, no_fetch), "linux/arm64")
+    assert set(platforms_of(on_arm64).values()) == {("linux/arm64",)}
+    # --platform names what to build; --push publishes every platform the matrix declares.
+    assert not builds_for_host(request_for(path, ("cpu/*",), Overrides(platforms=("linux/arm64", "linux/amd64"))))
+    assert not builds_for_host(request_for(path, ("cpu/*",), push=True))
+
+
+def test_a_target_without_the_hosts_platform_keeps_the_ones_it_declares(write_matrix: Callable[[str], Path]) -> None:
+    """A local build never drops a selected target: one the host cannot run natively is built
+    as its matrix declares it (under emulation)."""
+    plan = on_host(planned(request_for(write_matrix(VALID), ("cuda/cuda-13.1/*",)), no_fetch), "linux/arm64")
+    assert platforms_of(plan) == {"base/cuda-13.1": ("linux/amd64",), "cuda/cuda-13.1/b9159": ("linux/amd64",),
+                                  "cuda/cuda-13.1/b9000": ("linux/amd64",)}  # fmt: skip
+
+
+def test_the_native_platform_is_the_first_one_buildx_lists() -> None:
+    listed = "Name: default\nDriver: docker\nPlatforms:        linux/arm64*, linux/amd64, linux/arm/v7\n"
+    assert first_platform(listed) == "linux/arm64"
+    assert first_platform("Name: default\nDriver: remote\n") is None
+
+
 def test_overrides_release_cuda_repository_and_custom_tag() -> None:
-    overrides = Overrides(release="b9999", binary_cuda="12.6", repository="my-llama", custom_tag="nightly",
+    overrides = Overrides(release="b9999", binary_cuda="13.0", repository="my-llama", custom_tag="nightly",
                           registry="127.0.0.1:5000", namespace="me")  # fmt: skip
     matrix = apply_overrides(parse_matrix(VALID), overrides)
     targets = {t.id: t for t in expand(matrix) if isinstance(t, ImageTarget)}
     cuda = targets["cuda/cuda-12.9/b9999"]
     assert cuda.image == "127.0.0.1:5000/me/my-llama:nightly-cuda-12.9"
-    assert cuda.binary_cuda == "12.6"
+    assert cuda.binary_cuda == "13.0"
     # A Debian flavor keeps the build its package carries; only the tag is customised.
     assert targets["cpu/debian-forky/b11669"].image == "127.0.0.1:5000/me/my-llama:nightly-cpu"
+
+
+def test_a_cuda_version_without_declared_architectures_is_refused_naming_the_key() -> None:
+    """--cuda-version picks other tarballs: the matrix must say which GPUs they are built for."""
+    with pytest.raises(MatrixError) as raised:
+        apply_overrides(parse_matrix(VALID), Overrides(binary_cuda="12.6"))
+    shown = str(raised.value)
+    assert "release_source.cuda_architectures: --cuda-version 12.6: no GPU architectures are declared" in shown
+    assert 'add `"12.6": [75-virtual, ...]` under release_source.cuda_architectures' in shown
+
+
+def test_the_bake_passes_the_declared_architectures_of_each_tarball() -> None:
+    matrix = parse_matrix(VALID)
+    bake = render(matrix, select(expand(matrix), ["cuda/*"]), OPTIONS)
+    args = {
+        name: target["args"] for name, target in bake["target"].items() if "LLAMA_CPP_CUDA_VERSION" in target["args"]
+    }
+    assert args["cuda_cuda-12_9_b9159"]["LLAMA_CPP_CUDA_ARCHITECTURES"] == "75-virtual;80-virtual;86-virtual;90-virtual"
+    assert args["cuda_cuda-13_1_b9159"]["LLAMA_CPP_CUDA_ARCHITECTURES"] == "75-virtual;120a-real"
 
 
 def test_custom_tag_on_several_releases_is_a_clash_not_an_overwrite() -> None:
@@ -224,6 +281,17 @@ def test_failed_targets_are_read_from_buildx_error_lines() -> None:
         "ERROR: target cpu_debian-forky_b1 [linux/arm64]: failed to solve: exit code: 1\n",
     ]
     assert failed_targets(output, names) == ["cpu/debian-forky/b1"]
+
+
+def test_a_failed_builds_cause_is_buildxs_last_error_line() -> None:
+    output = [
+        '#12 ERROR: process "/bin/sh -c apt-get install" did not complete successfully: exit code: 100\n',
+        "ERROR: target cpu_debian-forky_b1: failed to solve: process did not complete successfully: exit code: 100\n",
+    ]
+    assert failure_cause(output) == "target cpu_debian-forky_b1: failed to solve: process did not complete " \
+        "successfully: exit code: 100"  # fmt: skip
+    assert failure_cause(["ERROR: " + "x" * 1000]).endswith("x…")
+    assert failure_cause(["#3 DONE 0.1s"]) == ""
 
 
 def test_the_pip_certificate_is_an_optional_build_secret_of_the_base_stages(tmp_path: Path) -> None:

@@ -209,6 +209,30 @@ def test_a_tag_missing_a_planned_platform_is_not_created() -> None:
     assert incomplete[0].name == "cpu/x/b1"
 
 
+def test_a_missing_platform_is_explained_by_its_jobs_failure_record_the_base_too() -> None:
+    from llama_images.core.job_failures import failure_from_json, job_failure, missing_platform_lines
+    from llama_images.core.publishing import Job, plan_merges
+
+    amd64 = Job("cpu/x/b1", "linux/amd64", {})
+    failure = job_failure(amd64, 5, "upstream u (x) cannot be reached\n  fix: pull it, token s3cr3t", ["s3cr3t"])
+    assert failure.reason == "upstream u (x) cannot be reached fix: pull it, token ***"
+    assert failure_from_json(json.loads(json.dumps(failure.as_json()))) == failure
+    expected = {"base/x": ["linux/amd64", "linux/arm64"], "cpu/x/b1": ["linux/amd64", "linux/arm64"]}
+    _, incomplete = plan_merges([], expected)
+    assert missing_platform_lines(incomplete, [failure]) == [
+        "base/x [linux/amd64]: the build job failed (exit 5): upstream u (x) cannot be reached fix: pull it, token ***",
+        "base/x: no digest for linux/arm64 (that job failed before it recorded why, or did not run; see its log)",
+        "cpu/x/b1 [linux/amd64]: the build job failed (exit 5): upstream u (x) cannot be reached fix: pull it, "
+        "token ***",
+        "cpu/x/b1: no digest for linux/arm64 (that job failed before it recorded why, or did not run; see its log)",
+    ]
+    broken_records: list[object] = [[], {"target": "cpu/x/b1"}, {**failure.as_json(), "exit_code": "five"},
+                                    {**failure.as_json(), "platform": "amd64 x"}]  # fmt: skip
+    for broken in broken_records:
+        with pytest.raises(ValueError, match=r"not a job failure record|not a platform"):
+            failure_from_json(broken)
+
+
 def workflow_env(api_url: str, **changes: str) -> dict[str, str]:
     return {"GITHUB_API_URL": api_url, "GITHUB_ACTIONS": "", "GITHUB_EVENT_NAME": "workflow_dispatch",
             "TARGETS": "cuda/*", "MULTI_ARCH": "true", "LLAMA_CPP_VERSION": "", "CUDA_VERSION": "",

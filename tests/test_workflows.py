@@ -265,6 +265,42 @@ def test_a_failed_plan_posts_its_reason_to_slack_without_secrets(
     assert_no_secret_in(posted(slack))
 
 
+def test_a_failed_build_job_names_its_target_platform_and_cause_in_the_summary_and_on_slack(
+    repository: Path, tmp_path: Path, services: tuple[Loopback, Loopback]
+) -> None:
+    """Issue 25: with a failing build, the merge and Slack said only "no digest for linux/amd64,
+    linux/arm64 (that job failed or did not run)"; the cause was in the build step's log alone.
+    Here the release loses its tarballs between the plan and the build jobs (exit 6)."""
+    api, slack = services
+    api.route(tag_path("b9300"), Answer(body=release("b9300", shipped.tarballs())))
+    run = workflow(repository, tmp_path, api, "workflow_dispatch", reference_setup(slack.url),
+                   LLAMA_CPP_VERSION="b9300", MULTI_ARCH=True)  # fmt: skip
+    run.jobs["plan"] = run.run_job("plan")
+    assert run.jobs["plan"].outputs["publish"] == "true", run.jobs["plan"].runs[0].steps
+    api.route(tag_path("b9300"), Answer(body=release("b9300", NO_TARBALL_FOR_ITS_ARCHITECTURES)))
+    for name in ("build", "merge"):
+        run.jobs[name] = run.run_job(name)
+    assert (run.jobs["build"].result, run.jobs["merge"].result) == ("failure", "failure")
+    [text] = posted(slack)
+    summary = "".join(path.read_text() for path in sorted(tmp_path.glob("run-*/jobs/merge-0-output-*-summary.md")))
+    assert ":x: Build llama.cpp images: failure" in text and "**Failed**" in summary
+    for job_run in run.jobs["build"].runs:
+        assert job_run.matrix is not None
+        platform = job_run.matrix["platform"]
+        [step] = [s for s in job_run.steps if s.name == "Build and push by digest"]
+        assert step.outcome == "failure"
+        # The task's own error line, as the build step printed it, with its exit code.
+        printed = " ".join(line.strip() for line in step.output.split("error: ", 1)[1].splitlines() if line.strip())
+        assert printed.startswith("the release lacks tarballs these targets need")
+        for target in (CUDA.id, CUDA.base.id):
+            line = f"{target} [{platform}]: the build job failed (exit 6): {printed}"
+            assert line in text and line in summary, (line, text)
+        [upload] = [s for s in job_run.steps if "upload-artifact" in s.name]
+        assert upload.outcome == "success"  # the reason travels even though the job failed
+    assert "no digest" not in text
+    assert_no_secret_in(posted(slack))
+
+
 def test_the_reference_secrets_setup_plans_the_jobs_and_images_that_variables_plan(
     repository: Path, tmp_path: Path, services: tuple[Loopback, Loopback]
 ) -> None:

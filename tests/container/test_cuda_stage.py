@@ -14,6 +14,11 @@ NVIDIA's upstream and the real ai-dock tarballs are out of reach here, so:
 - boot's decision runs against a stand-in driver: an nvidia-smi script and libcuda.so.1 builds
   whose cuInit returns what a real driver returns in each case (0, or 804 through compat
   libraries on an unsupported GPU), mounted where NVIDIA's Container Toolkit mounts the real ones.
+- the release's GPU code is a library carrying a fat binary (tests/support/fatbin.py) for the
+  architectures the matrix declares; the stand-in llama-server prints, when told, what a real one
+  printed on a GPU the release has no kernels for (ggml's abort).
+- NVIDIA's upstream sets ENV CUDA_VERSION (its own, e.g. 12.9.1 under 12.8 binaries, as the
+  reference image builds): a stand-in base with that ENV checks nothing reads it in its place.
 What runs on a GPU is tested by test_gpu.py on GPU hosts.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import re
 import shutil
 import subprocess
 import tarfile
@@ -45,6 +51,7 @@ from tests.conftest import REPO_ROOT
 from tests.container.conftest import NAMESPACE, exec_text, image_ref, wait_for
 from tests.matrices import no_fetch, planned, request_for
 from tests.support.elf import search_paths
+from tests.support.fatbin import section
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 pytestmark = pytest.mark.container
@@ -54,6 +61,11 @@ CUDA = shipped.target("cuda")
 CPU = shipped.target("cpu", namespace=NAMESPACE)
 RELEASE = CUDA.release
 BINARY_CUDA = CUDA.binary_cuda or ""
+ARCHITECTURES = shipped.SHIPPED.release_source.cuda_architectures[BINARY_CUDA]
+# The CUDA version NVIDIA's upstream would set in its ENV, and another release CUDA version a
+# plain build may ask for (--build-arg CUDA_VERSION, as the reference's README builds).
+UPSTREAM_CUDA_ENV = "12.9.1"
+OTHER_CUDA = "12.9"
 # ggml's CPU backend and the base library it links, as the tarball carries its own libraries.
 CPU_BACKEND = "/usr/lib/x86_64-linux-gnu/ggml/backends0/libggml-cpu-x64.so"
 GGML_BASE = "/usr/lib/x86_64-linux-gnu/libggml-base.so.0.27.0"
@@ -66,12 +78,17 @@ FAKES = REPO_ROOT / "tests/support/fake_cuda"
 # The compat libraries' driver (cuda-compat-12-8) as their file name gives it.
 COMPAT_DRIVER = "570.124.06"
 STAGE_IMAGE = image_ref("cuda-stage-test", "ok")
+NVIDIA_LIKE_BASE = image_ref("cuda-stage-test", "base-with-cuda-version-env")
 
 
 def build(context: Path, tag: str | None, *args: str, output: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """docker buildx build for linux/amd64, loaded into the engine (or its files written to `output`)."""
+    """docker buildx build for linux/amd64, loaded into the engine as `tag` (or its files written
+    to `output`; with neither, only built: a build meant to fail)."""
     command = ["docker", "buildx", "build", "--platform", "linux/amd64", *args]
-    command += ["--output", f"type=local,dest={output}"] if output else ["--load", "-t", str(tag)]
+    if output:
+        command += ["--output", f"type=local,dest={output}"]
+    else:
+        command += ["--load", "-t", tag] if tag else ["--output", "type=cacheonly"]
     return subprocess.run([*command, str(context)], capture_output=True, text=True, check=False, timeout=900)
 
 
@@ -103,23 +120,21 @@ def fakes(ggml: dict[str, bytes], tmp_path_factory: pytest.TempPathFactory) -> P
     context = tmp_path_factory.mktemp("fake-cuda-src")
     shutil.copytree(FAKES, context, dirs_exist_ok=True)
     (context / "libggml-base.so.0").write_bytes(ggml["base"])
+    (context / "fatbin.bin").write_bytes(section(ARCHITECTURES))  # the GPU code the matrix declares
     out = tmp_path_factory.mktemp("fake-cuda")
     result = build(context, None, "--build-arg", f"RUNPATH={BUILD_TREE_RUNPATH}", output=out)
     assert result.returncode == 0, result.stderr[-4000:]
     return out
 
 
-def tarball_bytes(server: bytes, library: bytes, base: bytes) -> bytes:
+def tarball_bytes(files: dict[str, bytes], cuda: str = BINARY_CUDA) -> bytes:
+    """A release tarball: `files` in `cuda-<version>/`, with the VERSION.txt ai-dock's build writes."""
+    version = f"llama.cpp version: {RELEASE}\nCUDA version: {cuda}\nArchitectures: {';'.join(ARCHITECTURES)}\n"
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data, mode in (
-            (f"cuda-{BINARY_CUDA}/llama-server", server, 0o755),
-            (f"cuda-{BINARY_CUDA}/{LIBRARY}", library, 0o755),
-            (f"cuda-{BINARY_CUDA}/libggml-base.so.0", base, 0o755),
-            (f"cuda-{BINARY_CUDA}/VERSION.txt", f"llama.cpp version: {RELEASE}\n".encode(), 0o644),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        for name, data in {**files, "VERSION.txt": version.encode()}.items():
+            info = tarfile.TarInfo(f"cuda-{cuda}/{name}")
+            info.size, info.mode, info.mtime = len(data), 0o644 if name.endswith(".txt") else 0o755, int(time.time())
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
@@ -131,39 +146,76 @@ class QuietHandler(SimpleHTTPRequestHandler):
 
 @dataclass(frozen=True)
 class Releases:
-    """Download URLs (LLAMA_CPP_RELEASE_URL) and the tarball's sha256 at each."""
+    """Download URLs (LLAMA_CPP_RELEASE_URL) of release variants, and each tarball's sha256."""
 
     url: str
-    sha256: str
-    unknown_library_url: str  # a tarball whose library needs one no package provides
-    unknown_library_sha256: str
+    sha256: dict[str, str]  # variant -> sha256 of its tarball of BINARY_CUDA
+
+    def of(self, variant: str) -> tuple[str, str]:
+        """(LLAMA_CPP_RELEASE_URL, sha256) of a variant."""
+        return (f"{self.url}/{variant}" if variant else self.url), self.sha256[variant]
 
 
 @pytest.fixture(scope="module")
 def release_server(ggml: dict[str, bytes], fakes: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
-    """Serves <url>/<release>/<asset> from loopback."""
+    """Serves <url>/<variant>/<release>/<asset> from loopback. Variants: "" the release as it is
+    (and its tarball of OTHER_CUDA); "unknown" a library needs one no package provides; "broken"
+    an ELF file cut short; "lib" llama-server finds libggml-base in lib/ through RUNPATH $ORIGIN/lib."""
     root = tmp_path_factory.mktemp("releases")
     library = ggml[LIBRARY]
     assert library.count(b"libgomp.so.1") >= 1
     server = (fakes / "llama-server").read_bytes()
     assert BUILD_TREE_RUNPATH.encode() in server  # the RUNPATH a CMake build tree gives
-    shas = []
-    for prefix, data in (("", library), ("unknown/", library.replace(b"libgomp.so.1", UNKNOWN_LIBRARY))):
-        tarball = tarball_bytes(server, data, ggml["base"])
-        asset = root / prefix / RELEASE / ASSET_NAME.format(release=RELEASE, cuda=BINARY_CUDA, arch="amd64")
-        asset.parent.mkdir(parents=True)
+    release = {
+        "llama-server": server,
+        LIBRARY: library,
+        "libggml-base.so.0": ggml["base"],
+        "libggml-cuda.so": (fakes / "libggml-cuda.so").read_bytes(),
+    }
+    variants = {
+        "": release,
+        "unknown": {**release, LIBRARY: library.replace(b"libgomp.so.1", UNKNOWN_LIBRARY)},
+        "broken": {**release, "libggml-broken.so": ggml["base"][:300]},
+        "lib": {  # (without ggml's CPU backend, which would need libggml-base beside it)
+            "llama-server": (fakes / "llama-server-lib").read_bytes(),
+            "lib/libggml-base.so.0": ggml["base"],
+            "libggml-cuda.so": release["libggml-cuda.so"],
+        },
+    }
+    shas = {}
+    for variant, files in variants.items():
+        tarball = tarball_bytes(files)
+        asset = root / variant / RELEASE / ASSET_NAME.format(release=RELEASE, cuda=BINARY_CUDA, arch="amd64")
+        asset.parent.mkdir(parents=True, exist_ok=True)
         asset.write_bytes(tarball)
-        shas.append(hashlib.sha256(tarball).hexdigest())
+        shas[variant] = hashlib.sha256(tarball).hexdigest()
+    other = root / RELEASE / ASSET_NAME.format(release=RELEASE, cuda=OTHER_CUDA, arch="amd64")
+    other.write_bytes(tarball_bytes(release, OTHER_CUDA))
     http = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
     threading.Thread(target=http.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{http.server_address[1]}"
-    yield Releases(url, shas[0], f"{url}/unknown", shas[1])
+    yield Releases(f"http://127.0.0.1:{http.server_address[1]}", shas)
     http.shutdown()
     http.server_close()
 
 
-def rendered_args(tmp_path: Path, download_url: str, sha256: str) -> dict[str, str]:
-    """The build args production rendering gives a CUDA target built on the Debian base."""
+@pytest.fixture(scope="module")
+def nvidia_like_base(client: Any, main_build: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Debian base with the ENV CUDA_VERSION NVIDIA's images set (another version than the
+    binaries', as the reference's cuda-12.9 base under 12.8 binaries)."""
+    assert main_build.returncode == 0, main_build.stdout[-3000:] + main_build.stderr[-3000:]
+    context = tmp_path_factory.mktemp("nvidia-like-base")
+    (context / "Dockerfile").write_text(
+        f"FROM {CPU.base.image}\nENV CUDA_VERSION={UPSTREAM_CUDA_ENV}\n", encoding="utf-8"
+    )
+    result = build(context, NVIDIA_LIKE_BASE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    yield NVIDIA_LIKE_BASE
+    client.images.remove(NVIDIA_LIKE_BASE, force=True)
+
+
+def rendered_args(tmp_path: Path, download_url: str, sha256: str, base: str) -> dict[str, str]:
+    """The build args production rendering gives a CUDA target built on the Debian base (on
+    `base`: that base with NVIDIA's ENV CUDA_VERSION)."""
     document = yaml.safe_load((REPO_ROOT / "matrix.yaml").read_text(encoding="utf-8"))
     document["release_source"]["download_url"] = download_url
     debian = CPU.base.upstream.name
@@ -177,26 +229,45 @@ def rendered_args(tmp_path: Path, download_url: str, sha256: str) -> dict[str, s
     options = RenderOptions("test", "2026-01-01T00:00:00Z", releases={RELEASE: release})
     bake = render(plan.matrix, plan.targets, options)
     args: dict[str, str] = bake["target"][bake_name(f"{CUDA.flavor.name}/{debian}/{RELEASE}")]["args"]
-    return args
+    return {**args, "BASE_IMAGE": base}
 
 
 def build_cuda_stage(args: dict[str, str], tag: str) -> subprocess.CompletedProcess[str]:
+    """The derivative built with `args`: loaded as `tag`, or only built (a build meant to fail)."""
     # Host networking: the RUN step must reach the loopback release server.
     build_args = [item for key, value in args.items() for item in ("--build-arg", f"{key}={value}")]
+    if not tag:
+        build_args += ["--target", "llama-cuda"]
+        return build(REPO_ROOT / "derivatives/llama-cpp", None, "--network", "host", *build_args)
     return build(REPO_ROOT / "derivatives" / "llama-cpp", tag, "--network", "host", *build_args)
 
 
+@dataclass(frozen=True)
+class Stage:
+    image: str
+    build: subprocess.CompletedProcess[str]
+
+
 @pytest.fixture(scope="module")
-def stage_image(client: Any, release_server: Releases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    args = rendered_args(tmp_path_factory.mktemp("matrix"), release_server.url, release_server.sha256)
-    assert args["LLAMA_CPP_SHA256_AMD64"] == release_server.sha256
+def stage(
+    client: Any, release_server: Releases, nvidia_like_base: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stage]:
+    """The cuda stage as the bake builds it, on a base whose ENV CUDA_VERSION names another version."""
+    args = rendered_args(tmp_path_factory.mktemp("matrix"), *release_server.of(""), nvidia_like_base)
+    assert args["LLAMA_CPP_SHA256_AMD64"] == release_server.sha256[""]
     assert args["LLAMA_CPP_CUDA_VERSION"] == BINARY_CUDA and "CUDA_VERSION" not in args
+    assert args["LLAMA_CPP_CUDA_ARCHITECTURES"] == ";".join(ARCHITECTURES)
     result = build_cuda_stage(args, STAGE_IMAGE)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "installing what the tarball needs: libgomp1" in result.stderr
     assert f"RUNPATH {BUILD_TREE_RUNPATH} -> $ORIGIN: llama-server" in result.stderr
-    yield STAGE_IMAGE
+    yield Stage(STAGE_IMAGE, result)
     client.images.remove(STAGE_IMAGE, force=True)
+
+
+@pytest.fixture(scope="module")
+def stage_image(stage: Stage) -> str:
+    return stage.image
 
 
 def run(client: Any, image: str, script: str, **kwargs: Any) -> str:
@@ -279,18 +350,94 @@ def wait_logged(container: Any, text: str, seconds: float = 60) -> str:
     return logs
 
 
-def test_a_library_nothing_provides_fails_the_build_and_is_named(release_server: Releases, tmp_path: Path) -> None:
-    args = rendered_args(tmp_path, release_server.unknown_library_url, release_server.unknown_library_sha256)
+def test_a_library_nothing_provides_fails_the_build_and_is_named(
+    release_server: Releases, nvidia_like_base: str, tmp_path: Path
+) -> None:
+    args = rendered_args(tmp_path, *release_server.of("unknown"), nvidia_like_base)
     result = build_cuda_stage(args, image_ref("cuda-stage-test", "unknown-library"))
     assert result.returncode != 0
     assert "missing shared libraries:" in result.stderr and "libmiss.so.1" in result.stderr
 
 
-def test_a_tarball_with_another_checksum_fails_the_build(release_server: Releases, tmp_path: Path) -> None:
-    args = rendered_args(tmp_path, release_server.url, "0" * 64)
+def test_a_tarball_with_another_checksum_fails_the_build(
+    release_server: Releases, nvidia_like_base: str, tmp_path: Path
+) -> None:
+    args = rendered_args(tmp_path, release_server.url, "0" * 64, nvidia_like_base)
     result = build_cuda_stage(args, image_ref("cuda-stage-test", "bad"))
     assert result.returncode != 0
     assert "FAILED" in result.stderr
+
+
+def test_an_elf_file_readelf_cannot_read_fails_the_build(
+    release_server: Releases, nvidia_like_base: str, tmp_path: Path
+) -> None:
+    """Its RUNPATH cannot be checked: before, the check passed it silently."""
+    result = build_cuda_stage(rendered_args(tmp_path, *release_server.of("broken"), nvidia_like_base), "")
+    assert result.returncode != 0
+    assert "readelf cannot read these ELF files:" in result.stderr
+    assert "/opt/llama.cpp/libggml-broken.so: readelf: Error" in result.stderr
+
+
+def test_libraries_are_checked_again_after_the_runpath_rewrite(
+    release_server: Releases, nvidia_like_base: str, tmp_path: Path
+) -> None:
+    """A library reached only through the release's own RUNPATH ($ORIGIN/lib) is found before the
+    rewrite to $ORIGIN and missing after it: the image would not start llama-server."""
+    result = build_cuda_stage(rendered_args(tmp_path, *release_server.of("lib"), nvidia_like_base), "")
+    assert result.returncode != 0
+    assert "RUNPATH $ORIGIN/lib -> $ORIGIN: llama-server" in result.stderr, result.stderr[-3000:]
+    named = re.search(r"missing shared libraries after the RUNPATH rewrite:\n#\d+ [\d.]+ (\S+)", result.stderr)
+    assert named is not None and named.group(1) == "libggml-base.so.0", result.stderr[-3000:]
+
+
+def test_the_release_s_gpu_code_is_checked_against_the_declared_architectures(
+    stage: Stage, client: Any, release_server: Releases, nvidia_like_base: str, tmp_path: Path
+) -> None:
+    declared = ";".join(ARCHITECTURES)
+    assert f"CUDA architectures: {declared}, as the release's GPU code says" in stage.build.stderr
+    assert f"LLAMA_CPP_CUDA_ARCHITECTURES={declared}" in client.images.get(stage.image).attrs["Config"]["Env"]
+    # The matrix forgot one: the build names what it declared and what the binaries carry.
+    args = rendered_args(tmp_path, *release_server.of(""), nvidia_like_base)
+    result = build_cuda_stage({**args, "LLAMA_CPP_CUDA_ARCHITECTURES": ";".join(ARCHITECTURES[:-1])}, "")
+    assert result.returncode != 0
+    numbers = ", ".join(a.split("-")[0] for a in ARCHITECTURES)
+    assert f"but the release's libggml-cuda.so carry PTX for {numbers}" in result.stderr
+    assert "correct release_source.cuda_architectures in matrix.yaml" in result.stderr
+
+
+def test_the_bake_installs_the_tarball_the_matrix_names_whatever_the_upstream_s_cuda_env(
+    client: Any, stage_image: str
+) -> None:
+    assert f"CUDA version: {BINARY_CUDA}" in run(client, stage_image, "cat /opt/llama.cpp/VERSION.txt")
+    env = client.images.get(stage_image).attrs["Config"]["Env"]
+    assert f"LLAMA_CPP_CUDA_VERSION={BINARY_CUDA}" in env and f"CUDA_VERSION={UPSTREAM_CUDA_ENV}" in env
+
+
+def test_a_plain_build_takes_cuda_version_as_the_reference_readme_builds(
+    client: Any, release_server: Releases, nvidia_like_base: str
+) -> None:
+    """`docker buildx build --build-arg CUDA_VERSION=12.9 ...` on an upstream whose ENV says
+    12.9.1: the 12.9 tarball (before, the argument was ignored: the 12.8 one)."""
+    plain = [
+        "--build-arg", f"BASE_IMAGE={nvidia_like_base}", "--build-arg", f"LLAMA_CPP_VERSION={RELEASE}",
+        "--build-arg", "LLAMA_CPP_FLAVOR=cuda", "--build-arg", f"LLAMA_CPP_RELEASE_URL={release_server.url}",
+    ]  # fmt: skip
+    tag = image_ref("cuda-stage-test", "cuda-version-argument")
+    result = build(REPO_ROOT / "derivatives/llama-cpp", tag, "--network", "host", *plain,
+                   "--build-arg", f"CUDA_VERSION={OTHER_CUDA}")  # fmt: skip
+    try:
+        assert result.returncode == 0, result.stderr[-4000:]
+        assert f"CUDA version: {OTHER_CUDA}" in run(client, tag, "cat /opt/llama.cpp/VERSION.txt")
+        assert f"LLAMA_CPP_CUDA_VERSION={OTHER_CUDA}" in client.images.get(tag).attrs["Config"]["Env"]
+    finally:
+        client.images.remove(tag, force=True)
+    both = build(REPO_ROOT / "derivatives/llama-cpp", None, "--network", "host", *plain,
+                 "--build-arg", f"CUDA_VERSION={OTHER_CUDA}", "--build-arg", f"LLAMA_CPP_CUDA_VERSION={BINARY_CUDA}",
+                 "--target", "llama-cuda")  # fmt: skip
+    assert both.returncode != 0
+    assert (
+        f"CUDA_VERSION={OTHER_CUDA} and LLAMA_CPP_CUDA_VERSION={BINARY_CUDA} name two tarballs: give one" in both.stderr
+    )
 
 
 def compat_dir(root: Path, library: Path) -> Path:
@@ -337,9 +484,45 @@ FAKE_NVIDIA_SMI = """#!/bin/sh
 # nvidia-smi as NVIDIA's Container Toolkit mounts it, for one GPU.
 case "$*" in
     *--query-gpu=name,driver_version*) echo "{gpu}, {driver}" ;;
+    *--query-gpu=name,compute_cap*) {compute} ;;
+    *--query-gpu=name*) echo "{gpu}" ;;
     -L) echo "GPU 0: {gpu} (UUID: GPU-5e1f0000-0000-0000-0000-000000000000)" ;;
 esac
 """
+# What nvidia-smi before R510 answers for the field (canonical/inference-snaps#128, 470.182.03).
+NO_COMPUTE_CAP = """echo 'Field "compute_cap" is not a valid field to query.'; exit 2"""
+
+
+def start_with_driver(
+    client: Any,
+    image: str,
+    fakes: Path,
+    tmp_path: Path,
+    gpu: str | None,
+    driver: str | None,
+    compat: str = "compat-ok",
+    env: dict[str, str] | None = None,
+    capability: str | None = None,
+    volumes: dict[str, str] | None = None,
+) -> Any:
+    """The image with a stand-in driver where NVIDIA's Container Toolkit mounts the real one:
+    nvidia-smi (its compute capability `capability`, or the old driver's refusal when None) and
+    a libcuda.so.1 whose cuInit succeeds (CUDA 12.2); compat libraries `compat`."""
+    mounts = {str(compat_dir(tmp_path / "compat", fakes / compat / "libcuda.so")): str(COMPAT_DIR)}
+    if gpu is not None:
+        smi = tmp_path / "nvidia-smi"
+        compute = f'echo "{gpu}, {capability}"' if capability else NO_COMPUTE_CAP
+        smi.write_text(FAKE_NVIDIA_SMI.format(gpu=gpu, driver=driver, compute=compute), encoding="utf-8")
+        smi.chmod(0o755)
+        mounts[str(smi)] = "/usr/bin/nvidia-smi"
+        mounts[str(fakes / "driver" / "libcuda.so")] = "/usr/lib/x86_64-linux-gnu/libcuda.so.1"
+    mounts.update(volumes or {})
+    return client.containers.run(
+        image,
+        detach=True,
+        environment=env or {},
+        volumes={host: {"bind": path, "mode": "ro"} for host, path in mounts.items()},
+    )
 
 
 def supervisord_library_path(container: Any) -> str | None:
@@ -413,19 +596,7 @@ def test_boot_decides_and_probes_forward_compatibility(
     """A stand-in driver where the toolkit mounts the real one: nvidia-smi, and a libcuda.so.1
     whose cuInit succeeds (CUDA 12.2, a 535 driver); compat libraries whose cuInit succeeds
     (CUDA 12.8) or returns 804, as on a GPU that does not support them."""
-    volumes = {str(compat_dir(tmp_path / "compat", fakes / compat / "libcuda.so")): str(COMPAT_DIR)}
-    if gpu is not None:
-        smi = tmp_path / "nvidia-smi"
-        smi.write_text(FAKE_NVIDIA_SMI.format(gpu=gpu, driver=driver), encoding="utf-8")
-        smi.chmod(0o755)
-        volumes[str(smi)] = "/usr/bin/nvidia-smi"
-        volumes[str(fakes / "driver" / "libcuda.so")] = "/usr/lib/x86_64-linux-gnu/libcuda.so.1"
-    container = client.containers.run(
-        stage_image,
-        detach=True,
-        environment=env,
-        volumes={host: {"bind": path, "mode": "ro"} for host, path in volumes.items()},
-    )
+    container = start_with_driver(client, stage_image, fakes, tmp_path, gpu, driver, compat, env, "9.0")
     try:
         wait_for(
             lambda: "[cuda-compat]" in container.logs().decode(errors="replace"), 60, "no [cuda-compat]", container
@@ -435,5 +606,145 @@ def test_boot_decides_and_probes_forward_compatibility(
         assert shown.startswith(line), shown
         wait_for(lambda: supervisord_library_path(container) is not None, 30, "no supervisord", container)
         assert str(supervisord_library_path(container)).startswith(str(COMPAT_DIR)) is used
+    finally:
+        container.remove(force=True)
+
+
+def llama_state(container: Any) -> str:
+    return exec_text(container, "supervisorctl", "status", "llama")[1]
+
+
+def model_volume(tmp_path: Path) -> dict[str, str]:
+    models = tmp_path / "models"
+    models.mkdir()
+    write_tiny_llama_gguf(models / "tiny.gguf").chmod(0o644)
+    models.chmod(0o755)
+    return {str(models): "/models"}
+
+
+# ggml's abort on a GPU the release has no kernels for, as common.cuh formats it (ggml-org/
+# llama.cpp#15589 shows the line), for a V100 (7.0) and a P40 (6.1).
+ABORT = "/opt/llama.cpp/ggml/src/ggml-cuda/common.cuh:112: ggml was not compiled with any CUDA arch <= {cc}"
+
+
+@pytest.mark.parametrize(
+    ("gpu", "driver", "capability", "listed_capability", "shown"),
+    [
+        # A current driver: nvidia-smi says 7.0.
+        ("Tesla V100-SXM2-16GB", "570.133.20", "7.0", "7.0", "compute capability 7.0 (nvidia-smi)"),
+        # R470, whose nvidia-smi lacks compute_cap: ggml's own report in --list-devices says 6.1.
+        ("Tesla P40", "470.182.03", None, "6.1", "compute capability 6.1 (ggml)"),
+    ],
+)
+def test_a_gpu_the_release_has_no_kernels_for_is_said_before_the_start_and_ends_at_the_first_failure(
+    client: Any,
+    stage_image: str,
+    fakes: Path,
+    tmp_path: Path,
+    gpu: str,
+    driver: str,
+    capability: str | None,
+    listed_capability: str,
+    shown: str,
+) -> None:
+    """Before: --list-devices listed CUDA0 (no CPU-fallback warning), the abort was not recognised,
+    and the user saw three failed starts and FATAL."""
+    cc = listed_capability.replace(".", "") + "0"
+    env = {
+        "LLAMA_MODEL": "/models/tiny.gguf",
+        "LLAMA_START_ATTEMPTS": "3",
+        "FAKE_LIST_DEVICES": f"ggml_cuda_init: found 1 CUDA devices:\n  Device 0: {gpu}, compute capability "
+        f"{listed_capability}, VMM: yes\nAvailable devices:\n  CUDA0: {gpu} (16160 MiB, 15800 MiB free)",
+        "FAKE_OUTPUT": ABORT.format(cc=cc),
+    }
+    container = start_with_driver(
+        client, stage_image, fakes, tmp_path, gpu, driver, env=env, capability=capability,
+        volumes=model_volume(tmp_path),
+    )  # fmt: skip
+    try:
+        wait_for(lambda: "FATAL" in llama_state(container), 90, "llama did not end FATAL", container)
+        log = llama_log(container)
+        warned = log.index("WARNING: NO GPU HERE CAN RUN THIS IMAGE'S CUDA KERNELS.")
+        assert warned < log.index("starting llama-server (attempt 1/3)")
+        assert f"WARNING: GPU 0: {gpu}, {shown}" in log
+        assert "WARNING: use the vulkan image (tag <release>-vulkan) with --gpus all: it runs on this GPU." in log
+        assert log.count("starting llama-server (attempt") == 1
+        assert (
+            "giving up after 1 attempt (the GPU or its driver cannot run this image's CUDA: retrying cannot help)"
+            in (log)
+        )
+        status = exec_text(container, "cat", "/run/llama-images/status/llama")[1]
+        assert status.startswith(
+            f"failed: GPU too old for this image (use the vulkan image): the GPU's compute capability "
+            f"{listed_capability} is older than every architecture this image's CUDA kernels are built for"
+        ), status
+        assert (
+            "is older than every architecture this image's CUDA kernels are built for compute capability 7.5 and "
+            "newer: use the vulkan image (tag <release>-vulkan), which runs on this GPU" in status
+        )
+    finally:
+        container.remove(force=True)
+
+
+def test_the_compat_decision_survives_a_settings_file_and_reaches_every_shell(
+    client: Any, stage_image: str, fakes: Path, tmp_path: Path
+) -> None:
+    """`env >> /etc/environment` writes an LD_LIBRARY_PATH; before, it removed the compat libraries
+    from llama-server's environment while [cuda-compat] still said they were used, and docker exec
+    shells never had them."""
+    env = {"LLAMA_MODEL": "/models/tiny.gguf", "LLAMA_START_ATTEMPTS": "1"}
+    container = start_with_driver(
+        client, stage_image, fakes, tmp_path, "NVIDIA H100 80GB HBM3", "535.183.01", env=env, capability="9.0",
+        volumes=model_volume(tmp_path),
+    )  # fmt: skip
+    try:
+        first = wait_llama_logged(container, "fake llama-server: LD_LIBRARY_PATH=")
+        assert f"fake llama-server: LD_LIBRARY_PATH={COMPAT_DIR}" in first
+        assert "fake llama-server: cwd=/\n" in first  # not /workspace: ggml loads backends from there
+        wait_for(lambda: "FATAL" in llama_state(container), 60, "llama did not end FATAL", container)
+        exec_text(
+            container, "sh", "-c",
+            "echo 'LD_LIBRARY_PATH=/usr/local/nvidia/lib' >> /etc/environment && supervisorctl start llama",
+        )  # fmt: skip
+        wait_for(lambda: llama_log(container).count("fake llama-server: LD_LIBRARY_PATH=") == 2, 60, "no restart",
+                 container)  # fmt: skip
+        log = llama_log(container)
+        assert f"fake llama-server: LD_LIBRARY_PATH={COMPAT_DIR}:/usr/local/nvidia/lib\n" in log
+        assert (
+            f"[llama] WARNING: LD_LIBRARY_PATH from /etc/environment leaves out {COMPAT_DIR}, the CUDA "
+            "forward-compatibility libraries boot chose (/run/llama-images/boot/cuda-compat): they stay first"
+        ) in log
+        for shell in (["bash", "-lc"], ["bash", "-ic"], ["sh", "-lc"]):
+            output = exec_text(container, *shell, 'printf "<%s>" "$LD_LIBRARY_PATH"')[1]
+            assert f"<{COMPAT_DIR}" in output, (shell, output)
+    finally:
+        container.remove(force=True)
+
+
+def test_a_ggml_library_in_the_workspace_is_not_loaded(
+    client: Any, main_build: Any, fakes: Path, tmp_path: Path
+) -> None:
+    """ggml's backend loader searches the executable's directory and then the working directory
+    (Debian's build too): llama-server ran in /workspace, the users' volume, and loaded any
+    libggml-*.so a user or a downloaded repo left there."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    for name in ("libggml-cpu.so", "libggml-cpu-zen9.so", "libggml-rpc.so", "libggml-vulkan.so"):
+        shutil.copy(fakes / "planted.so", workspace / name)
+        (workspace / name).chmod(0o755)
+    volumes = {str(workspace): {"bind": "/workspace", "mode": "rw"}}
+    volumes.update({host: {"bind": path, "mode": "ro"} for host, path in model_volume(tmp_path).items()})
+    container = client.containers.run(
+        CPU.image, detach=True, environment={"LLAMA_MODEL": "/models/tiny.gguf"}, volumes=volumes
+    )
+    try:
+        wait_for(
+            lambda: exec_text(container, "cat", "/run/llama-images/status/llama")[1].startswith("serving"),
+            90, "llama-server did not serve", container,
+        )  # fmt: skip
+        assert exec_text(container, "cat", "/tmp/planted-library-loaded")[0] != 0, "a library in /workspace was loaded"
+        # Started there, llama-server loads them: the files can be loaded, and the test can fail.
+        exec_text(container, "sh", "-c", "cd /workspace && llama-server --list-devices")
+        assert exec_text(container, "cat", "/tmp/planted-library-loaded")[1].startswith("llama-server")
     finally:
         container.remove(force=True)

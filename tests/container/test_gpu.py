@@ -1,7 +1,9 @@
 """The CUDA and vulkan images on a real NVIDIA GPU host: built from the matrix, llama-server sees
 the GPU, a model's layers are offloaded to it (the GPU's memory in use grows by more than half the
 model's size when they are), it generates (the timing line of a completion), and boot's
-[cuda-compat] line tells what it decided.
+[cuda-compat] line tells what it decided. On a GPU older than every architecture the release is
+built for (V100, P100, GTX 10xx under a 7.5-and-newer release), the CUDA image says so before
+llama-server starts, names the vulkan image, and ends at the first failure.
 
 Needs a GPU, NVIDIA's container toolkit (its runtime, or CDI specs naming nvidia.com/gpu), and the
 registry and GitHub (NVIDIA's upstream image and the release tarball). Elsewhere it skips, saying
@@ -22,6 +24,8 @@ from typing import Any
 
 import docker
 import pytest
+from llama_serving import cuda_architectures
+from llama_serving.gpu import recorded_capability
 
 from tests import shipped
 from tests.container.conftest import NAMESPACE, exec_text, invoke, namespace_args, wait_for
@@ -37,6 +41,31 @@ BLOCKS = 4
 CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
 # "-lv 4": llama-server then logs where each layer went ("offloaded 5/5 layers to GPU").
 OFFLOAD = "--n-gpu-layers 99 -lv 4"
+# What the shipped CUDA target's tarballs are built for.
+ARCHITECTURES = cuda_architectures.parse(
+    ";".join(shipped.SHIPPED.release_source.cuda_architectures[shipped.target("cuda").binary_cuda or ""])
+)
+
+
+def host_gpus() -> list[tuple[str, str, tuple[int, int] | None]]:
+    """(index, name, compute capability) of each GPU: nvidia-smi's, else the recorded one (an
+    nvidia-smi before R510 lacks the field)."""
+    query = ["nvidia-smi", "--query-gpu=index,name,compute_cap", "--format=csv,noheader"]
+    found = subprocess.run(query, capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        names = ["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"]
+        rows = subprocess.run(names, capture_output=True, text=True, check=False).stdout
+        return [(i.strip(), n.strip(), recorded_capability(n)) for i, n in (r.split(",", 1) for r in rows.splitlines())]
+    gpus = []
+    for row in found.stdout.splitlines():
+        index, name, capability = (cell.strip() for cell in row.split(","))
+        major, _, minor = capability.partition(".")
+        gpus.append((index, name, (int(major), int(minor)) if minor.isdigit() else recorded_capability(name)))
+    return gpus
+
+
+def runs_release(capability: tuple[int, int] | None) -> bool:
+    return capability is None or cuda_architectures.runs_on(ARCHITECTURES, capability)
 
 
 def gpu_unavailable() -> str | None:
@@ -86,6 +115,15 @@ def build(target: str) -> None:
 def cuda_image(gpu: Any) -> str:
     build(CUDA_TARGET)
     return CUDA_IMAGE
+
+
+@pytest.fixture
+def gpu0_runs_the_release(gpu: Any) -> None:
+    """The CUDA image's serving tests use GPU 0: on a GPU the release has no kernels for, the
+    clear message is what test_a_gpu_older_than_the_release_gets_the_clear_message checks."""
+    index, name, capability = host_gpus()[0]
+    if not runs_release(capability):
+        pytest.skip(f"GPU {index} ({name}, compute capability {capability}) is older than the release's kernels")
 
 
 @pytest.fixture(scope="module")
@@ -169,12 +207,14 @@ def assert_offloaded_and_generating(container: Any, model: Path, device: str, cp
     assert exec_text(container, "cat", "/run/llama-images/status/llama") == (0, f"serving /models/{model.name}\n")
 
 
-def test_llama_server_lists_a_cuda_device(cuda_image: str, client: Any, gpu: list[Any]) -> None:
+def test_llama_server_lists_a_cuda_device(
+    cuda_image: str, client: Any, gpu: list[Any], gpu0_runs_the_release: None
+) -> None:
     assert re.search(r"^\s*CUDA0: ", list_devices(client, cuda_image, gpu), re.MULTILINE)
 
 
 def test_the_model_is_offloaded_to_the_gpu_and_generates(
-    run_gpu: Callable[[str, str], Any], cuda_image: str, model: Path
+    run_gpu: Callable[[str, str], Any], cuda_image: str, model: Path, gpu0_runs_the_release: None
 ) -> None:
     on_cpu = run_gpu(cuda_image, "--n-gpu-layers 0")
     cpu_memory = gpu_memory_used_mib()
@@ -201,3 +241,42 @@ def test_the_vulkan_image_uses_the_gpu_through_nvidias_vulkan_driver(
     cpu_memory = gpu_memory_used_mib()
     on_gpu = run_gpu(vulkan_image, OFFLOAD)
     assert_offloaded_and_generating(on_gpu, model, "Vulkan0", cpu_memory)
+
+
+def test_a_gpu_older_than_the_release_gets_the_clear_message(
+    cuda_image: str, client: Any, gpu: list[Any], model: Path
+) -> None:
+    """V100, P100, P40, GTX 10xx: ggml has no kernels for them in a 7.5-and-newer release. The
+    launcher says so before the first start, naming the vulkan image, and ends at the first
+    failure (ggml's abort or CUDA error 209), not after every retry."""
+    older = [(index, name) for index, name, capability in host_gpus() if not runs_release(capability)]
+    if not older:
+        pytest.skip(
+            f"no GPU on this host older than the release's kernels ({cuda_architectures.describe(ARCHITECTURES)})"
+        )
+    index, name = older[0]
+    request = [docker.types.DeviceRequest(device_ids=[index], capabilities=[["gpu"]])]
+    if gpu[0].driver == "cdi":
+        request = [docker.types.DeviceRequest(driver="cdi", device_ids=[f"nvidia.com/gpu={index}"])]
+    container = client.containers.run(
+        cuda_image,
+        detach=True,
+        environment={"LLAMA_MODEL": f"/models/{model.name}", "LLAMA_ARGS": OFFLOAD, "LLAMA_START_ATTEMPTS": "3"},
+        volumes={str(model.parent): {"bind": "/models", "mode": "ro"}},
+        device_requests=request,
+    )
+    try:
+        wait_for(
+            lambda: "FATAL" in exec_text(container, "supervisorctl", "status", "llama")[1],
+            600, "llama did not end FATAL", container,
+        )  # fmt: skip
+        log = exec_text(container, "supervisorctl", "tail", "-100000", "llama")[1]
+        warned = log.index("WARNING: NO GPU HERE CAN RUN THIS IMAGE'S CUDA KERNELS.")
+        assert warned < log.index("starting llama-server (attempt 1/3)") and name in log[warned:]
+        assert "use the vulkan image (tag <release>-vulkan)" in log
+        assert log.count("starting llama-server (attempt") == 1, log[-3000:]
+        status = exec_text(container, "cat", "/run/llama-images/status/llama")[1]
+        assert status.startswith("failed: GPU too old for this image (use the vulkan image): "), status
+        assert "vulkan image (tag <release>-vulkan)" in status
+    finally:
+        container.remove(force=True)

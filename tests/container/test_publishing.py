@@ -246,3 +246,47 @@ def test_a_fork_set_up_with_the_reference_secrets_publishes_through_the_workflow
         assert "nothing to publish" in weekly_text
         for text in (published, weekly_text, manual_text):
             assert PASSWORD not in text and "webhook-secret-part" not in text
+
+
+def test_a_failed_build_job_is_reported_with_its_target_and_cause(auth_registry: AuthRegistry, tmp_path: Path) -> None:
+    """Issue 25, as a user met it: the publishing workflow with a build whose upstream cannot be
+    reached (exit 5) told Slack and the merge only "no digest for linux/amd64, linux/arm64 (that
+    job failed or did not run)". Now the merge's summary and Slack name the target, platform,
+    exit code and the task's error line."""
+    from benchmarks.measure import copy_checkout
+    from tests.support.loopback import Answer, Loopback, serve
+    from tests.support.workflow_runner import Workflow
+
+    repository = copy_checkout(REPO_ROOT, tmp_path / "repository")
+    document = yaml.safe_load((repository / "matrix.yaml").read_text(encoding="utf-8"))
+    document["images"]["registry"] = auth_registry.address
+    document["flavors"] = {"cpu": document["flavors"]["cpu"]}
+    [upstream] = document["flavors"]["cpu"]["upstreams"]
+    # Not Debian (no stand-in is made), on a port where nothing listens: "cannot be reached".
+    unreachable = f"127.0.0.1:{free_port()}/nobody/upstream:1"
+    document["upstreams"] = {upstream: {**document["upstreams"][upstream], "image": unreachable}}
+    (repository / "matrix.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    webhook = "/services/T000/B000/webhook-secret-part"
+    with serve(Loopback()) as slack:
+        slack.route(webhook, Answer(200, b"ok"))
+        secrets = {"DOCKERHUB_USERNAME": USER, "DOCKERHUB_TOKEN": PASSWORD,
+                   "DOCKERHUB_NAMESPACE": f"{NAMESPACE}-failing", "SLACK_WEBHOOK_URL": slack.url + webhook}  # fmt: skip
+        run = Workflow(REPO_ROOT / ".github/workflows/build-llama-cpp.yml", repository, tmp_path / "run",
+                       "workflow_dispatch", inputs={"LLAMA_CPP_VERSION": ""}, secrets=secrets,
+                       environment={"DOCKER_CONFIG": str(auth_registry.docker_config)},
+                       extra_arguments={"invoke build": "--no-sbom"})  # fmt: skip
+        jobs = run.run()
+        [text] = [json.loads(r.body)["text"] for r in slack.received]
+    assert (jobs["build"].result, jobs["merge"].result) == ("failure", "failure")
+    cpu = shipped.target("cpu")
+    summary = "".join(path.read_text() for path in sorted((tmp_path / "run").glob("jobs/merge-0-output-*-summary.md")))
+    for job_run in jobs["build"].runs:
+        assert job_run.matrix is not None
+        [step] = [s for s in job_run.steps if s.name == "Build and push by digest"]
+        error = step.output.split("error: ", 1)[1]
+        assert error.startswith(f"upstream {unreachable} ({upstream}) is not in the engine and its registry cannot be")
+        printed = " ".join(line.strip() for line in error.splitlines() if line.strip())
+        line = f"{cpu.id} [{job_run.matrix['platform']}]: the build job failed (exit 5): {printed}"
+        assert line in text and line in summary, (line, text)
+    assert ":x: Build llama.cpp images: failure" in text and "no digest" not in text
+    assert PASSWORD not in text and "webhook-secret-part" not in text

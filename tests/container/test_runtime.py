@@ -6,7 +6,7 @@ with other environment variables, never another build. Issue 14's attacks (a log
 was a copy of the key, cross-site changes, free guessing, silent exposure, a full /run) and
 issue 13's habits of the reference image (user vastai, WEB_PASSWORD beside the token, settings
 changed in /etc/environment, PORTAL_CONFIG deciding what runs, HTTPS) are each run here as a
-user or an attacker would, and must fail or work as the README says.
+user or an attacker would, and must fail or work as docs/image.md says.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from llama_runtime.compat import (
     cuda_of_driver,
     driver_from_proc,
     gpu_class,
+    listed_branches,
     minimum_driver,
     outcome,
     plan,
@@ -29,6 +30,16 @@ H100 = ("NVIDIA H100 80GB HBM3",)
 # nvidia-smi on a GeForce host (abetlen/llama-cpp-python#401): "NVIDIA-SMI 535.54.03  Driver Version:
 # 535.54.03  CUDA Version: 12.2", GPU "NVIDIA GeForce RTX 2080 Ti".
 RTX_2080 = ("NVIDIA GeForce RTX 2080 Ti",)
+A100 = ("NVIDIA A100-SXM4-80GB",)
+L40S = ("NVIDIA L40S",)
+# NVIDIA_REQUIRE_CUDA of nvidia/cuda:12.8.1-runtime-ubuntu24.04 (its image config, as `docker
+# inspect` shows it in public reports): cuda>=12.8, then for each branch every brand.
+BRANDS = ("unknown", "grid", "tesla", "nvidia", "quadro", "quadrortx", "nvidiartx", "vapps", "vpc", "vcs", "vws",
+          "cloudgaming")  # fmt: skip
+REQUIRE_12_8_1 = "cuda>=12.8 " + " ".join(
+    f"brand={brand},driver>={branch},driver<{branch + 1}" for branch in (470, 535, 550, 560, 565) for brand in BRANDS
+)
+UPSTREAM_BRANCHES = (470, 535, 550, 560, 565)
 
 
 def facts(driver: str | None, gpus: tuple[str, ...], **kwargs: object) -> Facts:
@@ -119,11 +130,19 @@ def test_gpu_classes(name: str, kind: str) -> None:
         # driver: the toolkit had put compat libraries in front (error 804). The driver's own
         # version decides here, not the banner.
         (facts("470.57.02", ("NVIDIA GeForce RTX 2080 Ti",)), "native", "driver 470.57.02 (CUDA 11.4)"),
-        (facts("565.57.01", H100), "native", "driver branch R565 is not one NVIDIA supports it on"),
+        # R560 and R565 are branches nvidia/cuda:12.8.1 lists: the compat libraries are tried.
+        (facts("565.57.01", H100), "compat", "driver 565.57.01 (CUDA 12.6), NVIDIA H100 80GB HBM3"),
+        (facts("560.35.03", A100, listed_branches=UPSTREAM_BRANCHES), "compat", "driver 560.35.03 (CUDA 12.6)"),
+        (facts("565.57.01", L40S, listed_branches=UPSTREAM_BRANCHES), "compat", "NVIDIA L40S, image CUDA 12.8"),
+        # R575 runs CUDA 12.9 itself; under a CUDA 13.0 image it is tried through the compat libraries.
+        (facts("575.57.08", L40S), "native", "the driver runs the image's CUDA natively (driver 575.57.08 (CUDA"),
+        (facts("575.57.08", H100, needed_cuda="13.0", compat_driver="580.65.06"), "compat", "(CUDA 13.0)"),
+        # A new-feature branch no list names: tried all the same, the probe decides.
+        (facts("545.29.06", A100, listed_branches=UPSTREAM_BRANCHES), "compat", "driver 545.29.06 (CUDA 12.3)"),
         (facts("535.183.01", H100, disabled=True), "native", "DISABLE_FORWARD_COMPAT=true: not used"),
         (facts("535.183.01", H100, compat_driver=None), "native", "the image has no compat libraries for CUDA 12.8"),
         (facts("535.183.01", H100, needed_cuda="12.9"), "native", "no compat libraries for CUDA 12.9"),
-        (facts("470.57.02", H100, needed_cuda="13.0", compat_driver="580.65.06"), "native", "branch R470"),
+        (facts("470.57.02", H100, needed_cuda="13.0", compat_driver="580.65.06"), "compat", "driver 470.57.02"),
         (facts(None, ()), "none", "no NVIDIA GPU visible (docker run --gpus all"),
         (facts("535.183.01", H100, needed_cuda=None), "none", "not a CUDA image"),
         (facts(None, H100), "native", "driver version unreadable (None) on NVIDIA H100 80GB HBM3"),
@@ -135,11 +154,67 @@ def test_decision_table(given: Facts, action: str, reason: str) -> None:
     assert reason in chosen.reason, chosen.reason
 
 
+def test_the_upstreams_require_variable_gives_the_branches() -> None:
+    assert listed_branches(REQUIRE_12_8_1) == UPSTREAM_BRANCHES
+    assert listed_branches(None) is None and listed_branches("") is None
+
+
+@pytest.mark.parametrize(
+    ("given", "note"),
+    [
+        (facts("560.35.03", H100, listed_branches=UPSTREAM_BRANCHES), ""),
+        (facts("565.57.01", A100), ""),  # NVIDIA's recorded list names it too
+        (
+            facts("545.29.06", A100, listed_branches=UPSTREAM_BRANCHES),
+            "driver branch R545 is not among those the image's NVIDIA_REQUIRE_CUDA lists for forward compatibility "
+            "(R470, R535, R550, R560, R565), where cuInit through them often fails with CUDA error 803",
+        ),
+        (
+            facts("470.57.02", H100, needed_cuda="13.0", compat_driver="580.65.06"),
+            "driver branch R470 is not among those NVIDIA lists for forward compatibility (R535, R550",
+        ),
+    ],
+)
+def test_the_branch_list_only_orders_the_explanation(given: Facts, note: str) -> None:
+    chosen = plan(given)
+    assert chosen.action == "compat"
+    assert chosen.branch_note.startswith(note) and bool(chosen.branch_note) == bool(note), chosen.branch_note
+    worked = outcome(chosen, Probe(0, cuda=12080), COMPAT)
+    assert worked.library_dir == COMPAT
+    if note:
+        assert worked.line.endswith(f"; {chosen.branch_note}, but cuInit through them succeeded)")
+    # cuGetErrorString's text for 803.
+    failed = outcome(chosen, Probe(803, "system has unsupported display driver / cuda driver combination"), COMPAT)
+    assert failed.library_dir is None
+    probe = "cuInit failed: error 803 (system has unsupported display driver / cuda driver combination)"
+    shown = f"not used: {chosen.branch_note}, and {probe}" if note else f"not used: {probe}"
+    assert failed.line.startswith(shown), failed.line
+
+
+@pytest.mark.parametrize(
+    ("driver", "gpus"),
+    [("560.35.03", H100), ("565.57.01", H100), ("560.35.03", A100), ("565.57.01", A100), ("565.57.01", L40S)],
+)
+def test_r560_and_r565_data_center_gpus_run_the_image_through_the_compat_libraries(
+    driver: str, gpus: tuple[str, ...]
+) -> None:
+    """They failed with error 222 before: the branch was not in the list, so nothing was tried."""
+    chosen = plan(facts(driver, gpus, listed_branches=listed_branches(REQUIRE_12_8_1)))
+    decided = outcome(chosen, Probe(0, cuda=12080), COMPAT)
+    assert decided.library_dir == COMPAT
+    assert decided.line == (
+        f"using forward compatibility from {COMPAT}: cuInit OK, CUDA 12.8 (compat libraries of driver {COMPAT_12_8} "
+        f"(CUDA 12.8), driver {driver} (CUDA 12.6), {gpus[0]}, image CUDA 12.8)"
+    )
+
+
 def test_a_driver_too_old_for_the_image_is_told_which_driver_and_which_image_to_use() -> None:
     chosen = plan(facts("535.54.03", RTX_2080))
     assert "this image's CUDA 12.8 needs driver 570.26 or newer" in chosen.warning
     assert "vulkan image (tag <release>-vulkan)" in chosen.warning
     assert plan(facts("570.133.20", H100)).warning == ""
+    # NVIDIA writes the third part with two digits: 580.65.06, not 580.65.6.
+    assert "needs driver 580.65.06 or newer" in plan(facts("535.54.03", RTX_2080, needed_cuda="13.0")).warning
 
 
 def test_compat_libraries_are_used_only_when_cuinit_through_them_succeeds() -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from llama_runtime import environment, program
+from llama_runtime import environment, paths, program
 from llama_runtime.environment import apply, parse, read
 
 
@@ -90,3 +91,41 @@ def test_startsecs_is_read_from_the_program_s_supervisor_conf(tmp_path: Path) ->
     assert program.startsecs("portal", tmp_path) == 6.0
     assert program.startsecs("jupyter", tmp_path) == 0.0
     assert program.startsecs("nothing", tmp_path) == 0.0
+
+
+def test_boot_s_cuda_compat_decision_stays_first_whatever_a_settings_file_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`env >> /etc/environment` writes the LD_LIBRARY_PATH of the moment (NVIDIA's images set
+    one): applied as it is, it would drop the compat libraries boot chose, while boot's line
+    still says they are used."""
+    decision = tmp_path / "cuda-compat"
+    decision.write_text("/opt/llama-images/cuda-compat\n", encoding="utf-8")
+    monkeypatch.setattr(paths, "CUDA_COMPAT_FILE", decision)
+    system = tmp_path / "environment"
+    system.write_text("LD_LIBRARY_PATH=/usr/local/nvidia/lib:/usr/local/nvidia/lib64\nLLAMA_MODEL=m\n")
+    monkeypatch.setenv("WORKSPACE", str(tmp_path))
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/llama-images/cuda-compat:/usr/local/nvidia/lib")
+    monkeypatch.setenv("LLAMA_MODEL", "old")  # restored after the test, as the file changes it
+    environment.apply_to_process("llama", system)
+    assert os.environ["LD_LIBRARY_PATH"] == (
+        "/opt/llama-images/cuda-compat:/usr/local/nvidia/lib:/usr/local/nvidia/lib64"
+    )
+    logged = capsys.readouterr().out.splitlines()
+    assert logged[-1] == (
+        f"[llama] WARNING: LD_LIBRARY_PATH from {system} leaves out /opt/llama-images/cuda-compat, the CUDA "
+        f"forward-compatibility libraries boot chose ({decision}): they stay first; DISABLE_FORWARD_COMPAT=true "
+        "(and a restart of the container) turns them off"
+    )
+    # Without a decision (a CPU image, or no compat libraries chosen) the file's value stands.
+    decision.write_text("", encoding="utf-8")
+    env = {"LD_LIBRARY_PATH": "/x"}
+    apply(env, read({"WORKSPACE": str(tmp_path)}, system))
+    assert env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib:/usr/local/nvidia/lib64"
+    # A file that keeps the directory first draws no warning.
+    decision.write_text("/opt/llama-images/cuda-compat\n", encoding="utf-8")
+    system.write_text("LD_LIBRARY_PATH=/opt/llama-images/cuda-compat:/usr/lib\n")
+    assert environment.compat_note(read({"WORKSPACE": str(tmp_path)}, system)) is None
+    env = {}
+    apply(env, read({"WORKSPACE": str(tmp_path)}, tmp_path / "none"))
+    assert env == {"LD_LIBRARY_PATH": "/opt/llama-images/cuda-compat"}

@@ -15,7 +15,7 @@ from typing import Any
 from ..core.bake import bake_name, bake_names, to_json
 from ..core.errors import BuildError, UsageError
 from ..core.options import MATRIX_FILE, Request, Selection
-from ..core.plan import Plan, select_targets, skip_published, table
+from ..core.plan import Plan, builds_for_host, on_host, select_targets, skip_published, table
 from ..core.publishing import DigestRecord, digest_records, record_file_name
 from ..core.report import Published, Report, release_summary, status_of
 from ..core.targets import upstreams_of
@@ -102,6 +102,8 @@ def build(root: Path, arguments: BuildArguments) -> None:
     else:
         engine.provision(root)
         engine.require_engine()
+    if builds_for_host(request):
+        plan = on_host(plan, buildx.native_platform(builder))
     with registry.logged_in(plan.matrix.images.registry) if request.push else nullcontext():
         if request.skip_existing:
             plan = skip_published(plan, registry.tag_exists)
@@ -159,6 +161,11 @@ def announce(plan: Plan, request: Request) -> None:
     print(f"building {len(plan.targets)} target(s) from {plan.matrix.file} ({where}):")
     for target_id, image, upstream, platforms in table(plan.targets):
         print(f"  {target_id:<28} {image}  on {upstream}  [{platforms}]")
+    if builds_for_host(request):
+        print(
+            "for this machine's platform (a local build); --platform names others, e.g. "
+            "--platform linux/amd64,linux/arm64: another platform builds under emulation, minutes more"
+        )
     if plan.releases:
         print("releases looked up: " + ", ".join(f"{tag} ({r.carries()})" for tag, r in plan.releases.items()))
     sys.stdout.flush()

@@ -14,6 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BuildError, LlamaImagesError, RegistryError, UsageError
+from ..core.job_failures import (
+    FAILED_FOLDER,
+    JobFailure,
+    failure_file_name,
+    failure_from_json,
+    job_failure,
+    missing_platform_lines,
+)
+from ..core.options import default
 from ..core.plan import skip_published
 from ..core.publishing import DigestRecord, Merge, PublishingPlan, parse_record, plan_merges, publishing_plan
 from ..core.report import (
@@ -32,7 +41,7 @@ from ..core.report import (
 from ..core.targets import run_id
 from ..core.workflow import NAMESPACE, SETTINGS, TOKEN, USERNAME, WorkflowRun, secrets_in_outputs
 from ..edges import actions, files, gitinfo, registry, web
-from .arguments import MergeArguments, NotifyArguments, PlanArguments, output_file
+from .arguments import MergeArguments, NotifyArguments, PlanArguments, job_from_text, output_file
 from .steps import emit_report, log_in_as_the_workflow, plan_for, print_skips
 
 SLACK_VARIABLE = "SLACK_WEBHOOK_URL"
@@ -87,7 +96,7 @@ def skip_publishing(run: WorkflowRun, report_file: Path | None) -> None:
     """A fork without the settings publishes nothing: a notice, and a report saying what to add."""
     notice = f"missing {run.publishing.describe_missing()}: publishing is skipped"
     actions.notice("Publishing skipped", notice)
-    how = f"{notice}. Add them under {SETTINGS} (see README, Building with GitHub Actions)."
+    how = f"{notice}. Add them under {SETTINGS} (see docs/publishing.md, Setup in your fork)."
     actions.write_actions(PublishingPlan().outputs(), f"## Publishing skipped\n\n{how}\n")
     if report_file is not None:
         files.write_file("--report", report_file, report_json(Report(NOTHING, run_url=gitinfo.run_url(), notes=(how,))))
@@ -123,7 +132,7 @@ def merge(root: Path, arguments: MergeArguments) -> None:
     if not records and not expected:
         raise UsageError(f"no digest records in {arguments.digests}/ and no --plan: nothing to merge")
     merges, incomplete = plan_merges(records, expected)
-    failed = [f"{i.name}: no digest for {', '.join(i.missing)} (that job failed or did not run)" for i in incomplete]
+    failed = missing_platform_lines(incomplete, read_failures(arguments.digests / FAILED_FOLDER))
     published: list[Published] = []
     try:
         with ExitStack() as logins:
@@ -166,6 +175,39 @@ def read_records(folder: Path) -> list[DigestRecord]:
         except (OSError, ValueError, KeyError) as exc:
             raise UsageError(f"{path}: not a digest record ({exc})") from None
     return records
+
+
+def record_job_failure(raw: Mapping[str, Any], error: LlamaImagesError) -> None:
+    """A by-digest job of the publishing plan that fails leaves why beside its digest records
+    (the workflow uploads them also then): the merge's report names the target and the cause."""
+    job_text = raw.get("job")
+    if not isinstance(job_text, str) or not raw.get("by_digest"):
+        return
+    try:
+        job = job_from_text(job_text)
+    except UsageError:
+        return  # no target to name: the merge says its platform has no digest
+    failure = job_failure(job, error.exit_code, str(error), [os.environ.get(name, "") for name in CREDENTIALS])
+    folder = Path(raw.get("digests") or default("digests")) / FAILED_FOLDER
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / failure_file_name(failure)).write_text(json.dumps(failure.as_json()) + "\n", encoding="utf-8")
+    except OSError as exc:
+        actions.warning(f"could not record the job's failure in {folder}/ ({exc.strerror or exc})")
+        return
+    actions.write_actions({}, f"## build {job.name}: failure\n\n`{job.target}` on {job.platform}: {failure.line()}\n")
+
+
+def read_failures(folder: Path) -> list[JobFailure]:
+    """The failure records the build jobs left; one that cannot be read is a warning, not a
+    failed merge (its platform is then reported without a cause)."""
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            found.append(failure_from_json(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            actions.warning(f"{path}: not a job failure record ({exc})")
+    return found
 
 
 def notify(root: Path, arguments: NotifyArguments) -> None:

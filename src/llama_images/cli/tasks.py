@@ -24,7 +24,7 @@ from invoke.tasks import Task
 
 from ..core.errors import LlamaImagesError
 from ..core.options import OPTION, PUBLISHING, SELECTION, SKIPPING, Option
-from . import arguments, build, publish, readme
+from . import arguments, build, docs, publish
 
 T = TypeVar("T")
 
@@ -73,7 +73,7 @@ TASKS: tuple[TaskSpec[Any], ...] = (
         "build",
         "Build the matrix (default targets, or --filter) with one `docker buildx bake`; sets up the engine first.",
         (*SELECTION, *PUBLISHING, *SKIPPING, *options("builder", "digests", "job", "report", "workflow")),
-        arguments.build_arguments, build.build,
+        arguments.build_arguments, build.build, publish.record_job_failure,
     ),
     TaskSpec(
         "release",
@@ -99,9 +99,10 @@ TASKS: tuple[TaskSpec[Any], ...] = (
         options("report", "title"), arguments.notify_arguments, publish.notify,
     ),
     TaskSpec(
-        "readme",
-        "Regenerate the README's generated blocks (the options tables) from the option declarations.",
-        (), arguments.no_arguments, lambda root, _: readme.update(root / "README.md", TASKS),
+        "docs",
+        "Regenerate the generated blocks of docs/ (the options and workflow inputs tables) from the option "
+        "declarations.",
+        (), arguments.no_arguments, lambda root, _: docs.update(root, TASKS),
     ),
 )  # fmt: skip
 TASK = {spec.name: spec for spec in TASKS}

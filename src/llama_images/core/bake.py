@@ -143,6 +143,8 @@ def render_image(matrix: Matrix, target: ImageTarget, options: RenderOptions) ->
     if flavor.source == SOURCE_RELEASE_TARBALL:
         cuda = target.binary_cuda or ""
         args["LLAMA_CPP_CUDA_VERSION"] = cuda
+        # Declared once, in the matrix; the build checks the binaries against it (Dockerfile).
+        args["LLAMA_CPP_CUDA_ARCHITECTURES"] = ";".join(matrix.release_source.cuda_architectures.get(cuda, ()))
         args["LLAMA_CPP_RELEASE_URL"] = matrix.release_source.download_url
         release = options.releases.get(target.release)
         if release is not None:

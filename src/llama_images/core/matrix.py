@@ -16,6 +16,7 @@ import yaml
 from .errors import MatrixError, Problem, did_you_mean
 from .model import (
     BACKEND_CUDA,
+    CUDA_ARCHITECTURE,
     CUDA_VERSION,
     DEBIAN_BACKENDS,
     DOCKER_TAG,
@@ -48,6 +49,7 @@ MAX_MATRIX_BYTES = 1_000_000
 
 __all__ = [
     "BACKEND_CUDA",
+    "CUDA_ARCHITECTURE",
     "CUDA_VERSION",
     "DEBIAN_BACKENDS",
     "DOCKER_TAG",
@@ -119,7 +121,8 @@ def parse_matrix(text: str, file: str = "matrix.yaml") -> Matrix:
     release_source = read_release_source(top, problems)
     upstreams = read_upstreams(top, problems)
     declared = set(top.mapping_keys("upstreams"))
-    flavors = read_flavors(top, upstreams, declared, problems)
+    architectures = release_source.cuda_architectures if release_source else None
+    flavors = read_flavors(top, upstreams, declared, architectures, problems)
     default_targets = top.text_list(
         "default_targets",
         expected="a target id pattern",
@@ -189,10 +192,43 @@ def read_release_source(top: NodeReader, problems: Problems) -> ReleaseSource | 
         expected="an http(s) URL",
         fix="e.g. https://github.com/ai-dock/llama.cpp-cuda/releases/download",
     )
+    architectures = read_cuda_architectures(section, problems)
     section.finish()
-    if repository and download_url:
-        return ReleaseSource(repository, download_url.rstrip("/"))
+    if repository and download_url and architectures is not None:
+        return ReleaseSource(repository, download_url.rstrip("/"), MappingProxyType(architectures))
     return None
+
+
+def read_cuda_architectures(section: NodeReader, problems: Problems) -> dict[str, tuple[str, ...]] | None:
+    """release_source.cuda_architectures: CUDA version -> the GPU architectures its tarballs are
+    built for, as CMake names them (the release's VERSION.txt lists them). Optional here; every
+    CUDA version a flavor installs must have an entry (checked with the flavors)."""
+    mapping = section.mapping("cuda_architectures", "", required=False)
+    if mapping is None:
+        return {}
+    if not mapping.is_mapping:
+        return None
+    found: dict[str, tuple[str, ...]] = {}
+    ok = True
+    for version in mapping.keys():
+        key = join_key(mapping.path, version)
+        if not CUDA_VERSION.fullmatch(version):
+            problems.add(
+                mapping.key_node(version), key, f"'{version}' is not a CUDA version like 12.8", 'write "MAJOR.MINOR"'
+            )
+            ok = False
+            continue
+        listed = mapping.text_list(
+            version,
+            pattern=CUDA_ARCHITECTURE,
+            expected="a CUDA architecture as CMake names it",
+            fix="e.g. 75-virtual (PTX for 7.5 and newer), 86-real (machine code for 8.6), 90 (both)",
+        )
+        if listed is None:
+            ok = False
+            continue
+        found[version] = listed
+    return found if ok else None
 
 
 def read_upstreams(top: NodeReader, problems: Problems) -> dict[str, Upstream]:
@@ -256,7 +292,11 @@ def has_tag_or_digest(image: str) -> bool:
 
 
 def read_flavors(
-    top: NodeReader, upstreams: Mapping[str, Upstream], declared: set[str], problems: Problems
+    top: NodeReader,
+    upstreams: Mapping[str, Upstream],
+    declared: set[str],
+    architectures: Mapping[str, tuple[str, ...]] | None,
+    problems: Problems,
 ) -> dict[str, Flavor]:
     section = top.mapping("flavors", "add 'flavors': how llama.cpp is installed (cuda, cpu, vulkan)")
     flavors: dict[str, Flavor] = {}
@@ -273,7 +313,7 @@ def read_flavors(
         entry = section.mapping(name, "")
         if entry is None or not entry.is_mapping:
             continue
-        flavor = read_flavor(name, key, entry, upstreams, declared, problems)
+        flavor = read_flavor(name, key, entry, upstreams, declared, architectures, problems)
         entry.finish()
         if flavor is not None:
             flavors[name] = flavor
@@ -286,6 +326,7 @@ def read_flavor(
     entry: NodeReader,
     upstreams: Mapping[str, Upstream],
     declared: set[str],
+    architectures: Mapping[str, tuple[str, ...]] | None,
     problems: Problems,
 ) -> Flavor | None:
     source = entry.text("source", expected="a source", fix=f"one of: {', '.join(SOURCES)}")
@@ -321,7 +362,7 @@ def read_flavor(
     if source == SOURCE_DEBIAN_PACKAGE:
         check_debian_flavor(key, entry, releases, problems)
     elif source == SOURCE_RELEASE_TARBALL:
-        binary_cuda = read_binary_cuda(key, entry, names, upstreams, problems) or {}
+        binary_cuda = read_binary_cuda(key, entry, names, upstreams, architectures, problems) or {}
     if names and tag is not None:
         for upstream_name in names:
             check_tag_template(key, entry, tag, upstreams[upstream_name], problems)
@@ -400,6 +441,7 @@ def read_binary_cuda(
     entry: NodeReader,
     names: tuple[str, ...] | None,
     upstreams: Mapping[str, Upstream],
+    architectures: Mapping[str, tuple[str, ...]] | None,
     problems: Problems,
 ) -> dict[str, str] | None:
     mapping = entry.mapping(
@@ -421,6 +463,15 @@ def read_binary_cuda(
                 join_key(join_key(key, "binary_cuda"), upstream_name),
                 f"'{upstream_name}' is not an upstream of this flavor",
                 f"use one of: {', '.join(names)}{did_you_mean(upstream_name, names)}",
+            )
+            continue
+        if version is not None and architectures is not None and version not in architectures:
+            problems.add(
+                mapping.entries[upstream_name][1],
+                join_key(join_key(key, "binary_cuda"), upstream_name),
+                f"no GPU architectures are declared for the CUDA {version} tarballs",
+                f'add `"{version}": [75-virtual, ...]` under release_source.cuda_architectures '
+                "(the release's VERSION.txt lists them)",
             )
             continue
         if version is not None:

@@ -36,6 +36,9 @@ PLATFORM = re.compile(r"linux/(amd64|arm64|arm/v6|arm/v7|ppc64le|s390x|386|riscv
 RELEASE = re.compile(r"latest|b[0-9]+")
 GITHUB_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 HTTP_URL = re.compile(r"https?://[^\s{}]+")
+# A GPU architecture as CMake's CUDA_ARCHITECTURES names it: 75-virtual (PTX, compiled by the
+# driver for 7.5 and newer), 86-real (machine code for 8.x from 8.6), 90 (both), 90a-real.
+CUDA_ARCHITECTURE = re.compile(r"[1-9][0-9]{1,2}[af]?(-real|-virtual)?")
 # The prebuilt tarballs exist for these architectures only.
 TARBALL_PLATFORMS = ("linux/amd64", "linux/arm64")
 
@@ -70,10 +73,14 @@ class Upstream:
 
 @dataclass(frozen=True)
 class ReleaseSource:
-    """Where the prebuilt llama.cpp CUDA release tarballs come from."""
+    """Where the prebuilt llama.cpp CUDA release tarballs come from, and the GPU architectures
+    the tarballs of each CUDA version are built for (the image checks its binaries against them
+    at build time, and its launcher tells a GPU none of them runs on before llama-server starts)."""
 
     github_repository: str
     download_url: str
+    # CUDA version of a tarball -> CMake CUDA architectures, e.g. "12.8" -> ("75-virtual", ...).
+    cuda_architectures: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)

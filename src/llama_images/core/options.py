@@ -3,7 +3,7 @@ and the publishing workflow's input it comes from.
 
 Everything else is derived from this table: the invoke tasks' signatures (cli/tasks.py), the
 checks of every value (here, and `check_overrides` for overrides made in code), the workflow's
-input mapping (workflow.py) and the README's options table (`invoke readme`). Values arrive as
+input mapping (workflow.py) and the documentation's options table (`invoke docs`). Values arrive as
 invoke passes them: None for an option left out, a string for one given, a list for a repeatable
 one, True for `--matrix` given without a file. An empty value is an error, never a fall-back to
 the matrix's own value. Pure: no I/O.
@@ -50,9 +50,9 @@ class WorkflowSource:
     one stands for `empty`; None: the option is left out), or a repository setting."""
 
     name: str  # the input or setting, as the workflow passes it in the environment
-    help: str = ""  # what the input is, for the README
+    help: str = ""  # what the input is, for the docs
     empty: str | None = None
-    empty_means: str = ""  # what an empty input does, for the README; default: from `empty`
+    empty_means: str = ""  # what an empty input does, for the docs; default: from `empty`
     setting: bool = False  # a repository variable or secret, not an input
     convert: Callable[[str], str] | None = None  # input value -> option value
 
@@ -63,7 +63,7 @@ class WorkflowSource:
 
     @property
     def meaning(self) -> str:
-        """The README's line: what the input is, and what leaving it empty does."""
+        """The docs' line: what the input is, and what leaving it empty does."""
         empty = self.empty_means or (f"`{self.empty}`" if self.empty is not None else "none")
         return f"{self.help}; empty: {empty}"
 
@@ -76,7 +76,7 @@ class Option:
     help: str
     kind: Kind = Kind.TEXT
     default: Any = None  # FLAG: False or True; others: the value an option left out stands for
-    metavar: str = ""  # the value's placeholder in the README, e.g. FILE
+    metavar: str = ""  # the value's placeholder in the docs, e.g. FILE
     check: Check | None = None
     fills: str | None = None  # the `Overrides` field a selection option fills
     workflow: WorkflowSource | None = None
@@ -102,7 +102,8 @@ OPTIONS = (
            "that matches no target is an error, exit 3 (default: the matrix's default_targets)", Kind.LIST,
            metavar="GLOB", repeatable=True, example="'cpu/*,vulkan/*'",
            workflow=WorkflowSource("TARGETS", "Target id globs, comma-separated (`invoke matrix` lists ids)", "*")),
-    Option("platform", "platforms to narrow each target to, comma-separated, e.g. linux/amd64", Kind.LIST,
+    Option("platform", "platforms to narrow each target to, comma-separated, e.g. linux/amd64 (default: every "
+           "platform the matrix declares; for `build` without --push, the builder's own)", Kind.LIST,
            metavar="PLATFORM", check=Check(PLATFORM, "a platform; use e.g. linux/amd64,linux/arm64"),
            fills="platforms", example="linux/amd64,linux/arm64",
            workflow=WorkflowSource("MULTI_ARCH", "With a release tag: `true` builds linux/arm64 as well as "
@@ -163,8 +164,7 @@ OPTIONS = (
            "planned; `notify` posts it (missing: the run failed before publishing)", Kind.PATH, metavar="FILE"),
     Option("workflow", "in the publishing workflow: `plan` reads the selection from its inputs (a selection "
            "option the workflow has no input for may be given too); `plan`, `build --job` and `merge` take the "
-           "namespace and the registry login from its variables and secrets (README, Building with GitHub "
-           "Actions)", Kind.FLAG, False),
+           "namespace and the registry login from its variables and secrets (docs/publishing.md)", Kind.FLAG, False),
     Option("title", "the message's title", default=RUN_TITLE),
     Option("test_tools", "also install what the tests need besides the engine (Debian's chromium, "
            "chromium-driver and aria2)", Kind.FLAG, False),

@@ -58,6 +58,30 @@ def skip_published(plan: Plan, published: Callable[[str], bool]) -> Plan:
     return replace(plan, targets=with_needed_bases(targets, had_images), skipped=(*plan.skipped, *already))
 
 
+def builds_for_host(request: Request) -> bool:
+    """A local build (no --push) builds for the machine's own platform unless --platform names
+    platforms: the images are loaded to run here, and another platform's half, built under
+    emulation, costs minutes. Publishing keeps every platform the matrix declares."""
+    return not request.push and not request.selection.overrides.platforms
+
+
+def on_host(plan: Plan, host_platform: str) -> Plan:
+    """The plan with each target that declares the host's platform narrowed to it; a target that
+    does not keep the platforms it declares (built under emulation, as its matrix asks)."""
+
+    def narrowed(platforms: tuple[str, ...]) -> tuple[str, ...]:
+        return (host_platform,) if host_platform in platforms else platforms
+
+    targets: list[Target] = []
+    for target in plan.targets:
+        if isinstance(target, ImageTarget):
+            base = replace(target.base, platforms=narrowed(target.base.platforms))
+            targets.append(replace(target, base=base, platforms=narrowed(target.platforms)))
+        else:
+            targets.append(replace(target, platforms=narrowed(target.platforms)))
+    return replace(plan, targets=tuple(targets))
+
+
 def check_overrides_apply(selection: Selection, selected: Sequence[Target]) -> None:
     """--release and --cuda-version change release-tarball targets only; asked for with none
     selected they would silently do nothing. `--release latest` is the exception: "the newest

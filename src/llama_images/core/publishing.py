@@ -4,7 +4,7 @@ and which multi-platform tags the merge creates from them.
 
 A plan names targets, never images: an image name holds the namespace, which a fork may keep as a
 secret, and GitHub drops a job output holding a secret's value. Targets are named by the release
-they resolved (`cuda/cuda-12.9/b9300`, not `.../latest`): in job and artifact names, the jobs'
+they resolved (`cuda/cuda-12.8/b9300`, not `.../latest`): in job and artifact names, the jobs'
 records and the merge's expectations alike.
 """
 

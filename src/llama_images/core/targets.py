@@ -1,7 +1,7 @@
 """Matrix -> targets, and selection of targets by id globs.
 
 Ids are stable and readable: `base/<upstream>` for a base image and
-`<flavor>/<upstream>/<release>` for a llama.cpp image, e.g. `cuda/cuda-12.9/b9159`.
+`<flavor>/<upstream>/<release>` for a llama.cpp image, e.g. `cuda/cuda-12.8/b9159`.
 """
 
 from __future__ import annotations
@@ -47,9 +47,20 @@ class ImageTarget:
 Target = BaseTarget | ImageTarget
 
 
+def base_id(upstream_name: str) -> str:
+    return f"base/{upstream_name}"
+
+
+def base_of(image_id: str) -> str | None:
+    """The id of the base an image target's id stands on (`cpu/debian-forky/b11669` ->
+    `base/debian-forky`); None for an id that is not an image target's."""
+    parts = image_id.split("/")
+    return base_id(parts[1]) if len(parts) == 3 else None
+
+
 def run_id(target: Target) -> str:
-    """The target's id with the release this run resolved: `cuda/cuda-12.9/latest` built from
-    b9300 is `cuda/cuda-12.9/b9300` (in job and artifact names, records and reports alike)."""
+    """The target's id with the release this run resolved: `cuda/cuda-12.8/latest` built from
+    b9300 is `cuda/cuda-12.8/b9300` (in job and artifact names, records and reports alike)."""
     if isinstance(target, ImageTarget):
         prefix, _, release = target.id.rpartition("/")
         if release != target.release:
@@ -60,6 +71,7 @@ def run_id(target: Target) -> str:
 def apply_overrides(matrix: Matrix, overrides: Overrides) -> Matrix:
     """A matrix with the command line's overrides applied."""
     check_overrides(overrides)
+    check_architectures_declared(matrix, overrides)
     flavors = dict(matrix.flavors)
     for name, flavor in matrix.flavors.items():
         if flavor.source == SOURCE_RELEASE_TARBALL:
@@ -69,7 +81,7 @@ def apply_overrides(matrix: Matrix, overrides: Overrides) -> Matrix:
                 cuda = overrides.binary_cuda
                 flavor = replace(flavor, binary_cuda=MappingProxyType(dict.fromkeys(flavor.binary_cuda, cuda)))
         if overrides.custom_tag is not None:
-            # The custom tag stands in for the release part of the tag: my-build-cuda-12.9.
+            # The custom tag stands in for the release part of the tag: my-build-cuda-12.8.
             flavor = replace(flavor, tag=flavor.tag.replace("{release}", overrides.custom_tag))
         flavors[name] = flavor
     images = replace(
@@ -79,6 +91,25 @@ def apply_overrides(matrix: Matrix, overrides: Overrides) -> Matrix:
         namespace=overrides.namespace or matrix.images.namespace,
     )
     return replace(matrix, images=images, flavors=MappingProxyType(flavors))
+
+
+def check_architectures_declared(matrix: Matrix, overrides: Overrides) -> None:
+    """--cuda-version installs tarballs of that CUDA version: the matrix must say which GPU
+    architectures they are built for, as it must for every version its flavors name."""
+    cuda = overrides.binary_cuda
+    tarballs = any(flavor.source == SOURCE_RELEASE_TARBALL for flavor in matrix.flavors.values())
+    if cuda is None or not tarballs or cuda in matrix.release_source.cuda_architectures:
+        return
+    raise MatrixError(
+        [
+            matrix.problem(
+                "release_source.cuda_architectures",
+                f"--cuda-version {cuda}: no GPU architectures are declared for the CUDA {cuda} tarballs",
+                f'add `"{cuda}": [75-virtual, ...]` under release_source.cuda_architectures '
+                "(the release's VERSION.txt lists them)",
+            )
+        ]
+    )
 
 
 def expand(matrix: Matrix, platforms: Sequence[str] = ()) -> tuple[Target, ...]:
@@ -98,7 +129,7 @@ def expand(matrix: Matrix, platforms: Sequence[str] = ()) -> tuple[Target, ...]:
             base = bases.get(upstream_name)
             if base is None:
                 base = BaseTarget(
-                    id=f"base/{upstream_name}",
+                    id=base_id(upstream_name),
                     upstream=upstream,
                     image=matrix.images.reference(matrix.images.base_repository, upstream_name),
                     platforms=wanted,

@@ -3,7 +3,7 @@ sets (pure).
 
 The workflow passes them through `env:` (never into a command line), and `plan --workflow` turns
 them into task options here: which input fills which option, and what an empty input means, is
-declared with the option (options.py, `Option.workflow`; the README's tables are generated from
+declared with the option (options.py, `Option.workflow`; the docs' tables are generated from
 it). For a workflow input, empty means "the default" (that is how GitHub's form works); on the
 command line an empty option stays an error.
 

@@ -54,6 +54,30 @@ def driver(builder: str | None) -> str:
     return "unknown"
 
 
+def native_platform(builder: str | None) -> str:
+    """The platform the builder (default: the local engine's own) runs natively: the first one
+    `docker buildx inspect` lists."""
+    result = docker(["buildx", "inspect", *([builder] if builder else [])], EngineError, timeout=120)
+    platform = first_platform(result.stdout)
+    if result.returncode != 0 or platform is None:
+        which = f"buildx builder '{builder}'" if builder else "the engine's builder"
+        raise EngineError(
+            f"{which} names no platform in `docker buildx inspect`; pass --platform, e.g. --platform linux/amd64"
+        )
+    return platform
+
+
+def first_platform(inspect_output: str) -> str | None:
+    """The first platform of `docker buildx inspect`'s "Platforms:" line (buildx lists the
+    native ones first; a `*` marks one the user configured)."""
+    for line in inspect_output.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Platforms":
+            first = value.split(",")[0].strip().rstrip("*")
+            return first or None
+    return None
+
+
 def print_bake(bake: Mapping[str, Any], root: Path, builder: str | None = None) -> dict[str, Any]:
     """What buildx itself makes of the file (`bake --print`): proof that it accepts it."""
     command = bake_command(load=False, push=False, print_only=True, builder=builder)
@@ -95,12 +119,31 @@ def run_bake(
         if process.wait() != 0:
             failed = failed_targets(error_lines, names)
             which = ", ".join(failed) if failed else "one of: " + ", ".join(names.values())
-            raise BuildError(f"build failed for {which} (docker buildx bake exit {process.returncode})")
+            cause = failure_cause(error_lines)
+            raise BuildError(
+                f"build failed for {which} (docker buildx bake exit {process.returncode})"
+                + (f": {cause}" if cause else "")
+            )
         try:
             found: dict[str, Any] = json.loads(metadata.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             found = {}
         return found
+
+
+# A cause longer than this is cut (a RUN step's whole script can be in it); the log has it all.
+CAUSE_LIMIT = 400
+
+
+def failure_cause(error_lines: Sequence[str]) -> str:
+    """buildx's own reason for a failed build, from its last error line (`ERROR: target x:
+    failed to solve: process "..." did not complete successfully: exit code: 100`)."""
+    for line in reversed(error_lines):
+        text = line.strip()
+        if text.startswith("ERROR:"):
+            text = text.removeprefix("ERROR:").strip()
+            return text if len(text) <= CAUSE_LIMIT else text[: CAUSE_LIMIT - 1] + "…"
+    return ""
 
 
 def secret_files(bake: Mapping[str, Any]) -> list[str]:

@@ -121,7 +121,7 @@ def require_engine() -> None:
         raise EngineError(f"{problem}; run `invoke engine` (as root on Debian) or start Docker with buildx")
 
 
-# Images a test run or the benchmark builds go to namespaces starting with this (README).
+# Images a test run or the benchmark builds go to namespaces starting with this (docs/building.md).
 PROJECT_NAMESPACE_PREFIX = "llamaimages"
 
 

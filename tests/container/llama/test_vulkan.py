@@ -22,7 +22,7 @@ from tests.container.runtime_support import TOKEN, bearer, request
 pytestmark = pytest.mark.container
 
 # Built with the cpu image in one bake, for this machine's platform, in a namespace of their own
-# (the test session's cpu image, for both platforms, stays as it is): the two share their layers.
+# (the test session's cpu image stays as it is): the two share their layers.
 OWN_NAMESPACE = f"{NAMESPACE}-vulkan"
 VULKAN_IMAGE = shipped.target("vulkan", namespace=OWN_NAMESPACE).image
 CPU_IMAGE = shipped.target("cpu", namespace=OWN_NAMESPACE).image

@@ -4,7 +4,8 @@
 #   2. store the access token(s) root-only and drop them from the environment services inherit;
 #      make the login sessions' secret if none (and, later and detached, /etc/instance.crt)
 #   3. CUDA forward compatibility: decided and probed with a real cuInit (one [cuda-compat] line),
-#      while 2 and 4 run; its library directory, if any, goes first on LD_LIBRARY_PATH
+#      while 2 and 4 run; its library directory, if any, goes first on LD_LIBRARY_PATH, and stays
+#      first in every program (after the settings files) and shell (/etc/profile.d) that starts
 #   4. every /etc/boot.d/*.sh in lexical order; a failing step is logged and boot goes on
 #   5. supervisord in the foreground; its program "proxy" renders the proxy config from the
 #      service declaration (boot steps' overrides included) as it starts Caddy

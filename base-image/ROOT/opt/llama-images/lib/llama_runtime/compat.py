@@ -7,9 +7,12 @@ NVIDIA's Container Toolkit would put them in front by itself whatever the GPU (C
 GeForce).
 
 Boot decides here: from the driver's own version (not nvidia-smi's banner, which shows the
-compat version once they are in use), the GPU names and the driver branch, and then probes the
-choice with a real cuInit through the chosen libraries before any service starts. `plan` and
-`outcome` are pure functions of those facts, unit-tested over recorded driver output.
+compat version once they are in use) and the GPU names, and then probes the choice with a real
+cuInit through the chosen libraries before any service starts. The probe decides: the compat
+libraries are tried on every GPU that is not GeForce/TITAN, whatever the driver branch; the
+branches NVIDIA lists for them (the upstream's NVIDIA_REQUIRE_CUDA where it is set, else a
+recorded list) only order the explanation when cuInit fails. `plan` and `outcome` are pure
+functions of those facts, unit-tested over recorded driver output.
 
 Stdlib only: this runs with the image's own python3 (>= 3.11).
 """
@@ -57,11 +60,15 @@ MINIMUM_DRIVER: tuple[tuple[tuple[int, int], Version], ...] = (
     ((11, 5), (495, 29, 5)),
     ((11, 4), (470, 42, 1)),
 )
-# Driver branches forward compatibility works on (NVIDIA: long-term support and production
-# branches; new-feature branches such as R545, R555, R560 give error 803 instead).
-FORWARD_COMPATIBLE_BRANCHES = (470, 525, 535, 550, 570, 580, 595)
+# Driver branches NVIDIA lists for forward compatibility when the upstream does not say (its
+# NVIDIA_REQUIRE_CUDA: nvidia/cuda:12.8.1 lists R470, R535, R550, R560 and R565). A branch not
+# listed is still tried: the cuInit probe decides; the list only orders the explanation.
+FORWARD_COMPATIBLE_BRANCHES = (470, 525, 535, 550, 560, 565, 570, 575, 580, 590)
 # The oldest branch each CUDA major's compat package supports.
 OLDEST_BRANCH_FOR_COMPAT = {12: 470, 13: 535}
+REQUIRE_VARIABLE = "NVIDIA_REQUIRE_CUDA"
+# "brand=tesla,driver>=535,driver<536": one branch the upstream's compat libraries support.
+REQUIRED_BRANCH = re.compile(r"driver>=(\d+)")
 
 # GeForce and TITAN cards never run forward compatibility (error 804).
 CONSUMER = re.compile(r"\b(GeForce|TITAN)\b", re.IGNORECASE)
@@ -82,7 +89,8 @@ def parse_version(text: str | None) -> Version | None:
 
 
 def show(version: Version) -> str:
-    return ".".join(str(part) for part in version)
+    """(580, 65, 6) -> '580.65.06': NVIDIA writes a driver's third part with two digits."""
+    return ".".join(f"{part:02d}" if index == 2 else str(part) for index, part in enumerate(version))
 
 
 def cuda_of_driver(driver: Version) -> tuple[int, int] | None:
@@ -117,6 +125,14 @@ def driver_from_proc(text: str) -> str | None:
     return found.group(1) if found else None
 
 
+def listed_branches(require: str | None) -> tuple[int, ...] | None:
+    """The driver branches an upstream's NVIDIA_REQUIRE_CUDA lists ('cuda>=12.8 brand=unknown,
+    driver>=470,driver<471 ...' -> (470, ...)); None where it is not set."""
+    if not require or not require.strip():
+        return None
+    return tuple(sorted({int(found) for found in REQUIRED_BRANCH.findall(require)}))
+
+
 def gpu_class(name: str) -> str:
     """'consumer' (never forward compatible), 'data-center' (always), or 'other' (the probe decides)."""
     if CONSUMER.search(name):
@@ -145,6 +161,8 @@ class Facts:
     gpus: tuple[str, ...]  # nvidia-smi's names
     compat_driver: str | None  # the compat libraries' driver version, e.g. 570.124.06
     disabled: bool = False  # DISABLE_FORWARD_COMPAT
+    # The branches the upstream's NVIDIA_REQUIRE_CUDA lists; None: not set (the recorded list).
+    listed_branches: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +173,8 @@ class Plan:
     reason: str
     # Said whatever the probe finds: the image's CUDA kernels cannot run on this driver.
     warning: str = ""
+    # Said first when the compat libraries fail: the driver's branch is not one NVIDIA lists.
+    branch_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -202,17 +222,26 @@ def plan(facts: Facts) -> Plan:  # noqa: PLR0911 (one return per row of the deci
     if compat is None or compat_cuda is None or compat_cuda < needed_cuda:
         return Plan("native", f"not used: the image has no compat libraries for {image} ({label})", warning)
     branch = driver[0]
-    oldest = OLDEST_BRANCH_FOR_COMPAT.get(compat_cuda[0], 0)
-    if branch not in FORWARD_COMPATIBLE_BRANCHES or branch < oldest:
-        supported = ", ".join(f"R{b}" for b in FORWARD_COMPATIBLE_BRANCHES if b >= oldest)
-        return Plan(
-            "native",
-            f"not used: driver branch R{branch} is not one NVIDIA supports it on ({supported}; CUDA error 803 "
-            f"otherwise) ({label})",
-            warning,
-        )
     compat_label = f"CUDA {compat_cuda[0]}.{compat_cuda[1]}"
-    return Plan("compat", f"compat libraries of driver {facts.compat_driver} ({compat_label}), {label}", warning)
+    reason = f"compat libraries of driver {facts.compat_driver} ({compat_label}), {label}"
+    listed, source = branches_for(facts, compat_cuda[0])
+    if branch in listed:
+        return Plan("compat", reason, warning)
+    shown = ", ".join(f"R{b}" for b in listed)
+    note = (
+        f"driver branch R{branch} is not among those {source} lists for forward compatibility ({shown}), "
+        "where cuInit through them often fails with CUDA error 803"
+    )
+    return Plan("compat", reason, warning, note)
+
+
+def branches_for(facts: Facts, compat_major: int) -> tuple[tuple[int, ...], str]:
+    """The branches that explain a failure: the upstream's NVIDIA_REQUIRE_CUDA, else NVIDIA's
+    recorded list (from the oldest branch the compat package supports)."""
+    if facts.listed_branches:
+        return facts.listed_branches, f"the image's {REQUIRE_VARIABLE}"
+    oldest = OLDEST_BRANCH_FOR_COMPAT.get(compat_major, 0)
+    return tuple(b for b in FORWARD_COMPATIBLE_BRANCHES if b >= oldest), "NVIDIA"
 
 
 def describe(probe: Probe) -> str:
@@ -231,10 +260,13 @@ def outcome(chosen: Plan, probe: Probe | None, compat_dir: Path) -> Outcome:
         return Outcome(chosen.reason + warning)
     if chosen.action == "compat":
         if probe.code == 0:
-            line = f"using forward compatibility from {compat_dir}: {describe(probe)} ({chosen.reason})"
+            unlisted = f"; {chosen.branch_note}, but cuInit through them succeeded" if chosen.branch_note else ""
+            line = f"using forward compatibility from {compat_dir}: {describe(probe)} ({chosen.reason}{unlisted})"
             return Outcome(line, compat_dir)
+        # An unlisted branch is the likely cause: said first.
+        first = f"{chosen.branch_note}, and " if chosen.branch_note else ""
         return Outcome(
-            f"not used: {describe(probe)} through the compat libraries ({chosen.reason}); "
+            f"not used: {first}{describe(probe)} through the compat libraries ({chosen.reason}); "
             f"DISABLE_FORWARD_COMPAT=true skips the attempt{warning}"
         )
     return Outcome(f"{chosen.reason}; {describe(probe)}{warning}")
@@ -325,7 +357,8 @@ def decide(env: Mapping[str, str], disabled: bool, compat_dir: Path = paths.CUDA
         names = [path.name for path in compat_dir.iterdir()]
     except OSError:
         names = []
-    chosen = plan(Facts(needed, driver, gpus, compat_driver(names), disabled))
+    branches = listed_branches(env.get(REQUIRE_VARIABLE))
+    chosen = plan(Facts(needed, driver, gpus, compat_driver(names), disabled, branches))
     if chosen.action == "none":
         return outcome(chosen, None, compat_dir)
     probe = run_probe(compat_dir if chosen.action == "compat" else None, env)

@@ -7,6 +7,11 @@ double or single quotes (which may span lines), `#` comments. `$HOME`, `$(...)` 
 stay as written. The access token's variables are kept apart: only the proxy's render reads
 them, no service's environment ever holds them.
 
+Boot's CUDA forward-compatibility decision (paths.CUDA_COMPAT_FILE: the compat library
+directory, or nothing) is applied after the files: the directory stays first on
+LD_LIBRARY_PATH whatever a file sets (`env >> /etc/environment` writes one), as the shells'
+profile script (/etc/profile.d/llama-images-cuda-compat.sh) keeps it for `docker exec` and SSH.
+
 Stdlib only: this runs with the image's own python3 (>= 3.11) and the portal's environment.
 """
 
@@ -18,10 +23,13 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import paths
+
 SYSTEM_FILE = Path("/etc/environment")
 WORKSPACE_DEFAULT = "/workspace"
 TOKEN_VARIABLES = ("OPEN_BUTTON_TOKEN", "WEB_PASSWORD")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+LIBRARY_PATH = "LD_LIBRARY_PATH"
 
 
 @dataclass(frozen=True)
@@ -135,12 +143,45 @@ def read(env: Mapping[str, str], system_file: Path | None = None) -> Settings:
 
 
 def apply(env: MutableMapping[str, str], settings: Settings) -> list[str]:
-    """Put the files' values into `env` (the token variables never); the names that changed."""
+    """Put the files' values into `env` (the token variables never), then boot's CUDA
+    forward-compatibility decision; the names the files changed."""
     changed = sorted(name for name, value in settings.values.items() if env.get(name) != value)
     env.update(settings.values)
     for name in TOKEN_VARIABLES:
         env.pop(name, None)
+    directory = compat_directory()
+    if directory:
+        env[LIBRARY_PATH] = compat_first(env.get(LIBRARY_PATH, ""), directory)
     return changed
+
+
+def compat_directory() -> str:
+    """The compat library directory boot chose (`llama-runtime cuda-compat`), or "" (none, a
+    CPU image, or not decided yet)."""
+    try:
+        text = paths.CUDA_COMPAT_FILE.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+    return text if text.startswith("/") and not any(c in text for c in ":\n") else ""
+
+
+def compat_first(library_path: str, directory: str) -> str:
+    """`library_path` with `directory` first (and nowhere else)."""
+    return ":".join([directory, *(entry for entry in library_path.split(":") if entry and entry != directory)])
+
+
+def compat_note(settings: Settings) -> str | None:
+    """What to log when a settings file's LD_LIBRARY_PATH leaves out the compat libraries."""
+    directory = compat_directory()
+    value = settings.values.get(LIBRARY_PATH)
+    if not directory or value is None or value.split(":")[0] == directory:
+        return None
+    files = " and ".join(str(f) for f in settings.files)
+    return (
+        f"{LIBRARY_PATH} from {files} leaves out {directory}, the CUDA forward-compatibility libraries boot chose "
+        f"({paths.CUDA_COMPAT_FILE}): they stay first; DISABLE_FORWARD_COMPAT=true (and a restart of the "
+        "container) turns them off"
+    )
 
 
 def apply_to_process(tag: str, system_file: Path | None = None) -> Settings:
@@ -154,4 +195,7 @@ def apply_to_process(tag: str, system_file: Path | None = None) -> Settings:
     if changed:
         files = " and ".join(str(f) for f in settings.files)
         print(f"[{tag}] settings from {files}: {', '.join(changed)}", flush=True)
+    note = compat_note(settings)
+    if note:
+        print(f"[{tag}] WARNING: {note}", flush=True)
     return settings

@@ -1,4 +1,4 @@
-// The Instance Portal's page: reads the JSON API (README, "Instance Portal") and draws it.
+// The Instance Portal's page: reads the JSON API (docs/image.md, "Instance Portal") and draws it.
 // No inline handlers, no external resources; graphs are inline SVG drawn here.
 "use strict";
 

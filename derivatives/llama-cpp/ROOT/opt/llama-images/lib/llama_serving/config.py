@@ -12,10 +12,11 @@ Stdlib only: this runs with the image's own python3 (>= 3.11).
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -38,6 +39,24 @@ SECRET_OPTIONS = {"--api-key": "LLAMA_API_KEY", "-hft": "HF_TOKEN", "--hf-token"
 MODEL_OPTIONS = frozenset(
     {"-m", "--model", "-hf", "-hfr", "--hf-repo", "-mu", "--model-url", "-dr", "--docker-repo"}
     | {"--models-dir", "--models-preset"}
+)
+# llama-server runs in a directory users do not write (paths.SERVER_DIRECTORY: ggml loads
+# libggml-*.so from its working directory); a relative path keeps meaning ${WORKSPACE}/<path>, as
+# in the reference image, which started it there. These options and variables name files.
+PATH_OPTIONS = frozenset(
+    {"-m", "--model", "-mm", "--mmproj", "-md", "--model-draft", "-mv", "--model-vocoder", "--lora"}
+    | {"--lora-scaled", "--control-vector", "--control-vector-scaled", "--chat-template-file", "--grammar-file"}
+    | {"-jf", "--json-schema-file", "--path", "--api-key-file", "--ssl-key-file", "--ssl-cert-file"}
+    | {"--slot-save-path", "--log-file", "-f", "--file", "-bf", "--binary-file", "--models-dir", "--models-preset"}
+    | {"-lcs", "--lookup-cache-static", "-lcd", "--lookup-cache-dynamic"}
+)
+PATH_VARIABLES = (
+    "LLAMA_ARG_MODEL",
+    "LLAMA_ARG_MODELS_DIR",
+    "LLAMA_ARG_MODELS_PRESET",
+    "LLAMA_ARG_MMPROJ",
+    "LLAMA_ARG_MODEL_DRAFT",
+    "LLAMA_ARG_CHAT_TEMPLATE_FILE",
 )
 URL_VARIABLE = "LLAMA_ARG_MODEL_URL"  # llama-server's own variable for -mu/--model-url
 MODEL_VARIABLES = (
@@ -146,6 +165,7 @@ class Plan:
     connections: int = DEFAULT_CONNECTIONS  # 0: llama-server downloads by itself
     endpoint: str = DEFAULT_ENDPOINT
     other_caches: tuple[str, ...] = ()  # caches on the volume models are linked in from
+    path_variables: Mapping[str, str] = field(default_factory=dict)  # PATH_VARIABLES made absolute
 
     @property
     def args_download(self) -> bool:
@@ -208,7 +228,7 @@ class Plan:
 
     def environment(self) -> dict[str, str]:
         """What llama-server gets in its environment besides ours: the secrets, and a model's URL."""
-        env = dict(self.secrets)
+        env = {**self.path_variables, **self.secrets}
         if not self.router and not self.downloads and self.sources and self.sources[0].kind == "url":
             env[URL_VARIABLE] = self.sources[0].value
         return env
@@ -251,6 +271,21 @@ def split_args(text: str, variable: str = "LLAMA_ARGS") -> list[str]:
         match = OPTION_WITH_VALUE.fullmatch(word)
         split += [match.group(1), match.group(2)] if match else [word]
     return split
+
+
+def absolute(path: str, workspace: str) -> str:
+    """A relative path as ${WORKSPACE}/<path> (llama-server does not run there); others as given."""
+    if not path or path.startswith(("/", "~")) or "://" in path:
+        return path
+    return posixpath.normpath(posixpath.join(workspace, path))
+
+
+def absolute_arguments(args: Sequence[str], workspace: str) -> list[str]:
+    """LLAMA_ARGS with the values of PATH_OPTIONS made absolute."""
+    found: list[str] = []
+    for index, word in enumerate(args):
+        found.append(absolute(word, workspace) if index and args[index - 1] in PATH_OPTIONS else word)
+    return found
 
 
 def take_secrets(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -355,11 +390,16 @@ def number(env: Mapping[str, str], name: str, default: float, minimum: float, in
 
 def make_plan(env: Mapping[str, str], default_port: int, taken_ports: Mapping[int, str] | None = None) -> Plan | None:
     """The plan for this environment, or None when no model is configured anywhere."""
+    workspace = env.get("WORKSPACE", "").strip() or DEFAULT_WORKSPACE
     args, arg_secrets = take_secrets(split_args(env.get("LLAMA_ARGS", "")))
+    args = absolute_arguments(args, workspace)
     secrets = {name: env[name] for name in ("LLAMA_API_KEY", "HF_TOKEN") if env.get(name, "")}
     secrets.update(arg_secrets)  # LLAMA_ARGS come last and win, as everywhere else
-    sources = model_sources(env.get("LLAMA_MODEL", ""))
-    models_dir = env.get("LLAMA_MODELS_DIR", "").strip() or None
+    sources = tuple(
+        replace(source, value=absolute(source.value, workspace)) if source.kind == "file" else source
+        for source in model_sources(env.get("LLAMA_MODEL", ""))
+    )
+    models_dir = absolute(env.get("LLAMA_MODELS_DIR", "").strip(), workspace) or None
     model_elsewhere = any(word in MODEL_OPTIONS for word in args) or any(env.get(v) for v in MODEL_VARIABLES)
     if not sources and models_dir is None and not model_elsewhere:
         return None
@@ -379,7 +419,7 @@ def make_plan(env: Mapping[str, str], default_port: int, taken_ports: Mapping[in
                     "llama-server passes a model's URL on a command line (visible in ps); download it "
                     "into LLAMA_MODELS_DIR, or serve it alone"
                 )
-    cache = env.get("LLAMA_CACHE", "").strip() or DEFAULT_CACHE
+    cache = absolute(env.get("LLAMA_CACHE", "").strip(), workspace) or DEFAULT_CACHE
     retries = Retries(
         attempts=int(number(env, "LLAMA_START_ATTEMPTS", DEFAULT_ATTEMPTS, 1, integer=True)),
         delay=number(env, "LLAMA_RETRY_DELAY", DEFAULT_RETRY_DELAY, 0),
@@ -398,6 +438,11 @@ def make_plan(env: Mapping[str, str], default_port: int, taken_ports: Mapping[in
         connections=connections,
         endpoint=hub_endpoint(env),
         other_caches=other_caches(env, cache),
+        path_variables={
+            name: absolute(env[name], workspace)
+            for name in PATH_VARIABLES
+            if absolute(env.get(name, ""), workspace) != env.get(name, "")
+        },
     )
 
 

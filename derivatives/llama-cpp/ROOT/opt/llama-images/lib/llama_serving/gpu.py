@@ -5,8 +5,14 @@ its output, and where CUDA keeps the kernels it compiles.
   a loud warning and a status-line prefix naming the fix: the image to use, or the `docker run`
   flag that is missing. `verdict` decides from device facts (nvidia-smi, /dev nodes, the PCI
   display devices in /sys) and `llama-server --list-devices` output.
-- CUDA errors 804, 803, 222, 35, 100 and 999 in llama-server's output become a cause that says
-  which driver the image needs, or what else to change (`diagnose`).
+- The GPUs' compute capability (nvidia-smi, ggml's own report in --list-devices, else recorded
+  facts by GPU name) against the architectures the release's CUDA kernels are built for
+  (LLAMA_CPP_CUDA_ARCHITECTURES): a GPU none of them runs on (V100, P100, GTX 10xx under a
+  release built for 7.5 and newer) is said plainly before the first start, naming the vulkan
+  image (`architecture_verdict`).
+- CUDA errors 804, 803, 222, 209, 35, 100 and 999 and ggml's abort for a GPU it has no kernels
+  for, in llama-server's output, become a cause that says which driver the image needs, or what
+  else to change (`diagnosis`); those no restart can fix are final (no retries).
 - The JIT cache: CUDA_CACHE_PATH is on the /workspace volume; where that cannot be written
   (read-only root, --user without a writable volume) it moves to /tmp for this container.
 
@@ -21,10 +27,14 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from llama_runtime.compat import cuda_of_driver, driver_from_proc, newer_driver_advice, parse_version
+from llama_runtime.compat import cuda_of_driver, driver_from_proc, newer_driver_advice, parse_version, query_nvidia_smi
+
+from . import cuda_architectures
+from .cuda_architectures import Capability, show_capability
+from .paths import SERVER_DIRECTORY
 
 BACKENDS = ("cuda", "vulkan", "cpu")
 # PCI vendor ids of display controllers (class 0x03xxxx) whose GPUs llama.cpp can use.
@@ -35,9 +45,9 @@ DEVICE_LINE = re.compile(r"^\s*((CUDA|Vulkan|ROCm|SYCL|Metal|OpenCL)\d+):\s*(.*)
 CUDA_INIT_FAILURE = re.compile(r"ggml_cuda_init: failed to initialize CUDA: (.*)")
 WARNING_PREFIX = "CPU fallback (GPU not used): "
 CPU_CACHE_DIR = "/tmp/nv-compute-cache"  # where CUDA's JIT cache goes when /workspace is not writable
-# The images to name in advice (the matrix's tag templates: README "matrix.yaml reference").
+# The images to name in advice (the matrix's tag templates: docs/building.md "matrix.yaml reference").
 VULKAN_IMAGE = "the vulkan image (tag <release>-vulkan)"
-CUDA_IMAGE = "the CUDA image (tag <release>-cuda-<version>; its driver minimum is in the README)"
+CUDA_IMAGE = "the CUDA image (tag <release>-cuda-<version>; its driver minimum: docs/serving.md, GPU hosts)"
 DRI_FLAG = "--device /dev/dri"
 GPUS_FLAG = "--gpus all"
 
@@ -57,6 +67,10 @@ class Facts:
     needed_cuda: str | None = None  # LLAMA_CPP_CUDA_VERSION: what the CUDA image's kernels need
     capabilities: str = ""  # NVIDIA_DRIVER_CAPABILITIES
     vulkan_devices_asked: str | None = None  # GGML_VK_VISIBLE_DEVICES: lavapipe is used only when named
+    architectures: str = ""  # LLAMA_CPP_CUDA_ARCHITECTURES: what the release's CUDA kernels are built for
+    # `nvidia-smi --query-gpu=name,compute_cap` rows, ("Tesla V100-SXM2-16GB", "7.0"); the
+    # capability is "" where nvidia-smi lacks the field (drivers before R510).
+    compute: tuple[tuple[str, str], ...] = ()
 
     @property
     def nvidia(self) -> bool:
@@ -207,54 +221,223 @@ def driver_label(facts: Facts) -> str:
 
 
 # CUDA errors in llama-server's output, by cuGetErrorString's text (ggml prints it) or by number
-# (older builds: "CUDA error 222 at ggml-cuda.cu:420: ...").
-CUDA_ERRORS: tuple[tuple[int, re.Pattern[str]], ...] = (
-    (804, re.compile(r"forward compatibility was attempted on non supported HW", re.IGNORECASE)),
-    (803, re.compile(r"system has unsupported display driver / cuda driver combination", re.IGNORECASE)),
-    (222, re.compile(r"provided PTX was compiled with an unsupported toolchain", re.IGNORECASE)),
-    (35, re.compile(r"CUDA driver version is insufficient for CUDA runtime version", re.IGNORECASE)),
-    (100, re.compile(r"no CUDA-capable device is detected", re.IGNORECASE)),
-    (999, re.compile(r"failed to initialize CUDA: unknown error", re.IGNORECASE)),
+# (older builds: "CUDA error 222 at ggml-cuda.cu:420: ..."), and ggml's own abort for a GPU it
+# has no kernels for ("common.cuh:112: ggml was not compiled with any CUDA arch <= 700").
+CUDA_ERRORS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("804", re.compile(r"forward compatibility was attempted on non supported HW", re.IGNORECASE)),
+    ("803", re.compile(r"system has unsupported display driver / cuda driver combination", re.IGNORECASE)),
+    ("222", re.compile(r"provided PTX was compiled with an unsupported toolchain", re.IGNORECASE)),
+    ("209", re.compile(r"no kernel image is available for execution on the device", re.IGNORECASE)),
+    ("35", re.compile(r"CUDA driver version is insufficient for CUDA runtime version", re.IGNORECASE)),
+    ("100", re.compile(r"no CUDA-capable device is detected", re.IGNORECASE)),
+    ("999", re.compile(r"failed to initialize CUDA: unknown error", re.IGNORECASE)),
 )
 CUDA_ERROR_NUMBER = re.compile(r"CUDA error (\d+)\b")
+NO_KERNELS = "no kernels"  # ggml's abort, compiled for no architecture this GPU runs
+NO_KERNELS_LINE = re.compile(r"ggml was not compiled with any CUDA arch <= (\d+)")
+# Causes no restart can change: the driver, the GPU or the libraries loaded stay what they are.
+FINAL_CAUSES = frozenset({"804", "803", "222", "209", NO_KERNELS})
+# ggml's report of each device (ggml_cuda_init, also in --list-devices):
+# "  Device 0: Tesla V100-SXM2-16GB, compute capability 7.0, VMM: yes".
+GGML_DEVICE = re.compile(r"Device (\d+): (.+?), compute capability (\d+)\.(\d+)")
 
 
-def cuda_error(lines: Iterable[str]) -> int | None:
-    """The first CUDA error llama-server printed that has a known cause."""
+@dataclass(frozen=True)
+class Diagnosis:
+    """A failure llama-server printed that the launcher recognises."""
+
+    code: str  # "222", ..., or NO_KERNELS
+    cause: str  # what happened and what to do, for the log and the status line
+    final: bool  # starting llama-server again cannot help
+
+    @property
+    def final_reason(self) -> str:
+        return "the GPU or its driver cannot run this image's CUDA" if self.final else ""
+
+
+def cuda_error(lines: Iterable[str]) -> tuple[str, re.Match[str] | None] | None:
+    """The first failure llama-server printed that has a known cause (its code, and for the
+    architecture abort the match holding the GPU's capability)."""
     known = {code for code, _ in CUDA_ERRORS}
     for line in lines:
+        found = NO_KERNELS_LINE.search(line)
+        if found:
+            return NO_KERNELS, found
         for code, pattern in CUDA_ERRORS:
             if pattern.search(line):
-                return code
+                return code, None
         number = CUDA_ERROR_NUMBER.search(line)
-        if number and int(number.group(1)) in known:
-            return int(number.group(1))
+        if number and number.group(1) in known:
+            return number.group(1), None
     return None
+
+
+def diagnosis(lines: Iterable[str], facts: Facts) -> Diagnosis | None:
+    """A recognised failure as a cause that says what to do; None for anything else."""
+    found = cuda_error(lines)
+    if found is None:
+        return None
+    code, match = found
+    driver = driver_label(facts)
+    advice = driver_advice(facts)
+    # The fix comes before the details: the status line keeps 300 characters.
+    built_for, listed = release_architectures(facts)
+    if code == NO_KERNELS:
+        number = int(match.group(1)) if match else 0
+        capability = (number // 100, number % 100 // 10)
+        cause = (
+            f"the GPU's compute capability {show_capability(capability)} is older than every architecture this "
+            f"image's CUDA kernels are built for{built_for}: use {VULKAN_IMAGE}, which runs on this GPU (ggml: not "
+            f"compiled with any CUDA arch <= {number}{listed})"
+        )
+        return Diagnosis(code, cause, final=True)
+    gpus = ", ".join(f"{g.name} ({show_capability(g.capability)})" for g in facts_gpus(facts) if g.capability)
+    causes = {
+        "804": f"CUDA error 804: forward-compatibility libraries were loaded on a GPU that does not support them "
+        f"(GeForce/TITAN; the image's boot never does this: check LD_LIBRARY_PATH and /etc/ld.so.conf.d); {driver}: "
+        f"{advice}",
+        "803": f"CUDA error 803: the driver's kernel module and its CUDA library do not match ({driver}; a driver "
+        "updated without a reboot, or forward compatibility on a driver branch that does not support it): reboot "
+        "the host, or set DISABLE_FORWARD_COMPAT=true",
+        "222": f"CUDA error 222: {driver} cannot compile this image's CUDA kernels (the release carries PTX only, "
+        f"which the driver compiles on first use): {advice}",
+        "209": f"CUDA error 209: this image's CUDA kernels have no code for this GPU{f' ({gpus})' if gpus else ''}; "
+        f"they are built for{built_for or ' other GPUs'}: use {VULKAN_IMAGE}, which runs on it{listed}",
+        "35": f"CUDA error 35: {driver} is older than this image's CUDA runtime: {advice}",
+        "100": "CUDA error 100: no CUDA-capable device is visible in the container: docker run "
+        f"{GPUS_FLAG} (or NVIDIA_VISIBLE_DEVICES naming a GPU)",
+        "999": "CUDA error 999 (unknown error) at initialisation: the host's nvidia_uvm module is often missing or "
+        "stale after a driver update (`sudo modprobe nvidia_uvm`, or reboot the host)",
+    }
+    return Diagnosis(code, causes[code], final=code in FINAL_CAUSES)
 
 
 def diagnose(lines: Iterable[str], facts: Facts) -> str | None:
     """A recognised CUDA error as a cause that says what to do; None for anything else."""
-    code = cuda_error(lines)
-    if code is None:
-        return None
-    driver = driver_label(facts)
-    advice = driver_advice(facts)
-    causes = {
-        804: f"CUDA error 804: forward-compatibility libraries were loaded on a GPU that does not support them "
-        f"(GeForce/TITAN; the image's boot never does this: check LD_LIBRARY_PATH and /etc/ld.so.conf.d); {driver}: "
-        f"{advice}",
-        803: f"CUDA error 803: the driver's kernel module and its CUDA library do not match ({driver}; a driver "
-        "updated without a reboot, or forward compatibility on a driver branch that does not support it): reboot "
-        "the host, or set DISABLE_FORWARD_COMPAT=true",
-        222: f"CUDA error 222: {driver} cannot compile this image's CUDA kernels (the release carries PTX only, "
-        f"which the driver compiles on first use): {advice}",
-        35: f"CUDA error 35: {driver} is older than this image's CUDA runtime: {advice}",
-        100: "CUDA error 100: no CUDA-capable device is visible in the container: docker run "
-        f"{GPUS_FLAG} (or NVIDIA_VISIBLE_DEVICES naming a GPU)",
-        999: "CUDA error 999 (unknown error) at initialisation: the host's nvidia_uvm module is often missing or "
-        "stale after a driver update (`sudo modprobe nvidia_uvm`, or reboot the host)",
-    }
-    return causes[code]
+    found = diagnosis(lines, facts)
+    return found.cause if found else None
+
+
+def release_architectures(facts: Facts) -> tuple[str, str]:
+    """(' compute capability 7.5 and newer', '; the release: 75-virtual, ...'), or empty when
+    the image does not say."""
+    try:
+        architectures = cuda_architectures.parse(facts.architectures)
+    except ValueError:
+        return "", ""
+    if not architectures:
+        return "", ""
+    names = ", ".join(str(a) for a in architectures)
+    return f" {cuda_architectures.describe(architectures, listed=False)}", f"; the release: {names}"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """A GPU the container was given, with its compute capability when known."""
+
+    index: int
+    name: str
+    capability: Capability | None
+    source: str  # where the capability comes from: nvidia-smi, ggml, recorded facts
+
+
+# Compute capability by GPU name (NVIDIA's CUDA GPUs list), for drivers whose nvidia-smi lacks the
+# compute_cap field (before R510: 'Field "compute_cap" is not a valid field to query.') and no
+# ggml report: mostly the older GPUs a release may not cover. First match wins.
+RECORDED_CAPABILITIES: tuple[tuple[re.Pattern[str], Capability], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), capability)
+    for pattern, capability in (
+        (r"\bK80\b", (3, 7)),
+        (r"\bK(20|40)[a-z]*\b", (3, 5)),
+        (r"\bM10\b", (5, 0)),
+        (r"\bM(4|6|40|60)\b|GTX 9[5-8]0", (5, 2)),
+        (r"\bP100\b|Quadro GP100", (6, 0)),
+        (r"\bP(4|6|10|40)\b|\bP10[246]-\d+|GTX 10[5-8]0|TITAN Xp|Quadro P\d{3,4}", (6, 1)),
+        (r"\bV100\b|TITAN V\b|Quadro GV100", (7, 0)),
+        (r"\bT4\b|GTX 16[56]0|RTX 20[5-8]0|Quadro RTX|TITAN RTX|\bT(400|600|1000|1200)\b", (7, 5)),
+        (r"\bA(30|100|800)\b|A100-|A800-", (8, 0)),
+        (r"\bA(2|10|10G|16|40)\b|RTX A\d{4}|RTX 30[5-9]0", (8, 6)),
+        (r"\bL(4|20|40|40S)\b|RTX 40[6-9]0|RTX \d{4} Ada", (8, 9)),
+        (r"\b(GH200|H100|H200|H800|H20)\b|H100 ", (9, 0)),
+        (r"\b(GB200|B200|B100)\b", (10, 0)),
+        (r"\b(GB300|B300)\b", (10, 3)),
+        (r"RTX 50[6-9]0|RTX PRO \d{4} Blackwell", (12, 0)),
+    )
+)
+
+
+def recorded_capability(name: str) -> Capability | None:
+    return next((capability for pattern, capability in RECORDED_CAPABILITIES if pattern.search(name)), None)
+
+
+def nvidia_smi_name(line: str) -> str:
+    """'GPU 0: Tesla V100-SXM2-16GB (UUID: GPU-...)' -> 'Tesla V100-SXM2-16GB'."""
+    return re.sub(r"^GPU \d+:\s*|\s*\(UUID: [^)]*\)\s*$", "", line.strip())
+
+
+def facts_gpus(facts: Facts, listed: str = "") -> tuple[Gpu, ...]:
+    """The container's GPUs with their compute capability: nvidia-smi's, else ggml's report of
+    the same GPU (by name), else the recorded one."""
+    reported = {m.group(2).strip(): (int(m.group(3)), int(m.group(4))) for m in GGML_DEVICE.finditer(listed)}
+    rows = facts.compute or tuple((nvidia_smi_name(line), "") for line in facts.nvidia_smi)
+    if not rows:
+        rows = tuple((name, "") for name in reported)
+    gpus = []
+    for index, (name, smi) in enumerate(rows):
+        parsed = re.fullmatch(r"(\d+)\.(\d+)", smi.strip())
+        if parsed:
+            gpus.append(Gpu(index, name, (int(parsed.group(1)), int(parsed.group(2))), "nvidia-smi"))
+        elif name in reported:
+            gpus.append(Gpu(index, name, reported[name], "ggml"))
+        else:
+            recorded = recorded_capability(name)
+            gpus.append(Gpu(index, name, recorded, "recorded facts" if recorded else "unknown"))
+    return tuple(gpus)
+
+
+UNSUPPORTED_PREFIX = "GPU too old for this image (use the vulkan image): "
+
+
+def architecture_verdict(facts: Facts, listed: str = "") -> Verdict:
+    """Before the first start: whether the GPUs can run the release's CUDA kernels. A GPU none of
+    the architectures runs on fails at its first kernel (ggml's abort, or error 209)."""
+    try:
+        architectures = cuda_architectures.parse(facts.architectures)
+    except ValueError as exc:
+        return Verdict((f"LLAMA_CPP_CUDA_ARCHITECTURES: {exc}: the GPUs' compute capability is not checked",))
+    gpus = facts_gpus(facts, listed)
+    if facts.backend != "cuda" or not architectures or not gpus:
+        return Verdict()
+    built_for = cuda_architectures.describe(architectures)
+    cannot = [g for g in gpus if g.capability and not cuda_architectures.runs_on(architectures, g.capability)]
+
+    def shown(gpu: Gpu) -> str:
+        capability = show_capability(gpu.capability) if gpu.capability else "unknown"
+        return f"GPU {gpu.index}: {gpu.name}, compute capability {capability} ({gpu.source})"
+
+    if not cannot:
+        return Verdict((f"{'; '.join(shown(g) for g in gpus)}; this image's CUDA kernels: {built_for}",))
+    banner = "!" * 78
+    lines = [banner]
+    if len(cannot) == len(gpus):
+        lines += [
+            "WARNING: NO GPU HERE CAN RUN THIS IMAGE'S CUDA KERNELS.",
+            *(f"WARNING: {shown(g)}" for g in cannot),
+            f"WARNING: the release's kernels are built for {built_for}:",
+            "WARNING: llama-server fails at its first kernel (ggml: not compiled with any CUDA arch; or error 209).",
+            f"WARNING: use {VULKAN_IMAGE} with {GPUS_FLAG}: it runs on this GPU.",
+        ]
+    else:
+        able = ",".join(str(g.index) for g in gpus if g not in cannot)
+        lines += [
+            "WARNING: SOME GPUS HERE CANNOT RUN THIS IMAGE'S CUDA KERNELS.",
+            *(f"WARNING: {shown(g)}" for g in cannot),
+            f"WARNING: the release's kernels are built for {built_for}; llama-server fails when it uses one of them.",
+            f"WARNING: give the container only the others: docker run --gpus '\"device={able}\"' (or "
+            f"CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES={able}), or use {VULKAN_IMAGE}.",
+        ]
+    lines.append(banner)
+    return Verdict(tuple(lines), UNSUPPORTED_PREFIX)
 
 
 def cuda_cache_environment(env: Mapping[str, str], writable: Callable[[Path], bool]) -> tuple[dict[str, str], str]:
@@ -319,6 +502,7 @@ def read_facts(env: Mapping[str, str], sys_root: Path = Path("/sys"), dev_root: 
         needed_cuda=env.get("LLAMA_CPP_CUDA_VERSION") or None,
         capabilities=env.get("NVIDIA_DRIVER_CAPABILITIES", ""),
         vulkan_devices_asked=env.get("GGML_VK_VISIBLE_DEVICES"),
+        architectures=env.get("LLAMA_CPP_CUDA_ARCHITECTURES", ""),
     )
 
 
@@ -337,8 +521,9 @@ def nvidia_smi_gpus() -> tuple[str, ...]:
 def list_devices(env: Mapping[str, str]) -> str:
     try:
         listed = subprocess.run(
-            ["llama-server", "--list-devices"], capture_output=True, text=True, timeout=120, check=False, env=dict(env)
-        )
+            ["llama-server", "--list-devices"], capture_output=True, text=True, timeout=120, check=False, env=dict(env),
+            cwd=SERVER_DIRECTORY,  # it loads the backends too: not from /workspace
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"(llama-server --list-devices failed: {exc})"
     return listed.stdout + listed.stderr
@@ -353,11 +538,23 @@ class Check:
     environment: Mapping[str, str] = field(default_factory=dict)  # for llama-server
 
 
+def compute_capabilities() -> tuple[tuple[str, str], ...]:
+    """nvidia-smi's names and compute capabilities; names alone where the field is unknown."""
+    rows = query_nvidia_smi("name,compute_cap") or [[*row, ""] for row in query_nvidia_smi("name")]
+    return tuple((row[0], row[1]) for row in rows if len(row) >= 2 and row[0])
+
+
 def check(env: Mapping[str, str], log: Callable[[str], None]) -> Check:
-    """Before the first start: the CPU-fallback verdict and the JIT cache, logged."""
+    """Before the first start: the CPU-fallback verdict, whether the GPUs can run the release's
+    CUDA kernels, and the JIT cache, logged."""
     facts = read_facts(env)
+    if facts.backend == "cuda" and facts.nvidia_smi:
+        facts = replace(facts, compute=compute_capabilities())
     listed = list_devices(env) if needs_listing(facts) else ""
     decided = verdict(facts, listed)
+    if not decided.warning and facts.backend == "cuda":
+        architectures = architecture_verdict(facts, listed)
+        decided = Verdict((*decided.lines, *architectures.lines), architectures.warning)
     for line in decided.lines:
         log(line)
     environment, note = cuda_cache_environment(env, can_write_directory)
@@ -366,6 +563,11 @@ def check(env: Mapping[str, str], log: Callable[[str], None]) -> Check:
     return Check(facts, decided.warning, environment)
 
 
+def failure(lines: Sequence[str], facts: Facts) -> Diagnosis | None:
+    """The cause of a failed (or ended) start when it is a CUDA failure the launcher recognises."""
+    return diagnosis(lines, facts) if facts.backend == "cuda" else None
+
+
 def failure_cause(lines: Sequence[str], facts: Facts) -> str | None:
-    """The cause of a failed (or ended) start when it is a CUDA error the launcher recognises."""
-    return diagnose(lines, facts) if facts.backend == "cuda" else None
+    found = failure(lines, facts)
+    return found.cause if found else None

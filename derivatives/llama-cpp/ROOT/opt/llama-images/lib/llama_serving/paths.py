@@ -4,6 +4,8 @@ llama_runtime/paths.py). llama.sh reads them from `paths.sh` beside this file, g
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from llama_runtime import paths
 
 SERVICE = "llama"
@@ -21,6 +23,10 @@ STATUS_FILE = paths.status_file(SERVICE)
 STATUS_RECORD_FILE = LAUNCHER_DIR / "status.json"
 OVERRIDE_FILE = paths.RUNTIME_SERVICES_DIR / f"{SERVICE}.toml"  # the effective port, for the proxy
 SUPERVISOR_PROGRAM_FILE = paths.SUPERVISOR_PROGRAMS_DIR / f"{SERVICE}.conf"
+# llama-server's working directory: one users do not write. ggml's backend loader searches the
+# executable's directory and then the working directory for libggml-*.so, and loads what it finds
+# there: in /workspace (the users' volume) a stray or planted library would run in llama-server.
+SERVER_DIRECTORY = Path("/")
 
 # The serverless worker (Supervisor program "pyworker", llama_worker/) in front of llama-server.
 WORKER_SERVICE = "pyworker"

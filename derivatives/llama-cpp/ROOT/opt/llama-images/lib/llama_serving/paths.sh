@@ -9,6 +9,7 @@ LLAMA_SERVING_STATUS_FILE=/run/llama-images/status/llama
 LLAMA_SERVING_STATUS_RECORD_FILE=/run/llama-images/llama/status.json
 LLAMA_SERVING_OVERRIDE_FILE=/run/llama-images/services.d/llama.toml
 LLAMA_SERVING_SUPERVISOR_PROGRAM_FILE=/etc/supervisor/conf.d/llama.conf
+LLAMA_SERVING_SERVER_DIRECTORY=/
 LLAMA_SERVING_WORKER_DIR=/run/llama-images/pyworker
 LLAMA_SERVING_WORKER_STATUS_FILE=/run/llama-images/status/pyworker
 LLAMA_SERVING_WORKER_OVERRIDE_FILE=/run/llama-images/services.d/pyworker.toml

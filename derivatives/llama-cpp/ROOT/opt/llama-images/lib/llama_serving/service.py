@@ -233,7 +233,7 @@ class Runner:
             attempt = self.attempt(failed + 1)
             if self.stopping.is_set():
                 break
-            if attempt.served:
+            if attempt.served and not attempt.final:
                 log(f"llama-server ended ({attempt.cause}) after serving; starting it again")
                 failed = 0
                 self.stopping.wait(1)
@@ -241,7 +241,7 @@ class Runner:
             failed += 1
             log(f"attempt {failed}/{attempts} failed: {attempt.cause}")
             if attempt.final or failed >= attempts:
-                why = "" if failed >= attempts else " (its arguments were refused: retrying cannot help)"
+                why = "" if failed >= attempts else f" ({attempt.final_reason}: retrying cannot help)"
                 log(f"giving up after {failed} attempt{'s' if failed > 1 else ''}{why}: {attempt.cause}")
                 self.status(f"failed: {attempt.cause}")
                 return attempt.cause

@@ -25,7 +25,7 @@ from llama_runtime.files import write_atomically
 
 from . import gpu, output
 from .config import mask
-from .paths import PID_FILE, REQUESTS_SERVED_FILE
+from .paths import PID_FILE, REQUESTS_SERVED_FILE, SERVER_DIRECTORY
 
 if TYPE_CHECKING:
     from .service import Runner
@@ -46,7 +46,8 @@ class Attempt:
 
     served: bool  # it answered /health with 200 before it ended
     cause: str = ""
-    final: bool = False  # starting again cannot help (its arguments were refused)
+    final: bool = False  # starting again cannot help
+    final_reason: str = "its arguments were refused"  # why, when final
 
 
 class Watch:
@@ -77,6 +78,7 @@ class Watch:
                 stdout=writer,
                 stderr=writer,
                 env=self.runner.child_environment(),
+                cwd=SERVER_DIRECTORY,  # not /workspace: ggml loads backends from its working directory
             )
         except OSError as exc:
             os.close(reader)
@@ -227,15 +229,20 @@ class Watch:
         ended = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         with self.lock:
             lines = list(self.lines)
-        diagnosed = gpu.failure_cause(lines, self.runner.gpu.facts)  # a CUDA error, with its fix
+        diagnosed = gpu.failure(lines, self.runner.gpu.facts)  # a CUDA failure, with its fix
+        # The GPU or its driver cannot run the image (222, 803, 804, 209, no kernels): no retries.
+        gpu_final = diagnosed is not None and diagnosed.final
         if served:
-            return Attempt(served=True, cause=f"{ended}; {diagnosed}" if diagnosed else ended)
+            cause = f"{ended}; {diagnosed.cause}" if diagnosed else ended
+            return Attempt(True, cause, final=gpu_final, final_reason=diagnosed.final_reason if diagnosed else "")
         cause = (
             self.stalled
-            or diagnosed
+            or (diagnosed.cause if diagnosed else "")
             or output.failure_cause(lines)
             or f"llama-server ended ({ended}) before it answered"
         )
+        if gpu_final and diagnosed is not None and not self.stalled:
+            return Attempt(False, mask(cause, self.runner.secrets), final=True, final_reason=diagnosed.final_reason)
         return Attempt(served=False, cause=mask(cause, self.runner.secrets), final=output.is_argument_error(lines))
 
 

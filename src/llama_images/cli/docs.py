@@ -1,9 +1,10 @@
-"""The README's generated blocks, made from the option declarations (core/options.py) and the
-tasks that take them: the task options table and the publishing workflow's inputs table.
+"""The generated blocks of the documentation, made from the option declarations (core/options.py)
+and the tasks that take them: the task options table (docs/building.md) and the publishing
+workflow's inputs table (docs/publishing.md).
 
-Each block sits between `<!-- begin generated: NAME (invoke readme) -->` and
-`<!-- end generated: NAME -->`; `invoke readme` rewrites them, and a test fails while the
-README's blocks differ from what the declarations give.
+Each block sits between `<!-- begin generated: NAME (invoke docs) -->` and
+`<!-- end generated: NAME -->` in the file that declares it below; `invoke docs` rewrites them,
+and a test fails while a file's blocks differ from what the declarations give.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Any, Protocol
 
 from ..core.errors import UsageError
 from ..core.options import OPTIONS, Kind, Option
+
+# Each generated block and the file it lives in, relative to the checkout.
+BLOCK_FILES = {"options": Path("docs/building.md"), "workflow-inputs": Path("docs/publishing.md")}
 
 
 class Declared(Protocol):
@@ -66,28 +70,39 @@ def blocks(tasks: Sequence[Declared]) -> dict[str, str]:
 
 def block_pattern(name: str) -> re.Pattern[str]:
     return re.compile(
-        rf"(<!-- begin generated: {re.escape(name)} \(invoke readme\) -->\n)(.*?)(<!-- end generated: "
+        rf"(<!-- begin generated: {re.escape(name)} \(invoke docs\) -->\n)(.*?)(<!-- end generated: "
         rf"{re.escape(name)} -->)",
         re.DOTALL,
     )
 
 
-def regenerated(text: str, tasks: Sequence[Declared]) -> str:
-    """The README text with every generated block made anew; a missing marker is an error."""
-    for name, content in blocks(tasks).items():
+def regenerated(text: str, names: Sequence[str], tasks: Sequence[Declared], file: Path) -> str:
+    """`text` with each of the named blocks made anew; a missing marker is an error naming `file`."""
+    made = blocks(tasks)
+    for name in names:
         match = block_pattern(name).search(text)
         if match is None:
-            raise UsageError(f"README.md has no generated block '{name}'; restore its begin and end comments")
-        text = text[: match.start(2)] + content + "\n" + text[match.end(2) :]
+            raise UsageError(f"{file} has no generated block '{name}'; restore its begin and end comments")
+        text = text[: match.start(2)] + made[name] + "\n" + text[match.end(2) :]
     return text
 
 
-def update(path: Path, tasks: Sequence[Any]) -> None:
-    """Rewrite the README's generated blocks (what `invoke readme` does)."""
-    text = path.read_text(encoding="utf-8")
-    new = regenerated(text, tasks)
-    if new == text:
-        print(f"{path.name}: the generated blocks are up to date")
-        return
-    path.write_text(new, encoding="utf-8")
-    print(f"{path.name}: regenerated {', '.join(blocks(tasks))}")
+def files_blocks() -> dict[Path, list[str]]:
+    """File -> the names of the blocks it holds."""
+    found: dict[Path, list[str]] = {}
+    for name, file in BLOCK_FILES.items():
+        found.setdefault(file, []).append(name)
+    return found
+
+
+def update(root: Path, tasks: Sequence[Any]) -> None:
+    """Rewrite every generated block in its file (what `invoke docs` does)."""
+    for file, names in files_blocks().items():
+        path = root / file
+        text = path.read_text(encoding="utf-8")
+        new = regenerated(text, names, tasks, file)
+        if new == text:
+            print(f"{file}: the generated blocks are up to date")
+            continue
+        path.write_text(new, encoding="utf-8")
+        print(f"{file}: regenerated {', '.join(names)}")
