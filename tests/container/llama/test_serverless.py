@@ -216,7 +216,13 @@ def test_each_request_is_reported_in_tokens_its_prompt_and_what_it_asks_for(flee
     engine, worker = fleet.engine, fleet.workers[A]
     prompt = "The quick brown fox jumps over the lazy dog, and then it runs away"
     expected = tokenize(worker, prompt) + 12
-    engine.wait(lambda: not engine.workers[A].last.get("cur_load"), 30, "worker A still busy")
+
+    def quiet() -> bool:
+        """A report with nothing in hand and nothing new: earlier requests are all accounted for."""
+        last = engine.workers[A].last
+        return not last.get("cur_load") and not last.get("new_load")
+
+    engine.wait(quiet, 30, "worker A still busy")
     since = len(engine.worker(A).reports)
     auth = engine.auth_data(worker.url, cost=expected)
     status, body, _ = post_json(worker.url + "/v1/completions", {"auth_data": auth, "payload": completion(12, prompt)})
