@@ -298,6 +298,9 @@ def build(
     logging.getLogger().setLevel(settings.log_level.upper())
     for handler in logging.getLogger().handlers:
         handler.setLevel(settings.log_level.upper())
+    # One line per request would go through Supervisor and the log copier on the instance's CPUs
+    # (the engine counts the requests): only with WORKER_LOG_LEVEL=debug.
+    logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if settings.log_level == "debug" else logging.WARNING)
     mask_root_handlers((*secrets, llama.api_key))
     readiness.backend = worker.backend
     worker.routes = [
