@@ -21,7 +21,7 @@ RUNTIME_PYTHON = "base-image/ROOT/opt/llama-images/lib"
 LLAMA_PYTHON = "derivatives/llama-cpp/ROOT/opt/llama-images/lib"
 PYTHON_PATHS = ("src", "tests", "benchmarks", "tasks.py", "noxfile.py", RUNTIME_PYTHON, LLAMA_PYTHON)
 # Hash-pinned requirements of the image's Python environments (base-image/python/*.in -> *.txt).
-LOCKED_ENVIRONMENTS = ("build-tools", "caddy", "portal", "jupyter")
+LOCKED_ENVIRONMENTS = ("build-tools", "caddy", "portal", "jupyter", "vastai")
 UV = "uv==0.13.9"
 
 

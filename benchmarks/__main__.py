@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import builds, download, measure, portal, report, serving, soak, threads
+from . import builds, download, measure, portal, report, serving, soak, threads, worker
 
-MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal", "download", "threads", "soak")
+MEASUREMENTS = ("update", "matrix", "boot", "load", "size", "portal", "download", "threads", "soak", "worker")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--targets", type=int, default=3, help="CPU targets in the matrix build (default 3)")
     parser.add_argument("--boot-runs", type=int, default=5, help="boot runs of each kind (default 5)")
     parser.add_argument("--load-repeats", type=int, default=3, help="runs of each load (default 3)")
+    parser.add_argument("--worker-repeats", type=int, default=3, help="runs of each worker load (default 3)")
     parser.add_argument("--portal-seconds", type=float, default=30, help="seconds of each portal phase (default 30)")
     parser.add_argument("--portal-rounds", type=int, default=3, help="rounds of page closed/open (default 3)")
     parser.add_argument("--download-runs", type=int, default=3, help="downloads of each kind and scenario (default 3)")
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--image",
-        help="measure boot, load, size, portal, download, threads and soak on this image instead of building one",
+        help="measure boot, load, size, portal, download, threads, soak and worker on this image, not a new build",
     )
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -58,13 +59,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.targets < 2
         or args.boot_runs < 5
         or args.load_repeats < 1
+        or args.worker_repeats < 1
         or args.portal_rounds < 1
         or args.download_runs < 1
         or args.thread_runs < 1
     ):
         parser.error(
-            "--targets must be at least 2, --boot-runs at least 5, --load-repeats, --portal-rounds, "
-            "--download-runs and --thread-runs at least 1"
+            "--targets must be at least 2, --boot-runs at least 5, --load-repeats, --worker-repeats, "
+            "--portal-rounds, --download-runs and --thread-runs at least 1"
         )
     if args.soak_blocks < 2:
         parser.error("--soak-blocks must be at least 2 (the first block against the last)")
@@ -89,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measure.ensure_upstream(ctx)
         image = args.image
-        if image is None and {"boot", "load", "size", "portal", "download", "threads", "soak"} & set(args.only):
+        if image is None and {"boot", "load", "size", "portal", "download", "threads", "soak", "worker"} & set(
+            args.only
+        ):
             image = measure.build_image(ctx)
         steps = {
             "update": lambda: builds.measure_update(ctx),
@@ -108,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "threads": lambda: threads.measure_threads(ctx, image, args.thread_runs),
             "soak": lambda: soak.measure_soak(ctx, image, args.soak_blocks),
+            "worker": lambda: worker.measure_worker(ctx, image, args.worker_repeats),
         }
         for name in MEASUREMENTS:
             if name in args.only:

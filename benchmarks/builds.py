@@ -222,4 +222,6 @@ def measure_size(ctx: Context, image: str) -> dict[str, Any]:
         ),
         "ratio_compressed": round(summary["image"]["compressed_bytes"] / summary["minimal"]["compressed_bytes"], 3),
         "largest_layers": [layer.as_json() for layer in layer_math.largest(image_layers)],
+        # The image's Python environments, each its own layer (the portal's, Jupyter's, vastai's).
+        "environments": [layer.as_json() for layer in layer_math.environments(image_layers)],
     }

@@ -102,3 +102,8 @@ def largest(layers: Sequence[Layer], count: int = 5) -> list[Layer]:
 
 def with_uncompressed(layers: Sequence[Layer], sizes: Mapping[str, int]) -> list[Layer]:
     return [replace(layer, uncompressed=sizes.get(layer.digest)) for layer in layers]
+
+
+def environments(layers: Sequence[Layer]) -> list[Layer]:
+    """The layers that copy in one of the image's Python environments (a virtualenv)."""
+    return [layer for layer in layers if "venv" in layer.created_by and layer.created_by.startswith("COPY")]

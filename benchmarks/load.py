@@ -58,11 +58,14 @@ def request_count(kind: LoadKind, concurrency: int) -> int:
     return -(-wanted // concurrency) * concurrency
 
 
-def hey_command(url: str, kind: LoadKind, concurrency: int, headers: Mapping[str, str]) -> list[str]:
+def hey_command(
+    url: str, kind: LoadKind, concurrency: int, headers: Mapping[str, str], count: int | None = None
+) -> list[str]:
+    """hey's command line; `count` requests (default `request_count`)."""
     command = [
         "hey",
         "-n",
-        str(request_count(kind, concurrency)),
+        str(count if count is not None else request_count(kind, concurrency)),
         "-c",
         str(concurrency),
         "-t",

@@ -27,6 +27,9 @@ PORTAL_MIN_GENERATION_RATIO = 0.95
 # Issue 18's: the launcher's download against llama-server's own -hf, time to healthy.
 DOWNLOAD_MIN_SPEEDUP = 5.0  # with a per-connection cap
 DOWNLOAD_MIN_LINK_RATIO = 0.95  # when the link is the limit: no slower than one connection (noise allowed)
+# Issue 26's: the serverless worker costs generation next to nothing, alone or with company.
+WORKER_MIN_THROUGHPUT_RATIO = 0.95
+WORKER_CONCURRENCIES = (1, 8)
 
 
 Add = Callable[[str, str, str, bool], None]  # name, target, measured, met
@@ -210,6 +213,48 @@ def soak_verdicts(found: Mapping[str, Any], add: Add) -> None:
     )
 
 
+def worker_rows(summaries: Mapping[tuple[str, int, str], Mapping[str, Any]], tokens: int) -> list[dict[str, Any]]:
+    """(kind, concurrency, path) -> summary JSON  =>  one row per kind and concurrency: tokens per
+    second through the worker and direct (each request generates `tokens`), their ratio, the
+    added median latency."""
+    rows = []
+    for kind, concurrency in dict.fromkeys((k, c) for k, c, _ in summaries):
+        worker, direct = summaries[(kind, concurrency, "worker")], summaries[(kind, concurrency, "direct")]
+        worker_tps, direct_tps = worker["requests_per_second"] * tokens, direct["requests_per_second"] * tokens
+        rows.append(
+            {
+                "kind": kind,
+                "concurrency": concurrency,
+                "worker": dict(worker),
+                "direct": dict(direct),
+                "worker_tokens_per_second": round(worker_tps, 1),
+                "direct_tokens_per_second": round(direct_tps, 1),
+                "throughput_ratio": round(worker_tps / direct_tps, 3) if direct_tps else None,
+                "p50_added_ms": round(worker["p50_ms"] - direct["p50_ms"], 3),
+            }
+        )
+    return rows
+
+
+def worker_verdicts(worker: Mapping[str, Any], add: Add) -> None:
+    for concurrency in WORKER_CONCURRENCIES:
+        rows = [r for r in worker["rows"] if r["concurrency"] == concurrency]
+        if not rows:
+            continue
+        worst = min(rows, key=lambda r: r["throughput_ratio"] if r["throughput_ratio"] is not None else math.inf)
+        add(
+            f"worker tokens/s, c={concurrency}",
+            f">= {WORKER_MIN_THROUGHPUT_RATIO}x llama-server direct",
+            f"lowest {fmt_ratio(worst['throughput_ratio'])} ({worst['kind']}), "
+            f"+{max(r['p50_added_ms'] for r in rows):.1f} ms p50",
+            all(
+                r["throughput_ratio"] is not None and r["throughput_ratio"] >= WORKER_MIN_THROUGHPUT_RATIO for r in rows
+            ),
+        )
+    errors = sum(r["worker"]["errors"] for r in worker["rows"])
+    add("worker errors", "none", f"{errors}", errors == 0)
+
+
 VERDICTS: dict[str, Callable[[Mapping[str, Any], Add], None]] = {
     "update": update_verdicts,
     "matrix": matrix_verdicts,
@@ -218,6 +263,7 @@ VERDICTS: dict[str, Callable[[Mapping[str, Any], Add], None]] = {
     "portal": portal_verdicts,
     "download": download_verdicts,
     "soak": soak_verdicts,
+    "worker": worker_verdicts,
 }
 
 
@@ -255,7 +301,7 @@ def render(results: Mapping[str, Any]) -> str:
             lines += section(results[name])
     found = verdicts(results)
     if found:
-        lines += ["", "Targets (issues 8, 17, 18 and 28)"]
+        lines += ["", "Targets (issues 8, 17, 18, 26 and 28)"]
         lines += table(
             ["", "measure", "target", "measured"],
             [["met" if v["met"] else "MISSED", v["name"], v["target"], v["measured"]] for v in found],
@@ -423,6 +469,16 @@ def render_size(size: Mapping[str, Any]) -> list[str]:
             for layer in size["largest_layers"]
         ],
     )
+    if size.get("environments"):
+        lines.append("the image's Python environments (each its own layer):")
+        lines += table(
+            ["#", "uncompressed", "compressed", "made by"],
+            [
+                [str(layer["index"]), human_bytes(layer.get("uncompressed_bytes") or 0), human_bytes(layer["bytes"]),
+                 layer["created_by"]]
+                for layer in size["environments"]
+            ],
+        )  # fmt: skip
     return lines
 
 
@@ -501,6 +557,32 @@ def render_soak(found: Mapping[str, Any]) -> list[str]:
     return lines + list(found["figures"])
 
 
+def render_worker(worker: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"10. Serverless worker (signed requests through the worker on port 3000 vs llama-server's internal "
+        f"port, {worker['tokens_per_request']} tokens per request, {worker['repeats']} runs each; {worker['model']}; "
+        f"the worker's own benchmark figure: {worker['benchmark_tokens_per_second']} tokens/s)",
+    ]
+    rows = [
+        [
+            row["kind"],
+            str(row["concurrency"]),
+            f"{row['worker_tokens_per_second']:.0f}",
+            f"{row['direct_tokens_per_second']:.0f}",
+            fmt_ratio(row["throughput_ratio"]),
+            f"{row['worker']['p50_ms']:.1f}/{row['direct']['p50_ms']:.1f}",
+            f"{row['p50_added_ms']:+.1f}",
+            f"{row['worker']['errors']}/{row['direct']['errors']}",
+        ]
+        for row in worker["rows"]
+    ]
+    lines += table(
+        ["kind", "conc", "worker tok/s", "direct tok/s", "ratio", "p50 ms worker/direct", "added", "errors"], rows
+    )
+    return lines
+
+
 SECTIONS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "update": render_update,
     "matrix": render_matrix,
@@ -511,6 +593,7 @@ SECTIONS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "download": render_download,
     "threads": render_threads,
     "soak": render_soak,
+    "worker": render_worker,
 }
 
 

@@ -324,7 +324,7 @@ def test_the_table_shows_every_measurement_and_the_targets() -> None:
     expected_parts = (
         *("machine: 2 cores", "1. Update pull delta", "base script edit", "30.0 kB", "5.0%", "2. Matrix build"),
         *("0.50x", "3. Boot to healthy", "+0.50 s", "4. Proxy under load", "0.95x", "+1.50", "5. Image size"),
-        *("800.0 MB", "4.00x", "255.0 MB", "Targets (issues 8, 17, 18 and 28)"),
+        *("800.0 MB", "4.00x", "255.0 MB", "Targets (issues 8, 17, 18, 26 and 28)"),
     )
     for expected in expected_parts:
         assert expected in text, expected
@@ -459,3 +459,50 @@ def test_the_thread_measurement_shows_tokens_per_second_both_ways() -> None:
     assert "8. llama-server under docker run --cpus 1 on 2 CPUs" in text
     assert "threads at the quota (the image's default)   1          25.0                 80.0" in text
     assert "ratio (quota / default)" in text and "1.25x" in text
+
+
+# ---- 7. the serverless worker (issue 26) ----
+
+
+def worker_results(ratio_c1: float = 0.97, ratio_c8: float = 0.96, errors: int = 0) -> dict[str, Any]:
+    direct = {"requests": 48, "errors": 0, "requests_per_second": 10.0, "p50_ms": 100.0, "p99_ms": 120.0}
+
+    def through(ratio: float) -> dict[str, Any]:
+        return {**direct, "errors": errors, "requests_per_second": 10.0 * ratio, "p50_ms": 103.0}
+
+    summaries = {
+        ("completion", 1, "worker"): through(ratio_c1),
+        ("completion", 1, "direct"): direct,
+        ("stream", 8, "worker"): through(ratio_c8),
+        ("stream", 8, "direct"): direct,
+    }
+    rows = report.worker_rows(summaries, tokens=64)
+    return {"repeats": 3, "tokens_per_request": 64, "model": "random", "benchmark_tokens_per_second": 812.4,
+            "rows": rows}  # fmt: skip
+
+
+def test_worker_rows_are_tokens_per_second_both_ways_and_their_ratio() -> None:
+    first, second = worker_results()["rows"]
+    assert (first["kind"], first["concurrency"]) == ("completion", 1)
+    assert (first["worker_tokens_per_second"], first["direct_tokens_per_second"]) == (620.8, 640.0)
+    assert (first["throughput_ratio"], first["p50_added_ms"]) == (0.97, 3.0)
+    assert second["throughput_ratio"] == 0.96
+
+
+def test_the_worker_meets_its_target_at_95_percent_of_direct_at_each_concurrency() -> None:
+    met = {v["name"]: v["met"] for v in report.verdicts({"worker": worker_results()})}
+    assert met == {"worker tokens/s, c=1": True, "worker tokens/s, c=8": True, "worker errors": True}
+    missed = {v["name"]: v["met"] for v in report.verdicts({"worker": worker_results(ratio_c8=0.94, errors=1)})}
+    assert missed == {"worker tokens/s, c=1": True, "worker tokens/s, c=8": False, "worker errors": False}
+    text = report.render({"worker": worker_results()})
+    assert "10. Serverless worker" in text and "worker tokens/s, c=8" in text and "812.4 tokens/s" in text
+
+
+def test_the_images_python_environments_are_the_layers_that_copy_a_virtualenv() -> None:
+    found = [
+        layers.Layer(0, "sha256:a", 10, "RUN apt-get install python3"),
+        layers.Layer(1, "sha256:b", 20, "COPY /opt/llama-images/vastai-venv /opt/llama-images/vastai-venv"),
+        layers.Layer(2, "sha256:c", 30, "COPY /venv/main /venv/main"),
+        layers.Layer(3, "sha256:d", 40, "COPY ROOT/ /"),
+    ]
+    assert [layer.index for layer in layers.environments(found)] == [1, 2]

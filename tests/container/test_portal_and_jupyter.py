@@ -86,6 +86,7 @@ def test_the_portal_in_a_browser_lists_services_and_restarts_one(
     # No token in the links (nor anywhere in the page's data): the login reaches every port.
     assert rows == [
         ["portal", "http://127.0.0.1:1111/"],
+        ["pyworker", None],  # the serverless worker, off outside serverless mode: no link
         ["llama", "http://127.0.0.1:8000/"],
         ["jupyter", "http://127.0.0.1:8080/"],
     ]

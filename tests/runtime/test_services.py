@@ -33,6 +33,7 @@ def test_the_shipped_declaration_has_the_documented_ports(tmp_path: Path) -> Non
     assert loaded.problems == ()
     assert [(s.name, s.external_port, s.internal_port, s.program, s.essential) for s in loaded.services] == [
         ("portal", 1111, 11111, "portal", True),
+        ("pyworker", 3000, 3000, "pyworker", True),
         ("llama", 8000, 18000, "llama", True),
         ("jupyter", 8080, 18080, "jupyter", False),
     ]
@@ -60,6 +61,7 @@ def test_the_reference_default_names_every_service_and_adds_the_terminal_link(tm
     rows = [(s.name, s.label, s.external_port, s.internal_port, s.enabled, s.published) for s in loaded.services]
     assert rows == [
         ("portal", "Instance Portal", 1111, 11111, True, True),
+        ("pyworker", "Serverless worker", 3000, 3000, False, False),  # serverless mode only
         ("llama", "Llama.cpp UI", 8000, 18000, True, True),
         ("jupyter", "Jupyter", 8080, 18080, True, True),
         ("jupyter-terminal", "Jupyter Terminal", 8080, 8080, True, False),
@@ -127,7 +129,7 @@ def test_a_bad_file_is_reported_with_its_key_and_the_others_still_load(tmp_path:
     write(shipped, "broken.toml", 'name = "broken"\nlabel = "B"\nexternal_port = "x"\ninternal_port = 1\npath = "/"\n')
     write(shipped, "syntax.toml", "name = \n")
     loaded = load_services(shipped, tmp_path / "none", {})
-    assert [s.name for s in loaded.services] == ["portal", "llama", "jupyter"]
+    assert [s.name for s in loaded.services] == ["portal", "pyworker", "llama", "jupyter"]
     assert f"{shipped}/broken.toml: external_port = 'x' is not a int" in loaded.problems
     assert any(p.startswith(f"{shipped}/syntax.toml: not readable TOML") for p in loaded.problems)
 

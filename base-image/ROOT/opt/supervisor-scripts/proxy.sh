@@ -14,9 +14,18 @@ runtime=${LLAMA_IMAGES_RUNTIME_COMMAND}
 caddy=/usr/local/bin/caddy
 config=${LLAMA_IMAGES_CADDY_CONFIG_FILE}
 retry_seconds=10
+stays_off=3 # llama_runtime/cli.py STAYS_OFF
 
-if "${runtime}" render-proxy --output "${config}"; then
+# Serverless mode (SERVERLESS=true) stops the proxy unless SERVERLESS_KEEP=proxy keeps it: the
+# render says so with its own exit status, after saying why and outliving startsecs (a clean
+# EXITED).
+"${runtime}" render-proxy --output "${config}"
+rendered=$?
+if ((rendered == 0)); then
     exec "${caddy}" run --config "${config}"
+fi
+if ((rendered == stays_off)); then
+    exit 0
 fi
 if [[ ! -s ${config} ]]; then
     echo "[proxy] FAILED: the proxy config could not be rendered and there is no earlier one; see the lines above" >&2

@@ -89,7 +89,8 @@ def service_row(service: Service, info: dict[str, Any] | None, auth: Auth, query
         "controllable": bool(service.program) and service.program not in PROTECTED and service.enabled,
         "actions": panels.allowed_actions(state, bool(service.program) and service.program not in PROTECTED),
         "has_log": log_file(info) is not None,
-        "protected": auth.protects(service.external_port),
+        # Whether the proxy asks for the token there (a service that is not proxied answers itself).
+        "protected": service.proxied and auth.protects(service.external_port),
         "link_query": query,
     }
 

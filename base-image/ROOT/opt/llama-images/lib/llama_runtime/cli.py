@@ -15,10 +15,12 @@ from pathlib import Path
 # answer, and every import is on that path (docs/benchmarks.md, boot to healthy).
 from . import access, certificate, credentials, environment, paths, proxy
 from .files import write_atomically, write_private
-from .services import Service, env_flag, load_services
+from .services import Service, env_flag, load_services, proxy_off_reason, serverless_mode
 
 FAILURE_LIMIT_VARIABLE = "AUTH_FAILURE_LIMIT"
 SESSION_BIND_VARIABLE = "SESSION_BIND"
+# render-proxy's exit status when the proxy stays off (serverless mode): proxy.sh then exits 0.
+STAYS_OFF = 3
 
 
 def log(tag: str, message: str) -> None:
@@ -56,7 +58,12 @@ def service_tokens(services: tuple[Service, ...]) -> tuple[tuple[tuple[str, str]
 def render_proxy(output: Path, settings_output: Path, retry: bool = False) -> int:
     """Caddy's config and the login verifier's settings, from the declaration, the environment
     and the settings files. Both are written whole or not at all: when they cannot be written
-    (a full /run), the last ones stay in place (proxy.sh serves with them and retries)."""
+    (a full /run), the last ones stay in place (proxy.sh serves with them and retries).
+    STAYS_OFF, after saying why, when serverless mode stops the proxy."""
+    from . import program
+
+    if not retry and not program.decide("proxy"):
+        return STAYS_OFF
     files = environment.read(os.environ)
     tokens, token_problems = credentials.effective_tokens(files)
     loaded = load_services(environ=os.environ)
@@ -78,6 +85,12 @@ def render_proxy(output: Path, settings_output: Path, retry: bool = False) -> in
             log("proxy", f"ERROR: {problem}")
         if not auth.enabled:
             log("proxy", "WARNING: ENABLE_AUTH=false: every port is open to anyone who can reach it")
+        if serverless_mode(os.environ).serverless:
+            log(
+                "proxy",
+                "WARNING: serverless mode, and SERVERLESS_KEEP keeps the proxy: its ports reach the "
+                "services with the token, beside the worker's signed requests",
+            )
         credentials.warn_weak(tokens)
         if enable_https and tls is None:
             log("proxy", "ERROR: no certificate: serving plain HTTP")
@@ -184,7 +197,7 @@ def run_healthcheck() -> int:
     except OSError as exc:
         print(f"unhealthy: supervisord does not answer ({exc})")
         return 1
-    found = health.problems(loaded.services, programs)
+    found = health.problems(loaded.services, programs, proxy_expected=proxy_off_reason(os.environ) is None)
     for problem in found:
         print(f"unhealthy: {problem}")
     if not found:
@@ -292,8 +305,10 @@ def service_token_file(name: str) -> int:
 
 
 def auth_verifier() -> int:
-    from . import verifier
+    from . import program, verifier
 
+    if not program.start("auth"):  # off with the proxy (serverless mode)
+        return 0
     return verifier.serve()
 
 

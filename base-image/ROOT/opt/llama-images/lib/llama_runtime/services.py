@@ -2,7 +2,12 @@
 
 Shipped:  /etc/llama-images/services.d/<name>.toml   (base image and derivatives add files)
 Runtime:  /run/llama-images/services.d/<name>.toml   (boot steps; replace some keys)
-Then:     PORTAL_CONFIG  "host:external:internal:path:Label|..." (the reference image's format):
+Then:     serverless mode (SERVERLESS=true, the reference image's switch): a service declared
+          `serverless = "off"` stops in it unless SERVERLESS_KEEP names it, one declared
+          `serverless = "only"` runs only in it (default "on": both). The token proxy, which is
+          no declared service, stops like an "off" one (SERVERLESS_KEEP=proxy keeps it).
+Then:     PORTAL_CONFIG  "host:external:internal:path:Label|..." (the reference image's format),
+          outside serverless mode (in it, as in the reference image, PORTAL_CONFIG is not read):
           when set, it decides what runs, as in the reference image. Each entry is the declared
           service with its label (any case), else the one on its internal port when its host is
           this machine; an entry naming none adds a service the proxy publishes; an entry whose
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,8 +50,18 @@ KEYS: dict[str, tuple[type, bool]] = {
     "search_term": (str, False),
     "openai_path": (str, False),
     "token_scheme": (str, False),
+    "serverless": (str, False),
+    "proxied": (bool, False),
 }
 TOKEN_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+# Serverless mode (SERVERLESS=true): which services a serverless instance runs.
+SERVERLESS_VARIABLE = "SERVERLESS"
+SERVERLESS_KEEP_VARIABLE = "SERVERLESS_KEEP"
+SERVERLESS_VALUES = ("on", "off", "only")  # runs in both modes / stops in serverless mode / runs only in it
+# The token proxy's Supervisor programs (Caddy and its login verifier): no declared service, so
+# serverless mode stops them as it stops an "off" service, by this name.
+PROXY = "proxy"
+PROXY_PROGRAMS = ("proxy", "auth")
 
 
 def env_flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
@@ -74,6 +89,8 @@ class Service:
     # It checks a token of its own (`Authorization: <scheme> <token>`, paths.service_token_file):
     # the proxy sends it on the requests it let in; on a port left open the client must bring it.
     token_scheme: str | None = None
+    serverless: str = "on"  # in serverless mode: "on" (runs), "off" (stops), "only" (runs only then)
+    proxied: bool = True  # False: it listens on its external port itself; the proxy leaves that port alone
     enabled: bool = True
     link_only: bool = False  # a PORTAL_CONFIG entry with external == internal: a portal link, not proxied
     off_reason: str = ""  # why it is off (enabled False): shown by the portal and the program's log
@@ -87,7 +104,7 @@ class Service:
     @property
     def published(self) -> bool:
         """The proxy listens on its external port."""
-        return self.enabled and not self.link_only
+        return self.enabled and not self.link_only and self.proxied
 
     def switched_off(self, reason: str) -> Service:
         return replace(self, enabled=False, off_reason=self.off_reason or reason)
@@ -103,6 +120,8 @@ class Service:
             "health_path": self.health_path,
             "essential": self.essential,
             "host": self.host,
+            "serverless": self.serverless,
+            "proxied": self.proxied,
             "enabled": self.enabled,
             "link_only": self.link_only,
             "off_reason": self.off_reason,
@@ -150,11 +169,58 @@ def load_services(
     for name, service in services.items():
         if service.enabled_by and not env_flag(env, service.enabled_by, default=True):
             services[name] = service.switched_off(f"{service.enabled_by}={env.get(service.enabled_by, '').strip()}")
+    mode = serverless_mode(env)
+    problems += keep_problems(mode, [*services, PROXY])
+    for name, service in services.items():
+        reason = serverless_off_reason(mode, name, service.serverless)
+        if reason:
+            services[name] = service.switched_off(reason)
     portal_config = env.get("PORTAL_CONFIG", "").strip()
-    if portal_config:
+    if portal_config and not mode.serverless:
         services = apply_portal_config(portal_config, services, problems, notes)
     ordered = sorted(services.values(), key=lambda s: (s.external_port, s.name))
     return Loaded(drop_port_clashes(ordered, problems), tuple(problems), tuple(notes))
+
+
+@dataclass(frozen=True)
+class ServerlessMode:
+    serverless: bool  # SERVERLESS=true
+    keep: frozenset[str] = frozenset()  # what SERVERLESS_KEEP names (service names, "proxy")
+
+
+def serverless_mode(env: Mapping[str, str]) -> ServerlessMode:
+    """SERVERLESS (true/1/yes/on) and SERVERLESS_KEEP (names separated by commas or spaces)."""
+    names = re.split(r"[\s,]+", env.get(SERVERLESS_KEEP_VARIABLE, "").strip().lower())
+    return ServerlessMode(env_flag(env, SERVERLESS_VARIABLE, default=False), frozenset(n for n in names if n))
+
+
+def serverless_off_reason(mode: ServerlessMode, name: str, declared: str) -> str | None:
+    """Why serverless mode (or its absence) leaves service `name` off, or None when it runs."""
+    if mode.serverless and declared == "off" and name not in mode.keep:
+        return f"serverless mode ({SERVERLESS_VARIABLE}=true) stops it; {SERVERLESS_KEEP_VARIABLE}={name} keeps it"
+    if not mode.serverless and declared == "only":
+        return f"it runs only in serverless mode ({SERVERLESS_VARIABLE}=true)"
+    return None
+
+
+def kept_in_serverless_mode(mode: ServerlessMode, name: str, declared: str) -> bool:
+    """Whether `name` runs in serverless mode only because SERVERLESS_KEEP keeps it."""
+    return mode.serverless and declared == "off" and name in mode.keep
+
+
+def proxy_off_reason(env: Mapping[str, str]) -> str | None:
+    """Why the token proxy (and its login verifier) does not run, or None."""
+    return serverless_off_reason(serverless_mode(env), PROXY, "off")
+
+
+def keep_problems(mode: ServerlessMode, known: list[str]) -> list[str]:
+    unknown = sorted(mode.keep - set(known))
+    if not unknown:
+        return []
+    names = ", ".join(repr(n) for n in unknown)
+    verb = "is" if len(unknown) == 1 else "are"
+    return [f"{SERVERLESS_KEEP_VARIABLE}: {names} {verb} not a service of this image "
+            f"(known: {', '.join(sorted(known))}); ignored"]  # fmt: skip
 
 
 def read_toml(path: Path, problems: list[str]) -> dict[str, Any] | None:
@@ -190,18 +256,28 @@ def check_values(path: Path, data: Mapping[str, Any], problems: list[str], *, pa
     return good
 
 
+# Keys whose values follow a pattern: (does the value fit?, what to say when it does not).
+VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: bool(NAME.fullmatch(v)), "is not a service name (lowercase letters, digits, '-', '_')"),
+    "token_scheme": (
+        lambda v: bool(TOKEN_SCHEME.fullmatch(v)),
+        "is not an Authorization scheme (a word such as 'token')",
+    ),
+    "files": (
+        lambda v: all(isinstance(item, str) and item.startswith("/") for item in v),
+        "must list paths in the image, each starting with '/'",
+    ),
+    "serverless": (lambda v: v in SERVERLESS_VALUES, f"is not one of {', '.join(repr(v) for v in SERVERLESS_VALUES)}"),
+}
+
+
 def value_problem(key: str, value: Any) -> str | None:
     if key.endswith("_port") and not 1 <= value <= 65535:
         return "is not a port (1-65535)"
     if key in {"path", "health_path", "openai_path"} and not str(value).startswith("/"):
         return "must start with '/'"
-    if key == "name" and not NAME.fullmatch(value):
-        return "is not a service name (lowercase letters, digits, '-', '_')"
-    if key == "token_scheme" and not TOKEN_SCHEME.fullmatch(value):
-        return "is not an Authorization scheme (a word such as 'token')"
-    if key == "files" and not all(isinstance(item, str) and item.startswith("/") for item in value):
-        return "must list paths in the image, each starting with '/'"
-    return None
+    fits, problem = VALUE_RULES.get(key, (lambda _v: True, ""))
+    return None if fits(value) else problem
 
 
 def service_from(path: Path, data: Mapping[str, Any], problems: list[str]) -> Service | None:

@@ -18,11 +18,20 @@ PRESET_FILE = LAUNCHER_DIR / "models.ini"  # router mode's models (root-only: UR
 # no such counter); the portal's model panel shows it.
 REQUESTS_SERVED_FILE = LAUNCHER_DIR / "requests-served"
 STATUS_FILE = paths.status_file(SERVICE)
+# The same status as a record, {"state", "detail", "updated"}: what the serverless worker reads
+# (llama_worker/launcher_status.py), so it never parses the line.
+STATUS_RECORD_FILE = LAUNCHER_DIR / "status.json"
 OVERRIDE_FILE = paths.RUNTIME_SERVICES_DIR / f"{SERVICE}.toml"  # the effective port, for the proxy
 SUPERVISOR_PROGRAM_FILE = paths.SUPERVISOR_PROGRAMS_DIR / f"{SERVICE}.conf"
 # llama-server's working directory: one users do not write. ggml's backend loader searches the
 # executable's directory and then the working directory for libggml-*.so, and loads what it finds
 # there: in /workspace (the users' volume) a stray or planted library would run in llama-server.
 SERVER_DIRECTORY = Path("/")
+
+# The serverless worker (Supervisor program "pyworker", llama_worker/) in front of llama-server.
+WORKER_SERVICE = "pyworker"
+WORKER_DIR = paths.service_run_dir(WORKER_SERVICE)  # its working directory (the library's benchmark file)
+WORKER_STATUS_FILE = paths.status_file(WORKER_SERVICE)
+WORKER_OVERRIDE_FILE = paths.RUNTIME_SERVICES_DIR / f"{WORKER_SERVICE}.toml"  # WORKER_PORT, for the health check
 
 SHELL_PREFIX = "LLAMA_SERVING_"

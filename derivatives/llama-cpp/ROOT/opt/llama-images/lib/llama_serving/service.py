@@ -40,7 +40,15 @@ from llama_runtime.services import load_services
 
 from . import gpu, threads
 from .config import ConfigError, Plan, make_plan, mask, shown_command
-from .paths import GAVE_UP_FILE, OVERRIDE_FILE, PRESET_FILE, SERVICE, STATUS_FILE, SUPERVISOR_PROGRAM_FILE
+from .paths import (
+    GAVE_UP_FILE,
+    OVERRIDE_FILE,
+    PRESET_FILE,
+    SERVICE,
+    STATUS_FILE,
+    STATUS_RECORD_FILE,
+    SUPERVISOR_PROGRAM_FILE,
+)
 from .watch import PROGRESS_LOG_SECONDS, Attempt, Watch, host_for_url, log
 
 if TYPE_CHECKING:
@@ -54,10 +62,35 @@ FALLBACK_PORT = 18000
 STOP_GRACE_SECONDS = 3.5
 
 
-def set_status(line: str) -> None:
-    """The one line the proxy's 503 and the portal show for this service."""
+# The states of the status record, from the launcher's own status lines (state_of).
+STATES = ("starting", "downloading", "loading", "serving", "retrying", "failed", "stopped", "no-model")
+
+
+def state_of(line: str) -> str:
+    """The state a status line of this launcher (before any warning) says."""
+    prefixes = (
+        ("failed: ", "failed"),
+        ("serving", "serving"),
+        ("loading", "loading"),
+        ("downloading", "downloading"),
+        ("checking", "downloading"),
+        ("retrying", "retrying"),
+        ("stopped", "stopped"),
+        ("no model configured", "no-model"),
+    )
+    return next((state for prefix, state in prefixes if line.startswith(prefix)), "starting")
+
+
+def set_status(line: str, warning: str = "") -> None:
+    """The one line the proxy's 503 and the portal show for this service (`warning` in front),
+    and the same as a record (STATUS_RECORD_FILE: its state named, for the serverless worker)."""
+    shown = status_line(warning, line).replace("\n", " ")[:300]
+    record = {"state": state_of(line), "detail": shown, "updated": time.time()}
     with contextlib.suppress(OSError):
-        write_atomically(STATUS_FILE, line.replace("\n", " ")[:300] + "\n")
+        write_atomically(STATUS_FILE, shown + "\n")
+    with contextlib.suppress(OSError):
+        STATUS_RECORD_FILE.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(STATUS_RECORD_FILE, json.dumps(record) + "\n")
 
 
 def declaration(env: Mapping[str, str]) -> tuple[int, dict[int, str]]:
@@ -227,7 +260,7 @@ class Runner:
                 self.process.send_signal(signal.SIGTERM)
 
     def status(self, line: str) -> None:
-        set_status(status_line(self.warning, line))
+        set_status(line, self.warning)
 
     def run(self) -> str | None:
         """Start llama-server until it serves, or the attempts are used up: the cause then."""
