@@ -19,11 +19,10 @@ from llama_images.core.options import Overrides
 from llama_images.core.releases import parse_release, resolve_latest
 from llama_images.core.targets import expand, select
 from llama_images.edges.github import fetch_release
-
-from . import shipped
-from .conftest import REPO_ROOT
-from .matrices import VALID, broken, planned, request_for
-from .support.loopback import CURRENT, RELEASES_PATH, Answer, Loopback, release, serve, sha256_of, tag_path
+from tests import shipped
+from tests.conftest import REPO_ROOT
+from tests.matrices import VALID, broken, planned, request_for
+from tests.support.loopback import CURRENT, RELEASES_PATH, Answer, Loopback, release, serve, sha256_of, tag_path
 
 
 @pytest.fixture

@@ -26,11 +26,10 @@ from llama_images.core.publishing import Job, PublishingPlan, job_from_json, pla
 from llama_images.core.releases import Release, parse_release
 from llama_images.core.report import Skipped, compact_json
 from llama_images.core.workflow import INPUTS, workflow_run
-
-from .conftest import REPO_ROOT
-from .matrices import VALID, planned
-from .support.loopback import CURRENT
-from .support.loopback import release as release_payload
+from tests.conftest import REPO_ROOT
+from tests.matrices import VALID, planned
+from tests.support.loopback import CURRENT
+from tests.support.loopback import release as release_payload
 
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "build-llama-cpp.yml"
 

@@ -19,8 +19,7 @@ from llama_images.core.targets import ImageTarget, apply_overrides, expand, sele
 from llama_images.edges.buildx import bake_command, failed_targets, failure_cause, first_platform, secret_files
 from llama_images.edges.gitinfo import source_url
 from llama_images.edges.pipcert import pip_cert
-
-from .matrices import VALID, no_fetch, planned, request_for
+from tests.matrices import VALID, no_fetch, planned, request_for
 
 OPTIONS = RenderOptions(revision="abc123", created="2026-11-25T12:00:00Z", source="https://example.org/repo")
 

@@ -17,9 +17,8 @@ from llama_images.core.errors import UsageError
 from llama_images.core.model import arch
 from llama_images.core.options import OPTIONS
 from llama_images.core.targets import ImageTarget, expand
-
-from . import shipped
-from .conftest import REPO_ROOT
+from tests import shipped
+from tests.conftest import REPO_ROOT
 
 DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 LONGEST_LINE = 120

@@ -14,7 +14,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from .conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "src" / "llama_images"
 LAYERS = ("core", "edges", "cli")  # each may import the ones before it, never one after

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from llama_images.core.bake import bake_name, packages_name
-
-from . import shipped
-from .conftest import REPO_ROOT
+from tests import shipped
+from tests.conftest import REPO_ROOT
 
 
 def invoke(*args: str) -> subprocess.CompletedProcess[str]:
@@ -118,7 +117,7 @@ def test_build_checks_its_options_before_touching_the_engine(monkeypatch: pytest
 
 def test_bake_push_renders_what_build_push_builds(tmp_path: Path) -> None:
     """Both publish with each release's checksums: `bake --push` shows the file `build --push` runs."""
-    from .support.loopback import Answer, Loopback, release, serve, sha256_of, tag_path
+    from tests.support.loopback import Answer, Loopback, release, serve, sha256_of, tag_path
 
     cuda = shipped.target("cuda")
     with serve(Loopback()) as api:
@@ -168,9 +167,8 @@ def test_plan_skips_publishing_with_a_notice_when_settings_are_missing(tmp_path:
 def test_a_manual_workflow_run_plans_one_native_job_per_target_and_platform(tmp_path: Path) -> None:
     from llama_images.core.options import parse_selection
     from llama_images.core.workflow import job_values
-
-    from .matrices import selected
-    from .support.loopback import Answer, Loopback, release, serve, tag_path
+    from tests.matrices import selected
+    from tests.support.loopback import Answer, Loopback, release, serve, tag_path
 
     with serve(Loopback()) as api:
         api.route(tag_path("b9300"), Answer(body=release("b9300", shipped.tarballs())))
@@ -259,7 +257,7 @@ def test_plan_outputs_holding_a_secret_value_fail_instead_of_vanishing(
 ) -> None:
     """A secret's value inside a tag or a repository name (`llama` in `llama-cpp`): GitHub would
     drop the matrix; the plan says why and how to fix it, never the value."""
-    from .support.loopback import Answer, Loopback, release, serve, tag_path
+    from tests.support.loopback import Answer, Loopback, release, serve, tag_path
 
     outputs = tmp_path / "out"
     value = next(v for k, v in changes.items() if k.startswith("DOCKERHUB_") and v)

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from llama_images.core.report import Published, Report, Skipped, slack_payload
-
-from .conftest import REPO_ROOT
-from .support.loopback import Answer, Loopback, serve
+from tests.conftest import REPO_ROOT
+from tests.support.loopback import Answer, Loopback, serve
 
 WEBHOOK_PATH = "/services/T000/B000/webhook-secret-part"
 SECRETS = {"REGISTRY_PASSWORD": "hunter2-registry", "GITHUB_TOKEN": "ghp_token_value_secret"}

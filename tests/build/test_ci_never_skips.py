@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 
 def run_container_tests_without_engine(ci: str) -> subprocess.CompletedProcess[str]:

@@ -12,12 +12,11 @@ from llama_images.core.bake import RenderOptions, bake_name, familiar, render
 from llama_images.core.errors import MatrixError
 from llama_images.core.matrix import parse_matrix
 from llama_images.core.targets import ImageTarget, expand, select
-
-from . import shipped
-from .conftest import REPO_ROOT
-from .matrices import VALID, broken
-from .shipped import SHIPPED
-from .test_tasks import WORKFLOW_SETTINGS, invoke_env, workflow_env
+from tests import shipped
+from tests.build.test_tasks import WORKFLOW_SETTINGS, invoke_env, workflow_env
+from tests.conftest import REPO_ROOT
+from tests.matrices import VALID, broken
+from tests.shipped import SHIPPED
 
 OPTIONS = RenderOptions(revision="abc", created="2026-12-01T00:00:00Z")
 VULKAN = """\
@@ -52,7 +51,7 @@ def test_the_shipped_vulkan_flavor_is_the_cpu_flavor_plus_its_backend() -> None:
 
 
 def test_invoke_matrix_lists_the_vulkan_image() -> None:
-    from .test_tasks import invoke
+    from tests.build.test_tasks import invoke
 
     vulkan = shipped.target("vulkan")
     listed = invoke("matrix").stdout
@@ -62,9 +61,8 @@ def test_invoke_matrix_lists_the_vulkan_image() -> None:
 def test_the_workflow_publishes_the_vulkan_image_on_native_runners() -> None:
     from llama_images.core.options import parse_selection
     from llama_images.core.workflow import job_values
-
-    from .matrices import selected
-    from .support.loopback import Answer, Loopback, release, serve, tag_path
+    from tests.matrices import selected
+    from tests.support.loopback import Answer, Loopback, release, serve, tag_path
 
     with serve(Loopback()) as api:
         api.route(tag_path("b9300"), Answer(body=release("b9300", shipped.tarballs())))

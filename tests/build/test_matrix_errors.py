@@ -14,9 +14,8 @@ import pytest
 from llama_images.core.errors import MatrixError
 from llama_images.core.matrix import parse_matrix
 from llama_images.edges.files import load_matrix
-
-from .conftest import REPO_ROOT
-from .matrices import VALID, broken
+from tests.conftest import REPO_ROOT
+from tests.matrices import VALID, broken
 
 # (case id, text replaced, replacement, line, key, words in the message, words in the fix)
 CASES = [

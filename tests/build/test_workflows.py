@@ -19,11 +19,10 @@ import yaml
 
 from llama_images.core.bake import bake_name
 from llama_images.core.workflow import WEEKLY
-
-from . import shipped
-from .conftest import REPO_ROOT
-from .support.loopback import RELEASES_PATH, Answer, Loopback, release, serve, tag_path
-from .support.workflow_runner import GITHUB_TOKEN, Workflow
+from tests import shipped
+from tests.conftest import REPO_ROOT
+from tests.support.loopback import RELEASES_PATH, Answer, Loopback, release, serve, tag_path
+from tests.support.workflow_runner import GITHUB_TOKEN, Workflow
 
 WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml"))
 ALLOWED_PROGRAMS = {"pip", "invoke", "nox", ".ci/run"}
@@ -310,8 +309,7 @@ def test_the_reference_secrets_setup_plans_the_jobs_and_images_that_variables_pl
     the image from its own environment: the same jobs and images either way."""
     from llama_images.core.options import parse_selection
     from llama_images.core.workflow import job_values
-
-    from .matrices import selected
+    from tests.matrices import selected
 
     api, slack = services
     api.route(tag_path("b9300"), Answer(body=release("b9300", shipped.tarballs())))
@@ -353,7 +351,7 @@ def test_runs_of_the_newest_release_are_named_by_it_in_jobs_and_artifacts(tmp_pa
     assert set(plan["targets"]) == {CUDA.base.id, CUDA.id}
     assert "latest" not in json.dumps(plan["jobs"]) + json.dumps(plan["targets"])
     run = Workflow(PUBLISHING, REPO_ROOT, tmp_path / "run", "workflow_dispatch")
-    from .support.workflow_runner import JobResult, read_outputs
+    from tests.support.workflow_runner import JobResult, read_outputs
 
     run.jobs["plan"] = JobResult("success", read_outputs(output))
     assert run.names("build") == [f"build {JOB}-amd64", f"build {JOB}-arm64"]
@@ -367,7 +365,7 @@ def test_merge_and_notify_never_run_after_a_cancelled_run(
 ) -> None:
     """What a user met: merge ran with `always()`, so also after Cancel. It still runs when some
     build failed (their tags are not created, and the report says so)."""
-    from .support.workflow_runner import JobResult
+    from tests.support.workflow_runner import JobResult
 
     api, slack = services
     api.route(tag_path("b9300"), Answer(body=release("b9300", shipped.tarballs())))
@@ -384,7 +382,7 @@ def test_merge_and_notify_never_run_after_a_cancelled_run(
     [notify] = [s for s in merge_steps if s.get("name") == "Notify Slack"]
     run.cancelled = True
     assert not run.job_should_run("merge")
-    from .support.workflow_runner import condition
+    from tests.support.workflow_runner import condition
 
     assert not condition(notify["if"], run.context({}, False, True))
     run.cancelled = False

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from llama_images.core import errors
-
-from .conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 
 def subclasses(cls: type[errors.LlamaImagesError]) -> set[type[errors.LlamaImagesError]]:
