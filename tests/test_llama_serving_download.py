@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_serving import caches, download, hub
+from llama_serving import caches, download, hub, status
 from llama_serving.config import Plan, make_plan
 from llama_serving.download import DownloadError, Prepared, Ui
 from llama_serving.hub import RepoFile
@@ -156,9 +156,9 @@ def test_aria2_progress_is_read_back_and_shown_as_percent_and_speed() -> None:
     ):
         progress.read(line)
     transfer = hub.Transfer("http://h/x", "/c/blobs", "a.incomplete", 100 * MB, "m.gguf")
-    assert hub.progress_line([transfer], progress.done, progress.rate["/c/blobs/a.incomplete"]) == (
-        "downloading m.gguf 30% (310 MB/s)"
-    )
+    found = hub.progress([transfer], progress.done, progress.rate["/c/blobs/a.incomplete"])
+    assert found == status.Download("m.gguf", 30, "310 MB/s")
+    assert found.line == "downloading m.gguf 30% (310 MB/s)"
     assert progress.cause() == "Invalid range header."
 
 

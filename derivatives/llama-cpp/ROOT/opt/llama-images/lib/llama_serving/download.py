@@ -37,6 +37,7 @@ from . import hub
 from .caches import adopt, in_cache, link_snapshot, serve_cached, write_text
 from .config import ModelSource, Plan, mask_url
 from .hub import HubError, RepoCache, RepoFile, Transfer
+from .status import Download
 from .watch import die_with_parent
 
 USER_AGENT = "llama-images"
@@ -52,7 +53,7 @@ class DownloadError(Exception):
 class Ui:
     """How the phase talks to its program: status and log lines, a stop, the running aria2."""
 
-    status: Callable[[str], None]
+    status: Callable[[str | Download], None]  # a line, or a download's progress (status.py)
     log: Callable[[str], None]
     stopping: threading.Event
     register: Callable[[subprocess.Popen[bytes] | None], None]
@@ -515,13 +516,13 @@ def watch_aria2(
         if now - moved > settings.stall_timeout:
             end(process)
             return f"no download progress for {settings.stall_timeout:g} s"
-        line = hub.progress_line(transfers, done, rate)
+        found = hub.progress(transfers, done, rate)
         if now - shown >= STATUS_SECONDS:
             shown = now
-            ui.status(line)
+            ui.status(found)
         if now - logged >= ui.log_seconds:
             logged = now
-            ui.log(line)
+            ui.log(found.line)
 
 
 def end(process: subprocess.Popen[bytes]) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from .status import Download
+
 COMMIT = re.compile(r"[0-9a-f]{40}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 # llama-server sends a token only when it looks like one (common/hf-cache.cpp is_valid_hf_token).
@@ -433,16 +435,16 @@ def human_rate(per_second: float) -> str:
     return f"{per_second:.0f} B/s"
 
 
-def progress_line(transfers: Sequence[Transfer], done: Mapping[str, int], rate: float) -> str:
-    """`downloading <file> 42% (310 MB/s)`: the first file's name (and how many more), the share
-    of all bytes done, the speed."""
+def progress(transfers: Sequence[Transfer], done: Mapping[str, int], rate: float) -> Download:
+    """The first file's name (and how many more), the share of all bytes done, the speed: what
+    the status record says while aria2 downloads (its line: `downloading <file> 42% (310 MB/s)`)."""
     total = sum(max(t.size, 0) for t in transfers)
     got = sum(min(done.get(t.path, 0), max(t.size, 0)) for t in transfers)
     percent = int(100 * got / total) if total > 0 else 0
     name = transfers[0].shown if transfers else "model"
     if len(transfers) > 1:
         name += f" and {len(transfers) - 1} more"
-    return f"downloading {name} {min(percent, 100)}% ({human_rate(rate)})"
+    return Download(name, min(percent, 100), human_rate(rate))
 
 
 def read_json(text: str) -> Any:

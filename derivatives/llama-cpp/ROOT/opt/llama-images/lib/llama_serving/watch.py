@@ -29,6 +29,7 @@ from llama_runtime.files import write_atomically
 from . import gpu, output
 from .config import mask
 from .paths import PID_FILE, REQUESTS_SERVED_FILE, SERVER_DIRECTORY, SERVICE
+from .status import Download
 
 if TYPE_CHECKING:
     from .service import Runner
@@ -139,7 +140,7 @@ class Watch:
             with self.lock:
                 download = self.download
             if download is not None and download.percent < 100:
-                self.runner.status(f"downloading {download.file} {download.percent}%")
+                self.runner.status(Download(download.file, download.percent))
             size = downloading_bytes(self.plan.cache)
             with self.lock:
                 if size != cache_bytes:
