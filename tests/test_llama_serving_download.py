@@ -55,7 +55,11 @@ class Recorder:
     command_lines: list[str] = field(default_factory=list)
 
     def ui(self) -> Ui:
-        return Ui(self.statuses.append, self.logs.append, self.stopping, self.register, log_seconds=0.5)
+        return Ui(self.status, self.logs.append, self.stopping, self.register, log_seconds=0.5)
+
+    def status(self, said: str | status.Download) -> None:
+        """Each status as its line (a download's progress is a record: its line is what people read)."""
+        self.statuses.append(said.line if isinstance(said, status.Download) else said)
 
     def register(self, process: Any) -> None:
         if process is not None:
