@@ -563,13 +563,13 @@ def test_llama_servers_output_falls_back_to_a_pipe_where_a_terminal_cannot_be_se
     import stat
     import termios
 
-    from llama_serving import watch
+    from llama_serving import child
 
     def unsupported(fd: int) -> list[object]:
         raise termios.error(38, "Function not implemented")
 
     monkeypatch.setattr(termios, "tcgetattr", unsupported)
-    reader, writer = watch.open_terminal()
+    reader, writer = child.open_terminal()
     try:
         assert stat.S_ISFIFO(os.fstat(reader).st_mode)
         os.write(writer, b"line\n")
