@@ -14,8 +14,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "src" / "llama_images"
@@ -311,11 +309,6 @@ def test_the_images_architecture_check_sees_the_imports() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == {("a", "b", "c")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the launcher's circles llama_serving.caches <-> download and service <-> watch: removed by the "
-    "launcher's split (issue 25, branch issue-25-launcher); remove this mark when it is merged",
-)
 def test_no_image_library_has_an_import_circle() -> None:
     found = cycles(image_graph())
     assert found == set(), f"import circles: {sorted(found)}"

@@ -15,8 +15,10 @@ from tests.support.fake_hf_hub import FakeHub
 
 
 @pytest.fixture
-def start_llama(client: Any) -> Iterator[Callable[..., Llama]]:
-    """start_llama(env={...}, volumes={host_dir: container_dir}, read_only=True, **docker_run_kwargs)."""
+def start_llama(main_build: Any, client: Any) -> Iterator[Callable[..., Llama]]:
+    """start_llama(env={...}, volumes={host_dir: container_dir}, read_only=True, **docker_run_kwargs),
+    on the image the README's build made (a test run alone builds it too)."""
+    assert main_build.returncode == 0, main_build.stdout[-3000:]
     started: list[Any] = []
 
     def start(

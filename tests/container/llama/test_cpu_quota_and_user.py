@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def llama_server_line(llama: Llama) -> tuple[str, str]:
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a quota below the CPUs seen needs a host with 2 CPUs or more")
 def test_under_a_cpu_quota_llama_server_runs_as_many_threads_as_the_quota_allows_and_as_user(
-    start_llama: Callable[..., Llama], models: Models, tmp_path: Path
+    main_build: Any, start_llama: Callable[..., Llama], models: Models, tmp_path: Path
 ) -> None:
     """What a user met: on a host showing 384 CPUs with a quota of 46, llama-server started 384
     threads. Here: --cpus 1 on a host of more CPUs."""
@@ -46,7 +47,9 @@ def test_under_a_cpu_quota_llama_server_runs_as_many_threads_as_the_quota_allows
     assert "llama-server runs as user (uid 1001, gid 0): LLAMA_SERVER_USER" in llama.llama_log()
 
 
-def test_threads_set_in_llama_args_are_left_as_they_are(start_llama: Callable[..., Llama], models: Models) -> None:
+def test_threads_set_in_llama_args_are_left_as_they_are(
+    main_build: Any, start_llama: Callable[..., Llama], models: Models
+) -> None:
     env = {"LLAMA_MODEL": models.path("tiny.gguf"), "LLAMA_ARGS": "-t 2"}
     llama = start_llama(env=env, volumes=models.volumes, nano_cpus=1_000_000_000)
     llama.wait_healthy(120)

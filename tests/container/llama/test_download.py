@@ -2,7 +2,7 @@
 downloaded with many connections resumes after the container is killed, the hub's CDN gets no
 token, a server without ranges is served with one connection, LLAMA_DOWNLOAD_CONNECTIONS=0 leaves
 the download to llama-server, and a /workspace volume from the reference image keeps its models.
-The download itself is tested in depth without Docker: tests/test_llama_serving_download.py.
+The download itself is tested in depth without Docker: tests/llama_serving/test_download.py.
 """
 
 from __future__ import annotations

@@ -13,13 +13,10 @@ import contextlib
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import hub
+from .download_types import Settings, Ui
 from .hub import HubError, RepoCache, RepoFile
-
-if TYPE_CHECKING:
-    from .download import Settings, Ui
 
 # Marks a snapshot made offline from a cache that records no commit (the flat layout).
 LOCAL_COMMIT = "0" * 40

@@ -22,63 +22,27 @@ import math
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from . import hub
+from . import aria2, hub
+from .aria2 import Transfer
 from .caches import adopt, in_cache, link_snapshot, serve_cached, write_text
-from .config import ModelSource, Plan, mask_url
-from .hub import HubError, RepoCache, RepoFile, Transfer
-from .status import Download
-from .watch import die_with_parent
+from .child import Child, Stall
+from .config import ModelSource, Plan, mask_url, option_value
+from .download_types import DownloadError, Prepared, Settings, Ui
+from .hub import HubError, RepoCache, RepoFile
 
 USER_AGENT = "llama-images"
 REDIRECTS = 5
 STATUS_SECONDS = 1.0
-
-
-class DownloadError(Exception):
-    """A download that failed: one line with the cause (no secret in it)."""
-
-
-@dataclass
-class Ui:
-    """How the phase talks to its program: status and log lines, a stop, the running aria2."""
-
-    status: Callable[[str | Download], None]  # a line, or a download's progress (status.py)
-    log: Callable[[str], None]
-    stopping: threading.Event
-    register: Callable[[subprocess.Popen[bytes] | None], None]
-    log_seconds: float = 5.0
-
-
-@dataclass(frozen=True)
-class Settings:
-    cache: str
-    endpoint: str  # the hub, with a trailing slash
-    token: str | None
-    connections: int
-    stall_timeout: float
-    other_caches: tuple[str, ...]
-    offline: bool = False  # --offline in LLAMA_ARGS: the cache only
-    mmproj: bool = True  # --no-mmproj in LLAMA_ARGS: not the projector
-    hf_file: str | None = None  # --hf-file in LLAMA_ARGS
-
-
-@dataclass
-class Prepared:
-    """What the phase found: the file each hub repo serves, and whether the hub was unreachable."""
-
-    hf_files: dict[str, str] = field(default_factory=dict)  # LLAMA_MODEL entry -> repo path
-    offline: bool = False
 
 
 def prepare(plan: Plan, settings: Settings, ui: Ui) -> Prepared:
@@ -282,7 +246,7 @@ def fetch_repo_files(cache: RepoCache, commit: str, files: Sequence[RepoFile], s
     for file in files:
         url = f"{settings.endpoint}{quote(cache.repo)}/resolve/{commit}/{quote(file.path)}"
         located = locate(url, bearer(settings), settings)
-        transfers.append(transfer_for(located, str(blobs), file.oid + hub.INCOMPLETE, file.size, file.name,
+        transfers.append(transfer_for(located, str(blobs), file.oid + aria2.INCOMPLETE, file.size, file.name,
                                       file.sha256, settings))  # fmt: skip
     run_aria2(transfers, settings, ui)
     for file, transfer in zip(files, transfers, strict=True):
@@ -328,7 +292,7 @@ def prepare_url(source: ModelSource, settings: Settings, ui: Ui) -> None:
         if final.is_file() and (not located.etag or etag_file.read_text(encoding="utf-8").strip() == located.etag):
             return
     final.parent.mkdir(parents=True, exist_ok=True)
-    transfer = transfer_for(located, str(final.parent), final.name + hub.INCOMPLETE, located.size, final.name,
+    transfer = transfer_for(located, str(final.parent), final.name + aria2.INCOMPLETE, located.size, final.name,
                             located.sha256, settings)  # fmt: skip
     run_aria2([transfer], settings, ui)
     problem = gguf_problem(Path(transfer.path))
@@ -349,16 +313,8 @@ def gguf_problem(path: Path) -> str | None:
 
 # ---- aria2 -----------------------------------------------------------------------------------
 
-ARIA2_EXIT = {
-    2: "timed out",
-    3: "not found",
-    6: "network problem",
-    8: "the server cannot resume the download",
-    9: "not enough disk space",
-    19: "the host name does not resolve",
-    22: "unexpected HTTP answer",
-    24: "authorization failed",
-}
+# How long aria2 gets to save its control files after SIGTERM (a stop, a stall) before SIGKILL.
+ARIA2_END_GRACE_SECONDS = 5.0
 
 
 def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None:
@@ -367,41 +323,30 @@ def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None
         # A file without its control file cannot say which of its parts arrived: start it again.
         if Path(transfer.path).exists() and not Path(transfer.path + ".aria2").exists():
             discard(transfer.path)
-    command = [*die_with_parent(), *hub.aria2_command(transfers, os.getpid())]
+    progress = aria2.Progress()
+    lock = threading.Lock()
+
+    def take(line: str) -> None:
+        with lock:
+            progress.read(line)
+
     try:
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        child = Child.start(aria2.command(transfers, os.getpid()), take, stdin=True)
     except OSError as exc:
         raise DownloadError(f"cannot run aria2c: {exc.strerror}") from None
-    ui.register(process)
-    progress = hub.Progress()
-    lock = threading.Lock()
-    assert process.stdin is not None and process.stdout is not None
-    stdout = process.stdout
-
-    def read() -> None:
-        for raw in stdout:
-            with lock:
-                progress.read(raw.decode(errors="replace"))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        process.stdin.write(hub.aria2_input(transfers).encode())
-        process.stdin.close()
-    except OSError:
-        pass
+    ui.register(child.process)
+    child.send(aria2.input_text(transfers))
     started = time.monotonic()
     hashes = {transfer.path: FollowingHash(transfer.path) for transfer in transfers if transfer.sha256}
     for following in hashes.values():
         following.start()
     try:
-        stalled = watch_aria2(process, transfers, progress, lock, settings, ui)
+        stalled = watch_aria2(child, transfers, progress, lock, settings, ui)
     finally:
         for following in hashes.values():
             following.stop()
-    reader.join(timeout=5)
+    code = child.finish()
     ui.register(None)
-    code = process.returncode
     if ui.stopping.is_set():
         raise DownloadError("stopped")
     if stalled:
@@ -412,14 +357,14 @@ def run_aria2(transfers: Sequence[Transfer], settings: Settings, ui: Ui) -> None
         total = sum(max(t.size, 0) for t in transfers)
         names = ", ".join(t.shown for t in transfers)
         checked = " (sha256 checked)" if all(t.sha256 for t in transfers) else ""
-        ui.log(f"downloaded {names}{checked}: {total / 1e6:.1f} MB in {took:.1f} s ({hub.human_rate(total / took)})")
+        ui.log(f"downloaded {names}{checked}: {total / 1e6:.1f} MB in {took:.1f} s ({aria2.human_rate(total / took)})")
         return
     with lock:
         detail = mask_urls(progress.cause())
     if code in (8, -signal.SIGABRT):  # cannot resume (aria2 1.36 may abort on it): start again
         for transfer in transfers:
             discard(transfer.path)
-    meaning = ARIA2_EXIT.get(code, f"aria2c exit status {code}")
+    meaning = aria2.EXIT_MEANINGS.get(code, f"aria2c exit status {code}")
     raise DownloadError(f"download failed: {meaning}" + (f": {detail}" if detail and detail != meaning else ""))
 
 
@@ -461,7 +406,7 @@ class FollowingHash(threading.Thread):
     def run(self) -> None:
         while not self.ended.wait(0.5):
             with contextlib.suppress(OSError):
-                done = hub.completed_prefix(Path(self.path + ".aria2").read_bytes())
+                done = aria2.completed_prefix(Path(self.path + ".aria2").read_bytes())
                 if done:
                     self.advance(done)
 
@@ -469,7 +414,7 @@ class FollowingHash(threading.Thread):
         with self.lock, contextlib.suppress(FileNotFoundError), Path(self.path).open("rb") as handle:
             handle.seek(self.hashed)
             while self.hashed < limit and not (self.ended.is_set() and limit != math.inf):
-                chunk = handle.read(int(min(4 * hub.MIB, limit - self.hashed)))
+                chunk = handle.read(int(min(4 * aria2.MIB, limit - self.hashed)))
                 if not chunk:
                     break
                 self.digest.update(chunk)
@@ -486,55 +431,42 @@ class FollowingHash(threading.Thread):
 
 
 def watch_aria2(
-    process: subprocess.Popen[bytes],
+    child: Child,
     transfers: Sequence[Transfer],
-    progress: hub.Progress,
+    progress: aria2.Progress,
     lock: threading.Lock,
     settings: Settings,
     ui: Ui,
 ) -> str:
     """Status and log lines while aria2 runs; ends a download that stops moving (the cause)."""
     last_done = -1
-    moved = logged = time.monotonic()  # the first log line after log_seconds, with figures in it
+    stall = Stall(settings.stall_timeout)
+    logged = time.monotonic()  # the first log line after log_seconds, with figures in it
     shown = 0.0
-    while True:
-        try:
-            process.wait(timeout=0.5)
-            return ""
-        except subprocess.TimeoutExpired:
-            pass
-        if ui.stopping.is_set():
-            end(process)
-            return ""
+
+    def look() -> str:
+        nonlocal last_done, logged, shown
         with lock:
             done = {t.path: progress.done.get(t.path, 0) for t in transfers}
             rate = sum(progress.rate.get(t.path, 0) for t in transfers)
-        now = time.monotonic()
         total = sum(done.values())
         if total != last_done:
-            last_done, moved = total, now
-        if now - moved > settings.stall_timeout:
-            end(process)
+            last_done = total
+            stall.moved()
+        if stall.stalled():
             return f"no download progress for {settings.stall_timeout:g} s"
-        found = hub.progress(transfers, done, rate)
+        now = time.monotonic()
+        found = aria2.progress(transfers, done, rate)
         if now - shown >= STATUS_SECONDS:
             shown = now
             ui.status(found)
         if now - logged >= ui.log_seconds:
             logged = now
             ui.log(found.line)
+        return ""
 
-
-def end(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (aria2 then saves its control files), SIGKILL if it lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.wait()
+    grace = ARIA2_END_GRACE_SECONDS
+    return child.supervise(ui.stopping, look, stop_grace=lambda: grace, stall_grace=grace)
 
 
 def mask_urls(text: str) -> str:
@@ -543,8 +475,6 @@ def mask_urls(text: str) -> str:
 
 def settings_from(plan: Plan, env: Mapping[str, str]) -> Settings:
     """The phase's settings from the plan (LLAMA_ARGS read there) and the environment."""
-    from .config import option_value
-
     args = list(plan.args)
     token = plan.secrets.get("HF_TOKEN") or None
     return Settings(

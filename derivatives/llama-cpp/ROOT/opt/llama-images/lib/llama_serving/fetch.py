@@ -26,12 +26,11 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from . import hub
+from .aria2 import INCOMPLETE
 from .caches import in_cache, link_snapshot, write_text
 from .config import DEFAULT_CONNECTIONS, DEFAULT_ENDPOINT, DEFAULT_STALL_TIMEOUT, ConfigError, mask_url, number
 from .download import (
-    DownloadError,
-    Settings,
-    Ui,
+    api_get,
     credentials,
     fetch_repo_files,
     list_repo,
@@ -39,6 +38,7 @@ from .download import (
     run_aria2,
     transfer_for,
 )
+from .download_types import DownloadError, Settings, Ui
 from .hub import HubError, RepoCache
 
 
@@ -95,7 +95,7 @@ def fetch_url(request: Mapping[str, Any], settings: Settings, ui: Ui) -> None:
         target /= disposition_name(located.disposition) or PurePosixPath(urlsplit(url).path).name or "download"
     sha256 = str(request.get("sha256") or "") or located.sha256
     target.parent.mkdir(parents=True, exist_ok=True)
-    transfer = transfer_for(located, str(target.parent), target.name + hub.INCOMPLETE, located.size, target.name,
+    transfer = transfer_for(located, str(target.parent), target.name + INCOMPLETE, located.size, target.name,
                             sha256, settings)  # fmt: skip
     run_aria2([transfer], settings, ui)
     into_place(transfer.path, target)
@@ -105,8 +105,6 @@ def fetch_url(request: Mapping[str, Any], settings: Settings, ui: Ui) -> None:
 def repo_listing(repo: str, revision: str, settings: Settings) -> tuple[str, list[hub.RepoFile]]:
     if revision in ("", "main"):
         return list_repo(repo, settings)
-    from .download import api_get
-
     try:
         return revision, hub.parse_tree(api_get(f"{settings.endpoint}api/models/{repo}/tree/{revision}?recursive=true",
                                                 settings))  # fmt: skip
@@ -140,7 +138,7 @@ def fetch_hub_file(request: Mapping[str, Any], settings: Settings, ui: Ui) -> No
     target = Path(dest) / PurePosixPath(path).name if dest.endswith("/") else Path(dest)
     target.parent.mkdir(parents=True, exist_ok=True)
     sha256 = str(request.get("sha256") or "") or located.sha256
-    transfer = transfer_for(located, str(target.parent), target.name + hub.INCOMPLETE, located.size,
+    transfer = transfer_for(located, str(target.parent), target.name + INCOMPLETE, located.size,
                             f"{repo}/{path}", sha256, settings)  # fmt: skip
     run_aria2([transfer], settings, ui)
     into_place(transfer.path, target)
@@ -164,7 +162,7 @@ def fetch_hub_repo(request: Mapping[str, Any], settings: Settings, ui: Ui) -> No
         located = locate(url, f"Bearer {settings.token}" if settings.token else None, settings)
         folder = (root / file.path).parent
         folder.mkdir(parents=True, exist_ok=True)
-        transfers.append(transfer_for(located, str(folder), file.name + hub.INCOMPLETE, file.size, file.path,
+        transfers.append(transfer_for(located, str(folder), file.name + INCOMPLETE, file.size, file.path,
                                       file.sha256 or located.sha256, settings))  # fmt: skip
     if transfers:
         run_aria2(transfers, settings, ui)

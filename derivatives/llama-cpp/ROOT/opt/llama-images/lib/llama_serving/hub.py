@@ -1,7 +1,7 @@
 """What a model download needs to know, as pure functions: the hub's answers read, the file a
 `org/repo[:quant]` means (as llama-server's own `-hf` picks it), the cache layouts (the hub's,
 which llama-server uses, and the flat one of older llama.cpp builds, which the reference image's
-/workspace/llama.cpp holds), aria2's input and its progress read back. No I/O.
+/workspace/llama.cpp holds). No I/O; aria2's input and progress are aria2.py's.
 
 Stdlib only: this runs with the image's own python3 (>= 3.11).
 """
@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-import struct
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
-
-from .status import Download
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -26,8 +23,6 @@ SPLIT = re.compile(r"(.+)-([0-9]{5})-of-([0-9]{5})", re.IGNORECASE)
 QUANT_TAG = re.compile(r"[-.]([A-Z0-9_]+)$", re.IGNORECASE)
 DEFAULT_TAGS = ("Q4_K_M", "Q8_0")  # llama-server's choice when no quant is named
 NOT_MODELS = ("mmproj", "imatrix", "mtp-", "eagle3-", "dflash-", "dspark-")
-INCOMPLETE = ".incomplete"  # a download in progress; aria2 keeps its state beside it (.aria2)
-MIB = 1 << 20
 
 
 class HubError(Exception):
@@ -275,176 +270,6 @@ def flat_manifest_files(body: Any) -> list[RepoFile]:
             known = sha256 if SHA256.fullmatch(sha256) else None
             files.append(RepoFile(str(node["rfilename"]), size if isinstance(size, int) else -1, sha256, known))
     return files
-
-
-# ---- aria2 -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Transfer:
-    """One file for aria2: from `uri` to `directory/out`, checked against `sha256` when known."""
-
-    uri: str
-    directory: str
-    out: str
-    size: int
-    shown: str  # the file's name in progress lines
-    sha256: str | None = None
-    headers: tuple[str, ...] = ()  # may hold a token: only ever in aria2's input, never its arguments
-    connections: int = 16
-
-    @property
-    def path(self) -> str:
-        return f"{self.directory.rstrip('/')}/{self.out}"
-
-    @property
-    def chunk(self) -> int:
-        """Bytes each ranged request asks for: enough requests to keep every connection busy and
-        the pieces in flight a small window behind which the sha256 follows, few enough that a
-        request's round trip is a small share of it (1-32 MiB)."""
-        return min(max(self.size // (4 * self.connections), MIB), 32 * MIB) if self.size > 0 else MIB
-
-
-def aria2_input(transfers: Sequence[Transfer]) -> str:
-    """aria2's input file (read from its stdin): URIs and per-download options, secrets included."""
-    lines = []
-    for transfer in transfers:
-        for text in (transfer.uri, transfer.directory, transfer.out, *transfer.headers):
-            if "\n" in text or "\r" in text:
-                raise ValueError("a download option holds a line break")
-        lines.append(transfer.uri)
-        options = {
-            "dir": transfer.directory,
-            "out": transfer.out,
-            "split": str(transfer.connections),
-            "max-connection-per-server": str(transfer.connections),
-            "min-split-size": str(transfer.chunk),
-        }
-        lines += [f"  {key}={value}" for key, value in options.items()]
-        lines += [f"  header={header}" for header in transfer.headers]
-    return "\n".join(lines) + "\n"
-
-
-ARIA2_OPTIONS = (
-    "--input-file=-",
-    "--no-conf=true",
-    "--continue=true",  # with the control file (.aria2) beside it: resume where it stopped
-    "--always-resume=false",  # a server that cannot resume: start that file again
-    "--max-resume-failure-tries=0",
-    "--allow-overwrite=false",
-    "--auto-file-renaming=false",
-    "--file-allocation=none",
-    "--auto-save-interval=2",  # the control file, so a killed download resumes
-    # Pieces in file order, so the sha256 follows the download (completed_prefix) instead of
-    # reading the whole file again after it.
-    "--stream-piece-selector=inorder",
-    "--disk-cache=0",  # what the control file records as done is in the file already
-    "--max-tries=5",
-    "--retry-wait=2",
-    "--connect-timeout=30",
-    "--timeout=60",
-    "--summary-interval=1",  # progress, read back by parse_progress
-    "--show-console-readout=false",
-    "--human-readable=false",
-    "--download-result=hide",
-    "--console-log-level=error",
-    "--enable-color=false",
-)
-
-
-def aria2_command(transfers: Sequence[Transfer], parent_pid: int) -> list[str]:
-    """aria2c's arguments: no URI, header or checksum (those come on stdin)."""
-    return ["aria2c", *ARIA2_OPTIONS, f"--max-concurrent-downloads={max(len(transfers), 1)}",
-            f"--stop-with-process={parent_pid}"]  # fmt: skip
-
-
-def completed_prefix(control: bytes) -> int | None:
-    """How many bytes from the start of a file aria2's control file (`<file>.aria2`, written every
-    --auto-save-interval) records as done: the pieces before the first missing one. None if it
-    cannot be read (cut short, another format)."""
-    try:
-        version = struct.unpack_from(">H", control, 0)[0]
-        order = ">" if version == 1 else "<" if version == 0 else ""
-        if not order:
-            return None
-        info_hash_length = struct.unpack_from(order + "I", control, 6)[0]
-        offset = 10 + info_hash_length
-        piece, total, _, bitfield_length = struct.unpack_from(order + "IQQI", control, offset)
-        bitfield = control[offset + 24 : offset + 24 + bitfield_length]
-    except struct.error:
-        return None
-    if len(bitfield) != bitfield_length or piece <= 0:
-        return None
-    done = 0
-    for byte in bitfield:
-        if byte != 0xFF:
-            done += 8 - (byte ^ 0xFF).bit_length()  # the leading ones: the pieces before a gap
-            break
-        done += 8
-    return min(done * int(piece), int(total))
-
-
-# "[#2089b0 400000000B/1200000000B(33%) CN:16 DL:115000000B ETA:7s]" then "FILE: /path"
-SUMMARY_ENTRY = re.compile(
-    r"\[#(?P<gid>[0-9a-f]+) (?P<done>\d+)B/(?P<total>\d+)B(?:\(\d+%\))?(?: CN:\d+)?(?: DL:(?P<rate>\d+)B)?"
-)
-ERROR_CODE = re.compile(r"errorCode=(\d+)\s+(.*)")
-
-
-@dataclass
-class Progress:
-    """What aria2 said about each file (by path): bytes done, and bytes per second now."""
-
-    done: dict[str, int] = field(default_factory=dict)
-    rate: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    _pending: tuple[int, int] | None = None
-
-    def read(self, line: str) -> None:
-        line = line.strip()
-        entry = SUMMARY_ENTRY.match(line)
-        if entry:
-            self._pending = (int(entry.group("done")), int(entry.group("rate") or 0))
-            return
-        if line.startswith("FILE: ") and self._pending is not None:
-            path = line.removeprefix("FILE: ")
-            self.done[path], self.rate[path] = self._pending
-            self._pending = None
-            return
-        if "[ERROR]" in line or "errorCode=" in line or line.startswith("Exception:"):
-            self.errors.append(line)
-            del self.errors[:-20]
-
-    def cause(self) -> str:
-        """The most telling error aria2 printed: its last `errorCode=N message`, else its last error."""
-        for line in reversed(self.errors):
-            found = ERROR_CODE.search(line)
-            if found:
-                return found.group(2).strip()
-        if self.errors:
-            return re.sub(r"^\S+ \S+ \[ERROR\]\s*", "", self.errors[-1])
-        return ""
-
-
-def human_rate(per_second: float) -> str:
-    for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
-        if per_second >= scale:
-            return (
-                f"{per_second / scale:.0f} {unit}" if per_second >= 10 * scale else f"{per_second / scale:.1f} {unit}"
-            )
-    return f"{per_second:.0f} B/s"
-
-
-def progress(transfers: Sequence[Transfer], done: Mapping[str, int], rate: float) -> Download:
-    """The first file's name (and how many more), the share of all bytes done, the speed: what
-    the status record says while aria2 downloads (its line: `downloading <file> 42% (310 MB/s)`)."""
-    total = sum(max(t.size, 0) for t in transfers)
-    got = sum(min(done.get(t.path, 0), max(t.size, 0)) for t in transfers)
-    percent = int(100 * got / total) if total > 0 else 0
-    name = transfers[0].shown if transfers else "model"
-    if len(transfers) > 1:
-        name += f" and {len(transfers) - 1} more"
-    return Download(name, min(percent, 100), human_rate(rate))
 
 
 def read_json(text: str) -> Any:

@@ -50,10 +50,10 @@ from .paths import (
     SUPERVISOR_PROGRAM_FILE,
 )
 from .status import Download
-from .watch import PROGRESS_LOG_SECONDS, Attempt, Watch, host_for_url, log
+from .watch import PROGRESS_LOG_SECONDS, Attempt, Handle, Start, Watch, host_for_url, log
 
 if TYPE_CHECKING:
-    from .download import Prepared
+    from .download_types import Prepared
 
 NO_OVERRIDES = Path("/nonexistent")  # the port before this program's own override
 FALLBACK_PORT = 18000
@@ -238,6 +238,14 @@ class Runner:
     def status(self, said: str | Download) -> None:
         set_status(said, self.warning)
 
+    def track(self, process: subprocess.Popen[bytes] | None) -> None:
+        """The child running now (aria2, llama-server), so that a stop reaches it."""
+        self.process = process
+
+    def stop_grace(self) -> float:
+        """Seconds llama-server has left to end, once stopping."""
+        return self.stop_deadline - time.monotonic()
+
     def run(self) -> str | None:
         """Start llama-server until it serves, or the attempts are used up: the cause then."""
         self.gpu = gpu.check(self.env, log)
@@ -303,7 +311,8 @@ class Runner:
         shown = shown_command(command, self.plan)
         log(f"starting llama-server (attempt {number}/{self.plan.retries.attempts}): {shown}")
         self.status("starting")
-        watch = Watch(self, command)
+        start = Start(command, self.child_environment(), self.credentials(), self.secrets, self.gpu.facts)
+        watch = Watch(self.plan, start, Handle(self.status, self.stopping, self.stop_grace, self.track))
         return watch.run()
 
     def download(self) -> tuple[Prepared | None, str | None]:
@@ -312,14 +321,13 @@ class Runner:
         if not self.plan.downloads:
             return None, None
         from . import download
+        from .download_types import DownloadError, Ui
 
-        def track(process: subprocess.Popen[bytes] | None) -> None:
-            self.process = process  # so a stop reaches aria2, which then keeps its control files
-
-        ui = download.Ui(self.status, log, self.stopping, track, PROGRESS_LOG_SECONDS)
+        # A stop reaches aria2 (tracked), which then keeps its control files.
+        ui = Ui(self.status, log, self.stopping, self.track, PROGRESS_LOG_SECONDS)
         try:
             return download.prepare(self.plan, download.settings_from(self.plan, self.env), ui), None
-        except download.DownloadError as exc:
+        except DownloadError as exc:
             return None, mask(str(exc), self.secrets)
         except OSError as exc:
             return None, f"cannot write the download into {self.plan.cache}: {exc.strerror or exc}"

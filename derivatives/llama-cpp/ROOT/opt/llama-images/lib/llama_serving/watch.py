@@ -11,28 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import pty
-import shutil
-import struct
 import subprocess
-import termios
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from llama_runtime import logs
 from llama_runtime.files import write_atomically
 
 from . import gpu, output
-from .config import mask
+from .child import LOOK_SECONDS, Child, Stall
+from .config import Plan, mask
 from .paths import PID_FILE, REQUESTS_SERVED_FILE, SERVER_DIRECTORY, SERVICE
 from .status import Download
-
-if TYPE_CHECKING:
-    from .service import Runner
 
 # How long a llama-server that stalled gets to end after SIGTERM (no Supervisor stop pending).
 STALL_GRACE_SECONDS = 8.0
@@ -54,19 +48,45 @@ class Attempt:
     final_reason: str = "its arguments were refused"  # why, when final
 
 
+@dataclass(frozen=True)
+class Start:
+    """What one start of llama-server is given: its command, environment and account (Popen's
+    user, group and extra_groups; none: as we are), and what its output is read against: the
+    secrets it must never show, the GPU's facts its failures are diagnosed with."""
+
+    command: list[str]
+    environment: Mapping[str, str]
+    account: Mapping[str, Any]
+    secrets: Sequence[str]
+    gpu_facts: gpu.Facts
+
+
+@dataclass(frozen=True)
+class Handle:
+    """All a Watch uses of the program that started llama-server (service.Runner): its status
+    line, its stop and the time llama-server has left then, and where the running child is
+    registered so that a stop reaches it."""
+
+    status: Callable[[str | Download], None]  # a line, or a download's progress (status.py)
+    stopping: threading.Event
+    stop_grace: Callable[[], float]  # seconds llama-server has left to end, once stopping
+    register: Callable[[subprocess.Popen[bytes] | None], None]
+
+
 class Watch:
     """One llama-server process: its output copied to the log (secrets masked), its progress
     and health turned into status lines, a download that stops moving ended."""
 
-    def __init__(self, runner: Runner, command: list[str]) -> None:
-        self.runner = runner
-        self.plan = runner.plan
-        self.command = command
+    def __init__(self, plan: Plan, start: Start, handle: Handle) -> None:
+        self.plan = plan
+        self.start = start
+        self.handle = handle
         self.lines: list[str] = []
-        self.activity = time.monotonic()
+        self.stall = Stall(plan.retries.stall_timeout)
         self.download: output.Progress | None = None
         self.logged_progress = (0.0, -1)
-        self.stalled = ""  # why the watch ended a start that stopped moving
+        self.served = False  # it answered /health with 200
+        self.cache_bytes = -1
         self.requests = 0
         self.published_requests = -1
         self.lock = threading.Lock()
@@ -78,81 +98,67 @@ class Watch:
     def run(self) -> Attempt:
         with contextlib.suppress(OSError):
             REQUESTS_SERVED_FILE.unlink(missing_ok=True)  # counted afresh for this llama-server
-        reader, writer = open_terminal()
         try:
-            process = subprocess.Popen(
-                [*die_with_parent(), *self.command],
-                stdin=subprocess.DEVNULL,
-                stdout=writer,
-                stderr=writer,
-                env=self.runner.child_environment(),
+            child = Child.start(
+                self.start.command,
+                self.take,
+                read=self.detail.flush,
+                ended=self.output_ended,
+                split=output.split_output,
+                terminal=True,  # llama-server draws its download progress only on a terminal
+                env=self.start.environment,
                 cwd=SERVER_DIRECTORY,  # not /workspace: ggml loads backends from its working directory
-                **self.runner.credentials(),
+                account=self.start.account,
             )
         except OSError as exc:
-            os.close(reader)
-            os.close(writer)
             return Attempt(served=False, cause=f"cannot run llama-server: {exc.strerror}", final=True)
-        os.close(writer)
-        self.runner.process = process
+        self.handle.register(child.process)
         with contextlib.suppress(OSError):
-            write_atomically(PID_FILE, f"{process.pid}\n")
-        copier = threading.Thread(target=self.copy_output, args=(reader,), daemon=True)
-        copier.start()
-        served = self.watch(process)
-        copier.join(timeout=5)
+            write_atomically(PID_FILE, f"{child.process.pid}\n")
+        stalled = child.supervise(
+            self.handle.stopping,
+            self.look,
+            stop_grace=self.handle.stop_grace,
+            stall_grace=STALL_GRACE_SECONDS,
+            interval=lambda: ROUTER_POLL_SECONDS if self.served else LOOK_SECONDS,
+        )
+        code = child.finish()
         PID_FILE.unlink(missing_ok=True)
-        self.runner.process = None
-        return self.outcome(process, served)
+        self.handle.register(None)
+        return self.outcome(code, stalled)
 
-    def watch(self, process: subprocess.Popen[bytes]) -> bool:
-        """Until llama-server ends (or is ended): whether it served. Until it answers, its state
-        is checked twice a second; once it serves, only router mode's model list, now and then."""
-        served = False
-        cache_bytes = -1
-        while True:
-            try:
-                process.wait(timeout=ROUTER_POLL_SECONDS if served else 0.5)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if self.runner.stopping.is_set():
-                terminate(process, self.runner.stop_deadline - time.monotonic())
-                break
-            if served:
-                self.publish_requests()
-                summary = self.router_summary() if self.plan.router else None
-                if summary:
-                    self.runner.status(summary)
-                continue
-            health = self.health()
-            if health == 200:
-                served = True
-                self.publish_requests()
-                log(f"ready: serving {self.plan.model_name} on {self.plan.listen.host}:{self.plan.listen.port}")
-                summary = self.router_summary() if self.plan.router else None
-                self.runner.status(summary or f"serving {self.plan.model_name}")
-                continue
-            if health == 503:
-                self.runner.status("loading model")
-                continue
-            # Nothing listens yet: a download, or a stall.
-            with self.lock:
-                download = self.download
-            if download is not None and download.percent < 100:
-                self.runner.status(Download(download.file, download.percent))
-            size = downloading_bytes(self.plan.cache)
-            with self.lock:
-                if size != cache_bytes:
-                    cache_bytes = size
-                    self.activity = time.monotonic()
-                idle = time.monotonic() - self.activity
-            if idle > self.plan.retries.stall_timeout:
-                self.stalled = f"no output and no download progress for {self.plan.retries.stall_timeout:g} s"
-                terminate(process, STALL_GRACE_SECONDS)
-                break
-        process.wait()
-        return served
+    def look(self) -> str:
+        """Until llama-server answers, its state twice a second; once it serves, only router
+        mode's model list, now and then. The cause when it stopped moving."""
+        if self.served:
+            self.publish_requests()
+            summary = self.router_summary() if self.plan.router else None
+            if summary:
+                self.handle.status(summary)
+            return ""
+        health = self.health()
+        if health == 200:
+            self.served = True
+            self.publish_requests()
+            log(f"ready: serving {self.plan.model_name} on {self.plan.listen.host}:{self.plan.listen.port}")
+            summary = self.router_summary() if self.plan.router else None
+            self.handle.status(summary or f"serving {self.plan.model_name}")
+            return ""
+        if health == 503:
+            self.handle.status("loading model")
+            return ""
+        # Nothing listens yet: a download, or a stall.
+        with self.lock:
+            download = self.download
+        if download is not None and download.percent < 100:
+            self.handle.status(Download(download.file, download.percent))
+        size = downloading_bytes(self.plan.cache)
+        if size != self.cache_bytes:
+            self.cache_bytes = size
+            self.stall.moved()
+        if self.stall.stalled():
+            return f"no output and no download progress for {self.plan.retries.stall_timeout:g} s"
+        return ""
 
     def publish_requests(self) -> None:
         with self.lock:
@@ -192,34 +198,16 @@ class Watch:
         except (OSError, ValueError):
             return None
 
-    def copy_output(self, reader: int) -> None:
-        """llama-server's output to ours (Supervisor's log), line by line, secrets masked;
-        its progress bars become a progress line every few seconds."""
-        pending = ""
-        while True:
-            try:
-                chunk = os.read(reader, 65536)
-            except OSError:  # EIO: every writer has closed the terminal
-                chunk = b""
-            if not chunk:
-                break
-            segments, pending = output.split_output(pending + chunk.decode(errors="replace"))
-            for segment in segments:
-                self.take(segment)
-            self.detail.flush()
-        if pending:
-            self.take(pending)
+    def output_ended(self) -> None:
         self.detail.close()
         if self.detail.problem:
             log(f"{self.detail.problem}: llama-server's detail is not kept")
-        os.close(reader)
 
     def take(self, segment: str) -> None:
         line = output.clean(segment)
         if not line:
             return
-        with self.lock:
-            self.activity = time.monotonic()
+        self.stall.moved()
         found = output.progress(line)
         if found is not None:
             with self.lock:
@@ -230,7 +218,7 @@ class Watch:
                 self.logged_progress = (now, found.percent)
                 log(f"downloading {found.file}: {found.percent}%")
             return
-        line = mask(line, self.runner.secrets)
+        line = mask(line, self.start.secrets)
         detail, summary = self.request_lines.route(line)
         with self.lock:
             self.requests += output.request_done(line)
@@ -243,70 +231,27 @@ class Watch:
         elif summary is not None and shown == "summary":
             print(summary, flush=True)
 
-    def outcome(self, process: subprocess.Popen[bytes], served: bool) -> Attempt:
-        code = process.returncode
-        ended = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+    def outcome(self, code: int, stalled: str) -> Attempt:
+        """How this start ended, from its exit status (negative: the signal), whether it served,
+        the stall that ended it ("" none) and its last lines."""
+        ended = f"signal {-code}" if code < 0 else f"exit status {code}"
         with self.lock:
             lines = list(self.lines)
-        diagnosed = gpu.failure(lines, self.runner.gpu.facts)  # a CUDA failure, with its fix
+        diagnosed = gpu.failure(lines, self.start.gpu_facts)  # a CUDA failure, with its fix
         # The GPU or its driver cannot run the image (222, 803, 804, 209, no kernels): no retries.
         gpu_final = diagnosed is not None and diagnosed.final
-        if served:
+        if self.served:
             cause = f"{ended}; {diagnosed.cause}" if diagnosed else ended
             return Attempt(True, cause, final=gpu_final, final_reason=diagnosed.final_reason if diagnosed else "")
         cause = (
-            self.stalled
+            stalled
             or (diagnosed.cause if diagnosed else "")
             or output.failure_cause(lines)
             or f"llama-server ended ({ended}) before it answered"
         )
-        if gpu_final and diagnosed is not None and not self.stalled:
-            return Attempt(False, mask(cause, self.runner.secrets), final=True, final_reason=diagnosed.final_reason)
-        return Attempt(served=False, cause=mask(cause, self.runner.secrets), final=output.is_argument_error(lines))
-
-
-def open_terminal() -> tuple[int, int]:
-    """(read end, write end) for llama-server's output: a pseudo-terminal, because llama-server
-    draws download progress only on a terminal; a pipe where no terminal can be had, or set up
-    (an arm64 image under qemu's emulation answers the terminal's settings with ENOSYS)."""
-    try:
-        reader, writer = pty.openpty()
-    except OSError:
-        return os.pipe()
-    try:
-        attributes = termios.tcgetattr(writer)
-        attributes[1] &= ~termios.OPOST  # no "\n" -> "\r\n"
-        termios.tcsetattr(writer, termios.TCSANOW, attributes)
-    except termios.error:
-        os.close(reader)
-        os.close(writer)
-        return os.pipe()
-    with contextlib.suppress(OSError):
-        import fcntl
-
-        fcntl.ioctl(writer, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
-    return reader, writer
-
-
-def die_with_parent() -> list[str]:
-    """A prefix that makes llama-server end when this program dies without stopping it (SIGKILL):
-    util-linux's setpriv sets the parent-death signal, then runs it in the same process."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
-
-
-def terminate(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM, then SIGKILL after `grace` seconds (at once when `grace` is not positive)."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        process.wait(timeout=max(grace, 0.0))
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.wait()
+        if gpu_final and diagnosed is not None and not stalled:
+            return Attempt(False, mask(cause, self.start.secrets), final=True, final_reason=diagnosed.final_reason)
+        return Attempt(served=False, cause=mask(cause, self.start.secrets), final=output.is_argument_error(lines))
 
 
 def host_for_url(host: str) -> str:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_serving import caches, download, hub, status
+from llama_serving import aria2, caches, download, hub, status
 from llama_serving.config import Plan, make_plan
-from llama_serving.download import DownloadError, Prepared, Ui
+from llama_serving.download_types import DownloadError, Prepared, Ui
 from llama_serving.hub import RepoFile
 
 from tests.conftest import require_host_tools
@@ -150,7 +150,7 @@ def test_the_cache_layout_is_the_hubs() -> None:
 
 
 def test_aria2_progress_is_read_back_and_shown_as_percent_and_speed() -> None:
-    progress = hub.Progress()
+    progress = aria2.Progress()
     for line in (
         " *** Download Progress Summary as of Wed Dec  2 00:07:15 2026 *** ",
         "[#0001f0 30000000B/100000000B(30%) CN:16 DL:310000000B ETA:1s]",
@@ -159,8 +159,8 @@ def test_aria2_progress_is_read_back_and_shown_as_percent_and_speed() -> None:
         "  -> [HttpResponse.cc:81] errorCode=8 Invalid range header.",
     ):
         progress.read(line)
-    transfer = hub.Transfer("http://h/x", "/c/blobs", "a.incomplete", 100 * MB, "m.gguf")
-    found = hub.progress([transfer], progress.done, progress.rate["/c/blobs/a.incomplete"])
+    transfer = aria2.Transfer("http://h/x", "/c/blobs", "a.incomplete", 100 * MB, "m.gguf")
+    found = aria2.progress([transfer], progress.done, progress.rate["/c/blobs/a.incomplete"])
     assert found == status.Download("m.gguf", 30, "310 MB/s")
     assert found.line == "downloading m.gguf 30% (310 MB/s)"
     assert progress.cause() == "Invalid range header."
@@ -174,19 +174,19 @@ def control_file(bits: str, piece: int = 1 << 20, total: int = 10 << 20) -> byte
 
 
 def test_the_sha256_follows_the_pieces_aria2_records_as_done_in_order() -> None:
-    assert hub.completed_prefix(control_file("1110100000")) == 3 << 20
-    assert hub.completed_prefix(control_file("1111111111111111")) == 10 << 20  # at most the file
-    assert hub.completed_prefix(control_file("0111")) == 0
-    assert hub.completed_prefix(control_file("1111")[:20]) is None  # cut short while written
-    assert hub.completed_prefix(b"\x00\x07garbage") is None
+    assert aria2.completed_prefix(control_file("1110100000")) == 3 << 20
+    assert aria2.completed_prefix(control_file("1111111111111111")) == 10 << 20  # at most the file
+    assert aria2.completed_prefix(control_file("0111")) == 0
+    assert aria2.completed_prefix(control_file("1111")[:20]) is None  # cut short while written
+    assert aria2.completed_prefix(b"\x00\x07garbage") is None
 
 
 def test_aria2_gets_no_secret_in_its_arguments() -> None:
-    transfer = hub.Transfer("http://h/x", "/c", "a", 1, "a", "f" * 64, ("Authorization: Bearer hf_x",), 16)
-    assert "hf_x" not in " ".join(hub.aria2_command([transfer], 1))
-    assert "  header=Authorization: Bearer hf_x\n" in hub.aria2_input([transfer])
+    transfer = aria2.Transfer("http://h/x", "/c", "a", 1, "a", "f" * 64, ("Authorization: Bearer hf_x",), 16)
+    assert "hf_x" not in " ".join(aria2.command([transfer], 1))
+    assert "  header=Authorization: Bearer hf_x\n" in aria2.input_text([transfer])
     with pytest.raises(ValueError, match="line break"):
-        hub.aria2_input([hub.Transfer("http://h/x\n  dir=/etc", "/c", "a", 1, "a")])
+        aria2.input_text([aria2.Transfer("http://h/x\n  dir=/etc", "/c", "a", 1, "a")])
 
 
 # ---- downloads -----------------------------------------------------------------------------

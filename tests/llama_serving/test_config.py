@@ -13,6 +13,7 @@ from llama_serving import config, gpu, output, service, status
 from llama_serving.config import ConfigError, ModelSource, Plan, make_plan, shown_command
 
 from tests.conftest import REPO_ROOT
+from tests.llama_serving.stand_in import stand_in_server
 
 PORT = 18000
 # The endpoints the portal's model panel reads, on unless LLAMA_ARGS says otherwise.
@@ -536,20 +537,9 @@ def test_relative_paths_keep_meaning_the_workspace(
 
 def test_llama_server_runs_in_a_directory_users_do_not_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ggml loads libggml-*.so from the working directory: not /workspace, the users' volume."""
-    from llama_serving import watch
-
-    (tmp_path / "bin").mkdir()
-    server = tmp_path / "bin" / "llama-server"
-    server.write_text(f'#!/bin/sh\npwd > "{tmp_path}/cwd"\nexit 1\n', encoding="utf-8")
-    server.chmod(0o755)
-    monkeypatch.setattr(watch, "PID_FILE", tmp_path / "pid")
-    monkeypatch.setattr(watch, "REQUESTS_SERVED_FILE", tmp_path / "requests")
+    env, model = stand_in_server(tmp_path, f'pwd > "{tmp_path}/cwd"\nexit 1', monkeypatch)
     monkeypatch.setattr(service, "STATUS_FILE", tmp_path / "status")
-    monkeypatch.setenv("LLAMA_IMAGES_LOG_DIR", str(tmp_path))  # the detail log (boot exports it)
     monkeypatch.chdir(tmp_path)  # where the launcher runs (Supervisor starts it in /workspace)
-    model = tmp_path / "tiny.gguf"
-    model.write_bytes(b"GGUF" + bytes(28))
-    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
     service.Runner(plan(LLAMA_MODEL=str(model), LLAMA_CACHE=str(tmp_path / "cache")), env).attempt(1)
     assert (tmp_path / "cwd").read_text(encoding="utf-8").strip() == "/"
 
@@ -563,13 +553,13 @@ def test_llama_servers_output_falls_back_to_a_pipe_where_a_terminal_cannot_be_se
     import stat
     import termios
 
-    from llama_serving import watch
+    from llama_serving import child
 
     def unsupported(fd: int) -> list[object]:
         raise termios.error(38, "Function not implemented")
 
     monkeypatch.setattr(termios, "tcgetattr", unsupported)
-    reader, writer = watch.open_terminal()
+    reader, writer = child.open_terminal()
     try:
         assert stat.S_ISFIFO(os.fstat(reader).st_mode)
         os.write(writer, b"line\n")
