@@ -191,3 +191,136 @@ def test_the_readme_layout_table_has_a_row_for_every_part_of_the_repository() ->
     assert {f"derivatives/{name}/" for name in derivatives} <= set(rows)
     stale = [row for row in rows if not any(path == row.rstrip("/") or path.startswith(row) for path in tracked)]
     assert stale == [], f"README.md's layout table names what the repository no longer has: {stale}"
+
+
+# ---- the images' libraries ----------------------------------------------------------------------
+
+BASE_LIB = REPO_ROOT / "base-image" / "ROOT" / "opt" / "llama-images" / "lib"
+BASE_PACKAGES = ("llama_runtime", "llama_portal", "llama_provisioner")
+DERIVATIVE_LIBS = sorted((REPO_ROOT / "derivatives").glob("*/ROOT/opt/llama-images/lib"))
+
+
+def image_packages() -> dict[str, Path]:
+    """Every package of the images' libraries -> its folder: the base's and each derivative's."""
+    found = {path.name: path for path in sorted(BASE_LIB.iterdir()) if (path / "__init__.py").is_file()}
+    for lib in DERIVATIVE_LIBS:
+        found.update({path.name: path for path in sorted(lib.iterdir()) if (path / "__init__.py").is_file()})
+    return found
+
+
+def image_modules() -> dict[str, Path]:
+    """`package.module` -> its file, for every module of the images' libraries."""
+    found = {}
+    for package, folder in image_packages().items():
+        for path in sorted(folder.rglob("*.py")):
+            parts = path.relative_to(folder).with_suffix("").parts
+            found[".".join([package, *parts]).removesuffix(".__init__")] = path
+    return found
+
+
+def image_imports(name: str, path: Path, *, module_level: bool) -> set[str]:
+    """What a module of the images imports, package-relative imports resolved: the module (and
+    each name imported from it, which may be a module); function-level ones too unless
+    `module_level`. An import under `if TYPE_CHECKING:` counts: it names a real dependency."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = ast.walk(tree) if not module_level else [
+        node for top in tree.body for node in ([top] if not isinstance(top, ast.If) else ast.walk(top))
+    ]  # fmt: skip
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join([*package[: len(package) - (node.level - 1)], *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def image_graph() -> dict[str, set[str]]:
+    """Module -> the images' modules it imports at module level (a package's own __init__
+    included: importing a module runs its package's)."""
+    known = image_modules()
+    graph_: dict[str, set[str]] = {}
+    for name, path in known.items():
+        found = image_imports(name, path, module_level=True)
+        graph_[name] = {module for module in found if module in known and module != name}
+    return graph_
+
+
+def cycles(dependencies: dict[str, set[str]]) -> set[tuple[str, ...]]:
+    """Each import circle, as the sorted names of its modules (strongly connected components)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: set[tuple[str, ...]] = set()
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for dependency in dependencies[module]:
+            if dependency not in index:
+                visit(dependency)
+                low[module] = min(low[module], low[dependency])
+            elif dependency in stack:
+                low[module] = min(low[module], index[dependency])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.add(tuple(sorted(component)))
+
+    for module in sorted(dependencies):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_the_base_image_never_imports_a_derivative() -> None:
+    """llama_runtime, llama_portal and llama_provisioner name no derivative's package, not even
+    in a function: a derivative plugs into the base through its declarations (services.d)."""
+    derivative_packages = set(image_packages()) - set(BASE_PACKAGES)
+    assert {"llama_serving", "llama_worker"} <= derivative_packages
+    upward = [
+        f"{name} imports {found}"
+        for name, path in image_modules().items()
+        if name.split(".")[0] in BASE_PACKAGES
+        for found in sorted(image_imports(name, path, module_level=False))
+        if found.split(".")[0] in derivative_packages
+    ]
+    assert upward == [], "the base image must not know its derivatives: " + "; ".join(upward)
+
+
+def test_the_images_architecture_check_sees_the_imports() -> None:
+    """The images' graph is read correctly (relative imports resolved), so the checks can fail."""
+    found = image_graph()
+    assert "llama_portal.parts" in found["llama_portal.api"]
+    assert "llama_runtime.services" in found["llama_portal.parts"]
+    assert "llama_serving.status" in found["llama_serving.portal_part"]
+    assert "llama_portal.parts" in found["llama_serving.portal_part"]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == {("a", "b", "c")}
+
+
+def test_no_image_library_has_an_import_circle() -> None:
+    found = cycles(image_graph())
+    assert found == set(), f"import circles: {sorted(found)}"
+
+
+def test_the_base_images_tests_pass_with_only_the_bases_library() -> None:
+    """tests/runtime, tests/portal and tests/provisioner import the base's packages alone: with
+    the derivatives' libraries off the path they still pass (a derivative's package would fail
+    to import)."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
+               f"pythonpath={BASE_LIB.relative_to(REPO_ROOT)}", "tests/runtime", "tests/portal",
+               "tests/provisioner"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "error" not in done.stdout.splitlines()[-1]

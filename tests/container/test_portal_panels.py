@@ -173,11 +173,14 @@ def test_the_model_panel_shows_the_model_and_its_speed_after_a_completion(
 
 
 def test_a_download_in_the_status_line_shows_as_a_progress_bar(served: Any, browser: webdriver.Chrome) -> None:
-    # The line the launcher writes while llama-server downloads (its tests check that it does).
-    status = "/run/llama-images/status/llama"
-    original = served.exec_run(["cat", status]).output.decode()
+    # What the launcher writes while llama-server downloads (its tests check that it does): its
+    # line and its record, written here by its own status module (llama_serving/status.py).
+    status, record = "/run/llama-images/status/llama", "/run/llama-images/llama/status.json"
+    original = {path: served.exec_run(["cat", path]).output.decode() for path in (status, record)}
     line = "downloading big-Q4_K_M.gguf 42% (12.5 MB/s)"
-    served.exec_run(["sh", "-c", 'printf "%s\\n" "$1" > "$2"', "sh", line, status])
+    write = "from llama_serving import status as s; s.write(s.status(s.Download('big-Q4_K_M.gguf', 42, '12.5 MB/s')))"
+    assert served.exec_run(["python3", "-c", write], environment={"PYTHONPATH": "/opt/llama-images/lib"}).exit_code == 0
+    assert served.exec_run(["cat", status]).output.decode() == line + "\n"
     try:
         wait = open_portal(browser, served)
         until(wait, lambda d: d.find_element(By.ID, "model-progress").get_attribute("value") == "42")
@@ -185,7 +188,8 @@ def test_a_download_in_the_status_line_shows_as_a_progress_bar(served: Any, brow
         assert browser.find_element(By.ID, "model-progress-text").text == "big-Q4_K_M.gguf: 42% 12.5 MB/s"
         assert browser.find_element(By.ID, "model-status").text == f"RUNNING: {line}"
     finally:
-        served.exec_run(["sh", "-c", 'printf "%s" "$1" > "$2"', "sh", original, status])
+        for path, text in original.items():
+            served.exec_run(["sh", "-c", 'printf "%s" "$1" > "$2"', "sh", text, path])
 
 
 def test_buttons_follow_state_and_a_press_shows_its_result(served: Any, browser: webdriver.Chrome) -> None:

@@ -4,7 +4,7 @@ loopback servers. Only base URLs are swapped: git's `url.<base>.insteadOf` (thro
 GIT_CONFIG_* variables) for github.com, HF_ENDPOINT for the hub; the manifests still say
 https://github.com/... and https://huggingface.co/...
 
-(The provisioner without Docker: tests/runtime/test_provisioner_run.py; PROVISIONING_SCRIPT alone:
+(The provisioner without Docker: tests/provisioner/test_provisioner_run.py; PROVISIONING_SCRIPT alone:
 test_provisioning.py.)"""
 
 from __future__ import annotations

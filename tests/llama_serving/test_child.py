@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from llama_serving import gpu, service
+from llama_serving import gpu, service, status
 from llama_serving.child import Child, Stall
 from llama_serving.config import make_plan
 
@@ -61,8 +61,8 @@ def test_a_stop_ends_llama_server_before_supervisor_would_kill_it_even_when_it_i
     statuses: list[str] = []
 
     class Recording(service.Runner):
-        def status(self, line: str) -> None:
-            statuses.append(line)
+        def status(self, said: str | status.Download) -> None:
+            statuses.append(said.line if isinstance(said, status.Download) else said)
 
     runner = Recording(made, env)
     gave_up: list[str | None] = []

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from llama_serving import config, gpu, output, service
+from llama_serving import config, gpu, output, service, status
 from llama_serving.config import ConfigError, ModelSource, Plan, make_plan, shown_command
 
 from tests.conftest import REPO_ROOT
@@ -471,7 +471,7 @@ def test_model_names_in_router_mode() -> None:
 )
 def test_a_failed_status_starts_with_failed_even_on_a_cpu_fallback(warning: str, line: str, shown: str) -> None:
     """The health check and the portal tell a failure by a status line starting with "failed"."""
-    assert service.status_line(warning, line) == shown
+    assert status.shown_line(warning, line) == shown
 
 
 def test_an_unwritable_download_directory_fails_the_attempt_with_its_path(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_serving import aria2, caches, download, hub
+from llama_serving import aria2, caches, download, hub, status
 from llama_serving.config import Plan, make_plan
 from llama_serving.download_types import DownloadError, Prepared, Ui
 from llama_serving.hub import RepoFile
@@ -55,7 +55,11 @@ class Recorder:
     command_lines: list[str] = field(default_factory=list)
 
     def ui(self) -> Ui:
-        return Ui(self.statuses.append, self.logs.append, self.stopping, self.register, log_seconds=0.5)
+        return Ui(self.status, self.logs.append, self.stopping, self.register, log_seconds=0.5)
+
+    def status(self, said: str | status.Download) -> None:
+        """Each status as its line (a download's progress is a record: its line is what people read)."""
+        self.statuses.append(said.line if isinstance(said, status.Download) else said)
 
     def register(self, process: Any) -> None:
         if process is not None:
@@ -156,9 +160,9 @@ def test_aria2_progress_is_read_back_and_shown_as_percent_and_speed() -> None:
     ):
         progress.read(line)
     transfer = aria2.Transfer("http://h/x", "/c/blobs", "a.incomplete", 100 * MB, "m.gguf")
-    assert aria2.progress_line([transfer], progress.done, progress.rate["/c/blobs/a.incomplete"]) == (
-        "downloading m.gguf 30% (310 MB/s)"
-    )
+    found = aria2.progress([transfer], progress.done, progress.rate["/c/blobs/a.incomplete"])
+    assert found == status.Download("m.gguf", 30, "310 MB/s")
+    assert found.line == "downloading m.gguf 30% (310 MB/s)"
     assert progress.cause() == "Invalid range header."
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llama_serving import gpu
+from llama_serving import gpu, status
 from llama_serving.gpu import Facts, cuda_cache_environment, diagnose, parse_devices, read_facts, verdict
 
 # --list-devices on a CUDA host (ollama/ollama#16508).
@@ -376,9 +376,7 @@ def test_failures_no_restart_can_fix_are_final_and_name_the_fix(lines: list[str]
     assert found.final is final
     if found.code in ("209", gpu.NO_KERNELS):
         # The status line (300 characters, after the launcher's warning) still names the fix.
-        from llama_serving import service
-
-        shown = service.status_line(gpu.UNSUPPORTED_PREFIX, f"failed: {found.cause}")[:300]
+        shown = status.shown_line(gpu.UNSUPPORTED_PREFIX, f"failed: {found.cause}")[:300]
         assert "use the vulkan image (tag <release>-vulkan), which runs on" in shown, shown
         assert "75-virtual, 80-virtual" in found.cause  # the details after it, for the log
 

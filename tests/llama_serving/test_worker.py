@@ -1,5 +1,5 @@
 """The serverless worker's pure parts (derivatives/llama-cpp/.../llama_worker: settings.py,
-workload.py, launcher_status.py) and the launcher's status record it reads. The worker itself
+workload.py) and the launcher's status record it reads (llama_serving/status.py). The worker itself
 (worker.py, on vastai) is tested running, in tests/container/llama/test_serverless.py."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from llama_serving import service
-from llama_worker import launcher_status, workload
+from llama_serving import service, status
+from llama_worker import workload
 from llama_worker.settings import Settings, SettingsError, settings_from
 
 PLATFORM = {
@@ -170,7 +170,7 @@ def test_the_fallback_estimate_and_what_is_worth_tokenizing() -> None:
     ],
 )
 def test_the_launcher_names_the_state_of_each_of_its_lines(line: str, state: str) -> None:
-    assert service.state_of(line) == state
+    assert status.state_of(line) == state
 
 
 def test_the_launcher_writes_its_line_and_the_record_the_worker_reads(
@@ -184,22 +184,28 @@ def test_the_launcher_writes_its_line_and_the_record_the_worker_reads(
     assert line_file.read_text(encoding="utf-8") == "WARNING: no GPU: serving tiny\n"
     record = json.loads(record_file.read_text(encoding="utf-8"))
     assert (record["state"], record["detail"]) == ("serving", "WARNING: no GPU: serving tiny")
-    status = launcher_status.read(record_file)
-    assert status.serving and not status.given_up
+    said = status.read(record_file)
+    assert said.serving and not said.given_up
     service.set_status("failed: llama-server ended (exit status 1) before it answered", warning="WARNING: x ")
-    status = launcher_status.read(record_file)
-    assert status == launcher_status.LauncherStatus(
-        "failed", "failed: WARNING: x llama-server ended (exit status 1) before it answered"
+    said = status.read(record_file)
+    assert (said.state, said.detail) == (
+        "failed",
+        "failed: WARNING: x llama-server ended (exit status 1) before it answered",
     )
-    assert status.given_up
+    assert said.given_up and said.download is None
+    # A download's progress: its line for people, its figures in the record (no one parses the line).
+    service.set_status(status.Download("big.gguf and 1 more", 42, "12.5 MB/s"))
+    assert line_file.read_text(encoding="utf-8") == "downloading big.gguf and 1 more 42% (12.5 MB/s)\n"
+    said = status.read(record_file)
+    assert said.state == "downloading" and said.download == status.Download("big.gguf and 1 more", 42, "12.5 MB/s")
 
 
 def test_a_missing_or_garbled_record_is_an_unknown_state(tmp_path: Path) -> None:
-    assert launcher_status.read(tmp_path / "absent.json").state == ""
+    assert status.read(tmp_path / "absent.json").state == ""
     (tmp_path / "garbled.json").write_text("{not json", encoding="utf-8")
-    garbled = launcher_status.read(tmp_path / "garbled.json")
+    garbled = status.read(tmp_path / "garbled.json")
     assert (garbled.state, garbled.serving, garbled.given_up) == ("", False, False)
-    assert launcher_status.parse('{"state": "no-model", "detail": "no model configured"}').given_up
+    assert status.parse('{"state": "no-model", "detail": "no model configured"}').given_up
 
 
 def test_the_master_token_is_masked_whole_and_as_the_library_shortens_it(caplog: pytest.LogCaptureFixture) -> None:

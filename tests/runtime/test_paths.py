@@ -1,6 +1,7 @@
 """One declaration of the images' paths: llama_runtime/paths.py (and llama_serving/paths.py for the
-launcher). The shell scripts source the files generated from them, Supervisor's files name the
-log directory through boot's environment, and nothing else writes a runtime path."""
+launcher, tested in tests/llama_serving/test_paths.py: these tests run with the base's library
+alone). The shell scripts source the files generated from them, Supervisor's files name the log
+directory through boot's environment, and nothing else writes a runtime path."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ LIBS = (
 )
 OVERLAYS = (REPO_ROOT / "base-image/ROOT", REPO_ROOT / "derivatives/llama-cpp/ROOT")
 PATH_MODULES = sorted(f"{path.parent.name}.paths" for lib in LIBS for path in lib.glob("*/paths.py"))
+BASE_PATH_MODULES = [name for name in PATH_MODULES if (LIBS[0] / name.replace(".", "/")).with_suffix(".py").is_file()]
 # Where the runtime keeps its files (this boot's, and those kept across restarts).
 RUNTIME_ROOTS = (str(paths.RUN_DIR), str(paths.STATE_DIR))
 
@@ -29,7 +31,7 @@ def test_both_images_declare_their_paths() -> None:
     assert PATH_MODULES == ["llama_runtime.paths", "llama_serving.paths"]
 
 
-@pytest.mark.parametrize("name", PATH_MODULES)
+@pytest.mark.parametrize("name", BASE_PATH_MODULES)
 def test_the_shell_paths_file_is_generated_from_the_declaration(name: str) -> None:
     module = importlib.import_module(name)
     committed = paths.shell_file(module).read_text(encoding="utf-8")
@@ -38,7 +40,7 @@ def test_the_shell_paths_file_is_generated_from_the_declaration(name: str) -> No
     )
 
 
-@pytest.mark.parametrize("name", PATH_MODULES)
+@pytest.mark.parametrize("name", BASE_PATH_MODULES)
 def test_bash_reads_the_values_python_declares(name: str) -> None:
     module = importlib.import_module(name)
     declared = paths.declared(module)

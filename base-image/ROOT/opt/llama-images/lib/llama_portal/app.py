@@ -23,7 +23,7 @@ from llama_runtime.services import Service, load_services
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -73,6 +73,11 @@ def link_query(service: Service, services: tuple[Service, ...], auth: Auth, port
     return panels.link_query(protected=protected, portal_protected=portal_protected, own_token=token)
 
 
+def service_status(service: Service) -> str | None:
+    """What a service says of itself: its part's summary, else its status file's line."""
+    return api.PARTS.summary(service.name) or read_line(paths.status_file(service.name))
+
+
 def service_row(service: Service, info: dict[str, Any] | None, auth: Auth, query: str = "") -> dict[str, Any]:
     if not service.enabled:
         state = "DISABLED"
@@ -85,7 +90,7 @@ def service_row(service: Service, info: dict[str, Any] | None, auth: Auth, query
         "state": state,
         "description": (info or {}).get("description", ""),
         # Why it is off (PORTAL_CONFIG, an ENABLE_* switch), else what the service says.
-        "status": f"off: {service.off_reason}" if not service.enabled else read_line(paths.status_file(service.name)),
+        "status": f"off: {service.off_reason}" if not service.enabled else service_status(service),
         "controllable": bool(service.program) and service.program not in PROTECTED and service.enabled,
         "actions": panels.allowed_actions(state, bool(service.program) and service.program not in PROTECTED),
         "has_log": log_file(info) is not None,
@@ -115,7 +120,8 @@ def list_services(request: Request) -> Response:
         {
             "services": rows,
             "proxy": {"state": proxy["statename"] if proxy else "UNKNOWN"},
-            "problems": list(loaded.problems),
+            # A declared part that did not load is one too: the page says so, the rest still works.
+            "problems": [*loaded.problems, *api.PARTS.problems],
             "supervisor": bool(states),
             # The logout form is offered where there is a login: the portal behind the proxy's check.
             "logout": LOGOUT_PATH if portal is not None and auth.protects(portal.external_port) else None,
@@ -194,7 +200,9 @@ def boot(request: Request) -> Response:
 
 
 def page(request: Request) -> Response:
-    return FileResponse(PAGE, headers={"Cache-Control": "no-store"})
+    """The page, with a script tag for each declared part's panel."""
+    text = PAGE.read_text(encoding="utf-8").replace("<!-- parts -->", api.part_scripts())
+    return HTMLResponse(text, headers={"Cache-Control": "no-store"})
 
 
 # frame-ancestors: another port of the same host must not frame the page and click its buttons.

@@ -52,8 +52,11 @@ KEYS: dict[str, tuple[type, bool]] = {
     "token_scheme": (str, False),
     "serverless": (str, False),
     "proxied": (bool, False),
+    "portal_part": (str, False),
 }
 TOKEN_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+# A Python module, by its dotted name (the portal imports it: llama_portal/parts.py).
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 # Serverless mode (SERVERLESS=true): which services a serverless instance runs.
 SERVERLESS_VARIABLE = "SERVERLESS"
 SERVERLESS_KEEP_VARIABLE = "SERVERLESS_KEEP"
@@ -91,6 +94,8 @@ class Service:
     token_scheme: str | None = None
     serverless: str = "on"  # in serverless mode: "on" (runs), "off" (stops), "only" (runs only then)
     proxied: bool = True  # False: it listens on its external port itself; the proxy leaves that port alone
+    # Its part of the portal: a module of the image that declares it (llama_portal/parts.py).
+    portal_part: str | None = None
     enabled: bool = True
     link_only: bool = False  # a PORTAL_CONFIG entry with external == internal: a portal link, not proxied
     off_reason: str = ""  # why it is off (enabled False): shown by the portal and the program's log
@@ -267,6 +272,10 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: all(isinstance(item, str) and item.startswith("/") for item in v),
         "must list paths in the image, each starting with '/'",
     ),
+    "portal_part": (
+        lambda v: bool(MODULE_NAME.fullmatch(v)),
+        "is not a Python module's dotted name (such as 'my_server.portal_part')",
+    ),
     "serverless": (lambda v: v in SERVERLESS_VALUES, f"is not one of {', '.join(repr(v) for v in SERVERLESS_VALUES)}"),
 }
 
@@ -296,6 +305,7 @@ def override(path: Path, service: Service, data: Mapping[str, Any], problems: li
     good = check_values(path, data, problems, partial=True)
     good.pop("name", None)
     good.pop("files", None)  # what the image holds, not something a boot step changes
+    good.pop("portal_part", None)  # the portal loads the shipped declarations' parts once, at its start
     return replace(service, **good)
 
 

@@ -134,57 +134,6 @@ async function refreshMachine() {
   $("gpu-note").textContent = data.gpus.length ? data.gpu_note : `GPU: ${data.gpu_note || "none"}`;
 }
 
-// ---- model -----------------------------------------------------------------------------------
-
-async function modelAction(model, action) {
-  say("model-message", `${action} ${model}…`);
-  try {
-    const result = await post(`/api/model/${action}`, { model });
-    say("model-message", `${action} ${model}: ${result.result || "done"}`);
-  } catch (error) {
-    say("model-message", `${action} ${model} failed: ${error.message}`, true);
-  }
-  refreshModel();
-}
-
-async function refreshModel() {
-  const data = await api("/api/model");
-  $("model").hidden = !data.available;
-  if (!data.available) return;
-  const status = data.status || "";
-  say("model-status", `${data.state}${status ? ": " + status : ""}`, status.startsWith("failed"));
-  $("model-served").textContent = data.requests_served === null || data.requests_served === undefined
-    ? "" : `${data.requests_served} request${data.requests_served === 1 ? "" : "s"} served since llama-server started`;
-  $("model-download").hidden = !data.progress;
-  if (data.progress) {
-    $("model-progress").value = data.progress.percent;
-    $("model-progress-text").textContent =
-      `${data.progress.file}: ${data.progress.percent}%${data.progress.detail ? " " + data.progress.detail : ""}`;
-  }
-  const rows = data.models.map((m) => {
-    const figures = m.figures || {};
-    const buttons = el("td", {});
-    for (const action of m.actions || []) {
-      buttons.append(el("button", { type: "button", "data-model": m.id, "data-model-action": action,
-        onclick: () => modelAction(m.id, action) }, action));
-    }
-    const slots = figures.slots ? `${figures.slots.busy} / ${figures.slots.total}` : "—";
-    return el("tr", { "data-model": m.id, "data-state": m.state },
-      el("td", {}, m.id),
-      el("td", { class: `state ${m.state}` }, m.state),
-      el("td", {}, number(figures.context)),
-      el("td", {}, slots),
-      el("td", { "data-metric": "prompt" }, number(figures.prompt_tokens_per_second, 1)),
-      el("td", { "data-metric": "generation" }, number(figures.generation_tokens_per_second, 1)),
-      el("td", { "data-metric": "generated" }, number(figures.generated_tokens)),
-      el("td", { "data-metric": "requests" },
-        `${number(figures.requests_processing)} / ${number(figures.requests_deferred)}`),
-      buttons);
-  });
-  replaceIfChanged($("models").tBodies[0], rows);
-  $("model-notes").textContent = (data.notes || []).join(" ");
-}
-
 // Redraws a table body only when its rows changed: a button under the pointer stays put.
 function replaceIfChanged(body, rows) {
   const html = rows.map((r) => r.outerHTML).join("");
@@ -193,19 +142,15 @@ function replaceIfChanged(body, rows) {
   body.replaceChildren(...rows);
 }
 
-// ---- use it ----------------------------------------------------------------------------------
+// ---- parts: panels an image adds for its services (llama_portal/parts.py) --------------------
 
-async function loadUsage() {
-  const data = await api("/api/usage");
-  $("use").hidden = !data.available;
-  if (!data.available) return;
-  $("use-base").textContent = data.base_url;
-  $("use-chat").href = data.chat_url;
-  $("use-hint").textContent = data.token_hint;
-  $("use-port-note").hidden = !data.port_note;
-  $("use-port-note").textContent = data.port_note || "";
-  $("use-curl").textContent = data.curl;
-  $("use-python").textContent = data.python;
+// A part's script (loaded after this one) registers its panels: `html` drawn in #parts, `refresh`
+// called on every tick, `start` once when the page is ready.
+const PARTS = [];
+
+function registerPart(part) {
+  $("parts").insertAdjacentHTML("beforeend", part.html || "");
+  PARTS.push(part);
 }
 
 function copy(event) {
@@ -275,7 +220,9 @@ async function refreshServices() {
   });
   replaceIfChanged(document.querySelector("#services tbody"), rows);
   if (!logService) {
-    const first = data.services.find((s) => s.name === "llama" && s.has_log) || data.services.find((s) => s.has_log);
+    // The log of a service with a panel of its own first: the service the page is about.
+    const first = data.services.find((s) => s.has_log && PARTS.some((p) => p.service === s.name))
+      || data.services.find((s) => s.has_log);
     if (first) { logService = first.name; tailLog(); }
   }
 }
@@ -316,7 +263,7 @@ async function tailLog() {
 async function tick() {
   if (document.hidden || ticking) return; // a tab in the background costs the machine nothing
   ticking = true;
-  const jobs = [refreshServices(), refreshMachine(), refreshModel(), tailLog()];
+  const jobs = [refreshServices(), refreshMachine(), ...PARTS.map((part) => part.refresh()), tailLog()];
   if (Date.now() - lastBoot > BOOT_REFRESH_MS) { lastBoot = Date.now(); jobs.push(refreshBoot(), refreshLockouts()); }
   const results = await Promise.allSettled(jobs);
   ticking = false;
@@ -327,7 +274,7 @@ async function tick() {
 document.addEventListener("DOMContentLoaded", () => {
   for (const button of document.querySelectorAll("button[data-copy]")) button.addEventListener("click", copy);
   document.addEventListener("visibilitychange", () => { if (!document.hidden) tick(); });
-  loadUsage().catch(() => {});
+  for (const part of PARTS) if (part.start) part.start().catch(() => {});
   tick();
   setInterval(tick, REFRESH_MS);
 });

@@ -12,6 +12,8 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .status import Download
+
 INCOMPLETE = ".incomplete"  # a download in progress; aria2 keeps its state beside it (.aria2)
 MIB = 1 << 20
 
@@ -183,13 +185,13 @@ def human_rate(per_second: float) -> str:
     return f"{per_second:.0f} B/s"
 
 
-def progress_line(transfers: Sequence[Transfer], done: Mapping[str, int], rate: float) -> str:
-    """`downloading <file> 42% (310 MB/s)`: the first file's name (and how many more), the share
-    of all bytes done, the speed."""
+def progress(transfers: Sequence[Transfer], done: Mapping[str, int], rate: float) -> Download:
+    """The first file's name (and how many more), the share of all bytes done, the speed: what
+    the status record says while aria2 downloads (its line: `downloading <file> 42% (310 MB/s)`)."""
     total = sum(max(t.size, 0) for t in transfers)
     got = sum(min(done.get(t.path, 0), max(t.size, 0)) for t in transfers)
     percent = int(100 * got / total) if total > 0 else 0
     name = transfers[0].shown if transfers else "model"
     if len(transfers) > 1:
         name += f" and {len(transfers) - 1} more"
-    return f"downloading {name} {min(percent, 100)}% ({human_rate(rate)})"
+    return Download(name, min(percent, 100), human_rate(rate))

@@ -456,13 +456,13 @@ def watch_aria2(
         if stall.stalled():
             return f"no download progress for {settings.stall_timeout:g} s"
         now = time.monotonic()
-        line = aria2.progress_line(transfers, done, rate)
+        found = aria2.progress(transfers, done, rate)
         if now - shown >= STATUS_SECONDS:
             shown = now
-            ui.status(line)
+            ui.status(found)
         if now - logged >= ui.log_seconds:
             logged = now
-            ui.log(line)
+            ui.log(found.line)
         return ""
 
     grace = ARIA2_END_GRACE_SECONDS

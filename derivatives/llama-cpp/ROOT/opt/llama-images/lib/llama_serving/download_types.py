@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .status import Download
+
 
 class DownloadError(Exception):
     """A download that failed: one line with the cause (no secret in it)."""
@@ -21,7 +23,7 @@ class DownloadError(Exception):
 class Ui:
     """How the phase talks to its program: status and log lines, a stop, the running aria2."""
 
-    status: Callable[[str], None]
+    status: Callable[[str | Download], None]  # a line, or a download's progress (status.py)
     log: Callable[[str], None]
     stopping: threading.Event
     register: Callable[[subprocess.Popen[bytes] | None], None]

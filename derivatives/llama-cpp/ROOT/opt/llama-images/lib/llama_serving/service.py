@@ -38,7 +38,7 @@ from llama_runtime.cgroup import read_budget
 from llama_runtime.files import write_atomically, write_private
 from llama_runtime.services import load_services
 
-from . import gpu, threads
+from . import gpu, status, threads
 from .config import ConfigError, Plan, make_plan, mask, shown_command
 from .paths import (
     GAVE_UP_FILE,
@@ -49,6 +49,7 @@ from .paths import (
     STATUS_RECORD_FILE,
     SUPERVISOR_PROGRAM_FILE,
 )
+from .status import Download
 from .watch import PROGRESS_LOG_SECONDS, Attempt, Handle, Start, Watch, host_for_url, log
 
 if TYPE_CHECKING:
@@ -62,35 +63,10 @@ FALLBACK_PORT = 18000
 STOP_GRACE_SECONDS = 3.5
 
 
-# The states of the status record, from the launcher's own status lines (state_of).
-STATES = ("starting", "downloading", "loading", "serving", "retrying", "failed", "stopped", "no-model")
-
-
-def state_of(line: str) -> str:
-    """The state a status line of this launcher (before any warning) says."""
-    prefixes = (
-        ("failed: ", "failed"),
-        ("serving", "serving"),
-        ("loading", "loading"),
-        ("downloading", "downloading"),
-        ("checking", "downloading"),
-        ("retrying", "retrying"),
-        ("stopped", "stopped"),
-        ("no model configured", "no-model"),
-    )
-    return next((state for prefix, state in prefixes if line.startswith(prefix)), "starting")
-
-
-def set_status(line: str, warning: str = "") -> None:
+def set_status(said: str | Download, warning: str = "") -> None:
     """The one line the proxy's 503 and the portal show for this service (`warning` in front),
-    and the same as a record (STATUS_RECORD_FILE: its state named, for the serverless worker)."""
-    shown = status_line(warning, line).replace("\n", " ")[:300]
-    record = {"state": state_of(line), "detail": shown, "updated": time.time()}
-    with contextlib.suppress(OSError):
-        write_atomically(STATUS_FILE, shown + "\n")
-    with contextlib.suppress(OSError):
-        STATUS_RECORD_FILE.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(STATUS_RECORD_FILE, json.dumps(record) + "\n")
+    and the same as a typed record (status.py: what the portal's part and the worker read)."""
+    status.write(status.status(said, warning), STATUS_FILE, STATUS_RECORD_FILE)
 
 
 def declaration(env: Mapping[str, str]) -> tuple[int, dict[int, str]]:
@@ -259,8 +235,8 @@ class Runner:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
 
-    def status(self, line: str) -> None:
-        set_status(line, self.warning)
+    def status(self, said: str | Download) -> None:
+        set_status(said, self.warning)
 
     def track(self, process: subprocess.Popen[bytes] | None) -> None:
         """The child running now (aria2, llama-server), so that a stop reaches it."""
@@ -403,14 +379,6 @@ def file_problem(name: str) -> str | None:
     if magic != b"GGUF":
         return f" is not a GGUF file (it starts with {magic!r}, not b'GGUF')"
     return None
-
-
-def status_line(warning: str, line: str) -> str:
-    """A status line with the CPU-fallback warning: in front, except that a failure still starts
-    with "failed:" (the health check and the portal tell a failure by that start)."""
-    if line.startswith("failed: "):
-        return f"failed: {warning}{line.removeprefix('failed: ')}"
-    return f"{warning}{line}"
 
 
 def main(argv: list[str] | None = None) -> int:

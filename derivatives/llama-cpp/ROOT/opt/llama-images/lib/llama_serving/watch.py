@@ -26,6 +26,7 @@ from . import gpu, output
 from .child import LOOK_SECONDS, Child, Stall
 from .config import Plan, mask
 from .paths import PID_FILE, REQUESTS_SERVED_FILE, SERVER_DIRECTORY, SERVICE
+from .status import Download
 
 # How long a llama-server that stalled gets to end after SIGTERM (no Supervisor stop pending).
 STALL_GRACE_SECONDS = 8.0
@@ -66,7 +67,7 @@ class Handle:
     line, its stop and the time llama-server has left then, and where the running child is
     registered so that a stop reaches it."""
 
-    status: Callable[[str], None]
+    status: Callable[[str | Download], None]  # a line, or a download's progress (status.py)
     stopping: threading.Event
     stop_grace: Callable[[], float]  # seconds llama-server has left to end, once stopping
     register: Callable[[subprocess.Popen[bytes] | None], None]
@@ -150,7 +151,7 @@ class Watch:
         with self.lock:
             download = self.download
         if download is not None and download.percent < 100:
-            self.handle.status(f"downloading {download.file} {download.percent}%")
+            self.handle.status(Download(download.file, download.percent))
         size = downloading_bytes(self.plan.cache)
         if size != self.cache_bytes:
             self.cache_bytes = size

@@ -10,7 +10,7 @@ What this module adds: the routes (llama-server's /v1/chat/completions, /v1/comp
 /completion, streamed and not, requests in parallel as llama-server's slots take them), each
 request's workload in tokens (workload.py; the prompt counted by llama-server's /tokenize before
 the library's handler runs), readiness and failure from the launcher's status record
-(launcher_status.py, the library's `lifecycle`), the benchmark sized to llama-server's slots, and
+(llama_serving/status.py, the library's `lifecycle`), the benchmark sized to llama-server's slots, and
 the worker's own status line.
 """
 
@@ -25,9 +25,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from llama_serving import status as launcher_status
 from vastai.serverless.server.worker import BenchmarkConfig, HandlerConfig, Worker, WorkerConfig
 
-from . import launcher_status, workload
+from . import workload
 from .masking import mask_root_handlers
 from .settings import Settings
 

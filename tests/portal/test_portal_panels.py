@@ -1,17 +1,16 @@
-"""The portal's panels, pure parts: buttons that follow a program's state, the "Use it" snippets,
-and the logs archive's contents and masking."""
+"""The portal's panels, pure parts: buttons that follow a program's state, links, the mapped API
+port, and the logs archive's contents and masking. (llama-server's "Use it" snippets are its
+part's: tests/llama_serving/test_portal_part.py.)"""
 
 from __future__ import annotations
 
 import io
-import json
-import shlex
 import zipfile
 from pathlib import Path
 
 import pytest
 from llama_portal.logs_archive import members, secrets_in, write_zip
-from llama_portal.panels import allowed_actions, link_query, mapped_port, usage
+from llama_portal.panels import allowed_actions, link_query, mapped_port
 from llama_runtime.paths import PROGRAM_LOGS
 
 
@@ -49,49 +48,6 @@ def test_the_api_port_follows_vast_ais_port_mapping() -> None:
     assert mapped_port({}, 8000) == 8000
     assert mapped_port({"VAST_TCP_PORT_8000": "41234"}, 8000) == 41234
     assert mapped_port({"VAST_TCP_PORT_8000": "nonsense"}, 8000) == 8000
-
-
-def test_snippets_call_this_instance_with_a_placeholder_for_the_token() -> None:
-    found = usage(scheme="http", host="203.0.113.9", port=41234, declared_port=8000, page_port=41111,
-                  portal_port=41111, model="tiny", token_needed=True, api_key_needed=False,
-                  token_file="/run/llama-images/secrets/token")  # fmt: skip
-    assert found.base_url == "http://203.0.113.9:41234"
-    assert found.chat_url == "http://203.0.113.9:41234/"
-    words = shlex.split(found.curl.replace("\\\n", " "))
-    assert words[words.index("-d") + 1] == json.dumps(
-        {"model": "tiny", "messages": [{"role": "user", "content": "Hello!"}]}
-    )
-    assert "Authorization: Bearer YOUR_TOKEN" in words
-    assert words[-1] == "http://203.0.113.9:41234/v1/chat/completions"
-    assert 'base_url="http://203.0.113.9:41234/v1"' in found.python
-    assert 'api_key="YOUR_TOKEN"' in found.python
-    compile(found.python, "snippet", "exec")  # valid Python as shown
-    assert "docker exec <container> cat /run/llama-images/secrets/token" in found.token_hint
-    assert "X-Api-Key" not in found.curl + found.python
-    assert found.port_note is None  # Vast.ai said which port the API has
-
-
-def test_a_note_when_the_host_maps_ports_the_portal_cannot_know() -> None:
-    # docker run -p 21111:1111 -p 28000:8000: the page is on 21111, the API's port is unknown here.
-    found = usage(scheme="http", host="127.0.0.1", port=8000, declared_port=8000, page_port=21111, portal_port=1111,
-                  model=None, token_needed=True, api_key_needed=False, token_file="/t")  # fmt: skip
-    assert found.port_note is not None and "maps to 8000" in found.port_note
-    same = usage(scheme="http", host="h", port=8000, declared_port=8000, page_port=1111, portal_port=1111,
-                 model=None, token_needed=True, api_key_needed=False, token_file="/t")  # fmt: skip
-    assert same.port_note is None
-
-
-def test_snippets_with_llama_api_key_an_open_port_ipv6_and_odd_names() -> None:
-    found = usage(scheme="https", host="2001:db8::1", port=8000, declared_port=8000, page_port=None,
-                  portal_port=1111, model="it's \"x\"", token_needed=False, api_key_needed=True,
-                  token_file="/t")  # fmt: skip
-    assert found.base_url == "https://[2001:db8::1]:8000"
-    words = shlex.split(found.curl.replace("\\\n", " "))
-    assert "X-Api-Key: YOUR_LLAMA_API_KEY" in words
-    assert not any(word.startswith("Authorization") for word in words)
-    assert json.loads(words[words.index("-d") + 1])["model"] == 'it\'s "x"'
-    compile(found.python, "snippet", "exec")
-    assert "open without a token" in found.token_hint and "LLAMA_API_KEY" in found.token_hint
 
 
 def test_secrets_the_archive_masks() -> None:

@@ -1,7 +1,7 @@
-"""The model panel (llama-cpp image): which model llama-server serves and how fast, from its own
-/metrics (Prometheus text) and /slots, read on its internal address (with LLAMA_API_KEY when set);
-router mode's models, loaded or not, with load/unload through llama-server's /models endpoints;
-and the status line's download progress.
+"""The portal's model panel, its figures: which model llama-server serves and how fast, from its
+own /metrics (Prometheus text) and /slots, read on its internal address (with LLAMA_API_KEY when
+set); router mode's models, loaded or not, with load/unload through llama-server's /models
+endpoints. (The download's progress is the launcher's status record: status.py.)
 
 Turning llama-server's answers into figures is pure (tests feed recorded answers); `Llama` does
 the HTTP. Stdlib only.
@@ -17,28 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-SERVICE = "llama"
 TIMEOUT_SECONDS = 3.0
-# "downloading model.gguf 42%", maybe after a prefix ("CPU fallback ...: ") and before more words
-# (a rate): the launcher's status line while llama-server downloads.
-DOWNLOADING = re.compile(r"\bdownloading (?P<file>\S+) (?P<percent>\d{1,3})%(?P<detail>.*)$")
 # Router mode: what a model in each state offers.
 ROUTER_ACTIONS = ("load", "unload")
 MODEL_ACTIONS = {"loaded": ["unload"], "unloaded": ["load"], "failed": ["load"], "loading": ["unload"]}
-
-
-def download_progress(status: str | None) -> dict[str, Any] | None:
-    """{file, percent, detail} from a status line that says a download is under way."""
-    match = DOWNLOADING.search(status or "")
-    if match is None or int(match.group("percent")) > 100:
-        return None
-    detail = match.group("detail").strip().strip("()").strip()
-    return {"file": match.group("file"), "percent": int(match.group("percent")), "detail": detail}
-
-
-def ready(status: str | None) -> bool:
-    """Whether the launcher's status line says llama-server serves (or says nothing either way)."""
-    return status is None or "serving" in status
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -1,10 +1,13 @@
-"""The portal's model panel: llama-server's answers (recorded from the image's build 11669, see
-tests/runtime/data/README.md) turned into figures, router mode's models and their buttons, and
-the status line's download progress. A loopback server plays llama-server with those answers."""
+"""llama-server's part of the portal (llama_serving/portal_part.py, through llama_portal/parts.py):
+the model panel's figures from llama-server's answers (recorded from the image's build 11669, see
+tests/llama_serving/data/README.md), router mode's models and their buttons, the download's
+progress and readiness from the launcher's status record, and the "Use it" snippets. A loopback
+server plays llama-server with those answers."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,17 +15,20 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from llama_portal.model import (
+from llama_portal.parts import Part, load
+from llama_runtime.services import Service
+from llama_serving import status
+from llama_serving.portal_figures import (
     Llama,
     LlamaError,
-    download_progress,
     metric_figures,
     model_entries,
     model_panel,
     parse_metrics,
-    ready,
     slot_figures,
 )
+from llama_serving.portal_part import progress, ready
+from llama_serving.portal_usage import usage
 
 DATA = Path(__file__).parent / "data" / "llama-server"
 
@@ -81,29 +87,56 @@ def test_router_models_and_their_states(answer: str, states: list[tuple[str, str
 
 
 @pytest.mark.parametrize(
-    ("status", "progress"),
+    ("said", "shown"),
     [
-        ("downloading tiny-Q8_0.gguf 42%", {"file": "tiny-Q8_0.gguf", "percent": 42, "detail": ""}),
-        ("downloading big.gguf 7% (12.5 MB/s)", {"file": "big.gguf", "percent": 7, "detail": "12.5 MB/s"}),
-        (
-            "downloading big.gguf 100% 80 MB/s, 0 s left",
-            {"file": "big.gguf", "percent": 100, "detail": "80 MB/s, 0 s left"},
-        ),
-        ("CPU fallback (GPU not used): downloading a.gguf 3%", {"file": "a.gguf", "percent": 3, "detail": ""}),
+        (status.Download("tiny-Q8_0.gguf", 42), {"file": "tiny-Q8_0.gguf", "percent": 42, "detail": ""}),
+        (status.Download("big.gguf", 7, "12.5 MB/s"), {"file": "big.gguf", "percent": 7, "detail": "12.5 MB/s"}),
         ("loading model", None),
         ("failed: downloading x.gguf failed", None),
-        (None, None),
+        ("checking big.gguf (sha256)", None),  # downloading, but no progress to show
     ],
 )
-def test_download_progress_from_the_status_line(status: str | None, progress: dict[str, Any] | None) -> None:
-    assert download_progress(status) == progress
+def test_download_progress_from_the_launchers_record(
+    tmp_path: Path, said: str | status.Download, shown: dict[str, Any] | None
+) -> None:
+    line_file, record_file = tmp_path / "line", tmp_path / "record.json"
+    # Behind a CPU-fallback warning too: the record holds the progress, not the words.
+    status.write(status.status(said, warning="CPU fallback (GPU not used): "), line_file, record_file)
+    assert progress(status.read(record_file)) == shown
 
 
-def test_llama_server_is_asked_only_once_it_serves() -> None:
-    assert ready("serving /models/tiny.gguf") and ready("serving 2 models (loaded: alpha)")
-    assert ready("CPU fallback (GPU not used): serving org/repo-GGUF") and ready(None)
-    assert not ready("downloading x.gguf 42%") and not ready("loading model") and not ready("starting")
-    assert not ready("failed: LLAMA_MODEL=/m/x.gguf: no such file")
+def test_llama_server_is_asked_only_once_its_launcher_says_it_serves(tmp_path: Path) -> None:
+    def said(line: str, warning: str = "") -> bool:
+        record = status.status(line, warning)
+        return ready(record, record.detail)
+
+    assert said("serving /models/tiny.gguf") and said("serving 2 models (loaded: alpha)")
+    assert said("serving org/repo-GGUF", warning="CPU fallback (GPU not used): ")
+    assert not said("loading model") and not said("starting") and not said("retrying in 2 s (1/3 failed): x")
+    assert not said("failed: LLAMA_MODEL=/m/x.gguf: no such file")
+    assert not ready(status.status(status.Download("x.gguf", 42)), "downloading x.gguf 42%")
+    # Nothing said at all (no launcher has run): llama-server is asked; a line without a record is
+    # the boot step's, before the launcher: not yet.
+    assert ready(status.read(tmp_path / "absent.json"), None)
+    assert not ready(status.read(tmp_path / "absent.json"), "starting")
+
+
+def test_the_part_is_what_the_portal_loads_by_its_declared_name() -> None:
+    declared = Service("llama", "llama.cpp server", 8000, 18000, portal_part="llama_serving.portal_part")
+    loaded = load([declared])
+    assert loaded.problems == ()
+    (found,) = loaded.parts
+    assert isinstance(found.part, Part) and found.service == "llama"
+    assert {(route.method, route.path) for route in found.part.routes} == {
+        ("GET", "/api/model"),
+        ("POST", "/api/model/{action:str}"),
+        ("GET", "/api/usage"),
+    }
+    assert found.part.panel is not None and found.part.panel.is_file()
+    script = found.part.panel.read_text(encoding="utf-8")
+    # The page's ids the panel draws, and no service name of its own: the declaration gives it.
+    assert 'id="model"' in script and 'id="use"' in script and "dataset.service" in script
+    assert '"llama"' not in script
 
 
 class FakeLlama(BaseHTTPRequestHandler):
@@ -205,3 +238,46 @@ def test_router_models_get_load_and_unload_buttons(fake_llama: tuple[int, type[F
 def test_a_llama_server_that_does_not_answer() -> None:
     panel = model_panel(Llama("127.0.0.1", 9, None))
     assert panel["models"] == [] and "does not answer on 127.0.0.1:9" in panel["notes"][0]
+
+
+def test_snippets_call_this_instance_with_a_placeholder_for_the_token() -> None:
+    found = usage(scheme="http", host="203.0.113.9", port=41234, declared_port=8000, page_port=41111,
+                  portal_port=41111, model="tiny", token_needed=True, api_key_needed=False,
+                  token_file="/run/llama-images/secrets/token")  # fmt: skip
+    assert found.base_url == "http://203.0.113.9:41234"
+    assert found.chat_url == "http://203.0.113.9:41234/"
+    words = shlex.split(found.curl.replace("\\\n", " "))
+    assert words[words.index("-d") + 1] == json.dumps(
+        {"model": "tiny", "messages": [{"role": "user", "content": "Hello!"}]}
+    )
+    assert "Authorization: Bearer YOUR_TOKEN" in words
+    assert words[-1] == "http://203.0.113.9:41234/v1/chat/completions"
+    assert 'base_url="http://203.0.113.9:41234/v1"' in found.python
+    assert 'api_key="YOUR_TOKEN"' in found.python
+    compile(found.python, "snippet", "exec")  # valid Python as shown
+    assert "docker exec <container> cat /run/llama-images/secrets/token" in found.token_hint
+    assert "X-Api-Key" not in found.curl + found.python
+    assert found.port_note is None  # Vast.ai said which port the API has
+
+
+def test_a_note_when_the_host_maps_ports_the_portal_cannot_know() -> None:
+    # docker run -p 21111:1111 -p 28000:8000: the page is on 21111, the API's port is unknown here.
+    found = usage(scheme="http", host="127.0.0.1", port=8000, declared_port=8000, page_port=21111, portal_port=1111,
+                  model=None, token_needed=True, api_key_needed=False, token_file="/t")  # fmt: skip
+    assert found.port_note is not None and "maps to 8000" in found.port_note
+    same = usage(scheme="http", host="h", port=8000, declared_port=8000, page_port=1111, portal_port=1111,
+                 model=None, token_needed=True, api_key_needed=False, token_file="/t")  # fmt: skip
+    assert same.port_note is None
+
+
+def test_snippets_with_llama_api_key_an_open_port_ipv6_and_odd_names() -> None:
+    found = usage(scheme="https", host="2001:db8::1", port=8000, declared_port=8000, page_port=None,
+                  portal_port=1111, model="it's \"x\"", token_needed=False, api_key_needed=True,
+                  token_file="/t")  # fmt: skip
+    assert found.base_url == "https://[2001:db8::1]:8000"
+    words = shlex.split(found.curl.replace("\\\n", " "))
+    assert "X-Api-Key: YOUR_LLAMA_API_KEY" in words
+    assert not any(word.startswith("Authorization") for word in words)
+    assert json.loads(words[words.index("-d") + 1])["model"] == 'it\'s "x"'
+    compile(found.python, "snippet", "exec")
+    assert "open without a token" in found.token_hint and "LLAMA_API_KEY" in found.token_hint
