@@ -77,7 +77,7 @@ class RegistryError(LlamaImagesError):
     exit_code = 7
 
 
-# Every exit code a task ends with: docs/building.md's table lists these codes (tests/build/test_errors.py).
+# Every exit code a task ends with: docs/building.md's table lists these codes (tests/pipeline/test_errors.py).
 EXIT_CODES = {
     0: "success",
     1: "unexpected error (a bug: please report it with the output)",

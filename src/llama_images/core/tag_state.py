@@ -5,7 +5,7 @@ Three answers must be told apart, because each leads somewhere else: the registr
 is absent (a Debian upstream is made here; `--skip-existing` builds it), the registry cannot be
 reached (made here too; `--skip-existing` cannot decide), the registry refuses (credentials, rate
 limit: a clear error naming the fix). The patterns are docker's own wording, recorded from the
-engine (tests/build/test_tag_state.py holds the recorded lines).
+engine (tests/pipeline/test_tag_state.py holds the recorded lines).
 """
 
 from __future__ import annotations

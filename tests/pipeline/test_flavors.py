@@ -13,9 +13,9 @@ from llama_images.core.errors import MatrixError
 from llama_images.core.matrix import parse_matrix
 from llama_images.core.targets import ImageTarget, expand, select
 from tests import shipped
-from tests.build.test_tasks import WORKFLOW_SETTINGS, invoke_env, workflow_env
 from tests.conftest import REPO_ROOT
 from tests.matrices import VALID, broken
+from tests.pipeline.test_tasks import WORKFLOW_SETTINGS, invoke_env, workflow_env
 from tests.shipped import SHIPPED
 
 OPTIONS = RenderOptions(revision="abc", created="2026-12-01T00:00:00Z")
@@ -51,7 +51,7 @@ def test_the_shipped_vulkan_flavor_is_the_cpu_flavor_plus_its_backend() -> None:
 
 
 def test_invoke_matrix_lists_the_vulkan_image() -> None:
-    from tests.build.test_tasks import invoke
+    from tests.pipeline.test_tasks import invoke
 
     vulkan = shipped.target("vulkan")
     listed = invoke("matrix").stdout
