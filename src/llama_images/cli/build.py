@@ -114,7 +114,7 @@ def build(root: Path, arguments: BuildArguments) -> None:
             return
         announce(plan, request)
         if not builder:
-            upstream_images.ensure_upstreams(upstreams_of(plan.targets))
+            upstream_images.ensure_upstreams(upstreams_of(plan.targets, buildx.native_platform(None)))
         staging_tags = request.by_digest and buildx.driver(builder) == "docker"
         metadata = buildx.run_bake(
             render(plan, request, staging_tags), root, load=not request.push,

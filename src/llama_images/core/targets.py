@@ -217,12 +217,14 @@ def select(targets: Sequence[Target], patterns: Sequence[str]) -> tuple[Target, 
     return tuple(t for t in targets if t.id in chosen)
 
 
-def upstreams_of(targets: Iterable[Target]) -> Mapping[str, Upstream]:
-    """The upstream images the given targets build FROM, with the platforms they need."""
+def upstreams_of(targets: Iterable[Target], build_platform: str | None = None) -> Mapping[str, Upstream]:
+    """The upstream images the given targets build FROM, with the platforms they need: the
+    targets' own, and the build machine's (`build_platform`), on which the Dockerfiles' build
+    stages (`FROM --platform=$BUILDPLATFORM`) run natively."""
     found: dict[str, Upstream] = {}
     for target in targets:
         base = target if isinstance(target, BaseTarget) else target.base
         known = found.get(base.upstream.name)
-        platforms = tuple(dict.fromkeys((*(known.platforms if known else ()), *base.platforms)))
-        found[base.upstream.name] = replace(base.upstream, platforms=platforms)
+        needed = (*(known.platforms if known else ()), *base.platforms, *([build_platform] if build_platform else []))
+        found[base.upstream.name] = replace(base.upstream, platforms=tuple(dict.fromkeys(needed)))
     return found
