@@ -299,6 +299,20 @@ def test_the_base_image_never_imports_a_derivative() -> None:
     assert upward == [], "the base image must not know its derivatives: " + "; ".join(upward)
 
 
+# What README.md's layout table says of the images: what the tests above and below enforce.
+IMAGE_ROWS = {
+    "base-image/": "The runtime every image stands on: proxy, portal, Jupyter, boot; never imports a derivative",
+    "derivatives/llama-cpp/": (
+        "The llama.cpp image: llama-server, its launcher and portal part, declared in `services.d`"
+    ),
+}
+
+
+def test_the_readme_layout_table_says_what_the_image_checks_check() -> None:
+    rows = readme_layout()
+    assert {path: rows.get(path) for path in IMAGE_ROWS} == IMAGE_ROWS
+
+
 def test_the_images_architecture_check_sees_the_imports() -> None:
     """The images' graph is read correctly (relative imports resolved), so the checks can fail."""
     found = image_graph()
