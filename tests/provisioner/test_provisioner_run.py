@@ -129,6 +129,7 @@ def test_a_failing_run_is_tried_again_then_reported_and_the_instance_stopped_onc
     assert (stops[0].method, json.loads(stops[0].body)) == ("PUT", {"state": "stopped"})
     assert stops[0].headers["Authorization"] == "Bearer vast-key-0123456789"
     assert "stopped once already" in said_again
+    assert "webhook: answered 200" in said and "on_failure stop: answered 200" in said
     for text in (said, said_again):
         assert "s3cr3t-path" not in text and "vast-key-0123456789" not in text
 

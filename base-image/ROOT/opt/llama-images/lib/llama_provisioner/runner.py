@@ -639,13 +639,7 @@ def webhook(run: Run, action: str, error: str) -> None:
     body = json.dumps(outcome).encode()
     request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json",
                                                                             "User-Agent": USER_AGENT})  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            run.say(f"webhook: answered {response.status}")
-    except urllib.error.HTTPError as exc:
-        run.say(f"webhook: answered {exc.code}")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        run.say(f"webhook: not reached ({run.out.masked(str(getattr(exc, 'reason', exc)))})")
+    send(run, request, "webhook", 10, refused="answered {}")
 
 
 def act_on_failure(run: Run) -> None:
@@ -677,10 +671,17 @@ def instance_action(run: Run, action: str) -> None:
                                      headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
                                               "User-Agent": USER_AGENT})  # fmt: skip
     run.say(f"on_failure {action}: asking the marketplace to {action} instance {container}")
+    send(run, request, f"on_failure {action}", 30, refused="refused ({})")
+
+
+def send(run: Run, request: urllib.request.Request, what: str, timeout: float, *, refused: str) -> None:
+    """One request whose answer is only reported: `what: answered 200`, an error status as
+    `refused` says (`"refused ({})"`), `what: not reached (...)` with the reason masked (a URL may
+    hold a secret)."""
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            run.say(f"on_failure {action}: answered {response.status}")
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            run.say(f"{what}: answered {response.status}")
     except urllib.error.HTTPError as exc:
-        run.say(f"on_failure {action}: refused ({exc.code})")
+        run.say(f"{what}: {refused.format(exc.code)}")
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        run.say(f"on_failure {action}: not reached ({run.out.masked(str(getattr(exc, 'reason', exc)))})")
+        run.say(f"{what}: not reached ({run.out.masked(str(getattr(exc, 'reason', exc)))})")
