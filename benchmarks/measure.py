@@ -312,11 +312,17 @@ def health_status(port: int, token: str | None, timeout: float = 1.0) -> int:
 
 def tiny_model(ctx: Context) -> Path:
     """The tests' tiny GGUF model (tests/support/tiny_gguf.py), written once per run."""
-    folder = ctx.work / "models"
-    model = folder / "tiny.gguf"
+    return random_model(ctx, "tiny", {})
+
+
+def random_model(ctx: Context, name: str, sizes: Mapping[str, int]) -> Path:
+    """A random llama-architecture GGUF from the tests' generator (tests/support/tiny_gguf.py) at
+    the given sizes (`n-embd`, `n-ff`, `n-blocks`), written once into build/bench/models."""
+    model = ctx.work / "models" / f"{name}.gguf"
     if not model.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        run([sys.executable, "-m", "tests.support.tiny_gguf", str(model)], cwd=ctx.root)
+        model.parent.mkdir(parents=True, exist_ok=True)
+        options = [part for option, value in sizes.items() for part in (f"--{option}", str(value))]
+        run([sys.executable, "-m", "tests.support.tiny_gguf", str(model), *options], cwd=ctx.root)
     return model
 
 

@@ -10,12 +10,11 @@ import http.client
 import json
 import secrets
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .measure import EXTERNAL_PORT, BenchError, Context, container, health_status, published_port, run
+from .measure import EXTERNAL_PORT, BenchError, Context, container, health_status, published_port, random_model, run
 from .stats import median
 
 THREAD_WAYS = {
@@ -23,17 +22,12 @@ THREAD_WAYS = {
     "llama-server's own default (every CPU seen)": {"LLAMA_ARG_THREADS": "-1"},
 }
 # About 200 MB of f32 weights: tens of tokens per second on one core.
-MODEL_SIZES = {"--n-embd": "1024", "--n-ff": "2816", "--n-blocks": "4"}
+MODEL_SIZES = {"n-embd": 1024, "n-ff": 2816, "n-blocks": 4}
 PROMPT = "Once upon a time, in a land far away, there lived a " * 4
 
 
 def bench_model(ctx: Context) -> Path:
-    model = ctx.work / "models" / "threads.gguf"
-    if not model.is_file():
-        model.parent.mkdir(parents=True, exist_ok=True)
-        arguments = [part for pair in MODEL_SIZES.items() for part in pair]
-        run([sys.executable, "-m", "tests.support.tiny_gguf", str(model), *arguments], cwd=ctx.root)
-    return model
+    return random_model(ctx, "threads", MODEL_SIZES)
 
 
 def completion(port: int, token: str, tokens: int) -> dict[str, Any]:

@@ -2,22 +2,31 @@
 requests from a loopback stand-in for Vast's engine) vs llama-server directly, in one container
 and one run: tokens per second and added latency, at concurrency 1 and 8.
 
-The worker's share of a request is fixed (the signature check, one /tokenize, one more hop), so it
-is measured on requests that take as long as a small real model's do: a random model of about 70
-MB (a few milliseconds per token on a CPU), each request generating exactly TOKENS tokens.
+What the worker adds is a fixed share per request (the signature check, one /tokenize, one more
+hop) and, on a stream, one more read and write of every token's event. How much of a request that
+is depends on how long a token takes, so it is measured at two paces, each a random model from the
+tests' generator, each request generating exactly TOKENS tokens:
+
+- "real": about 7 ms per token alone on the benchmark machine's 2 cores, the pace of an 8B model
+  on a rented RTX 4090 (about 130 tokens/s). The target is judged at this pace.
+- "fast": under 2 ms per token, faster than any real model on a CPU: the worker's per-token cost at
+  its largest share. Reported, not judged.
+
+On a GPU host the model's arithmetic runs on the GPU; here it runs on the same 2 CPU cores as the
+worker and the load generator, so both paces are harder on the worker than a GPU host is.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import load, report
-from .measure import BenchError, Context, container, run
+from .measure import BenchError, Context, container, random_model, run
 from .serving import loader_image
 from .stats import LoadSample, summarize
 
@@ -31,15 +40,20 @@ PUBLIC_URL = f"http://127.0.0.1:{WORKER_PORT}"  # what the worker reports, as he
 WORKER_ID = 1
 
 
-def bench_model(ctx: Context) -> Path:
-    """The test models' generator (tests/support/tiny_gguf.py), wider: a few ms per token."""
-    folder = ctx.work / "models"
-    model = folder / "worker.gguf"
-    if not model.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        run([sys.executable, "-m", "tests.support.tiny_gguf", str(model), "--n-embd", "512", "--n-ff", "2048",
-             "--n-blocks", "4"], cwd=ctx.root)  # fmt: skip
-    return model
+@dataclass(frozen=True)
+class Pace:
+    name: str
+    sizes: dict[str, int]  # tests/support/tiny_gguf.py's options
+    model: str  # what the report says about it
+    judged: bool  # whether the target applies at this pace
+
+
+PACES = (
+    Pace("real", {"n-embd": 1024, "n-ff": 2816, "n-blocks": 6},
+         "random llama, n_embd 1024, n_ff 2816, 6 blocks (about 310 MB): an 8B model's pace on an RTX 4090", True),
+    Pace("fast", {"n-embd": 512, "n-ff": 2048, "n-blocks": 4},
+         "random llama, n_embd 512, n_ff 2048, 4 blocks (about 70 MB): faster than any real model on a CPU", False),
+)  # fmt: skip
 
 
 def kinds(auth_data: dict[str, Any]) -> dict[str, tuple[load.LoadKind, load.LoadKind]]:
@@ -60,60 +74,83 @@ def request_count(concurrency: int) -> int:
     return -(-wanted // concurrency) * concurrency
 
 
+def hey_command(url: str, kind: load.LoadKind, concurrency: int) -> list[str]:
+    """hey's command line. Streams go one connection per request on both paths: llama-server
+    closes a connection after a streamed reply although its headers say keep-alive, and hey's next
+    request on it then fails with EOF (errors that were the direct path's alone, not the worker's)."""
+    command = load.hey_command(url, kind, concurrency, {}, request_count(concurrency))
+    return [command[0], "-disable-keepalive", *command[1:]] if kind.name == "stream" else command
+
+
 def measure_worker(ctx: Context, image: str, repeats: int) -> dict[str, Any]:
     from tests.support.fake_vast_engine import FakeEngine
 
-    models = bench_model(ctx).parent
     gateway = run(["docker", "network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"]).strip()
     loader = loader_image(ctx)
     direct_port = internal_port(image)
+    paces = []
+    refused = 0
     with FakeEngine(gateway) as engine:
         engine.expect(WORKER_ID, "bench-master-token")
-        server_args = [
-            "-v", f"{models}:/models:ro",
-            "-e", "LLAMA_MODEL=/models/worker.gguf",
-            "-e", "SERVERLESS=true",
-            "-e", f"REPORT_ADDR={engine.url}",
-            "-e", "MASTER_TOKEN=bench-master-token",
-            "-e", f"CONTAINER_ID={WORKER_ID}",
-            "-e", "PUBLIC_IPADDR=127.0.0.1",
-            "-e", f"VAST_TCP_PORT_{WORKER_PORT}={WORKER_PORT}",
-            image,
-        ]  # fmt: skip
-        with container(server_args) as server:
-            benchmark = wait_benchmarked(engine, server)
-            paths = {"worker": f"http://127.0.0.1:{WORKER_PORT}", "direct": f"http://127.0.0.1:{direct_port}"}
-            chosen = kinds(engine.auth_data(PUBLIC_URL))
-            samples: dict[tuple[str, int, str], list[LoadSample]] = {}
-            sleeper = ["--network", f"container:{server}", "--entrypoint", "sleep", loader, "infinity"]
-            with container(sleeper) as client:
-
-                def hey(kind: load.LoadKind, concurrency: int, path: str) -> LoadSample:
-                    count = request_count(concurrency)
-                    command = load.hey_command(paths[path] + kind.path, kind, concurrency, {}, count)
-                    text = run(["docker", "exec", client, *command], timeout=600)
-                    return load.parse_hey_csv(text, count)
-
-                for worker_kind, direct_kind in chosen.values():  # warm-up
-                    hey(worker_kind, 8, "worker")
-                    hey(direct_kind, 8, "direct")
-                for repeat in range(repeats):
-                    for name, (worker_kind, direct_kind) in chosen.items():
-                        for concurrency in CONCURRENCY:
-                            order = ["worker", "direct"] if (repeat + concurrency) % 2 == 0 else ["direct", "worker"]
-                            for path in order:
-                                kind = worker_kind if path == "worker" else direct_kind
-                                samples.setdefault((name, concurrency, path), []).append(hey(kind, concurrency, path))
-                    ctx.log(f"worker: round {repeat + 1}/{repeats} done")
-            refused = len(engine.refused_reports)
-    summaries = {key: summarize(found).as_json() for key, found in samples.items()}
+        for pace in PACES:
+            model = random_model(ctx, f"worker-{pace.name}", pace.sizes)
+            paces.append(measure_pace(ctx, engine, image, pace, model, loader, direct_port, repeats))
+        refused = len(engine.refused_reports)
     return {
         "image": image,
         "repeats": repeats,
         "tokens_per_request": TOKENS,
-        "model": "random llama, n_embd 512, n_ff 2048, 4 blocks (about 70 MB)",
-        "benchmark_tokens_per_second": benchmark,
         "refused_reports": refused,
+        "paces": paces,
+    }
+
+
+def measure_pace(ctx: Context, engine: Any, image: str, pace: Pace, model: Path, loader: str, direct_port: int,
+                 repeats: int) -> dict[str, Any]:  # fmt: skip
+    server_args = [
+        "-v", f"{model.parent}:/models:ro",
+        "-e", f"LLAMA_MODEL=/models/{model.name}",
+        "-e", "SERVERLESS=true",
+        "-e", f"REPORT_ADDR={engine.url}",
+        "-e", "MASTER_TOKEN=bench-master-token",
+        "-e", f"CONTAINER_ID={WORKER_ID}",
+        "-e", "PUBLIC_IPADDR=127.0.0.1",
+        "-e", f"VAST_TCP_PORT_{WORKER_PORT}={WORKER_PORT}",
+        image,
+    ]  # fmt: skip
+    samples: dict[tuple[str, int, str], list[LoadSample]] = {}
+    started = time.monotonic()
+    with container(server_args) as server:
+        benchmark = wait_benchmarked(engine, server, started)
+        paths = {"worker": f"http://127.0.0.1:{WORKER_PORT}", "direct": f"http://127.0.0.1:{direct_port}"}
+        chosen = kinds(engine.auth_data(PUBLIC_URL))
+        sleeper = ["--network", f"container:{server}", "--entrypoint", "sleep", loader, "infinity"]
+        with container(sleeper) as client:
+
+            def hey(kind: load.LoadKind, concurrency: int, path: str) -> LoadSample:
+                text = run(["docker", "exec", client, *hey_command(paths[path] + kind.path, kind, concurrency)],
+                           timeout=600)  # fmt: skip
+                return load.parse_hey_csv(text, request_count(concurrency))
+
+            for worker_kind, direct_kind in chosen.values():  # warm-up
+                hey(worker_kind, 8, "worker")
+                hey(direct_kind, 8, "direct")
+            for repeat in range(repeats):
+                for name, (worker_kind, direct_kind) in chosen.items():
+                    for concurrency in CONCURRENCY:
+                        order = ["worker", "direct"] if (repeat + concurrency) % 2 == 0 else ["direct", "worker"]
+                        for path in order:
+                            kind = worker_kind if path == "worker" else direct_kind
+                            samples.setdefault((name, concurrency, path), []).append(hey(kind, concurrency, path))
+                ctx.log(f"worker ({pace.name} pace): round {repeat + 1}/{repeats} done")
+    summaries = {key: summarize(found).as_json() for key, found in samples.items()}
+    alone = summaries[("completion", 1, "direct")]
+    return {
+        "name": pace.name,
+        "model": pace.model,
+        "judged": pace.judged,
+        "ms_per_token": round(alone["p50_ms"] / TOKENS, 2),  # llama-server alone, direct
+        "benchmark_tokens_per_second": benchmark,
         "rows": report.worker_rows(summaries, TOKENS),
     }
 
@@ -124,14 +161,17 @@ def internal_port(image: str) -> int:
     return int(text.strip())
 
 
-def wait_benchmarked(engine: Any, server: str, timeout: float = 300) -> float:
-    """The worker's benchmark figure, once it has reported one."""
+def wait_benchmarked(engine: Any, server: str, since: float, timeout: float = 300) -> float:
+    """The benchmark figure this container's worker reported (the engine keeps the previous
+    container's last report under the same id until this one reports)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        last = engine.worker(WORKER_ID).last
-        if last.get("error_msg"):
+        worker = engine.worker(WORKER_ID)
+        last = worker.last
+        fresh = worker.reported_at >= since
+        if fresh and last.get("error_msg"):
             raise BenchError(f"the worker reported an error: {last['error_msg']}")
-        if float(last.get("max_perf") or 0) > 0:
+        if fresh and float(last.get("max_perf") or 0) > 0:
             return round(float(last["max_perf"]), 1)
         time.sleep(0.5)
     logs = subprocess.run(["docker", "logs", server], capture_output=True, text=True, check=False)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from benchmarks import layers, load, portal, report, stats
+from benchmarks import layers, load, portal, report, stats, worker
 from benchmarks.builds import sequential_builds
 from benchmarks.measure import bench_matrix
 from llama_images.edges.files import load_matrix
@@ -464,7 +464,7 @@ def test_the_thread_measurement_shows_tokens_per_second_both_ways() -> None:
 # ---- 7. the serverless worker (issue 26) ----
 
 
-def worker_results(ratio_c1: float = 0.97, ratio_c8: float = 0.96, errors: int = 0) -> dict[str, Any]:
+def worker_pace(name: str, judged: bool, ratio_c1: float, ratio_c8: float, errors: int) -> dict[str, Any]:
     direct = {"requests": 48, "errors": 0, "requests_per_second": 10.0, "p50_ms": 100.0, "p99_ms": 120.0}
 
     def through(ratio: float) -> dict[str, Any]:
@@ -476,26 +476,45 @@ def worker_results(ratio_c1: float = 0.97, ratio_c8: float = 0.96, errors: int =
         ("stream", 8, "worker"): through(ratio_c8),
         ("stream", 8, "direct"): direct,
     }
-    rows = report.worker_rows(summaries, tokens=64)
-    return {"repeats": 3, "tokens_per_request": 64, "model": "random", "benchmark_tokens_per_second": 812.4,
-            "rows": rows}  # fmt: skip
+    return {"name": name, "model": f"random ({name})", "judged": judged, "ms_per_token": 1.56,
+            "benchmark_tokens_per_second": 812.4, "rows": report.worker_rows(summaries, tokens=64)}  # fmt: skip
+
+
+def worker_results(ratio_c1: float = 0.97, ratio_c8: float = 0.96, errors: int = 0, fast_ratio: float = 0.9,
+                   fast_errors: int = 0) -> dict[str, Any]:  # fmt: skip
+    paces = [
+        worker_pace("real", True, ratio_c1, ratio_c8, errors),
+        worker_pace("fast", False, fast_ratio, fast_ratio, fast_errors),
+    ]
+    return {"repeats": 3, "tokens_per_request": 64, "paces": paces}
 
 
 def test_worker_rows_are_tokens_per_second_both_ways_and_their_ratio() -> None:
-    first, second = worker_results()["rows"]
+    first, second = worker_results()["paces"][0]["rows"]
     assert (first["kind"], first["concurrency"]) == ("completion", 1)
     assert (first["worker_tokens_per_second"], first["direct_tokens_per_second"]) == (620.8, 640.0)
     assert (first["throughput_ratio"], first["p50_added_ms"]) == (0.97, 3.0)
     assert second["throughput_ratio"] == 0.96
 
 
-def test_the_worker_meets_its_target_at_95_percent_of_direct_at_each_concurrency() -> None:
+def test_the_worker_meets_its_target_at_95_percent_of_direct_at_each_concurrency_at_a_real_models_pace() -> None:
     met = {v["name"]: v["met"] for v in report.verdicts({"worker": worker_results()})}
-    assert met == {"worker tokens/s, c=1": True, "worker tokens/s, c=8": True, "worker errors": True}
+    assert met == {"worker tokens/s, c=1 (real pace)": True, "worker tokens/s, c=8 (real pace)": True,
+                   "worker errors": True}  # fmt: skip
     missed = {v["name"]: v["met"] for v in report.verdicts({"worker": worker_results(ratio_c8=0.94, errors=1)})}
-    assert missed == {"worker tokens/s, c=1": True, "worker tokens/s, c=8": False, "worker errors": False}
-    text = report.render({"worker": worker_results()})
-    assert "10. Serverless worker" in text and "worker tokens/s, c=8" in text and "812.4 tokens/s" in text
+    assert missed == {"worker tokens/s, c=1 (real pace)": True, "worker tokens/s, c=8 (real pace)": False,
+                      "worker errors": False}  # fmt: skip
+
+
+def test_the_fast_pace_is_reported_not_judged_but_its_errors_count() -> None:
+    slow_fast = {v["name"]: v["met"] for v in report.verdicts({"worker": worker_results(fast_ratio=0.5)})}
+    assert all(slow_fast.values())
+    failing = {v["name"]: v["met"] for v in report.verdicts({"worker": worker_results(fast_errors=2)})}
+    assert failing["worker errors"] is False
+    text = report.render({"worker": worker_results(fast_ratio=0.5)})
+    assert "10. Serverless worker" in text and "worker tokens/s, c=8 (real pace)" in text
+    assert "real pace (judged)" in text and "fast pace (reported, not judged)" in text
+    assert "1.56 ms per token alone" in text and "812.4 tokens/s" in text and "0.50x" in text
 
 
 def test_the_images_python_environments_are_the_layers_that_copy_a_virtualenv() -> None:
@@ -506,3 +525,11 @@ def test_the_images_python_environments_are_the_layers_that_copy_a_virtualenv() 
         layers.Layer(3, "sha256:d", 40, "COPY ROOT/ /"),
     ]
     assert [layer.index for layer in layers.environments(found)] == [1, 2]
+
+
+def test_worker_streams_go_one_connection_per_request_on_both_paths_completions_keep_alive() -> None:
+    streamed, whole = worker.kinds({"url": "http://127.0.0.1:3000"})["stream"][0], worker.kinds({})["completion"][1]
+    stream_command = worker.hey_command("http://127.0.0.1:3000/v1/completions", streamed, 8)
+    assert stream_command[:2] == ["hey", "-disable-keepalive"]
+    assert stream_command[stream_command.index("-n") + 1] == "32" and stream_command[-1].endswith("/v1/completions")
+    assert "-disable-keepalive" not in worker.hey_command("http://127.0.0.1:18000/v1/completions", whole, 1)
