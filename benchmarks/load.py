@@ -29,6 +29,10 @@ class LoadKind:
     path: str
     body: str | None
     requests_per_worker: int  # the fixed request count is this times the concurrency (at least MIN_REQUESTS)
+    # One connection per request (hey -disable-keepalive), on every path alike: llama-server closes
+    # a connection after a streamed reply although its headers say keep-alive, and hey's next
+    # request on it fails with EOF (errors of the direct path alone, measuring nothing).
+    streamed: bool = False
 
 
 MIN_REQUESTS = 400
@@ -48,6 +52,7 @@ KINDS = (
         "/v1/completions",
         json.dumps({"prompt": PROMPT, "max_tokens": MAX_TOKENS, "stream": True}),
         10,
+        streamed=True,
     ),
 )
 
@@ -64,6 +69,7 @@ def hey_command(
     """hey's command line; `count` requests (default `request_count`)."""
     command = [
         "hey",
+        *(["-disable-keepalive"] if kind.streamed else []),
         "-n",
         str(count if count is not None else request_count(kind, concurrency)),
         "-c",

@@ -63,8 +63,8 @@ def kinds(auth_data: dict[str, Any]) -> dict[str, tuple[load.LoadKind, load.Load
         payload = {"prompt": PROMPT, "max_tokens": TOKENS, "ignore_eos": True, "stream": stream}
         body = json.dumps({"auth_data": auth_data, "payload": payload})
         found[name] = (
-            load.LoadKind(name, "POST", "/v1/completions", body, REQUESTS_PER_WORKER),
-            load.LoadKind(name, "POST", "/v1/completions", json.dumps(payload), REQUESTS_PER_WORKER),
+            load.LoadKind(name, "POST", "/v1/completions", body, REQUESTS_PER_WORKER, streamed=stream),
+            load.LoadKind(name, "POST", "/v1/completions", json.dumps(payload), REQUESTS_PER_WORKER, streamed=stream),
         )
     return found
 
@@ -72,14 +72,6 @@ def kinds(auth_data: dict[str, Any]) -> dict[str, tuple[load.LoadKind, load.Load
 def request_count(concurrency: int) -> int:
     wanted = max(MIN_REQUESTS, REQUESTS_PER_WORKER * concurrency)
     return -(-wanted // concurrency) * concurrency
-
-
-def hey_command(url: str, kind: load.LoadKind, concurrency: int) -> list[str]:
-    """hey's command line. Streams go one connection per request on both paths: llama-server
-    closes a connection after a streamed reply although its headers say keep-alive, and hey's next
-    request on it then fails with EOF (errors that were the direct path's alone, not the worker's)."""
-    command = load.hey_command(url, kind, concurrency, {}, request_count(concurrency))
-    return [command[0], "-disable-keepalive", *command[1:]] if kind.name == "stream" else command
 
 
 def measure_worker(ctx: Context, image: str, repeats: int) -> dict[str, Any]:
@@ -128,9 +120,10 @@ def measure_pace(ctx: Context, engine: Any, image: str, pace: Pace, model: Path,
         with container(sleeper) as client:
 
             def hey(kind: load.LoadKind, concurrency: int, path: str) -> LoadSample:
-                text = run(["docker", "exec", client, *hey_command(paths[path] + kind.path, kind, concurrency)],
-                           timeout=600)  # fmt: skip
-                return load.parse_hey_csv(text, request_count(concurrency))
+                count = request_count(concurrency)
+                command = load.hey_command(paths[path] + kind.path, kind, concurrency, {}, count)
+                text = run(["docker", "exec", client, *command], timeout=600)
+                return load.parse_hey_csv(text, count)
 
             for worker_kind, direct_kind in chosen.values():  # warm-up
                 hey(worker_kind, 8, "worker")

@@ -154,9 +154,15 @@ def test_auth_can_be_switched_off_or_left_off_listed_ports(run_container: Callab
     assert {s["external_port"]: s["protected"] for s in listing.json()["services"]} == {
         1111: True, 3000: False, 8000: True, 8080: False  # 3000: the serverless worker, never behind the proxy
     }  # fmt: skip
+    assert "WARNING: AUTH_EXCLUDE opens port 8080 (jupyter) to anyone" in excluded.logs().decode()
+    assert "hidden" not in request(excluded, 1111, "/api/lockouts", headers=bearer()).json()
     portal_open = run_container(environment={"AUTH_EXCLUDE": "1111", "OPEN_BUTTON_TOKEN": TOKEN})
     wait_answering(portal_open, 1111, "/api/health")
     assert TOKEN.encode() not in request(portal_open, 1111, "/api/services").body
+    assert "WARNING: AUTH_EXCLUDE opens port 1111 (portal) to anyone" in portal_open.logs().decode()
+    # An open portal does not show anyone the addresses that tried the instance's ports.
+    hidden = request(portal_open, 1111, "/api/lockouts").json()
+    assert hidden["lockouts"] == [] and hidden["hidden"].startswith("not shown: the portal's port is open to anyone")
     assert request(excluded, 8000, "/health").status == 401
 
 

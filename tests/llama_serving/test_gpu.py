@@ -364,7 +364,7 @@ NO_KERNEL_IMAGE = [
         (PTX_222, "CUDA error 222", True),
         ([INIT_804], "CUDA error 804", True),
         ([INIT_803], "CUDA error 803", True),
-        ([INIT_35], "CUDA error 35", False),
+        ([INIT_35], "CUDA error 35", True),
         ([INIT_100], "CUDA error 100", False),
         ([INIT_999], "CUDA error 999", False),
     ],

@@ -143,6 +143,24 @@ def test_tokens_to_generate_per_route_and_the_default_for_no_limit() -> None:
     assert workload.workload(12, 16) == 28.0
 
 
+@pytest.mark.parametrize(
+    ("slots", "context", "request_tokens", "concurrency"),
+    [
+        (4, 4096, 130, 4),  # a real context holds every slot's request
+        (4, 512, 130, 3),  # the tests' tiny model: 4 x 130 tokens do not fit in 512
+        (4, 256, 130, 1),  # LLAMA_ARGS="-c 256": one at a time (4 at once failed every request)
+        (4, 100, 130, 1),  # not even one fits: one, and llama-server says why it fails
+        (64, 1_000_000, 130, 16),  # at most MAX_BENCHMARK_CONCURRENCY
+        (None, None, 130, 1),  # llama-server's /props did not answer
+        (8, None, 130, 8),
+    ],
+)
+def test_the_benchmark_runs_as_many_requests_at_once_as_the_slots_and_the_context_hold(
+    slots: int | None, context: int | None, request_tokens: int, concurrency: int
+) -> None:
+    assert workload.benchmark_concurrency(slots, context, request_tokens, 16) == concurrency
+
+
 def test_the_fallback_estimate_and_what_is_worth_tokenizing() -> None:
     assert workload.estimate_tokens("12345678") == 2
     assert workload.estimate_tokens("123456789") == 3

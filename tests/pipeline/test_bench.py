@@ -96,7 +96,7 @@ def test_request_counts_are_fixed_multiples_of_the_concurrency() -> None:
 def test_hey_command_sends_the_same_request_to_either_path() -> None:
     _, _, stream = load.KINDS
     command = load.hey_command("http://127.0.0.1:8000/v1/completions", stream, 64, {"Authorization": "Bearer t"})
-    assert command[:5] == ["hey", "-n", "640", "-c", "64"]
+    assert command[:6] == ["hey", "-disable-keepalive", "-n", "640", "-c", "64"]
     assert command[command.index("-H") + 1] == "Authorization: Bearer t"
     assert json.loads(command[command.index("-d") + 1]) == {"prompt": load.PROMPT, "max_tokens": 8, "stream": True}
     assert command[-1] == "http://127.0.0.1:8000/v1/completions"
@@ -527,9 +527,10 @@ def test_the_images_python_environments_are_the_layers_that_copy_a_virtualenv() 
     assert [layer.index for layer in layers.environments(found)] == [1, 2]
 
 
-def test_worker_streams_go_one_connection_per_request_on_both_paths_completions_keep_alive() -> None:
-    streamed, whole = worker.kinds({"url": "http://127.0.0.1:3000"})["stream"][0], worker.kinds({})["completion"][1]
-    stream_command = worker.hey_command("http://127.0.0.1:3000/v1/completions", streamed, 8)
-    assert stream_command[:2] == ["hey", "-disable-keepalive"]
-    assert stream_command[stream_command.index("-n") + 1] == "32" and stream_command[-1].endswith("/v1/completions")
-    assert "-disable-keepalive" not in worker.hey_command("http://127.0.0.1:18000/v1/completions", whole, 1)
+def test_streams_go_one_connection_per_request_on_every_path_other_kinds_keep_alive() -> None:
+    worker_stream, direct_stream = worker.kinds({"url": "http://127.0.0.1:3000"})["stream"]
+    for kind in (worker_stream, direct_stream, next(k for k in load.KINDS if k.name == "stream")):
+        command = load.hey_command("http://127.0.0.1:3000/v1/completions", kind, 8, {}, 32)
+        assert command[:2] == ["hey", "-disable-keepalive"]
+    for kind in (worker.kinds({})["completion"][1], *(k for k in load.KINDS if k.name != "stream")):
+        assert "-disable-keepalive" not in load.hey_command("http://127.0.0.1:18000" + kind.path, kind, 1, {})

@@ -96,6 +96,22 @@ def test_a_weak_token_is_used_and_warned_about_without_being_shown(
     assert "Qz9" not in out
 
 
+def test_each_port_auth_exclude_opens_is_warned_about_by_service(
+    paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup(monkeypatch, OPEN_BUTTON_TOKEN="button-token-0123456789")
+    monkeypatch.setenv("AUTH_EXCLUDE", "1111,8080,9999")
+    assert render(paths) == 0
+    warned = [line for line in capsys.readouterr().out.splitlines() if "AUTH_EXCLUDE opens" in line]
+    assert [line.split("WARNING: ")[1] for line in warned] == [
+        "AUTH_EXCLUDE opens port 1111 (portal) to anyone who can reach it",
+        "AUTH_EXCLUDE opens port 8080 (jupyter) to anyone who can reach it",
+    ]
+    monkeypatch.setenv("AUTH_EXCLUDE", "")
+    assert render(paths) == 0
+    assert "AUTH_EXCLUDE opens" not in capsys.readouterr().out
+
+
 def test_session_bind_reaches_the_verifier_and_a_bad_value_keeps_the_default(
     paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.container
 # Letters and spaces only, and no early end: a random model's reply whose tokens are whole
 # characters, as long as asked (tests/container/llama/test_api.py says why).
 STEADY = {"grammar": "root ::= [a-z ]+", "ignore_eos": True}
-A, B, FAILING = 101, 102, 103
+A, B, FAILING, SMALL_CONTEXT = 101, 102, 103, 104
 # The two serving workers' model: wider than the tiny one, a few milliseconds per token, so that a
 # request of a thousand tokens is still running when the next report goes out.
 SERVED = "slow.gguf"
@@ -148,6 +148,27 @@ def test_two_workers_register_and_report_their_benchmark(fleet: Fleet) -> None:
         log = worker.log()
         assert f"[pyworker] llama-server serves (serving /models/{SERVED}): benchmarking" in log
         assert "Traceback" not in log
+
+
+def test_a_worker_with_a_small_context_benchmarks_as_many_requests_as_it_holds(
+    fleet: Fleet, client: Any, models: Models
+) -> None:
+    """Four benchmark requests of about 130 tokens at once in a 256-token context: every one of
+    them failed, and the worker reported 'No successful responses from benchmark' (no traffic)."""
+    engine = fleet.engine
+    worker = start_worker(client, engine, models, SMALL_CONTEXT, SERVED, LLAMA_ARGS="--ctx-size 256 --parallel 4")
+    try:
+        engine.wait(lambda: bool(engine.worker(SMALL_CONTEXT).last.get("max_perf") or engine.worker(SMALL_CONTEXT)
+                                 .last.get("error_msg")), 180, "the worker reported no benchmark")  # fmt: skip
+        last = engine.worker(SMALL_CONTEXT).last
+        assert last["error_msg"] == "" and last["max_perf"] > 0, worker.log()[-3000:]
+        assert "benchmarking, 1 requests at a time (llama-server's context of 256 tokens holds 1 of its " in (
+            worker.log()
+        )
+    finally:
+        worker.llama.container.remove(force=True)
+        with engine.lock:
+            engine.workers.pop(SMALL_CONTEXT)  # no longer a worker the engine could route to
 
 
 def test_a_worker_whose_model_fails_reports_the_error_and_gets_no_traffic(fleet: Fleet) -> None:

@@ -129,9 +129,19 @@ def list_services(request: Request) -> Response:
     )
 
 
+# Said instead of the lock-outs when the portal's own port is open to anyone.
+LOCKOUTS_HIDDEN = "not shown: the portal's port is open to anyone (AUTH_EXCLUDE or ENABLE_AUTH=false)"
+
+
 def lockouts(request: Request) -> Response:
     """Recent lock-outs (too many failed attempts from an address), newest first, as the login
-    verifier recorded them (a root-only file; the portal is behind the login)."""
+    verifier recorded them (a root-only file), for the owner behind the login only: on a portal
+    left open they would show anyone the addresses that tried the instance's ports."""
+    env = current_env()
+    auth, _ = auth_from_env(env, (), "")
+    portal = load_services(environ=env).by_name().get("portal")
+    if portal is None or not auth.protects(portal.external_port):
+        return JSONResponse({"lockouts": [], "hidden": LOCKOUTS_HIDDEN})
     try:
         data = json.loads(paths.LOCKOUTS_FILE.read_text(encoding="utf-8"))
     except (OSError, ValueError):

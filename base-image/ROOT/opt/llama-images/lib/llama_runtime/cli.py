@@ -85,6 +85,10 @@ def render_proxy(output: Path, settings_output: Path, retry: bool = False) -> in
             log("proxy", f"ERROR: {problem}")
         if not auth.enabled:
             log("proxy", "WARNING: ENABLE_AUTH=false: every port is open to anyone who can reach it")
+        for service in loaded.services:
+            if auth.enabled and service.published and not auth.protects(service.external_port):
+                log("proxy", f"WARNING: AUTH_EXCLUDE opens port {service.external_port} ({service.name}) to anyone "
+                    "who can reach it")  # fmt: skip
         if serverless_mode(os.environ).serverless:
             log(
                 "proxy",

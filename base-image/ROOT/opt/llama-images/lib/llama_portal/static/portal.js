@@ -244,7 +244,8 @@ async function refreshLockouts() {
   const rows = data.lockouts.map((entry) => el("li", { "data-address": entry.address },
     `${new Date(entry.started * 1000).toLocaleString()}: ${entry.address}, ${entry.failures} failed attempts` +
     `${entry.port ? ` (last on port ${entry.port})` : ""}, refused until ${new Date(entry.until * 1000).toLocaleTimeString()}`));
-  $("lockouts").replaceChildren(rows.length ? el("ul", {}, ...rows) : el("p", { class: "muted" }, "None recorded."));
+  const empty = data.hidden ? `Lock-outs ${data.hidden}.` : "None recorded.";
+  $("lockouts").replaceChildren(rows.length ? el("ul", {}, ...rows) : el("p", { class: "muted" }, empty));
 }
 
 async function tailLog() {

@@ -236,7 +236,7 @@ CUDA_ERROR_NUMBER = re.compile(r"CUDA error (\d+)\b")
 NO_KERNELS = "no kernels"  # ggml's abort, compiled for no architecture this GPU runs
 NO_KERNELS_LINE = re.compile(r"ggml was not compiled with any CUDA arch <= (\d+)")
 # Causes no restart can change: the driver, the GPU or the libraries loaded stay what they are.
-FINAL_CAUSES = frozenset({"804", "803", "222", "209", NO_KERNELS})
+FINAL_CAUSES = frozenset({"804", "803", "222", "209", "35", NO_KERNELS})
 # ggml's report of each device (ggml_cuda_init, also in --list-devices):
 # "  Device 0: Tesla V100-SXM2-16GB, compute capability 7.0, VMM: yes".
 GGML_DEVICE = re.compile(r"Device (\d+): (.+?), compute capability (\d+)\.(\d+)")

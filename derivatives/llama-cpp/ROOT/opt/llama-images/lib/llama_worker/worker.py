@@ -198,22 +198,20 @@ class Readiness:
                 shown = status.detail
                 self.publish(f"waiting for llama-server: {status.detail}")
             await asyncio.sleep(POLL_SECONDS)
-        await self.prepare_benchmark()
+        narrower = await self.prepare_benchmark()
         log(f"llama-server serves ({status.detail}): benchmarking, {self.backend.benchmark_handler.concurrency} "
-            f"requests at a time, {BENCHMARK_RUNS} runs of {BENCHMARK_TOKENS} tokens each")  # fmt: skip
+            f"requests at a time{narrower}, {BENCHMARK_RUNS} runs of {BENCHMARK_TOKENS} tokens each")  # fmt: skip
         self.publish("benchmarking")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def prepare_benchmark(self) -> None:
-        """The benchmark as wide as llama-server's slots, naming its model (router mode needs one),
-        and its prompts counted; llama-server's own limit on generated tokens, if set."""
+    async def prepare_benchmark(self) -> str:
+        """The benchmark as wide as llama-server's slots and its context allow, naming its model
+        (router mode needs one), and its prompts counted; llama-server's own limit on generated
+        tokens, if set. Returns why the benchmark is narrower than the slots, if it is."""
         props, models = await self.get("/props"), await self.get("/v1/models")
-        slots = props.get("total_slots") if isinstance(props, Mapping) else None
-        concurrency = slots if isinstance(slots, int) and slots > 0 else 1
-        self.backend.benchmark_handler.concurrency = min(concurrency, MAX_BENCHMARK_CONCURRENCY)
         settings = props.get("default_generation_settings") if isinstance(props, Mapping) else None
         params = settings.get("params", settings) if isinstance(settings, Mapping) else {}
         n_predict = params.get("n_predict") if isinstance(params, Mapping) else None
@@ -223,12 +221,26 @@ class Readiness:
         first = None
         if isinstance(entries, list) and entries and isinstance(entries[0], Mapping):
             first = entries[0].get("id")
+        longest = 0
         for item in self.dataset:
             if isinstance(first, str):
                 item["model"] = first
             tokens = await self.tokenizer.count(item["prompt"], first if isinstance(first, str) else None)
             if tokens is not None:
                 self.counts.known[item["prompt"]] = tokens
+            # +1: the BOS token llama-server adds to the prompt it was asked to count
+            longest = max(longest, (tokens if tokens is not None else workload.estimate_tokens(item["prompt"])) + 1)
+        slots = props.get("total_slots") if isinstance(props, Mapping) else None
+        context = settings.get("n_ctx") if isinstance(settings, Mapping) else None
+        slots = slots if isinstance(slots, int) else None
+        context = context if isinstance(context, int) else None
+        concurrency = workload.benchmark_concurrency(slots, context, longest + BENCHMARK_TOKENS,
+                                                     MAX_BENCHMARK_CONCURRENCY)  # fmt: skip
+        self.backend.benchmark_handler.concurrency = concurrency
+        if concurrency < workload.benchmark_concurrency(slots, None, 0, MAX_BENCHMARK_CONCURRENCY):
+            return (f" (llama-server's context of {context} tokens holds {concurrency} of its requests of up to "
+                    f"{longest + BENCHMARK_TOKENS} tokens at once)")  # fmt: skip
+        return ""
 
     async def get(self, path: str) -> Any:
         try:

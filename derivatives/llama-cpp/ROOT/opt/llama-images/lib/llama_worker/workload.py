@@ -105,3 +105,15 @@ def tokenizable(prompt: Prompt) -> bool:
 
 def workload(prompt_tokens: int, generated: int) -> float:
     return float(max(prompt_tokens, 0) + max(generated, 0))
+
+
+def benchmark_concurrency(slots: int | None, context: int | None, request_tokens: int, most: int) -> int:
+    """How many benchmark requests run at once: one per llama-server slot (at most `most`), and no
+    more than its context holds together. llama-server's slots share one KV cache by default, so
+    requests that do not fit in it together fail, and a benchmark with no successful request
+    leaves the worker errored (no traffic for this instance). `request_tokens` is the largest
+    benchmark request's prompt plus its generated tokens; `context` is llama-server's n_ctx."""
+    wanted = slots if slots and slots > 0 else 1
+    if context and context > 0 and request_tokens > 0:
+        wanted = min(wanted, context // request_tokens)
+    return max(1, min(wanted, most))
