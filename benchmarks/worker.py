@@ -81,7 +81,6 @@ def measure_worker(ctx: Context, image: str, repeats: int) -> dict[str, Any]:
     loader = loader_image(ctx)
     direct_port = internal_port(image)
     paces = []
-    refused = 0
     with FakeEngine(gateway) as engine:
         engine.expect(WORKER_ID, "bench-master-token")
         for pace in PACES:

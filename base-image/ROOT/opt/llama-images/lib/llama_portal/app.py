@@ -66,8 +66,13 @@ def own_token(service: Service, services: tuple[Service, ...]) -> str | None:
     return None
 
 
+def behind_login(portal: Service | None, auth: Auth) -> bool:
+    """Whether the proxy checks the login on the portal's own port (not AUTH_EXCLUDEd, auth on)."""
+    return portal is not None and auth.protects(portal.external_port)
+
+
 def link_query(service: Service, services: tuple[Service, ...], auth: Auth, portal: Service | None) -> str:
-    portal_protected = portal is not None and auth.protects(portal.external_port)
+    portal_protected = behind_login(portal, auth)
     protected = auth.protects(service.external_port)
     token = None if protected or not portal_protected else own_token(service, services)
     return panels.link_query(protected=protected, portal_protected=portal_protected, own_token=token)
@@ -124,7 +129,7 @@ def list_services(request: Request) -> Response:
             "problems": [*loaded.problems, *api.PARTS.problems],
             "supervisor": bool(states),
             # The logout form is offered where there is a login: the portal behind the proxy's check.
-            "logout": LOGOUT_PATH if portal is not None and auth.protects(portal.external_port) else None,
+            "logout": LOGOUT_PATH if behind_login(portal, auth) else None,
         }
     )
 
@@ -139,8 +144,7 @@ def lockouts(request: Request) -> Response:
     left open they would show anyone the addresses that tried the instance's ports."""
     env = current_env()
     auth, _ = auth_from_env(env, (), "")
-    portal = load_services(environ=env).by_name().get("portal")
-    if portal is None or not auth.protects(portal.external_port):
+    if not behind_login(load_services(environ=env).by_name().get("portal"), auth):
         return JSONResponse({"lockouts": [], "hidden": LOCKOUTS_HIDDEN})
     try:
         data = json.loads(paths.LOCKOUTS_FILE.read_text(encoding="utf-8"))

@@ -230,10 +230,10 @@ class Readiness:
                 self.counts.known[item["prompt"]] = tokens
             # +1: the BOS token llama-server adds to the prompt it was asked to count
             longest = max(longest, (tokens if tokens is not None else workload.estimate_tokens(item["prompt"])) + 1)
-        slots = props.get("total_slots") if isinstance(props, Mapping) else None
-        context = settings.get("n_ctx") if isinstance(settings, Mapping) else None
-        slots = slots if isinstance(slots, int) else None
-        context = context if isinstance(context, int) else None
+        found_slots = props.get("total_slots") if isinstance(props, Mapping) else None
+        found_context = settings.get("n_ctx") if isinstance(settings, Mapping) else None
+        slots = found_slots if isinstance(found_slots, int) else None
+        context = found_context if isinstance(found_context, int) else None
         concurrency = workload.benchmark_concurrency(slots, context, longest + BENCHMARK_TOKENS,
                                                      MAX_BENCHMARK_CONCURRENCY)  # fmt: skip
         self.backend.benchmark_handler.concurrency = concurrency
